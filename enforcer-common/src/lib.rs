@@ -1,0 +1,264 @@
+//! Types shared by the kernel programs (`enforcer-ebpf`) and the agent (`enforcer`).
+//!
+//! Everything here is `#[repr(C)]` with explicit padding and integer flags; userspace decodes
+//! codes with checked conversions (see the `from_u8` helpers), never by transmuting.
+#![no_std]
+
+/// Map names, as the kernel object declares them and the agent looks them up.
+pub mod map_names {
+    /// IPv4 LPM tries; the suffix is the rule set (0 or 1) — see [`crate::ACTIVE_SETS`].
+    pub const V4_RULES: [&str; 2] = ["V4_RULES_0", "V4_RULES_1"];
+    /// IPv6 LPM tries, one per rule set.
+    pub const V6_RULES: [&str; 2] = ["V6_RULES_0", "V6_RULES_1"];
+    /// `Array<Config>` with one entry per rule set.
+    pub const CONFIG: &str = "CONFIG";
+    /// `Array<u32>` with one entry: the rule set programs read now.
+    pub const ACTIVE: &str = "ACTIVE";
+    /// `PerCpuArray<u64>` of verdict counters, indexed by [`crate::counter`].
+    pub const COUNTERS: &str = "COUNTERS";
+    /// Ring buffer of [`crate::DenyEvent`]s.
+    pub const EVENTS: &str = "EVENTS";
+}
+
+/// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
+/// so a program never sees a half-written policy.
+pub const ACTIVE_SETS: u32 = 2;
+
+/// Program names (the function names in the eBPF object).
+pub mod prog_names {
+    pub const CONNECT4: &str = "enforcer_connect4";
+    pub const CONNECT6: &str = "enforcer_connect6";
+    pub const SENDMSG4: &str = "enforcer_sendmsg4";
+    pub const SENDMSG6: &str = "enforcer_sendmsg6";
+}
+
+/// Hooks, as carried in events and counters.
+pub mod hook {
+    pub const CONNECT4: u8 = 0;
+    pub const CONNECT6: u8 = 1;
+    pub const SENDMSG4: u8 = 2;
+    pub const SENDMSG6: u8 = 3;
+    pub const COUNT: usize = 4;
+
+    pub fn name(hook: u8) -> Option<&'static str> {
+        match hook {
+            CONNECT4 => Some("connect4"),
+            CONNECT6 => Some("connect6"),
+            SENDMSG4 => Some("sendmsg4"),
+            SENDMSG6 => Some("sendmsg6"),
+            _ => None,
+        }
+    }
+}
+
+/// Protocol classes a clause can match, as a bit mask.
+pub mod proto {
+    pub const TCP: u8 = 1 << 0;
+    pub const UDP: u8 = 1 << 1;
+    /// Anything else a cgroup sock_addr hook sees (ICMP ping sockets, SCTP, UDP-Lite, ...).
+    pub const OTHER: u8 = 1 << 2;
+    pub const ALL: u8 = TCP | UDP | OTHER;
+
+    pub const IPPROTO_TCP: u8 = 6;
+    pub const IPPROTO_UDP: u8 = 17;
+
+    /// The class bit of an IP protocol number.
+    #[inline(always)]
+    pub fn class(ip_protocol: u32) -> u8 {
+        match ip_protocol {
+            6 => TCP,
+            17 => UDP,
+            _ => OTHER,
+        }
+    }
+}
+
+/// What a clause does when it matches.
+pub mod action {
+    pub const ALLOW: u8 = 1;
+    pub const BLOCK: u8 = 2;
+}
+
+/// Policy mode (`Config::mode`).
+pub mod mode {
+    pub const ENFORCE: u32 = 0;
+    pub const AUDIT: u32 = 1;
+}
+
+/// Verdicts (`Config::default_verdict`, counters).
+pub mod verdict {
+    pub const ALLOW: u32 = 0;
+    pub const DENY: u32 = 1;
+}
+
+/// Rule ids with a fixed meaning; ids below these index the agent's rule table.
+pub mod rule_id {
+    /// The policy's `default: deny` decided.
+    pub const DEFAULT: u32 = u32::MAX;
+}
+
+/// Indexes into the `COUNTERS` per-CPU array.
+pub mod counter {
+    use super::hook;
+    /// Calls allowed, per hook.
+    pub const ALLOWED: u32 = 0;
+    /// Calls denied (enforce mode), per hook.
+    pub const DENIED: u32 = hook::COUNT as u32;
+    /// Calls that would have been denied (audit mode), per hook.
+    pub const WOULD_DENY: u32 = 2 * hook::COUNT as u32;
+    /// Events that did not fit into the ring buffer.
+    pub const LOST_EVENTS: u32 = 3 * hook::COUNT as u32;
+    /// Size of the array.
+    pub const COUNT: u32 = LOST_EVENTS + 1;
+
+    #[inline(always)]
+    pub fn index(base: u32, hook: u8) -> u32 {
+        base + hook as u32
+    }
+}
+
+/// Upper bound on the clauses of one LPM entry (the flattened rules covering one prefix).
+pub const MAX_CLAUSES: usize = 16;
+
+/// One flattened rule inside an LPM entry: matches a port range and a protocol mask.
+/// `port_lo..=port_hi` in host byte order; a rule without ports is `0..=65535`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Clause {
+    pub rule_id: u32,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// [`proto`] bit mask.
+    pub protocols: u8,
+    /// [`action`] code.
+    pub action: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of an LPM entry. Clauses are ordered: every ALLOW clause before every BLOCK clause,
+/// BLOCK clauses from the most specific rule to the least; the first match decides, no match
+/// falls through to the FQDN map and the default.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LpmValue {
+    pub n_clauses: u32,
+    pub clauses: [Clause; MAX_CLAUSES],
+}
+
+impl Default for LpmValue {
+    fn default() -> Self {
+        Self { n_clauses: 0, clauses: [Clause::default(); MAX_CLAUSES] }
+    }
+}
+
+impl LpmValue {
+    /// The first clause matching `port` (host order) and the protocol class bit `proto_class`.
+    /// This is the clause scan of the kernel verdict; the agent's map emulation uses it too.
+    #[inline(always)]
+    pub fn first_match(&self, port: u16, proto_class: u8) -> Option<&Clause> {
+        let n = self.n_clauses as usize;
+        // A constant bound keeps the verifier happy; `n` ends the walk early.
+        for i in 0..MAX_CLAUSES {
+            if i >= n {
+                break;
+            }
+            let c = &self.clauses[i];
+            if c.protocols & proto_class != 0 && port >= c.port_lo && port <= c.port_hi {
+                return Some(c);
+            }
+        }
+        None
+    }
+}
+
+/// Capacity of each LPM trie (prefixes per family per rule set).
+pub const MAX_PREFIXES: u32 = 262_144;
+
+/// Size of the event ring buffer in bytes (power of two, multiple of the page size).
+pub const EVENTS_BYTES: u32 = 1 << 20;
+
+/// Programs skip the userspace wakeup until this much is queued; the agent also drains the ring
+/// on a short timer. A wakeup per event costs ~2.6 µs per denied call, no wakeup ~170 ns.
+pub const EVENTS_WAKEUP_BYTES: u64 = (EVENTS_BYTES as u64) / 8;
+
+/// Per-rule-set configuration.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// [`mode`] code.
+    pub mode: u32,
+    /// [`verdict`] code used when no rule matches.
+    pub default_verdict: u32,
+    /// Policy generation, echoed in events so userspace names the rule of the right policy.
+    pub generation: u32,
+    pub _pad: u32,
+}
+
+/// Event kinds in [`EventHeader::kind`].
+pub mod event_kind {
+    /// A call was denied (enforce mode).
+    pub const DENIED: u16 = 1;
+    /// A call would have been denied (audit mode); it was allowed.
+    pub const WOULD_DENY: u16 = 2;
+}
+
+/// Version of the event layout; bump when [`DenyEvent`] changes.
+pub const EVENT_VERSION: u16 = 1;
+
+/// Fixed header of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    pub kind: u16,
+    pub version: u16,
+    /// Size of the whole record in bytes.
+    pub len: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+}
+
+/// A denied (or would-be-denied) call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DenyEvent {
+    pub header: EventHeader,
+    /// Process id (the kernel's tgid).
+    pub tgid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Rule that decided, or [`rule_id::DEFAULT`].
+    pub rule_id: u32,
+    /// [`Config::generation`] of the rule set that decided.
+    pub generation: u32,
+    /// Destination port, host byte order.
+    pub dst_port: u16,
+    /// [`hook`] code.
+    pub hook: u8,
+    /// IP protocol number of the socket (6 tcp, 17 udp, ...).
+    pub protocol: u8,
+    /// Address family the caller used (2 AF_INET, 10 AF_INET6).
+    pub family: u16,
+    pub _pad: u16,
+    /// Destination as the caller passed it: IPv4 in the first 4 bytes, IPv6 in all 16,
+    /// network byte order.
+    pub dst_addr: [u8; 16],
+    pub comm: [u8; 16],
+}
+
+/// LPM trie key for IPv4 (`prefix_len` host order, address network order).
+pub const V4_KEY_LEN: usize = 4;
+/// LPM trie key for IPv6.
+pub const V6_KEY_LEN: usize = 16;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integer structs with explicit padding; any bit pattern is valid.
+    unsafe impl aya::Pod for super::Clause {}
+    unsafe impl aya::Pod for super::LpmValue {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::DenyEvent {}
+}

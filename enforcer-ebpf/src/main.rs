@@ -1,0 +1,210 @@
+//! cgroup sock_addr programs: every connect() and unconnected sendmsg() of the protected cgroup
+//! gets one verdict from [`decide`], following DESIGN.md's decision order:
+//! normalise (IPv4-mapped, NAT64) → LPM entry clauses (allow before block) → FQDN map
+//! (next issue) → policy default. Denials (or would-be denials in audit mode) are counted and
+//! queued on a ring buffer without a userspace wakeup per event.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns,
+    },
+    macros::{cgroup_sock_addr, map},
+    maps::{Array, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::SockAddrContext,
+};
+use enforcer_common::{
+    ACTIVE_SETS, Config, DenyEvent, EVENT_VERSION, EVENTS_BYTES, EVENTS_WAKEUP_BYTES, EventHeader,
+    LpmValue, MAX_PREFIXES, V4_KEY_LEN, V6_KEY_LEN, action, counter, event_kind, hook, mode,
+    proto, rule_id, verdict,
+};
+
+#[map]
+static V4_RULES_0: LpmTrie<[u8; V4_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map]
+static V4_RULES_1: LpmTrie<[u8; V4_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map]
+static V6_RULES_0: LpmTrie<[u8; V6_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map]
+static V6_RULES_1: LpmTrie<[u8; V6_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(ACTIVE_SETS, 0);
+#[map]
+static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+#[cgroup_sock_addr(connect4)]
+pub fn enforcer_connect4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, hook::CONNECT4)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn enforcer_connect6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, hook::CONNECT6)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn enforcer_sendmsg4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, hook::SENDMSG4)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn enforcer_sendmsg6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, hook::SENDMSG6)
+}
+
+/// The destination after normalisation: IPv4 (also for mapped and NAT64 IPv6) or IPv6.
+enum Dst {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+/// The one verdict function of all four hooks.
+#[inline(always)]
+fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
+    // SAFETY: the kernel hands every sock_addr program a valid `bpf_sock_addr`.
+    let sa = unsafe { &*ctx.sock_addr };
+    let set = match ACTIVE.get(0) {
+        Some(s) => *s % ACTIVE_SETS,
+        None => 0,
+    };
+    let Some(cfg) = CONFIG.get(set) else {
+        // Unreachable for an array index below max_entries; deny rather than guess.
+        return DENY;
+    };
+    let port = u16::from_be(sa.user_port as u16);
+    let proto_class = proto::class(sa.protocol);
+
+    let dst = if hook == hook::CONNECT4 || hook == hook::SENDMSG4 {
+        Dst::V4(sa.user_ip4.to_ne_bytes())
+    } else {
+        // Each u32 of user_ip6 is loaded on its own: the verifier wants aligned 4-byte loads.
+        let w = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        let mapped = w[0] == 0 && w[1] == 0 && w[2] == 0x0000_ffffu32.to_be();
+        let nat64 = w[0] == 0x0064_ff9bu32.to_be() && w[1] == 0 && w[2] == 0;
+        if mapped || nat64 {
+            Dst::V4(w[3].to_ne_bytes())
+        } else {
+            let mut a = [0u8; 16];
+            a[0..4].copy_from_slice(&w[0].to_ne_bytes());
+            a[4..8].copy_from_slice(&w[1].to_ne_bytes());
+            a[8..12].copy_from_slice(&w[2].to_ne_bytes());
+            a[12..16].copy_from_slice(&w[3].to_ne_bytes());
+            Dst::V6(a)
+        }
+    };
+
+    let entry = match dst {
+        Dst::V4(a) => {
+            let key = Key::new(32, a);
+            if set == 0 { V4_RULES_0.get(&key) } else { V4_RULES_1.get(&key) }
+        }
+        Dst::V6(a) => {
+            let key = Key::new(128, a);
+            if set == 0 { V6_RULES_0.get(&key) } else { V6_RULES_1.get(&key) }
+        }
+    };
+
+    let denied_by = match entry.and_then(|e| e.first_match(port, proto_class)) {
+        Some(c) if c.action == action::ALLOW => None,
+        Some(c) => Some(c.rule_id),
+        // Step 4 (FQDN-learned allow map) goes here.
+        None if cfg.default_verdict == verdict::DENY => Some(rule_id::DEFAULT),
+        None => None,
+    };
+
+    match denied_by {
+        None => {
+            count(counter::index(counter::ALLOWED, hook));
+            ALLOW
+        }
+        Some(rule) => {
+            let audit = cfg.mode == mode::AUDIT;
+            let (base, kind) = if audit {
+                (counter::WOULD_DENY, event_kind::WOULD_DENY)
+            } else {
+                (counter::DENIED, event_kind::DENIED)
+            };
+            count(counter::index(base, hook));
+            emit(sa, hook, kind, rule, cfg.generation, port);
+            if audit { ALLOW } else { DENY }
+        }
+    }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; this program cannot be preempted by itself on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Queue one event; count it as lost when the ring buffer is full.
+#[inline(always)]
+fn emit(sa: &aya_ebpf::bindings::bpf_sock_addr, hook: u8, kind: u16, rule: u32, generation: u32, port: u16) {
+    let Some(mut slot) = EVENTS.reserve::<DenyEvent>(0) else {
+        count(counter::LOST_EVENTS);
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let family = sa.user_family as u16;
+    let mut dst_addr = [0u8; 16];
+    if family == AF_INET {
+        dst_addr[0..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    } else if family == AF_INET6 {
+        dst_addr[0..4].copy_from_slice(&sa.user_ip6[0].to_ne_bytes());
+        dst_addr[4..8].copy_from_slice(&sa.user_ip6[1].to_ne_bytes());
+        dst_addr[8..12].copy_from_slice(&sa.user_ip6[2].to_ne_bytes());
+        dst_addr[12..16].copy_from_slice(&sa.user_ip6[3].to_ne_bytes());
+    }
+    slot.write(DenyEvent {
+        header: EventHeader {
+            kind,
+            version: EVENT_VERSION,
+            len: core::mem::size_of::<DenyEvent>() as u32,
+            // SAFETY: plain helper call without arguments.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            // SAFETY: plain helper call without arguments.
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        },
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        rule_id: rule,
+        generation,
+        dst_port: port,
+        hook,
+        protocol: sa.protocol as u8,
+        family,
+        _pad: 0,
+        dst_addr,
+        comm: bpf_get_current_comm().unwrap_or([0u8; 16]),
+    });
+    // Wake the agent only once a batch is queued; it drains on a short timer otherwise.
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS_WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    slot.submit(flags as u64);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

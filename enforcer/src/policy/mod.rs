@@ -1,0 +1,450 @@
+//! The policy: what the YAML file says, validated once into plain types.
+//!
+//! [`parse_policy`] turns the file's text into a [`Policy`] or a [`PolicyError`] whose
+//! `Display` is `file:line:column: sentence`. Nothing downstream re-validates: rule CIDRs are
+//! normalised (mapped and NAT64 IPv6 ranges become IPv4), port lists are sorted and merged,
+//! presets are expanded into one [`Rule`] per range. A rule's index in [`Policy::rules`] is
+//! its id in the kernel maps and in events.
+
+mod parse;
+mod presets;
+mod yaml;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use enforcer_common::{action, mode, proto, rule_id, verdict};
+use ipnet::{IpNet, Ipv4Net};
+
+pub use presets::{PRESETS_VERSION, Preset, PresetEntry, preset, presets, render_presets};
+
+/// `mode:` — whether a deny verdict is enforced or only logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+
+    /// The [`enforcer_common::mode`] code.
+    pub fn code(self) -> u32 {
+        match self {
+            Mode::Enforce => mode::ENFORCE,
+            Mode::Audit => mode::AUDIT,
+        }
+    }
+}
+
+/// `default:` — the verdict when no rule decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultVerdict {
+    Allow,
+    Deny,
+}
+
+impl DefaultVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefaultVerdict::Allow => "allow",
+            DefaultVerdict::Deny => "deny",
+        }
+    }
+
+    /// The [`enforcer_common::verdict`] code.
+    pub fn code(self) -> u32 {
+        match self {
+            DefaultVerdict::Allow => verdict::ALLOW,
+            DefaultVerdict::Deny => verdict::DENY,
+        }
+    }
+}
+
+/// Which list a rule came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleAction {
+    Allow,
+    Block,
+}
+
+impl RuleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Allow => "allow",
+            RuleAction::Block => "block",
+        }
+    }
+
+    /// The [`enforcer_common::action`] code.
+    pub fn code(self) -> u8 {
+        match self {
+            RuleAction::Allow => action::ALLOW,
+            RuleAction::Block => action::BLOCK,
+        }
+    }
+}
+
+/// An inclusive port range; a single port is `lo == hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// Every port, including 0 (what a rule without `ports` matches).
+    pub const ALL: PortRange = PortRange { lo: 0, hi: u16::MAX };
+
+    pub const fn single(port: u16) -> Self {
+        PortRange { lo: port, hi: port }
+    }
+
+    pub fn contains(self, port: u16) -> bool {
+        self.lo <= port && port <= self.hi
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// Sorts port ranges and merges overlapping or adjacent ones.
+pub fn merge_port_ranges(ranges: &[PortRange]) -> Vec<PortRange> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<PortRange> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        match out.last_mut() {
+            Some(last) if r.lo as u32 <= last.hi as u32 + 1 => last.hi = last.hi.max(r.hi),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Where something is in a policy file (1-based line and column, in characters).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The name the file was loaded under (its path, or `<built-in default>`).
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// Where a rule's range came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleSource {
+    Cidr,
+    Preset(&'static str),
+}
+
+/// One CIDR with its ports and protocols. A preset entry expands into one rule per range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub action: RuleAction,
+    /// Normalised: never inside `::ffff:0:0/96` or `64:ff9b::/96` (those become IPv4).
+    pub net: IpNet,
+    /// Sorted and merged; empty means every port.
+    pub ports: Vec<PortRange>,
+    /// [`enforcer_common::proto`] mask; [`proto::ALL`] when the file gives no `protocols`.
+    pub protocols: u8,
+    pub source: RuleSource,
+    /// The list entry the rule comes from.
+    pub location: Location,
+}
+
+impl Rule {
+    /// The one-line description used in `enforcer check` and in JSON events, e.g.
+    /// `allow cidr 10.96.0.10/32 ports 53 protocols tcp,udp`.
+    pub fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.action.as_str())?;
+        match self.source {
+            RuleSource::Cidr => write!(f, "cidr {}", self.net)?,
+            RuleSource::Preset(name) => write!(f, "preset:{name} {}", self.net)?,
+        }
+        write_ports_protocols(f, &self.ports, self.protocols)
+    }
+}
+
+/// An allowlisted DNS name. Compiles to nothing in the LPM maps; the agent resolves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FqdnRule {
+    /// Lower case, without a trailing dot and without the `*.` of a wildcard.
+    pub name: String,
+    /// `*.name`: every name below `name` (not `name` itself).
+    pub wildcard: bool,
+    /// Sorted and merged; empty means every port.
+    pub ports: Vec<PortRange>,
+    /// [`enforcer_common::proto`] mask.
+    pub protocols: u8,
+    pub location: Location,
+}
+
+impl fmt::Display for FqdnRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let star = if self.wildcard { "*." } else { "" };
+        write!(f, "allow fqdn {star}{}", self.name)?;
+        write_ports_protocols(f, &self.ports, self.protocols)
+    }
+}
+
+fn write_ports_protocols(f: &mut fmt::Formatter<'_>, ports: &[PortRange], protocols: u8) -> fmt::Result {
+    if !ports.is_empty() {
+        f.write_str(" ports ")?;
+        for (i, r) in ports.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{r}")?;
+        }
+    }
+    if protocols & proto::ALL != proto::ALL {
+        f.write_str(" protocols ")?;
+        let names = [(proto::TCP, "tcp"), (proto::UDP, "udp"), (proto::OTHER, "other")];
+        let mut first = true;
+        for (bit, name) in names {
+            if protocols & bit != 0 {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("none")?;
+        }
+    }
+    Ok(())
+}
+
+/// A process set the policy applies to (`targets:`), kept as written for the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `cgroup: PATH`
+    Cgroup { path: String, location: Location },
+    /// `systemd_unit: NAME`
+    SystemdUnit { name: String, location: Location },
+    /// `process: [NAME, ...]` (executable names)
+    Process { names: Vec<String>, location: Location },
+}
+
+/// A validated policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The name the policy was loaded under (file path or `<built-in default>`).
+    pub source: String,
+    pub mode: Mode,
+    pub default: DefaultVerdict,
+    /// Rule id = index.
+    pub rules: Vec<Rule>,
+    pub fqdns: Vec<FqdnRule>,
+    pub targets: Vec<Target>,
+}
+
+impl Policy {
+    /// The rule an event's `rule_id` names.
+    pub fn rule(&self, id: u32) -> Option<&Rule> {
+        self.rules.get(usize::try_from(id).ok()?)
+    }
+
+    /// What an event's `rule_id` means, for logs: the rule's description,
+    /// `default deny`/`default allow` for [`rule_id::DEFAULT`], `unknown rule N` otherwise.
+    pub fn describe_rule(&self, id: u32) -> String {
+        if id == rule_id::DEFAULT {
+            return format!("default {}", self.default.as_str());
+        }
+        match self.rule(id) {
+            Some(rule) => rule.describe(),
+            None => format!("unknown rule {id}"),
+        }
+    }
+}
+
+/// Why a policy was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: cannot read policy: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{location}: {problem}")]
+    Invalid { location: Location, problem: Problem },
+}
+
+impl PolicyError {
+    /// Where in the file the problem is (`None` for read errors).
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            PolicyError::Read { .. } => None,
+            PolicyError::Invalid { location, .. } => Some(location),
+        }
+    }
+
+    /// What is wrong (`None` for read errors).
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            PolicyError::Read { .. } => None,
+            PolicyError::Invalid { problem, .. } => Some(problem),
+        }
+    }
+}
+
+/// What is wrong at a [`Location`] of a policy file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("policy is not UTF-8 text")]
+    NotUtf8,
+    #[error("invalid YAML: {message}")]
+    Yaml { message: String },
+    #[error("policy is empty: it needs at least `default: allow|deny` and a `block` or `allow` list")]
+    Empty,
+    #[error("{what} must be {expected}, found {found}")]
+    WrongType { what: String, expected: &'static str, found: &'static str },
+    #[error("unknown key \"{key}\" (expected one of: {expected})")]
+    UnknownKey { key: String, expected: &'static str },
+    #[error("duplicate key \"{key}\" (first given at line {first_line}, column {first_column})")]
+    DuplicateKey { key: String, first_line: usize, first_column: usize },
+    #[error("unknown mode \"{value}\" (expected enforce or audit)")]
+    UnknownMode { value: String },
+    #[error("unknown default \"{value}\" (expected allow or deny)")]
+    UnknownDefault { value: String },
+    #[error("invalid CIDR \"{value}\": {reason}")]
+    InvalidCidr { value: String, reason: String },
+    #[error("CIDR \"{value}\" has host bits set; did you mean {suggestion}?")]
+    HostBitsSet { value: String, suggestion: IpNet },
+    #[error("unknown preset \"{name}\" (known: {known})")]
+    UnknownPreset { name: String, known: String },
+    #[error("port {port} out of range 1..=65535")]
+    PortOutOfRange { port: String },
+    #[error("invalid port \"{value}\": expected a number 1..=65535 or a range like \"8000-8080\"")]
+    InvalidPort { value: String },
+    #[error("port range {lo}-{hi} is reversed (did you mean {hi}-{lo}?)")]
+    ReversedPortRange { lo: u16, hi: u16 },
+    #[error("unknown protocol \"{value}\" (expected tcp or udp)")]
+    UnknownProtocol { value: String },
+    #[error("{what} is empty; leave `{what}` out to match every {item}")]
+    EmptyList { what: &'static str, item: &'static str },
+    #[error("entry has both \"{first}\" and \"{second}\"; give exactly one")]
+    ConflictingKeys { first: &'static str, second: &'static str },
+    #[error("entry needs one of: {expected}")]
+    MissingKey { expected: &'static str },
+    #[error("\"fqdn\" is only allowed in `allow`; block addresses with `cidr` or `preset`")]
+    FqdnInBlock,
+    #[error("invalid domain name \"{value}\": {reason}")]
+    InvalidFqdn { value: String, reason: String },
+    #[error("{what} must not be empty")]
+    EmptyValue { what: &'static str },
+}
+
+/// Parses and validates a policy; `source_name` is what locations in errors and rules name.
+pub fn parse_policy(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
+    parse::parse(text, source_name)
+}
+
+/// Reads and parses a policy file.
+pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| PolicyError::Read { path: name.clone(), source })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            // Every prefix up to valid_up_to is valid UTF-8, so this cannot fail.
+            let before = std::str::from_utf8(valid).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Err(PolicyError::Invalid {
+                location: Location { file: name, line, column },
+                problem: Problem::NotUtf8,
+            });
+        }
+    };
+    parse_policy(&text, &name)
+}
+
+/// The name [`default_policy`] reports in locations.
+pub const DEFAULT_POLICY_NAME: &str = "<built-in default>";
+
+/// The embedded YAML of [`default_policy`].
+pub const DEFAULT_POLICY_YAML: &str = include_str!("default.yaml");
+
+/// The embedded default: enforce, default allow, block the `private` and `cloud-metadata`
+/// presets.
+pub fn default_policy() -> Policy {
+    // The embedded file is checked by a unit test; failing here is a build defect.
+    parse_policy(DEFAULT_POLICY_YAML, DEFAULT_POLICY_NAME).expect("embedded default policy is valid")
+}
+
+/// The address the kernel decides: `::ffff:a.b.c.d` and `64:ff9b::a.b.c.d` become
+/// `a.b.c.d`, everything else is unchanged.
+pub fn normalize_addr(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match embedded_ipv4(v6) {
+            Some(v4) => IpAddr::V4(v4),
+            None => addr,
+        },
+    }
+}
+
+/// A CIDR as the kernel sees it: an IPv6 range inside `::ffff:0:0/96` or `64:ff9b::/96`
+/// (prefix length at least 96) becomes the IPv4 range it embeds. Host bits are cleared.
+pub fn normalize_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V4(v4) => IpNet::V4(v4.trunc()),
+        IpNet::V6(v6) => {
+            let v6 = v6.trunc();
+            match embedded_ipv4(v6.network()) {
+                Some(v4) if v6.prefix_len() >= 96 => {
+                    // prefix_len - 96 <= 32, so this cannot fail.
+                    Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(IpNet::V6(v6), IpNet::V4)
+                }
+                _ => IpNet::V6(v6),
+            }
+        }
+    }
+}
+
+/// The IPv4 address embedded in an IPv4-mapped or NAT64 (`64:ff9b::/96`) address.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = v6.segments();
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let o = v6.octets();
+        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

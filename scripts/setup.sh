@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what building and testing the enforcer needs on a fresh Debian 12 machine (root,
+# Rust toolchain present); skips whatever is already there. Sourced by scripts/demo and
+# scripts/test; safe to run on its own.
+set -euo pipefail
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+APT_PACKAGES=(
+  # bpf-linker against Debian's LLVM 22 (../shared/TOOLCHAIN.md)
+  llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
+  # inspection of attached programs, namespaces
+  bpftool iproute2 util-linux procps
+  # the real components of the demo and the end-to-end tests
+  prometheus-alertmanager prometheus
+  # VM tests under other kernels
+  qemu-system-x86 busybox-static kmod cpio
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The eBPF crate is built with -Z build-std=core on stable (RUSTC_BOOTSTRAP=1 in
+# .cargo/config.toml), which needs the standard library's sources.
+if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "rustup component add rust-src"
+  rustup component add rust-src
+fi
+
+if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then
+  log "cargo install bpf-linker (LLVM 22; takes about 2 minutes)"
+  PATH=/usr/lib/llvm-22/bin:$PATH cargo install bpf-linker --locked --no-default-features --features llvm-22
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  log "cargo install cargo-nextest"
+  cargo install cargo-nextest --locked
+fi

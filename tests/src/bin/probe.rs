@@ -1,0 +1,193 @@
+//! The workload of the integration tests. It moves itself into the cgroup given with
+//! `--cgroup` *before* creating any socket (a socket belongs to the cgroup of the task that
+//! created it), enters a fresh network namespace with only `lo` up (so nothing can leave the
+//! machine: a non-loopback destination fails with ENETUNREACH unless the enforcer says EPERM
+//! first), prints `ready`, then runs one command per stdin line and answers one line each:
+//!
+//! ```text
+//! connect tcp|udp ADDR PORT   → ok | errno N
+//! sendto udp ADDR PORT        → ok | errno N     (unconnected UDP, the sendmsg hooks)
+//! listen tcp ADDR PORT        → ok PORT          (a listener inside the namespace)
+//! ```
+//! With `--first-connect tcp|udp ADDR PORT` it does that one call right after entering the
+//! namespace and exits with the result on stdout instead of reading commands.
+use std::{
+    io::{BufRead, Write},
+    net::{IpAddr, SocketAddr, TcpListener},
+};
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("probe: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn real_main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut cgroup = None;
+    let mut first = None;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--cgroup" => {
+                cgroup = args.get(i + 1).cloned();
+                i += 2;
+            }
+            "--first-connect" => {
+                first = Some(args.get(i + 1..i + 4).ok_or("--first-connect PROTO ADDR PORT")?.join(" "));
+                i += 4;
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if let Some(cg) = cgroup {
+        std::fs::write(format!("{cg}/cgroup.procs"), std::process::id().to_string())
+            .map_err(|e| format!("joining cgroup {cg}: {e}"))?;
+    }
+    enter_empty_netns()?;
+    let mut listeners = Vec::new();
+    if let Some(cmd) = first {
+        println!("{}", run(&format!("connect {cmd}"), &mut listeners));
+        return Ok(());
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out, "ready").map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let reply = run(&line, &mut listeners);
+        writeln!(out, "{reply}").map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let [verb, proto, addr, port] = parts[..] else {
+        return format!("bad command {line:?}");
+    };
+    let (Ok(ip), Ok(port)) = (addr.parse::<IpAddr>(), port.parse::<u16>()) else {
+        return format!("bad address {addr} {port}");
+    };
+    let sa = SocketAddr::new(ip, port);
+    match (verb, proto) {
+        ("connect", "tcp") => reply(syscall_connect(libc::SOCK_STREAM, sa)),
+        ("connect", "udp") => reply(syscall_connect(libc::SOCK_DGRAM, sa)),
+        ("sendto", "udp") => reply(syscall_sendto(sa)),
+        ("listen", "tcp") => match TcpListener::bind(sa) {
+            Ok(l) => {
+                let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                listeners.push(l);
+                format!("ok {port}")
+            }
+            Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
+        },
+        _ => format!("bad command {line:?}"),
+    }
+}
+
+fn reply(r: Result<(), i32>) -> String {
+    match r {
+        Ok(()) => "ok".to_owned(),
+        Err(errno) => format!("errno {errno}"),
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+}
+
+/// A raw sockaddr for `sa` (IPv6 addresses stay AF_INET6, mapped ones included).
+fn sockaddr(sa: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t, i32) {
+    // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match sa {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write((&raw mut ss).cast(), sin) };
+            (ss, std::mem::size_of::<libc::sockaddr_in>() as _, libc::AF_INET)
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut ss).cast(), sin6) };
+            (ss, std::mem::size_of::<libc::sockaddr_in6>() as _, libc::AF_INET6)
+        }
+    }
+}
+
+fn syscall_connect(ty: i32, sa: SocketAddr) -> Result<(), i32> {
+    let (ss, len, family) = sockaddr(sa);
+    // SAFETY: plain socket syscalls on a descriptor this function owns and closes.
+    unsafe {
+        let fd = libc::socket(family, ty | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let r = libc::connect(fd, (&raw const ss).cast(), len);
+        let e = errno();
+        libc::close(fd);
+        if r == 0 { Ok(()) } else { Err(e) }
+    }
+}
+
+fn syscall_sendto(sa: SocketAddr) -> Result<(), i32> {
+    let (ss, len, family) = sockaddr(sa);
+    let payload = b"probe";
+    // SAFETY: as above.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let r = libc::sendto(fd, payload.as_ptr().cast(), payload.len(), 0, (&raw const ss).cast(), len);
+        let e = errno();
+        libc::close(fd);
+        if r >= 0 { Ok(()) } else { Err(e) }
+    }
+}
+
+/// unshare(CLONE_NEWNET) and bring `lo` up: the new namespace has no other interface and no
+/// route out of this machine.
+fn enter_empty_netns() -> Result<(), String> {
+    // SAFETY: unshare/socket/ioctl with valid arguments; the ifreq is fully initialised.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return Err(format!("unshare(CLONE_NEWNET): errno {}", errno()));
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: errno {}", errno()));
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+            libc::close(fd);
+            return Err(format!("SIOCGIFFLAGS lo: errno {}", errno()));
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        let r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        libc::close(fd);
+        if r != 0 {
+            return Err(format!("SIOCSIFFLAGS lo up: errno {}", errno()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! `enforcer run` on a real kernel: a probe in a child cgroup and an empty network namespace
+//! calls connect()/sendto(); without the enforcer non-loopback destinations fail with
+//! ENETUNREACH, with it EPERM, and each denied call gives exactly one JSON line.
+use std::time::Duration;
+
+use integration_tests::{Agent, ECONNREFUSED, ENETUNREACH, EPERM, Outcome, Probe, TempDir, TestCgroup, privileged};
+
+const METADATA_RULE: &str = "block preset:cloud-metadata 169.254.169.254/32";
+const TEN_RULE: &str = "block preset:private 10.0.0.0/8";
+
+/// The calls of the list, with the rule the embedded default policy denies them by.
+const DEFAULT_DENIED: &[(&str, &str, &str, u16, &str)] = &[
+    // (call, proto, address, port, rule)
+    ("connect", "tcp", "169.254.169.254", 80, METADATA_RULE),
+    ("connect", "udp", "169.254.169.254", 80, METADATA_RULE),
+    ("sendto", "udp", "169.254.169.254", 80, METADATA_RULE),
+    ("connect", "tcp", "10.0.0.1", 443, TEN_RULE),
+    ("connect", "udp", "10.0.0.1", 53, TEN_RULE),
+    ("sendto", "udp", "10.0.0.1", 53, TEN_RULE),
+    ("connect", "tcp", "::ffff:169.254.169.254", 80, METADATA_RULE),
+    ("connect", "tcp", "64:ff9b::a9fe:a9fe", 80, METADATA_RULE),
+    ("connect", "tcp", "fd00:ec2::254", 80, "block preset:cloud-metadata fd00:ec2::254/128"),
+    ("connect", "udp", "fd00:ec2::254", 80, "block preset:cloud-metadata fd00:ec2::254/128"),
+    ("sendto", "udp", "fd00:ec2::254", 80, "block preset:cloud-metadata fd00:ec2::254/128"),
+];
+
+fn call(probe: &mut Probe, what: &str, proto: &str, addr: &str, port: u16) -> Outcome {
+    match what {
+        "connect" => probe.connect(proto, addr, port),
+        "sendto" => probe.sendto(addr, port),
+        other => panic!("unknown call {other}"),
+    }
+    .unwrap_or_else(|e| panic!("{what} {proto} {addr}:{port}: {e}"))
+}
+
+fn expected_hook(what: &str, addr: &str) -> &'static str {
+    match (what, addr.contains(':')) {
+        ("connect", false) => "connect4",
+        ("connect", true) => "connect6",
+        (_, false) => "sendmsg4",
+        (_, true) => "sendmsg6",
+    }
+}
+
+#[test]
+fn without_the_enforcer_the_namespace_is_unreachable_not_denied() {
+    if !privileged() {
+        return;
+    }
+    let cg = TestCgroup::new().unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    for &(what, proto, addr, port, _) in DEFAULT_DENIED {
+        assert_eq!(call(&mut probe, what, proto, addr, port), Outcome::Errno(ENETUNREACH), "{what} {proto} {addr}");
+    }
+}
+
+#[test]
+fn embedded_default_denies_metadata_private_mapped_and_nat64_with_one_line_each() {
+    if !privileged() {
+        return;
+    }
+    let cg = TestCgroup::new().unwrap();
+    let mut agent = Agent::start(None, &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    for &(what, proto, addr, port, rule) in DEFAULT_DENIED {
+        assert_eq!(call(&mut probe, what, proto, addr, port), Outcome::Errno(EPERM), "{what} {proto} {addr}:{port}");
+        let lines = agent.take_events(1, Duration::from_secs(5));
+        assert_eq!(lines.len(), 1, "exactly one JSON line for {what} {proto} {addr}: {lines:?}");
+        let ev = &lines[0];
+        assert_eq!(ev["event"], "connect_denied", "{ev}");
+        assert_eq!(ev["mode"], "enforce");
+        assert_eq!(ev["rule"], rule, "{ev}");
+        assert_eq!(ev["hook"], expected_hook(what, addr), "{ev}");
+        assert_eq!(ev["protocol"], proto, "{ev}");
+        assert_eq!(ev["dst_ip"], addr.parse::<std::net::IpAddr>().unwrap().to_string(), "{ev}");
+        assert_eq!(ev["dst_port"], port, "{ev}");
+        assert_eq!(ev["pid"], probe.pid(), "{ev}");
+        assert_eq!(ev["comm"], "probe", "{ev}");
+        assert_eq!(ev["cgroup_id"], cg.id(), "{ev}");
+        assert!(ev["timestamp"].is_string(), "{ev}");
+    }
+    // The default blocks 127/8 too (preset private): Alertmanager calling its own API
+    // (http://127.0.0.1:9093/-/quit) is one of the attacks.
+    let port = probe.listen("127.0.0.1").unwrap();
+    assert_eq!(probe.connect("tcp", "127.0.0.1", port).unwrap(), Outcome::Errno(EPERM));
+    let status = agent.stop().expect("agent exited");
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}\n{}", agent.stderr_text());
+    assert!(agent.stderr_text().contains("\"message\":\"detached\""), "{}", agent.stderr_text());
+}
+
+#[test]
+fn loopback_listener_allowed_but_blocked_loopback_address_denied() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let policy = dir
+        .write("p.yaml", "mode: enforce\ndefault: allow\nblock:\n  - cidr: 127.0.0.2/32\n")
+        .unwrap();
+    let cg = TestCgroup::new().unwrap();
+    let mut agent = Agent::start(Some(&policy), &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    let open = probe.listen("127.0.0.1").unwrap();
+    let blocked = probe.listen("127.0.0.2").unwrap();
+    assert_eq!(probe.connect("tcp", "127.0.0.1", open).unwrap(), Outcome::Ok);
+    assert_eq!(probe.connect("tcp", "127.0.0.2", blocked).unwrap(), Outcome::Errno(EPERM));
+    // A closed loopback port is refused by the stack, not by us.
+    assert_eq!(probe.connect("tcp", "127.0.0.3", 9).unwrap(), Outcome::Errno(ECONNREFUSED));
+    let lines = agent.take_events(1, Duration::from_secs(5));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["rule"], "block cidr 127.0.0.2/32");
+    assert_eq!(lines[0]["dst_port"], blocked);
+}
+
+#[test]
+fn explicit_allow_with_port_inside_blocked_range_opens_that_port_only() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let policy = dir
+        .write(
+            "p.yaml",
+            "default: allow\nblock:\n  - preset: private\nallow:\n  - cidr: 10.1.2.3/32\n    ports: [443]\n    protocols: [tcp]\n",
+        )
+        .unwrap();
+    let cg = TestCgroup::new().unwrap();
+    let mut agent = Agent::start(Some(&policy), &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    assert_eq!(probe.connect("tcp", "10.1.2.3", 443).unwrap(), Outcome::Errno(ENETUNREACH));
+    assert_eq!(probe.connect("tcp", "10.1.2.3", 80).unwrap(), Outcome::Errno(EPERM));
+    assert_eq!(probe.connect("udp", "10.1.2.3", 443).unwrap(), Outcome::Errno(EPERM));
+    assert_eq!(probe.connect("tcp", "10.1.2.4", 443).unwrap(), Outcome::Errno(EPERM));
+    assert_eq!(probe.connect("tcp", "::ffff:10.1.2.3", 443).unwrap(), Outcome::Errno(ENETUNREACH));
+    let lines = agent.take_events(3, Duration::from_secs(5));
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().all(|l| l["rule"] == TEN_RULE), "{lines:?}");
+}
+
+#[test]
+fn default_deny_names_the_default() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let policy = dir
+        .write("p.yaml", "default: deny\nallow:\n  - cidr: 127.0.0.0/8\n    ports: [8080]\n")
+        .unwrap();
+    let cg = TestCgroup::new().unwrap();
+    let mut agent = Agent::start(Some(&policy), &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    assert_eq!(probe.connect("tcp", "127.0.0.1", 8080).unwrap(), Outcome::Errno(ECONNREFUSED));
+    assert_eq!(probe.connect("tcp", "192.0.2.1", 443).unwrap(), Outcome::Errno(EPERM));
+    assert_eq!(probe.connect("tcp", "::1", 8080).unwrap(), Outcome::Errno(EPERM));
+    let lines = agent.take_events(2, Duration::from_secs(5));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l["rule"] == "default deny"), "{lines:?}");
+}
+
+#[test]
+fn audit_mode_lets_the_call_through_and_logs_would_deny() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let policy = dir
+        .write("p.yaml", "mode: audit\ndefault: allow\nblock:\n  - preset: cloud-metadata\n")
+        .unwrap();
+    let cg = TestCgroup::new().unwrap();
+    let mut agent = Agent::start(Some(&policy), &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    assert_eq!(probe.connect("tcp", "169.254.169.254", 80).unwrap(), Outcome::Errno(ENETUNREACH));
+    assert_eq!(probe.sendto("169.254.169.254", 80).unwrap(), Outcome::Errno(ENETUNREACH));
+    let lines = agent.take_events(2, Duration::from_secs(5));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["event"], "would_deny", "{l}");
+        assert_eq!(l["mode"], "audit", "{l}");
+        assert_eq!(l["rule"], METADATA_RULE, "{l}");
+    }
+}
+
+#[test]
+fn the_agent_detaches_on_sigint_and_sigterm() {
+    if !privileged() {
+        return;
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let cg = TestCgroup::new().unwrap();
+        let mut agent = Agent::start(None, &cg).unwrap();
+        assert_eq!(integration_tests::attached_programs(&cg.path).unwrap(), 4);
+        agent.signal(signal);
+        let status = agent.stop().expect("exited");
+        assert!(status.success(), "{status:?}");
+        assert_eq!(integration_tests::attached_programs(&cg.path).unwrap(), 0);
+        let mut probe = Probe::spawn(&cg).unwrap();
+        assert_eq!(probe.connect("tcp", "169.254.169.254", 80).unwrap(), Outcome::Errno(ENETUNREACH));
+    }
+}

@@ -1,0 +1,187 @@
+//! Property test: for random policies and random destinations, the kernel's verdict (EPERM or
+//! not, and the rule named by the event) equals the userspace reference evaluator of the
+//! decision order. At least 10,000 cases per run; the seed is printed for reproduction
+//! (`ENFORCER_PROPTEST_SEED=<n>`).
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use enforcer::{
+    cgroup::Cgroup,
+    compile,
+    ebpf::Enforcer,
+    events,
+    policy,
+    reference::{self, Decision},
+};
+use enforcer_common::rule_id;
+use integration_tests::{EPERM, Outcome, Probe, TestCgroup, privileged};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
+
+const POLICIES: usize = 50;
+const DESTINATIONS: usize = 200;
+
+const V4_BASES: &[[u8; 4]] = &[
+    [10, 0, 0, 0],
+    [10, 1, 2, 3],
+    [169, 254, 169, 254],
+    [192, 0, 2, 7],
+    [127, 0, 0, 9],
+    [198, 51, 100, 200],
+];
+const V6_BASES: &[&str] = &["fd00:ec2::254", "fd00::1", "2001:db8::5", "2001:db8:0:1::9", "::1"];
+const PORTS: &[u16] = &[22, 53, 80, 443, 8080, 9094];
+
+fn v4_cidr(rng: &mut StdRng) -> (Ipv4Addr, u8) {
+    let base = Ipv4Addr::from(*V4_BASES.choose(rng).unwrap());
+    let len = *[0u8, 8, 16, 24, 28, 30, 31, 32].choose(rng).unwrap();
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    (Ipv4Addr::from(u32::from(base) & mask), len)
+}
+
+fn v6_cidr(rng: &mut StdRng) -> (Ipv6Addr, u8) {
+    let base: Ipv6Addr = V6_BASES.choose(rng).unwrap().parse().unwrap();
+    let len = *[0u8, 7, 16, 32, 64, 120, 127, 128].choose(rng).unwrap();
+    let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+    (Ipv6Addr::from(u128::from(base) & mask), len)
+}
+
+fn entry(rng: &mut StdRng) -> String {
+    let mut s = if rng.random_bool(0.08) {
+        format!("  - preset: {}\n", ["private", "cloud-metadata"].choose(rng).unwrap())
+    } else if rng.random_bool(0.7) {
+        let (a, l) = v4_cidr(rng);
+        format!("  - cidr: {a}/{l}\n")
+    } else {
+        let (a, l) = v6_cidr(rng);
+        format!("  - cidr: {a}/{l}\n")
+    };
+    if !s.contains("preset") {
+        match rng.random_range(0..4) {
+            0 => s += &format!("    ports: [{}]\n", PORTS.choose(rng).unwrap()),
+            1 => {
+                let a = PORTS.choose(rng).unwrap();
+                let b = PORTS.choose(rng).unwrap();
+                s += &format!("    ports: [{a}, {b}]\n");
+            }
+            2 => s += "    ports: [\"50-100\"]\n",
+            _ => {}
+        }
+        match rng.random_range(0..4) {
+            0 => s += "    protocols: [tcp]\n",
+            1 => s += "    protocols: [udp]\n",
+            2 => s += "    protocols: [tcp, udp]\n",
+            _ => {}
+        }
+    }
+    s
+}
+
+fn random_policy(rng: &mut StdRng) -> String {
+    let mut y = format!("mode: enforce\ndefault: {}\n", if rng.random_bool(0.5) { "deny" } else { "allow" });
+    let blocks = rng.random_range(0..6);
+    if blocks > 0 {
+        y += "block:\n";
+        for _ in 0..blocks {
+            y += &entry(rng);
+        }
+    }
+    let allows = rng.random_range(0..4);
+    if allows > 0 || blocks == 0 {
+        y += "allow:\n";
+        for _ in 0..allows.max(1) {
+            y += &entry(rng);
+        }
+    }
+    y
+}
+
+/// An address near the rules: inside a base, at a prefix edge, or just outside; IPv4 sometimes
+/// written as IPv4-mapped or NAT64 IPv6.
+fn destination(rng: &mut StdRng) -> IpAddr {
+    if rng.random_bool(0.65) {
+        let (net, len) = v4_cidr(rng);
+        let host = if len == 32 { 0 } else { u32::MAX >> len };
+        let a = match rng.random_range(0..4) {
+            0 => u32::from(net),
+            1 => u32::from(net) | host,
+            2 => (u32::from(net) | host).wrapping_add(1),
+            _ => u32::from(net) | (rng.random::<u32>() & host),
+        };
+        let v4 = Ipv4Addr::from(a);
+        match rng.random_range(0..6) {
+            0 => IpAddr::V6(v4.to_ipv6_mapped()),
+            1 => IpAddr::V6(Ipv6Addr::from((0x0064_ff9bu128 << 96) | a as u128)),
+            _ => IpAddr::V4(v4),
+        }
+    } else {
+        let (net, len) = v6_cidr(rng);
+        let host = if len == 128 { 0 } else { u128::MAX >> len };
+        let a = match rng.random_range(0..3) {
+            0 => u128::from(net),
+            1 => (u128::from(net) | host).wrapping_add(1),
+            _ => u128::from(net) | (rng.random::<u128>() & host),
+        };
+        IpAddr::V6(Ipv6Addr::from(a))
+    }
+}
+
+#[test]
+fn kernel_verdict_equals_reference_evaluator() {
+    if !privileged() {
+        return;
+    }
+    let seed = std::env::var("ENFORCER_PROPTEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    eprintln!("seed={seed} (rerun with ENFORCER_PROPTEST_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let cg = TestCgroup::new().unwrap();
+    let mut enforcer = Enforcer::load().unwrap();
+    let mut ring = enforcer.take_events().unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    let mut cases = 0;
+    for generation in 1..=POLICIES as u32 {
+        let yaml = random_policy(&mut rng);
+        let policy = policy::parse_policy(&yaml, "random.yaml")
+            .unwrap_or_else(|e| panic!("generated policy rejected: {e}\n{yaml}"));
+        let compiled = compile::compile(&policy).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        enforcer.install(&compiled, generation).unwrap();
+        if generation == 1 {
+            enforcer.attach(&Cgroup::open(&cg.path).unwrap()).unwrap();
+        }
+        for _ in 0..DESTINATIONS {
+            let addr = destination(&mut rng);
+            let port = *PORTS.choose(&mut rng).unwrap();
+            let (call, proto) = *[("connect", "tcp"), ("connect", "udp"), ("sendto", "udp")].choose(&mut rng).unwrap();
+            let ip_proto = if proto == "tcp" { 6 } else { 17 };
+            let outcome = match call {
+                "connect" => probe.connect(proto, &addr.to_string(), port),
+                _ => probe.sendto(&addr.to_string(), port),
+            }
+            .unwrap();
+            let want = reference::evaluate(&policy, addr, port, ip_proto);
+            let ctx = || format!("seed={seed} case={cases} {call} {proto} {addr} port {port}: kernel {outcome:?}, reference {want:?}\npolicy:\n{yaml}");
+            let mut evs = Vec::new();
+            while let Some(item) = ring.next() {
+                evs.push(events::decode(&item).unwrap());
+            }
+            match want {
+                Decision::Deny { rule } => {
+                    assert_eq!(outcome, Outcome::Errno(EPERM), "{}", ctx());
+                    assert_eq!(evs.len(), 1, "one event per denial: {}", ctx());
+                    let expect = if rule == rule_id::DEFAULT { rule_id::DEFAULT } else { rule };
+                    assert_eq!(evs[0].rule_id, expect, "rule: {}", ctx());
+                    assert_eq!(evs[0].generation, generation, "{}", ctx());
+                }
+                Decision::Allow { .. } => {
+                    assert!(!outcome.denied(), "{}", ctx());
+                    assert!(evs.is_empty(), "no event for an allowed call: {}", ctx());
+                }
+            }
+            cases += 1;
+        }
+    }
+    assert!(cases >= 10_000, "{cases} cases");
+    eprintln!("{cases} cases: kernel == reference");
+}
