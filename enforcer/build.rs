@@ -4,7 +4,7 @@ use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
     let out_dir = std::env::var("OUT_DIR").context("OUT_DIR not set")?;
-    let object = std::path::Path::new(&out_dir).join("enforcer");
+    let object = std::path::Path::new(&out_dir).join("enforcer-ebpf");
     // AYA_BUILD_SKIP=1 builds the agent without kernel programs (for work on pure userspace
     // modules); loading then fails with a clear error instead of running anything.
     if std::env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1") {

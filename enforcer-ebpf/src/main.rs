@@ -86,23 +86,24 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
     let port = u16::from_be(sa.user_port as u16);
     let proto_class = proto::class(sa.protocol);
 
-    let dst = if hook == hook::CONNECT4 || hook == hook::SENDMSG4 {
-        Dst::V4(sa.user_ip4.to_ne_bytes())
+    // `hook` is a constant in each inlined copy: an IPv4 program never touches user_ip6 (the
+    // verifier rejects that context access for connect4/sendmsg4), and vice versa.
+    let v4_hook = hook == hook::CONNECT4 || hook == hook::SENDMSG4;
+    let mut raw = [0u8; 16];
+    let dst = if v4_hook {
+        let a = sa.user_ip4.to_ne_bytes();
+        raw[0..4].copy_from_slice(&a);
+        Dst::V4(a)
     } else {
         // Each u32 of user_ip6 is loaded on its own: the verifier wants aligned 4-byte loads.
         let w = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        raw[0..4].copy_from_slice(&w[0].to_ne_bytes());
+        raw[4..8].copy_from_slice(&w[1].to_ne_bytes());
+        raw[8..12].copy_from_slice(&w[2].to_ne_bytes());
+        raw[12..16].copy_from_slice(&w[3].to_ne_bytes());
         let mapped = w[0] == 0 && w[1] == 0 && w[2] == 0x0000_ffffu32.to_be();
         let nat64 = w[0] == 0x0064_ff9bu32.to_be() && w[1] == 0 && w[2] == 0;
-        if mapped || nat64 {
-            Dst::V4(w[3].to_ne_bytes())
-        } else {
-            let mut a = [0u8; 16];
-            a[0..4].copy_from_slice(&w[0].to_ne_bytes());
-            a[4..8].copy_from_slice(&w[1].to_ne_bytes());
-            a[8..12].copy_from_slice(&w[2].to_ne_bytes());
-            a[12..16].copy_from_slice(&w[3].to_ne_bytes());
-            Dst::V6(a)
-        }
+        if mapped || nat64 { Dst::V4(w[3].to_ne_bytes()) } else { Dst::V6(raw) }
     };
 
     let entry = match dst {
@@ -137,7 +138,8 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
                 (counter::DENIED, event_kind::DENIED)
             };
             count(counter::index(base, hook));
-            emit(sa, hook, kind, rule, cfg.generation, port);
+            let family = if v4_hook { AF_INET } else { AF_INET6 };
+            emit(hook, family, &raw, sa.protocol as u8, kind, rule, cfg.generation, port);
             if audit { ALLOW } else { DENY }
         }
     }
@@ -153,23 +155,23 @@ fn count(index: u32) {
 
 /// Queue one event; count it as lost when the ring buffer is full.
 #[inline(always)]
-fn emit(sa: &aya_ebpf::bindings::bpf_sock_addr, hook: u8, kind: u16, rule: u32, generation: u32, port: u16) {
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    hook: u8,
+    family: u16,
+    dst_addr: &[u8; 16],
+    protocol: u8,
+    kind: u16,
+    rule: u32,
+    generation: u32,
+    port: u16,
+) {
     let Some(mut slot) = EVENTS.reserve::<DenyEvent>(0) else {
         count(counter::LOST_EVENTS);
         return;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    let family = sa.user_family as u16;
-    let mut dst_addr = [0u8; 16];
-    if family == AF_INET {
-        dst_addr[0..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
-    } else if family == AF_INET6 {
-        dst_addr[0..4].copy_from_slice(&sa.user_ip6[0].to_ne_bytes());
-        dst_addr[4..8].copy_from_slice(&sa.user_ip6[1].to_ne_bytes());
-        dst_addr[8..12].copy_from_slice(&sa.user_ip6[2].to_ne_bytes());
-        dst_addr[12..16].copy_from_slice(&sa.user_ip6[3].to_ne_bytes());
-    }
     slot.write(DenyEvent {
         header: EventHeader {
             kind,
@@ -188,10 +190,10 @@ fn emit(sa: &aya_ebpf::bindings::bpf_sock_addr, hook: u8, kind: u16, rule: u32, 
         generation,
         dst_port: port,
         hook,
-        protocol: sa.protocol as u8,
+        protocol,
         family,
         _pad: 0,
-        dst_addr,
+        dst_addr: *dst_addr,
         comm: bpf_get_current_comm().unwrap_or([0u8; 16]),
     });
     // Wake the agent only once a batch is queued; it drains on a short timer otherwise.

@@ -12,7 +12,7 @@ use enforcer_common::{
 use crate::{cgroup::Cgroup, compile::Compiled};
 
 /// The kernel object built by build.rs (aya-build) from `enforcer-ebpf`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer"));
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
 
 const PROGRAMS: [&str; 4] =
     [prog_names::CONNECT4, prog_names::CONNECT6, prog_names::SENDMSG4, prog_names::SENDMSG6];
@@ -88,9 +88,10 @@ impl Enforcer {
         Ok(Self { ebpf, active: 0, installed: false })
     }
 
-    /// Attaches all four programs to `cgroup` (bpf_link, multi-attach so other programs of the
-    /// cgroup keep running; any of them denying makes the call fail). The links live as long as
-    /// this value.
+    /// Attaches all four programs to `cgroup` with bpf_links (kernel >= 5.7). Link attachments
+    /// always coexist with other programs of the cgroup (any of them denying makes the call
+    /// fail); the kernel rejects attach flags on links, hence `CgroupAttachMode::Single`, which
+    /// aya passes as 0. The links live as long as this value.
     pub fn attach(&mut self, cgroup: &Cgroup) -> Result<(), EbpfError> {
         for name in PROGRAMS {
             let prog: &mut CgroupSockAddr = self
@@ -99,7 +100,7 @@ impl Enforcer {
                 .ok_or(EbpfError::MissingProgram { name })?
                 .try_into()
                 .map_err(|source| EbpfError::Program { name, source })?;
-            prog.attach(&cgroup.dir, CgroupAttachMode::AllowMultiple).map_err(|source| {
+            prog.attach(&cgroup.dir, CgroupAttachMode::Single).map_err(|source| {
                 EbpfError::Attach { name, cgroup: cgroup.path.display().to_string(), source }
             })?;
         }

@@ -1,1 +1,27 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>` (the alias lives in `.cargo/config.toml`).
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod vm;
+
+#[derive(Parser)]
+#[command(about = "Project automation for the egress enforcer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the integration tests in QEMU under Debian's kernels (6.1, 6.12).
+    #[command(after_help = vm::EXIT_CODES_HELP)]
+    VmTest(vm::VmTestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::VmTest(args) => vm::run(&args).exit_code(),
+    }
+}

@@ -67,19 +67,21 @@ pub(super) struct SyntaxError {
 
 /// Parses one YAML document. An empty document is [`Kind::Null`].
 pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let mut options = Options::default();
-    // The validator reports duplicates itself, with both positions.
-    options.duplicate_keys = DuplicateKeyPolicy::LastWins;
-    // `yes`/`on` stay strings, so `mode: yes` is "unknown mode" rather than a type error.
-    options.strict_booleans = true;
-    options.with_snippet = false;
-    options.crop_radius = 0;
-    options.budget = Some(Budget {
-        max_depth: MAX_DEPTH,
-        max_nodes: MAX_NODES,
-        max_events: MAX_EVENTS,
-        ..Budget::default()
-    });
+    let options = Options {
+        // The validator reports duplicates itself, with both positions.
+        duplicate_keys: DuplicateKeyPolicy::LastWins,
+        // `yes`/`on` stay strings, so `mode: yes` is "unknown mode" rather than a type error.
+        strict_booleans: true,
+        with_snippet: false,
+        crop_radius: 0,
+        budget: Some(Budget {
+            max_depth: MAX_DEPTH,
+            max_nodes: MAX_NODES,
+            max_events: MAX_EVENTS,
+            ..Budget::default()
+        }),
+        ..Options::default()
+    };
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
         let e = e.without_snippet();
         let (line, column) = match e.location() {
@@ -96,8 +98,19 @@ pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
                 full.strip_suffix(&suffix).map(str::to_owned).unwrap_or(full)
             }
         };
-        SyntaxError { line, column, message }
+        SyntaxError { line, column, message: user_message(message) }
     })
+}
+
+/// Rewords the parser messages that speak of serde-saphyr's API rather than the document.
+fn user_message(message: String) -> String {
+    if message.starts_with("multiple YAML documents") {
+        "a policy is one YAML document; remove the `---` separator".to_owned()
+    } else if message.starts_with("Recursive references") {
+        "an alias refers to a node that contains it".to_owned()
+    } else {
+        message
+    }
 }
 
 fn to_usize(v: u64) -> usize {

@@ -1,0 +1,439 @@
+//! Validation of the YAML tree into a [`Policy`]; every error points at a key or value.
+
+use std::net::IpAddr;
+
+use enforcer_common::proto;
+use ipnet::IpNet;
+
+use super::yaml::{self, Kind, Node};
+use super::{
+    DefaultVerdict, FqdnRule, Location, Mode, Policy, PolicyError, PortRange, Problem, Rule,
+    RuleAction, RuleSource, Target, merge_port_ranges, normalize_net, presets,
+};
+
+const TOP_KEYS: &[&str] = &["mode", "default", "block", "allow", "targets"];
+const TOP_EXPECTED: &str = "mode, default, block, allow, targets";
+const ENTRY_KEYS: &[&str] = &["cidr", "preset", "fqdn", "ports", "protocols"];
+const BLOCK_EXPECTED: &str = "cidr, preset, ports, protocols";
+const ALLOW_EXPECTED: &str = "cidr, preset, fqdn, ports, protocols";
+const TARGET_KEYS: &[&str] = &["cgroup", "systemd_unit", "process"];
+const TARGET_EXPECTED: &str = "cgroup, systemd_unit, process";
+const PORT_EXPECTED: &str = "a number 1..=65535 or a range like \"8000-8080\"";
+
+pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
+    let cx = Cx { text, file };
+    let root = yaml::parse(text).map_err(|e| PolicyError::Invalid {
+        location: cx.location(e.line, e.column),
+        problem: Problem::Yaml { message: e.message },
+    })?;
+    if let Kind::Null = root.kind {
+        return Err(PolicyError::Invalid { location: cx.location(1, 1), problem: Problem::Empty });
+    }
+    let fields = cx.fields(&root, "the policy", TOP_KEYS, TOP_EXPECTED)?;
+    if !fields.iter().any(|f| f.name != "targets") {
+        return Err(cx.err(&root, Problem::Empty));
+    }
+    let mut policy = Policy {
+        source: file.to_owned(),
+        mode: Mode::Enforce,
+        default: DefaultVerdict::Allow,
+        rules: Vec::new(),
+        fqdns: Vec::new(),
+        targets: Vec::new(),
+    };
+    for field in fields {
+        let value = field.value;
+        match field.name {
+            "mode" => {
+                policy.mode = match cx.text(value, "mode", "enforce or audit")?.as_str() {
+                    "enforce" => Mode::Enforce,
+                    "audit" => Mode::Audit,
+                    other => return Err(cx.err(value, Problem::UnknownMode { value: other.to_owned() })),
+                }
+            }
+            "default" => {
+                policy.default = match cx.text(value, "default", "allow or deny")?.as_str() {
+                    "allow" => DefaultVerdict::Allow,
+                    "deny" => DefaultVerdict::Deny,
+                    other => {
+                        return Err(cx.err(value, Problem::UnknownDefault { value: other.to_owned() }));
+                    }
+                }
+            }
+            "block" => {
+                for entry in cx.entries(value, "block")? {
+                    cx.rule_entry(entry, RuleAction::Block, &mut policy)?;
+                }
+            }
+            "allow" => {
+                for entry in cx.entries(value, "allow")? {
+                    cx.rule_entry(entry, RuleAction::Allow, &mut policy)?;
+                }
+            }
+            _ => {
+                for entry in cx.entries(value, "targets")? {
+                    policy.targets.push(cx.target(entry)?);
+                }
+            }
+        }
+    }
+    Ok(policy)
+}
+
+/// A recognised key of a mapping.
+struct Field<'n> {
+    name: &'static str,
+    key: &'n Node,
+    value: &'n Node,
+}
+
+/// The document being validated.
+struct Cx<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Cx<'_> {
+    fn location(&self, line: usize, column: usize) -> Location {
+        Location { file: self.file.to_owned(), line, column }
+    }
+
+    fn at(&self, node: &Node) -> Location {
+        self.location(node.line, node.column)
+    }
+
+    fn err(&self, node: &Node, problem: Problem) -> PolicyError {
+        PolicyError::Invalid { location: self.at(node), problem }
+    }
+
+    fn wrong_type(&self, node: &Node, what: &str, expected: &'static str) -> PolicyError {
+        let what = what.to_owned();
+        self.err(node, Problem::WrongType { what, expected, found: node.found() })
+    }
+
+    /// The node's source text (for plain scalars YAML typed as numbers).
+    fn source(&self, node: &Node) -> Option<&str> {
+        let start = char_to_byte(self.text, node.offset)?;
+        let end = start + char_to_byte(self.text.get(start..)?, node.len)?;
+        self.text.get(start..end).filter(|s| !s.is_empty() && !s.starts_with('*'))
+    }
+
+    /// A scalar as text, whatever YAML type it has (`mode: 1` is the text "1").
+    fn scalar_text(&self, node: &Node) -> Option<String> {
+        match &node.kind {
+            Kind::Str(s) => Some(s.clone()),
+            Kind::Int(v) => Some(v.to_string()),
+            Kind::Bool(b) => Some(b.to_string()),
+            Kind::Float(f) => Some(self.source(node).map_or_else(|| f.to_string(), str::to_owned)),
+            Kind::Null | Kind::Seq(_) | Kind::Map(_) => None,
+        }
+    }
+
+    fn text(&self, node: &Node, what: &str, expected: &'static str) -> Result<String, PolicyError> {
+        self.scalar_text(node).ok_or_else(|| self.wrong_type(node, what, expected))
+    }
+
+    /// The keys of a mapping, checked against `keys`; duplicates and unknown keys are errors.
+    fn fields<'n>(
+        &self,
+        node: &'n Node,
+        what: &str,
+        keys: &[&'static str],
+        expected: &'static str,
+    ) -> Result<Vec<Field<'n>>, PolicyError> {
+        let Kind::Map(entries) = &node.kind else {
+            return Err(self.wrong_type(node, what, "a mapping"));
+        };
+        let mut fields: Vec<Field<'n>> = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let text = self.text(key, "a key", "a name")?;
+            let Some(&name) = keys.iter().find(|k| **k == text) else {
+                return Err(self.err(key, Problem::UnknownKey { key: text, expected }));
+            };
+            if let Some(first) = fields.iter().find(|f| f.name == name) {
+                let (first_line, first_column) = (first.key.line, first.key.column);
+                return Err(self.err(key, Problem::DuplicateKey { key: text, first_line, first_column }));
+            }
+            fields.push(Field { name, key, value });
+        }
+        Ok(fields)
+    }
+
+    /// The entries of a top-level list (`block`, `allow`, `targets`); empty when null.
+    fn entries<'n>(&self, node: &'n Node, what: &str) -> Result<&'n [Node], PolicyError> {
+        match &node.kind {
+            Kind::Null => Ok(&[]),
+            Kind::Seq(items) => Ok(items),
+            _ => Err(self.wrong_type(node, what, "a list of entries")),
+        }
+    }
+
+    /// A list value; a single scalar counts as a one-element list (`ports: 443`).
+    fn list<'n>(&self, node: &'n Node, what: &str) -> Result<Vec<&'n Node>, PolicyError> {
+        match &node.kind {
+            Kind::Seq(items) => Ok(items.iter().collect()),
+            Kind::Null | Kind::Map(_) => Err(self.wrong_type(node, what, "a list")),
+            _ => Ok(vec![node]),
+        }
+    }
+
+    /// One `block` or `allow` entry: its rules are appended to `policy`.
+    fn rule_entry(&self, entry: &Node, action: RuleAction, policy: &mut Policy) -> Result<(), PolicyError> {
+        let (what, expected, missing) = match action {
+            RuleAction::Block => ("a block entry", BLOCK_EXPECTED, "cidr, preset"),
+            RuleAction::Allow => ("an allow entry", ALLOW_EXPECTED, "cidr, preset, fqdn"),
+        };
+        if !matches!(entry.kind, Kind::Map(_)) {
+            return Err(self.wrong_type(entry, what, "a mapping such as `cidr: 10.0.0.0/8`"));
+        }
+        let mut target: Option<Field<'_>> = None;
+        let mut ports = Vec::new();
+        let mut protocols = proto::ALL;
+        for field in self.fields(entry, what, ENTRY_KEYS, expected)? {
+            match field.name {
+                "ports" => ports = self.ports(field.value)?,
+                "protocols" => protocols = self.protocols(field.value)?,
+                name => {
+                    if name == "fqdn" && action == RuleAction::Block {
+                        return Err(self.err(field.key, Problem::FqdnInBlock));
+                    }
+                    if let Some(first) = &target {
+                        let problem = Problem::ConflictingKeys { first: first.name, second: name };
+                        return Err(self.err(field.key, problem));
+                    }
+                    target = Some(field);
+                }
+            }
+        }
+        let Some(target) = target else {
+            return Err(self.err(entry, Problem::MissingKey { expected: missing }));
+        };
+        let location = self.at(entry);
+        match target.name {
+            "cidr" => {
+                let net = self.cidr(target.value)?;
+                let source = RuleSource::Cidr;
+                policy.rules.push(Rule { action, net, ports, protocols, source, location });
+            }
+            "preset" => {
+                let name = self.text(target.value, "preset", "a preset name")?;
+                let Some(preset) = presets::preset(&name) else {
+                    let known = presets::presets().iter().map(|p| p.name).collect::<Vec<_>>().join(", ");
+                    return Err(self.err(target.value, Problem::UnknownPreset { name, known }));
+                };
+                for e in &preset.entries {
+                    // A port list on the entry narrows the preset's own ports.
+                    let Some(ports) = intersect_ports(&e.ports, &ports) else { continue };
+                    policy.rules.push(Rule {
+                        action,
+                        net: normalize_net(e.net),
+                        ports,
+                        protocols,
+                        source: RuleSource::Preset(preset.name),
+                        location: location.clone(),
+                    });
+                }
+            }
+            _ => {
+                let value = self.text(target.value, "fqdn", "a domain name")?;
+                let (name, wildcard) = parse_fqdn(&value).map_err(|reason| {
+                    self.err(target.value, Problem::InvalidFqdn { value: value.clone(), reason })
+                })?;
+                policy.fqdns.push(FqdnRule { name, wildcard, ports, protocols, location });
+            }
+        }
+        Ok(())
+    }
+
+    fn cidr(&self, node: &Node) -> Result<IpNet, PolicyError> {
+        let value = self.text(node, "cidr", "an address range such as 10.0.0.0/8")?;
+        let invalid = |reason: String| self.err(node, Problem::InvalidCidr { value: value.clone(), reason });
+        let trimmed = value.trim();
+        let (addr_text, len_text) = match trimmed.split_once('/') {
+            Some((addr, len)) => (addr, Some(len)),
+            None => (trimmed, None),
+        };
+        let addr: IpAddr = addr_text
+            .parse()
+            .map_err(|_| invalid(format!("\"{addr_text}\" is not an IPv4 or IPv6 address")))?;
+        let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len_text {
+            None => max,
+            Some(text) => {
+                if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(invalid(format!("prefix length \"{text}\" is not a number 0..={max}")));
+                }
+                match text.parse::<u8>() {
+                    Ok(len) if len <= max => len,
+                    _ => return Err(invalid(format!("prefix length {text} is longer than {max}"))),
+                }
+            }
+        };
+        let net = IpNet::new(addr, len).map_err(|_| invalid(format!("prefix length {len} is longer than {max}")))?;
+        if net.trunc() != net {
+            return Err(self.err(node, Problem::HostBitsSet { value, suggestion: net.trunc() }));
+        }
+        Ok(normalize_net(net))
+    }
+
+    fn ports(&self, node: &Node) -> Result<Vec<PortRange>, PolicyError> {
+        let items = self.list(node, "ports")?;
+        if items.is_empty() {
+            return Err(self.err(node, Problem::EmptyList { what: "ports", item: "port" }));
+        }
+        let ranges = items.into_iter().map(|item| self.port_range(item)).collect::<Result<Vec<_>, _>>()?;
+        Ok(merge_port_ranges(&ranges))
+    }
+
+    fn port_range(&self, node: &Node) -> Result<PortRange, PolicyError> {
+        let text = match &node.kind {
+            Kind::Int(v) => return self.port_number(node, *v, &v.to_string()).map(PortRange::single),
+            Kind::Str(_) | Kind::Float(_) => self.scalar_text(node).unwrap_or_default(),
+            _ => return Err(self.wrong_type(node, "a port", PORT_EXPECTED)),
+        };
+        let invalid = || self.err(node, Problem::InvalidPort { value: text.clone() });
+        let trimmed = text.trim();
+        if let Some(port) = self.port_text(node, trimmed)? {
+            return Ok(PortRange::single(port));
+        }
+        let Some((lo, hi)) = trimmed.split_once('-') else { return Err(invalid()) };
+        let (Some(lo), Some(hi)) = (self.port_text(node, lo.trim())?, self.port_text(node, hi.trim())?) else {
+            return Err(invalid());
+        };
+        if lo > hi {
+            return Err(self.err(node, Problem::ReversedPortRange { lo, hi }));
+        }
+        Ok(PortRange { lo, hi })
+    }
+
+    /// `Some(port)` for a decimal number in range, `None` when `text` is not a number.
+    fn port_text(&self, node: &Node, text: &str) -> Result<Option<u16>, PolicyError> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(None);
+        }
+        let value = text.parse::<i128>().unwrap_or(i128::MAX);
+        self.port_number(node, value, text).map(Some)
+    }
+
+    fn port_number(&self, node: &Node, value: i128, text: &str) -> Result<u16, PolicyError> {
+        match u16::try_from(value) {
+            Ok(port) if port != 0 => Ok(port),
+            _ => Err(self.err(node, Problem::PortOutOfRange { port: text.to_owned() })),
+        }
+    }
+
+    fn protocols(&self, node: &Node) -> Result<u8, PolicyError> {
+        let items = self.list(node, "protocols")?;
+        if items.is_empty() {
+            return Err(self.err(node, Problem::EmptyList { what: "protocols", item: "protocol" }));
+        }
+        let mut mask = 0;
+        for item in items {
+            let value = self.text(item, "a protocol", "tcp or udp")?;
+            mask |= match value.to_ascii_lowercase().as_str() {
+                "tcp" => proto::TCP,
+                "udp" => proto::UDP,
+                _ => return Err(self.err(item, Problem::UnknownProtocol { value })),
+            };
+        }
+        Ok(mask)
+    }
+
+    fn target(&self, entry: &Node) -> Result<Target, PolicyError> {
+        let fields = self.fields(entry, "a targets entry", TARGET_KEYS, TARGET_EXPECTED)?;
+        let field = match fields.as_slice() {
+            [] => return Err(self.err(entry, Problem::MissingKey { expected: TARGET_EXPECTED })),
+            [field] => field,
+            [first, second, ..] => {
+                let problem = Problem::ConflictingKeys { first: first.name, second: second.name };
+                return Err(self.err(second.key, problem));
+            }
+        };
+        let location = self.at(entry);
+        let value = field.value;
+        let non_empty = |what: &'static str, node: &Node, expected| {
+            let text = self.text(node, what, expected)?;
+            if text.trim().is_empty() {
+                return Err(self.err(node, Problem::EmptyValue { what }));
+            }
+            Ok(text)
+        };
+        Ok(match field.name {
+            "cgroup" => Target::Cgroup { path: non_empty("cgroup", value, "a cgroup path")?, location },
+            "systemd_unit" => Target::SystemdUnit { name: non_empty("systemd_unit", value, "a unit name")?, location },
+            _ => {
+                let items = self.list(value, "process")?;
+                if items.is_empty() {
+                    return Err(self.err(value, Problem::EmptyValue { what: "process" }));
+                }
+                let names = items
+                    .into_iter()
+                    .map(|item| non_empty("process", item, "an executable name"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Target::Process { names, location }
+            }
+        })
+    }
+}
+
+/// The byte offset of the `chars`-th character of `text` (its end when `chars` is its length).
+fn char_to_byte(text: &str, chars: usize) -> Option<usize> {
+    if text.is_ascii() {
+        return (chars <= text.len()).then_some(chars);
+    }
+    text.char_indices().map(|(i, _)| i).chain(std::iter::once(text.len())).nth(chars)
+}
+
+/// The ports two lists both allow (an empty list allows every port); `None` when disjoint.
+fn intersect_ports(a: &[PortRange], b: &[PortRange]) -> Option<Vec<PortRange>> {
+    if a.is_empty() || b.is_empty() {
+        return Some(if a.is_empty() { b.to_vec() } else { a.to_vec() });
+    }
+    let mut out = Vec::new();
+    for x in a {
+        for y in b {
+            let (lo, hi) = (x.lo.max(y.lo), x.hi.min(y.hi));
+            if lo <= hi {
+                out.push(PortRange { lo, hi });
+            }
+        }
+    }
+    (!out.is_empty()).then(|| merge_port_ranges(&out))
+}
+
+/// Checks a DNS name (`name`, `name.`, `*.name`); returns it lower-cased without the
+/// trailing dot and the `*.`, and whether it was a wildcard.
+pub(super) fn parse_fqdn(value: &str) -> Result<(String, bool), String> {
+    let without_dot = value.strip_suffix('.').unwrap_or(value);
+    let (wildcard, name) = match without_dot.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, without_dot),
+    };
+    if name.is_empty() {
+        return Err("the name is empty".to_owned());
+    }
+    if without_dot.len() > 253 {
+        return Err(format!("{} characters, more than 253", without_dot.len()));
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Err("this is an IP address; use `cidr`".to_owned());
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("empty label (two dots in a row, or a dot at the start)".to_owned());
+        }
+        if label.contains('*') {
+            return Err("`*` is only allowed as the whole first label, as in *.example.com".to_owned());
+        }
+        if label.len() > 63 {
+            return Err(format!("label \"{label}\" is longer than 63 characters"));
+        }
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(format!("label \"{label}\" may only contain letters, digits and '-'"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label \"{label}\" starts or ends with '-'"));
+        }
+    }
+    Ok((name.to_ascii_lowercase(), wildcard))
+}

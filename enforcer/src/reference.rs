@@ -1,0 +1,152 @@
+//! The reference evaluator: DESIGN.md's decision order, read straight off a [`Policy`].
+//!
+//! It shares nothing with the compiler on purpose: it is the oracle the compiled maps (and the
+//! kernel programs that read them) are tested against. Slow and obvious beats fast here.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use enforcer_common::{proto, rule_id, verdict};
+
+use crate::policy::{DefaultVerdict, Policy, Rule, RuleAction};
+
+/// The verdict for one destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// `rule` is the allow rule that matched, `None` when the default allowed.
+    Allow { rule: Option<u32> },
+    /// `rule` is the block rule that matched, or [`rule_id::DEFAULT`] for `default: deny`.
+    Deny { rule: u32 },
+}
+
+impl Decision {
+    /// The [`enforcer_common::verdict`] code.
+    pub fn verdict(self) -> u32 {
+        match self {
+            Decision::Allow { .. } => verdict::ALLOW,
+            Decision::Deny { .. } => verdict::DENY,
+        }
+    }
+
+    /// The rule id as the kernel reports it ([`rule_id::DEFAULT`] when the default decided).
+    pub fn rule_id(self) -> u32 {
+        match self {
+            Decision::Allow { rule } => rule.unwrap_or(rule_id::DEFAULT),
+            Decision::Deny { rule } => rule,
+        }
+    }
+}
+
+/// Decides a destination. `ip_protocol` is the socket's IP protocol number (6 TCP, 17 UDP,
+/// anything else is "other"). Audit mode is the caller's business: the would-be verdict is
+/// returned.
+pub fn evaluate(policy: &Policy, addr: IpAddr, port: u16, ip_protocol: u8) -> Decision {
+    // 1. Normalise mapped and NAT64 addresses to the IPv4 address they carry.
+    let addr = normalise(addr);
+    let protocol = match ip_protocol {
+        6 => proto::TCP,
+        17 => proto::UDP,
+        _ => proto::OTHER,
+    };
+    let matching = |action: RuleAction| {
+        policy.rules.iter().enumerate().filter(move |(_, rule)| {
+            rule.action == action && rule.net.contains(&addr) && matches(rule, port, protocol)
+        })
+    };
+    // 2. The first matching allow rule.
+    if let Some((id, _)) = matching(RuleAction::Allow).next() {
+        return Decision::Allow { rule: Some(id_of(id)) };
+    }
+    // 3. The most specific matching block rule; the first one among equally specific rules.
+    let mut best: Option<(usize, &Rule)> = None;
+    for (id, rule) in matching(RuleAction::Block) {
+        if best.is_none_or(|(_, b)| rule.net.prefix_len() > b.net.prefix_len()) {
+            best = Some((id, rule));
+        }
+    }
+    if let Some((id, _)) = best {
+        return Decision::Deny { rule: id_of(id) };
+    }
+    // 4. FQDN-learned addresses: not implemented yet.
+    // 5. The default.
+    match policy.default {
+        DefaultVerdict::Allow => Decision::Allow { rule: None },
+        DefaultVerdict::Deny => Decision::Deny { rule: rule_id::DEFAULT },
+    }
+}
+
+fn matches(rule: &Rule, port: u16, protocol: u8) -> bool {
+    let port_ok = rule.ports.is_empty() || rule.ports.iter().any(|r| r.lo <= port && port <= r.hi);
+    port_ok && rule.protocols & protocol != 0
+}
+
+fn id_of(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(rule_id::DEFAULT)
+}
+
+fn normalise(addr: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = addr else { return addr };
+    let o = v6.octets();
+    let mapped = o[..10] == [0; 10] && o[10..12] == [0xff, 0xff];
+    let nat64 = o[..12] == [0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
+    if mapped || nat64 {
+        IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+    } else {
+        addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_policy;
+
+    fn policy(yaml: &str) -> Policy {
+        parse_policy(yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn allow_overrides_a_more_specific_block() {
+        let p = policy(
+            "default: deny\nblock:\n  - cidr: 10.1.2.3/32\nallow:\n  - cidr: 10.0.0.0/8\n    ports: [443]\n",
+        );
+        assert_eq!(evaluate(&p, ip("10.1.2.3"), 443, 6), Decision::Allow { rule: Some(1) });
+        assert_eq!(evaluate(&p, ip("10.1.2.3"), 80, 6), Decision::Deny { rule: 0 });
+        assert_eq!(evaluate(&p, ip("10.1.2.4"), 80, 6), Decision::Deny { rule: rule_id::DEFAULT });
+        assert_eq!(evaluate(&p, ip("10.1.2.4"), 443, 17), Decision::Allow { rule: Some(1) });
+    }
+
+    #[test]
+    fn most_specific_block_wins_then_lowest_id() {
+        let p = policy(
+            "default: allow\nblock:\n  - cidr: 10.0.0.0/8\n  - cidr: 10.1.0.0/16\n  - cidr: 10.1.0.0/16\n",
+        );
+        assert_eq!(evaluate(&p, ip("10.1.0.1"), 1, 6), Decision::Deny { rule: 1 });
+        assert_eq!(evaluate(&p, ip("10.2.0.1"), 1, 6), Decision::Deny { rule: 0 });
+        assert_eq!(evaluate(&p, ip("11.0.0.1"), 1, 6), Decision::Allow { rule: None });
+    }
+
+    #[test]
+    fn mapped_and_nat64_are_decided_as_ipv4() {
+        let p = policy("default: allow\nblock:\n  - preset: cloud-metadata\n");
+        for a in ["169.254.169.254", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe"] {
+            assert_eq!(evaluate(&p, ip(a), 80, 6), Decision::Deny { rule: 0 }, "{a}");
+        }
+        // WireServer: blocked on 80 and 32526 only.
+        assert_eq!(evaluate(&p, ip("168.63.129.16"), 53, 17), Decision::Allow { rule: None });
+        assert_eq!(evaluate(&p, ip("::ffff:168.63.129.16"), 32526, 6).verdict(), verdict::DENY);
+    }
+
+    #[test]
+    fn protocols_and_ports_restrict_a_rule() {
+        let p = policy("default: allow\nblock:\n  - cidr: 192.0.2.0/24\n    ports: [53, 100-200]\n    protocols: [udp]\n");
+        assert_eq!(evaluate(&p, ip("192.0.2.1"), 53, 17), Decision::Deny { rule: 0 });
+        assert_eq!(evaluate(&p, ip("192.0.2.1"), 150, 17), Decision::Deny { rule: 0 });
+        assert_eq!(evaluate(&p, ip("192.0.2.1"), 53, 6), Decision::Allow { rule: None });
+        assert_eq!(evaluate(&p, ip("192.0.2.1"), 201, 17), Decision::Allow { rule: None });
+        assert_eq!(evaluate(&p, ip("192.0.2.1"), 53, 1), Decision::Allow { rule: None });
+    }
+}

@@ -1,0 +1,61 @@
+#!/bin/busybox sh
+# /init of the `cargo xtask vm-test` initramfs (PID 1, busybox). Prepares the guest, chroots
+# into the host's root (9p, read-only) to run /run/vm-test/run.sh (written by the host into the
+# read-write share), prints the final verdict line, writes the exit code to the second serial
+# port (and the share) and powers off. An error here writes no exit code: the host then
+# reports an infrastructure failure, not a test failure.
+/bin/busybox mkdir -p /bin /proc /sys /dev /tmp
+/bin/busybox --install -s /bin
+export PATH=/bin
+
+halt() {
+    sync
+    # Let the serial ports drain before the power goes.
+    sleep 1
+    poweroff -f
+}
+
+die() {
+    echo "vm-init: error: $*"
+    echo "VM-TEST RESULT: FAIL (infrastructure: $*)"
+    halt
+}
+
+mount -t devtmpfs devtmpfs /dev || die "mounting devtmpfs"
+exec </dev/console >/dev/console 2>&1
+mount -t proc proc /proc || die "mounting proc"
+mount -t sysfs sysfs /sys || die "mounting sysfs"
+mount -t tmpfs tmpfs /tmp || die "mounting tmpfs"
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || die "mounting cgroup2"
+mount -t bpf bpf /sys/fs/bpf || die "mounting bpffs"
+ip link set lo up || die "setting lo up"
+
+while read -r m; do
+    insmod "/modules/$m" || die "insmod $m"
+done </modules/order
+
+# 9p over virtio: a larger msize than the default makes reading the test binaries faster.
+opts=trans=virtio,version=9p2000.L,msize=262144
+mount -t 9p -o "$opts,ro,cache=loose" hostroot /newroot || die "mounting the host root over 9p"
+mount -t 9p -o "$opts" results /results || die "mounting the results share over 9p"
+
+# Inside the chroot: fresh pseudo filesystems and writable scratch space over the read-only root.
+R=/newroot
+mount -t tmpfs tmpfs $R/tmp || die "mounting $R/tmp"
+mount -t tmpfs tmpfs $R/run || die "mounting $R/run"
+mount -t proc proc $R/proc || die "mounting $R/proc"
+mount -t sysfs sysfs $R/sys || die "mounting $R/sys"
+mount -t devtmpfs devtmpfs $R/dev || die "mounting $R/dev"
+mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || die "mounting $R/sys/fs/cgroup"
+mount -t bpf bpf $R/sys/fs/bpf || die "mounting $R/sys/fs/bpf"
+mkdir -p $R/run/vm-test && mount --bind /results $R/run/vm-test || die "binding the share"
+
+echo "vm-init: kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
+env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb LANG=C.UTF-8 \
+    chroot $R /bin/sh /run/vm-test/run.sh
+rc=$?
+
+if [ "$rc" = 0 ]; then echo "VM-TEST RESULT: PASS"; else echo "VM-TEST RESULT: FAIL"; fi
+echo "$rc" >/results/rc
+echo "$rc" >/dev/ttyS1
+halt
