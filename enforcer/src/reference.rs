@@ -54,7 +54,9 @@ pub fn evaluate(policy: &Policy, addr: IpAddr, port: u16, ip_protocol: u8) -> De
     };
     // 2. The first matching allow rule.
     if let Some((id, _)) = matching(RuleAction::Allow).next() {
-        return Decision::Allow { rule: Some(id_of(id)) };
+        return Decision::Allow {
+            rule: Some(id_of(id)),
+        };
     }
     // 3. The most specific matching block rule; the first one among equally specific rules.
     let mut best: Option<(usize, &Rule)> = None;
@@ -70,7 +72,9 @@ pub fn evaluate(policy: &Policy, addr: IpAddr, port: u16, ip_protocol: u8) -> De
     // 5. The default.
     match policy.default {
         DefaultVerdict::Allow => Decision::Allow { rule: None },
-        DefaultVerdict::Deny => Decision::Deny { rule: rule_id::DEFAULT },
+        DefaultVerdict::Deny => Decision::Deny {
+            rule: rule_id::DEFAULT,
+        },
     }
 }
 
@@ -113,10 +117,24 @@ mod tests {
         let p = policy(
             "default: deny\nblock:\n  - cidr: 10.1.2.3/32\nallow:\n  - cidr: 10.0.0.0/8\n    ports: [443]\n",
         );
-        assert_eq!(evaluate(&p, ip("10.1.2.3"), 443, 6), Decision::Allow { rule: Some(1) });
-        assert_eq!(evaluate(&p, ip("10.1.2.3"), 80, 6), Decision::Deny { rule: 0 });
-        assert_eq!(evaluate(&p, ip("10.1.2.4"), 80, 6), Decision::Deny { rule: rule_id::DEFAULT });
-        assert_eq!(evaluate(&p, ip("10.1.2.4"), 443, 17), Decision::Allow { rule: Some(1) });
+        assert_eq!(
+            evaluate(&p, ip("10.1.2.3"), 443, 6),
+            Decision::Allow { rule: Some(1) }
+        );
+        assert_eq!(
+            evaluate(&p, ip("10.1.2.3"), 80, 6),
+            Decision::Deny { rule: 0 }
+        );
+        assert_eq!(
+            evaluate(&p, ip("10.1.2.4"), 80, 6),
+            Decision::Deny {
+                rule: rule_id::DEFAULT
+            }
+        );
+        assert_eq!(
+            evaluate(&p, ip("10.1.2.4"), 443, 17),
+            Decision::Allow { rule: Some(1) }
+        );
     }
 
     #[test]
@@ -124,29 +142,69 @@ mod tests {
         let p = policy(
             "default: allow\nblock:\n  - cidr: 10.0.0.0/8\n  - cidr: 10.1.0.0/16\n  - cidr: 10.1.0.0/16\n",
         );
-        assert_eq!(evaluate(&p, ip("10.1.0.1"), 1, 6), Decision::Deny { rule: 1 });
-        assert_eq!(evaluate(&p, ip("10.2.0.1"), 1, 6), Decision::Deny { rule: 0 });
-        assert_eq!(evaluate(&p, ip("11.0.0.1"), 1, 6), Decision::Allow { rule: None });
+        assert_eq!(
+            evaluate(&p, ip("10.1.0.1"), 1, 6),
+            Decision::Deny { rule: 1 }
+        );
+        assert_eq!(
+            evaluate(&p, ip("10.2.0.1"), 1, 6),
+            Decision::Deny { rule: 0 }
+        );
+        assert_eq!(
+            evaluate(&p, ip("11.0.0.1"), 1, 6),
+            Decision::Allow { rule: None }
+        );
     }
 
     #[test]
     fn mapped_and_nat64_are_decided_as_ipv4() {
         let p = policy("default: allow\nblock:\n  - preset: cloud-metadata\n");
-        for a in ["169.254.169.254", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe"] {
-            assert_eq!(evaluate(&p, ip(a), 80, 6), Decision::Deny { rule: 0 }, "{a}");
+        for a in [
+            "169.254.169.254",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert_eq!(
+                evaluate(&p, ip(a), 80, 6),
+                Decision::Deny { rule: 0 },
+                "{a}"
+            );
         }
         // WireServer: blocked on 80 and 32526 only.
-        assert_eq!(evaluate(&p, ip("168.63.129.16"), 53, 17), Decision::Allow { rule: None });
-        assert_eq!(evaluate(&p, ip("::ffff:168.63.129.16"), 32526, 6).verdict(), verdict::DENY);
+        assert_eq!(
+            evaluate(&p, ip("168.63.129.16"), 53, 17),
+            Decision::Allow { rule: None }
+        );
+        assert_eq!(
+            evaluate(&p, ip("::ffff:168.63.129.16"), 32526, 6).verdict(),
+            verdict::DENY
+        );
     }
 
     #[test]
     fn protocols_and_ports_restrict_a_rule() {
-        let p = policy("default: allow\nblock:\n  - cidr: 192.0.2.0/24\n    ports: [53, 100-200]\n    protocols: [udp]\n");
-        assert_eq!(evaluate(&p, ip("192.0.2.1"), 53, 17), Decision::Deny { rule: 0 });
-        assert_eq!(evaluate(&p, ip("192.0.2.1"), 150, 17), Decision::Deny { rule: 0 });
-        assert_eq!(evaluate(&p, ip("192.0.2.1"), 53, 6), Decision::Allow { rule: None });
-        assert_eq!(evaluate(&p, ip("192.0.2.1"), 201, 17), Decision::Allow { rule: None });
-        assert_eq!(evaluate(&p, ip("192.0.2.1"), 53, 1), Decision::Allow { rule: None });
+        let p = policy(
+            "default: allow\nblock:\n  - cidr: 192.0.2.0/24\n    ports: [53, 100-200]\n    protocols: [udp]\n",
+        );
+        assert_eq!(
+            evaluate(&p, ip("192.0.2.1"), 53, 17),
+            Decision::Deny { rule: 0 }
+        );
+        assert_eq!(
+            evaluate(&p, ip("192.0.2.1"), 150, 17),
+            Decision::Deny { rule: 0 }
+        );
+        assert_eq!(
+            evaluate(&p, ip("192.0.2.1"), 53, 6),
+            Decision::Allow { rule: None }
+        );
+        assert_eq!(
+            evaluate(&p, ip("192.0.2.1"), 201, 17),
+            Decision::Allow { rule: None }
+        );
+        assert_eq!(
+            evaluate(&p, ip("192.0.2.1"), 53, 1),
+            Decision::Allow { rule: None }
+        );
     }
 }

@@ -100,7 +100,10 @@ pub struct PortRange {
 
 impl PortRange {
     /// Every port, including 0 (what a rule without `ports` matches).
-    pub const ALL: PortRange = PortRange { lo: 0, hi: u16::MAX };
+    pub const ALL: PortRange = PortRange {
+        lo: 0,
+        hi: u16::MAX,
+    };
 
     pub const fn single(port: u16) -> Self {
         PortRange { lo: port, hi: port }
@@ -213,7 +216,11 @@ impl fmt::Display for FqdnRule {
     }
 }
 
-fn write_ports_protocols(f: &mut fmt::Formatter<'_>, ports: &[PortRange], protocols: u8) -> fmt::Result {
+fn write_ports_protocols(
+    f: &mut fmt::Formatter<'_>,
+    ports: &[PortRange],
+    protocols: u8,
+) -> fmt::Result {
     if !ports.is_empty() {
         f.write_str(" ports ")?;
         for (i, r) in ports.iter().enumerate() {
@@ -225,7 +232,11 @@ fn write_ports_protocols(f: &mut fmt::Formatter<'_>, ports: &[PortRange], protoc
     }
     if protocols & proto::ALL != proto::ALL {
         f.write_str(" protocols ")?;
-        let names = [(proto::TCP, "tcp"), (proto::UDP, "udp"), (proto::OTHER, "other")];
+        let names = [
+            (proto::TCP, "tcp"),
+            (proto::UDP, "udp"),
+            (proto::OTHER, "other"),
+        ];
         let mut first = true;
         for (bit, name) in names {
             if protocols & bit != 0 {
@@ -251,7 +262,10 @@ pub enum Target {
     /// `systemd_unit: NAME`
     SystemdUnit { name: String, location: Location },
     /// `process: [NAME, ...]` (executable names)
-    Process { names: Vec<String>, location: Location },
+    Process {
+        names: Vec<String>,
+        location: Location,
+    },
 }
 
 /// A validated policy.
@@ -296,7 +310,10 @@ pub enum PolicyError {
         source: std::io::Error,
     },
     #[error("{location}: {problem}")]
-    Invalid { location: Location, problem: Problem },
+    Invalid {
+        location: Location,
+        problem: Problem,
+    },
 }
 
 impl PolicyError {
@@ -324,14 +341,24 @@ pub enum Problem {
     NotUtf8,
     #[error("invalid YAML: {message}")]
     Yaml { message: String },
-    #[error("policy is empty: it needs at least `default: allow|deny` and a `block` or `allow` list")]
+    #[error(
+        "policy is empty: it needs at least `default: allow|deny` and a `block` or `allow` list"
+    )]
     Empty,
     #[error("{what} must be {expected}, found {found}")]
-    WrongType { what: String, expected: &'static str, found: &'static str },
+    WrongType {
+        what: String,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("unknown key \"{key}\" (expected one of: {expected})")]
     UnknownKey { key: String, expected: &'static str },
     #[error("duplicate key \"{key}\" (first given at line {first_line}, column {first_column})")]
-    DuplicateKey { key: String, first_line: usize, first_column: usize },
+    DuplicateKey {
+        key: String,
+        first_line: usize,
+        first_column: usize,
+    },
     #[error("unknown mode \"{value}\" (expected enforce or audit)")]
     UnknownMode { value: String },
     #[error("unknown default \"{value}\" (expected allow or deny)")]
@@ -351,9 +378,15 @@ pub enum Problem {
     #[error("unknown protocol \"{value}\" (expected tcp or udp)")]
     UnknownProtocol { value: String },
     #[error("{what} is empty; leave `{what}` out to match every {item}")]
-    EmptyList { what: &'static str, item: &'static str },
+    EmptyList {
+        what: &'static str,
+        item: &'static str,
+    },
     #[error("entry has both \"{first}\" and \"{second}\"; give exactly one")]
-    ConflictingKeys { first: &'static str, second: &'static str },
+    ConflictingKeys {
+        first: &'static str,
+        second: &'static str,
+    },
     #[error("entry needs one of: {expected}")]
     MissingKey { expected: &'static str },
     #[error("\"fqdn\" is only allowed in `allow`; block addresses with `cidr` or `preset`")]
@@ -372,7 +405,10 @@ pub fn parse_policy(text: &str, source_name: &str) -> Result<Policy, PolicyError
 /// Reads and parses a policy file.
 pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| PolicyError::Read { path: name.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
+        path: name.clone(),
+        source,
+    })?;
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {
@@ -382,7 +418,11 @@ pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             return Err(PolicyError::Invalid {
-                location: Location { file: name, line, column },
+                location: Location {
+                    file: name,
+                    line,
+                    column,
+                },
                 problem: Problem::NotUtf8,
             });
         }
@@ -400,7 +440,8 @@ pub const DEFAULT_POLICY_YAML: &str = include_str!("default.yaml");
 /// presets.
 pub fn default_policy() -> Policy {
     // The embedded file is checked by a unit test; failing here is a build defect.
-    parse_policy(DEFAULT_POLICY_YAML, DEFAULT_POLICY_NAME).expect("embedded default policy is valid")
+    parse_policy(DEFAULT_POLICY_YAML, DEFAULT_POLICY_NAME)
+        .expect("embedded default policy is valid")
 }
 
 /// The address the kernel decides: `::ffff:a.b.c.d` and `64:ff9b::a.b.c.d` become

@@ -27,7 +27,10 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         problem: Problem::Yaml { message: e.message },
     })?;
     if let Kind::Null = root.kind {
-        return Err(PolicyError::Invalid { location: cx.location(1, 1), problem: Problem::Empty });
+        return Err(PolicyError::Invalid {
+            location: cx.location(1, 1),
+            problem: Problem::Empty,
+        });
     }
     let fields = cx.fields(&root, "the policy", TOP_KEYS, TOP_EXPECTED)?;
     if !fields.iter().any(|f| f.name != "targets") {
@@ -48,7 +51,14 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
                 policy.mode = match cx.text(value, "mode", "enforce or audit")?.as_str() {
                     "enforce" => Mode::Enforce,
                     "audit" => Mode::Audit,
-                    other => return Err(cx.err(value, Problem::UnknownMode { value: other.to_owned() })),
+                    other => {
+                        return Err(cx.err(
+                            value,
+                            Problem::UnknownMode {
+                                value: other.to_owned(),
+                            },
+                        ));
+                    }
                 }
             }
             "default" => {
@@ -56,7 +66,12 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
                     "allow" => DefaultVerdict::Allow,
                     "deny" => DefaultVerdict::Deny,
                     other => {
-                        return Err(cx.err(value, Problem::UnknownDefault { value: other.to_owned() }));
+                        return Err(cx.err(
+                            value,
+                            Problem::UnknownDefault {
+                                value: other.to_owned(),
+                            },
+                        ));
                     }
                 }
             }
@@ -95,7 +110,11 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn location(&self, line: usize, column: usize) -> Location {
-        Location { file: self.file.to_owned(), line, column }
+        Location {
+            file: self.file.to_owned(),
+            line,
+            column,
+        }
     }
 
     fn at(&self, node: &Node) -> Location {
@@ -103,19 +122,31 @@ impl Cx<'_> {
     }
 
     fn err(&self, node: &Node, problem: Problem) -> PolicyError {
-        PolicyError::Invalid { location: self.at(node), problem }
+        PolicyError::Invalid {
+            location: self.at(node),
+            problem,
+        }
     }
 
     fn wrong_type(&self, node: &Node, what: &str, expected: &'static str) -> PolicyError {
         let what = what.to_owned();
-        self.err(node, Problem::WrongType { what, expected, found: node.found() })
+        self.err(
+            node,
+            Problem::WrongType {
+                what,
+                expected,
+                found: node.found(),
+            },
+        )
     }
 
     /// The node's source text (for plain scalars YAML typed as numbers).
     fn source(&self, node: &Node) -> Option<&str> {
         let start = char_to_byte(self.text, node.offset)?;
         let end = start + char_to_byte(self.text.get(start..)?, node.len)?;
-        self.text.get(start..end).filter(|s| !s.is_empty() && !s.starts_with('*'))
+        self.text
+            .get(start..end)
+            .filter(|s| !s.is_empty() && !s.starts_with('*'))
     }
 
     /// A scalar as text, whatever YAML type it has (`mode: 1` is the text "1").
@@ -124,13 +155,17 @@ impl Cx<'_> {
             Kind::Str(s) => Some(s.clone()),
             Kind::Int(v) => Some(v.to_string()),
             Kind::Bool(b) => Some(b.to_string()),
-            Kind::Float(f) => Some(self.source(node).map_or_else(|| f.to_string(), str::to_owned)),
+            Kind::Float(f) => Some(
+                self.source(node)
+                    .map_or_else(|| f.to_string(), str::to_owned),
+            ),
             Kind::Null | Kind::Seq(_) | Kind::Map(_) => None,
         }
     }
 
     fn text(&self, node: &Node, what: &str, expected: &'static str) -> Result<String, PolicyError> {
-        self.scalar_text(node).ok_or_else(|| self.wrong_type(node, what, expected))
+        self.scalar_text(node)
+            .ok_or_else(|| self.wrong_type(node, what, expected))
     }
 
     /// The keys of a mapping, checked against `keys`; duplicates and unknown keys are errors.
@@ -148,11 +183,24 @@ impl Cx<'_> {
         for (key, value) in entries {
             let text = self.text(key, "a key", "a name")?;
             let Some(&name) = keys.iter().find(|k| **k == text) else {
-                return Err(self.err(key, Problem::UnknownKey { key: text, expected }));
+                return Err(self.err(
+                    key,
+                    Problem::UnknownKey {
+                        key: text,
+                        expected,
+                    },
+                ));
             };
             if let Some(first) = fields.iter().find(|f| f.name == name) {
                 let (first_line, first_column) = (first.key.line, first.key.column);
-                return Err(self.err(key, Problem::DuplicateKey { key: text, first_line, first_column }));
+                return Err(self.err(
+                    key,
+                    Problem::DuplicateKey {
+                        key: text,
+                        first_line,
+                        first_column,
+                    },
+                ));
             }
             fields.push(Field { name, key, value });
         }
@@ -178,7 +226,12 @@ impl Cx<'_> {
     }
 
     /// One `block` or `allow` entry: its rules are appended to `policy`.
-    fn rule_entry(&self, entry: &Node, action: RuleAction, policy: &mut Policy) -> Result<(), PolicyError> {
+    fn rule_entry(
+        &self,
+        entry: &Node,
+        action: RuleAction,
+        policy: &mut Policy,
+    ) -> Result<(), PolicyError> {
         let (what, expected, missing) = match action {
             RuleAction::Block => ("a block entry", BLOCK_EXPECTED, "cidr, preset"),
             RuleAction::Allow => ("an allow entry", ALLOW_EXPECTED, "cidr, preset, fqdn"),
@@ -198,7 +251,10 @@ impl Cx<'_> {
                         return Err(self.err(field.key, Problem::FqdnInBlock));
                     }
                     if let Some(first) = &target {
-                        let problem = Problem::ConflictingKeys { first: first.name, second: name };
+                        let problem = Problem::ConflictingKeys {
+                            first: first.name,
+                            second: name,
+                        };
                         return Err(self.err(field.key, problem));
                     }
                     target = Some(field);
@@ -213,17 +269,30 @@ impl Cx<'_> {
             "cidr" => {
                 let net = self.cidr(target.value)?;
                 let source = RuleSource::Cidr;
-                policy.rules.push(Rule { action, net, ports, protocols, source, location });
+                policy.rules.push(Rule {
+                    action,
+                    net,
+                    ports,
+                    protocols,
+                    source,
+                    location,
+                });
             }
             "preset" => {
                 let name = self.text(target.value, "preset", "a preset name")?;
                 let Some(preset) = presets::preset(&name) else {
-                    let known = presets::presets().iter().map(|p| p.name).collect::<Vec<_>>().join(", ");
+                    let known = presets::presets()
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     return Err(self.err(target.value, Problem::UnknownPreset { name, known }));
                 };
                 for e in &preset.entries {
                     // A port list on the entry narrows the preset's own ports.
-                    let Some(ports) = intersect_ports(&e.ports, &ports) else { continue };
+                    let Some(ports) = intersect_ports(&e.ports, &ports) else {
+                        continue;
+                    };
                     policy.rules.push(Rule {
                         action,
                         net: normalize_net(e.net),
@@ -237,9 +306,21 @@ impl Cx<'_> {
             _ => {
                 let value = self.text(target.value, "fqdn", "a domain name")?;
                 let (name, wildcard) = parse_fqdn(&value).map_err(|reason| {
-                    self.err(target.value, Problem::InvalidFqdn { value: value.clone(), reason })
+                    self.err(
+                        target.value,
+                        Problem::InvalidFqdn {
+                            value: value.clone(),
+                            reason,
+                        },
+                    )
                 })?;
-                policy.fqdns.push(FqdnRule { name, wildcard, ports, protocols, location });
+                policy.fqdns.push(FqdnRule {
+                    name,
+                    wildcard,
+                    ports,
+                    protocols,
+                    location,
+                });
             }
         }
         Ok(())
@@ -247,7 +328,15 @@ impl Cx<'_> {
 
     fn cidr(&self, node: &Node) -> Result<IpNet, PolicyError> {
         let value = self.text(node, "cidr", "an address range such as 10.0.0.0/8")?;
-        let invalid = |reason: String| self.err(node, Problem::InvalidCidr { value: value.clone(), reason });
+        let invalid = |reason: String| {
+            self.err(
+                node,
+                Problem::InvalidCidr {
+                    value: value.clone(),
+                    reason,
+                },
+            )
+        };
         let trimmed = value.trim();
         let (addr_text, len_text) = match trimmed.split_once('/') {
             Some((addr, len)) => (addr, Some(len)),
@@ -261,17 +350,30 @@ impl Cx<'_> {
             None => max,
             Some(text) => {
                 if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(invalid(format!("prefix length \"{text}\" is not a number 0..={max}")));
+                    return Err(invalid(format!(
+                        "prefix length \"{text}\" is not a number 0..={max}"
+                    )));
                 }
                 match text.parse::<u8>() {
                     Ok(len) if len <= max => len,
-                    _ => return Err(invalid(format!("prefix length {text} is longer than {max}"))),
+                    _ => {
+                        return Err(invalid(format!(
+                            "prefix length {text} is longer than {max}"
+                        )));
+                    }
                 }
             }
         };
-        let net = IpNet::new(addr, len).map_err(|_| invalid(format!("prefix length {len} is longer than {max}")))?;
+        let net = IpNet::new(addr, len)
+            .map_err(|_| invalid(format!("prefix length {len} is longer than {max}")))?;
         if net.trunc() != net {
-            return Err(self.err(node, Problem::HostBitsSet { value, suggestion: net.trunc() }));
+            return Err(self.err(
+                node,
+                Problem::HostBitsSet {
+                    value,
+                    suggestion: net.trunc(),
+                },
+            ));
         }
         Ok(normalize_net(net))
     }
@@ -279,25 +381,50 @@ impl Cx<'_> {
     fn ports(&self, node: &Node) -> Result<Vec<PortRange>, PolicyError> {
         let items = self.list(node, "ports")?;
         if items.is_empty() {
-            return Err(self.err(node, Problem::EmptyList { what: "ports", item: "port" }));
+            return Err(self.err(
+                node,
+                Problem::EmptyList {
+                    what: "ports",
+                    item: "port",
+                },
+            ));
         }
-        let ranges = items.into_iter().map(|item| self.port_range(item)).collect::<Result<Vec<_>, _>>()?;
+        let ranges = items
+            .into_iter()
+            .map(|item| self.port_range(item))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(merge_port_ranges(&ranges))
     }
 
     fn port_range(&self, node: &Node) -> Result<PortRange, PolicyError> {
         let text = match &node.kind {
-            Kind::Int(v) => return self.port_number(node, *v, &v.to_string()).map(PortRange::single),
+            Kind::Int(v) => {
+                return self
+                    .port_number(node, *v, &v.to_string())
+                    .map(PortRange::single);
+            }
             Kind::Str(_) | Kind::Float(_) => self.scalar_text(node).unwrap_or_default(),
             _ => return Err(self.wrong_type(node, "a port", PORT_EXPECTED)),
         };
-        let invalid = || self.err(node, Problem::InvalidPort { value: text.clone() });
+        let invalid = || {
+            self.err(
+                node,
+                Problem::InvalidPort {
+                    value: text.clone(),
+                },
+            )
+        };
         let trimmed = text.trim();
         if let Some(port) = self.port_text(node, trimmed)? {
             return Ok(PortRange::single(port));
         }
-        let Some((lo, hi)) = trimmed.split_once('-') else { return Err(invalid()) };
-        let (Some(lo), Some(hi)) = (self.port_text(node, lo.trim())?, self.port_text(node, hi.trim())?) else {
+        let Some((lo, hi)) = trimmed.split_once('-') else {
+            return Err(invalid());
+        };
+        let (Some(lo), Some(hi)) = (
+            self.port_text(node, lo.trim())?,
+            self.port_text(node, hi.trim())?,
+        ) else {
             return Err(invalid());
         };
         if lo > hi {
@@ -318,14 +445,25 @@ impl Cx<'_> {
     fn port_number(&self, node: &Node, value: i128, text: &str) -> Result<u16, PolicyError> {
         match u16::try_from(value) {
             Ok(port) if port != 0 => Ok(port),
-            _ => Err(self.err(node, Problem::PortOutOfRange { port: text.to_owned() })),
+            _ => Err(self.err(
+                node,
+                Problem::PortOutOfRange {
+                    port: text.to_owned(),
+                },
+            )),
         }
     }
 
     fn protocols(&self, node: &Node) -> Result<u8, PolicyError> {
         let items = self.list(node, "protocols")?;
         if items.is_empty() {
-            return Err(self.err(node, Problem::EmptyList { what: "protocols", item: "protocol" }));
+            return Err(self.err(
+                node,
+                Problem::EmptyList {
+                    what: "protocols",
+                    item: "protocol",
+                },
+            ));
         }
         let mut mask = 0;
         for item in items {
@@ -342,10 +480,20 @@ impl Cx<'_> {
     fn target(&self, entry: &Node) -> Result<Target, PolicyError> {
         let fields = self.fields(entry, "a targets entry", TARGET_KEYS, TARGET_EXPECTED)?;
         let field = match fields.as_slice() {
-            [] => return Err(self.err(entry, Problem::MissingKey { expected: TARGET_EXPECTED })),
+            [] => {
+                return Err(self.err(
+                    entry,
+                    Problem::MissingKey {
+                        expected: TARGET_EXPECTED,
+                    },
+                ));
+            }
             [field] => field,
             [first, second, ..] => {
-                let problem = Problem::ConflictingKeys { first: first.name, second: second.name };
+                let problem = Problem::ConflictingKeys {
+                    first: first.name,
+                    second: second.name,
+                };
                 return Err(self.err(second.key, problem));
             }
         };
@@ -359,8 +507,14 @@ impl Cx<'_> {
             Ok(text)
         };
         Ok(match field.name {
-            "cgroup" => Target::Cgroup { path: non_empty("cgroup", value, "a cgroup path")?, location },
-            "systemd_unit" => Target::SystemdUnit { name: non_empty("systemd_unit", value, "a unit name")?, location },
+            "cgroup" => Target::Cgroup {
+                path: non_empty("cgroup", value, "a cgroup path")?,
+                location,
+            },
+            "systemd_unit" => Target::SystemdUnit {
+                name: non_empty("systemd_unit", value, "a unit name")?,
+                location,
+            },
             _ => {
                 let items = self.list(value, "process")?;
                 if items.is_empty() {
@@ -381,7 +535,10 @@ fn char_to_byte(text: &str, chars: usize) -> Option<usize> {
     if text.is_ascii() {
         return (chars <= text.len()).then_some(chars);
     }
-    text.char_indices().map(|(i, _)| i).chain(std::iter::once(text.len())).nth(chars)
+    text.char_indices()
+        .map(|(i, _)| i)
+        .chain(std::iter::once(text.len()))
+        .nth(chars)
 }
 
 /// The ports two lists both allow (an empty list allows every port); `None` when disjoint.
@@ -423,13 +580,20 @@ pub(super) fn parse_fqdn(value: &str) -> Result<(String, bool), String> {
             return Err("empty label (two dots in a row, or a dot at the start)".to_owned());
         }
         if label.contains('*') {
-            return Err("`*` is only allowed as the whole first label, as in *.example.com".to_owned());
+            return Err(
+                "`*` is only allowed as the whole first label, as in *.example.com".to_owned(),
+            );
         }
         if label.len() > 63 {
             return Err(format!("label \"{label}\" is longer than 63 characters"));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(format!("label \"{label}\" may only contain letters, digits and '-'"));
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(format!(
+                "label \"{label}\" may only contain letters, digits and '-'"
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("label \"{label}\" starts or ends with '-'"));

@@ -91,10 +91,22 @@ const PRIVATE_V4: &[(Ipv4Addr, u8, &str)] = &[
     (Ipv4Addr::new(10, 0, 0, 0), 8, "private (RFC 1918)"),
     (Ipv4Addr::new(172, 16, 0, 0), 12, "private (RFC 1918)"),
     (Ipv4Addr::new(192, 168, 0, 0), 16, "private (RFC 1918)"),
-    (Ipv4Addr::new(100, 64, 0, 0), 10, "CGNAT shared space (RFC 6598)"),
-    (Ipv4Addr::new(169, 254, 0, 0), 16, "link-local, cloud metadata"),
+    (
+        Ipv4Addr::new(100, 64, 0, 0),
+        10,
+        "CGNAT shared space (RFC 6598)",
+    ),
+    (
+        Ipv4Addr::new(169, 254, 0, 0),
+        16,
+        "link-local, cloud metadata",
+    ),
     (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
-    (Ipv4Addr::new(0, 0, 0, 0), 8, "\"this network\" (0.0.0.0 reaches the host)"),
+    (
+        Ipv4Addr::new(0, 0, 0, 0),
+        8,
+        "\"this network\" (0.0.0.0 reaches the host)",
+    ),
 ];
 
 const PRIVATE_V4_SPECIAL: &[(Ipv4Addr, u8, &str)] = &[
@@ -105,22 +117,38 @@ const PRIVATE_V4_SPECIAL: &[(Ipv4Addr, u8, &str)] = &[
 ];
 
 const PRIVATE_V6: &[(Ipv6Addr, u8, &str)] = &[
-    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "unique local"),
+    (
+        Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
+        7,
+        "unique local",
+    ),
     (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local"),
     (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1), 128, "loopback"),
-    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 128, "unspecified (reaches the host)"),
+    (
+        Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0),
+        128,
+        "unspecified (reaches the host)",
+    ),
 ];
 
 static PRESETS: LazyLock<Vec<Preset>> = LazyLock::new(|| vec![private(), cloud_metadata()]);
 
 fn v4(addr: Ipv4Addr, len: u8, note: &str) -> PresetEntry {
     let net = Ipv4Net::new(addr, len).expect("preset IPv4 prefix length <= 32");
-    PresetEntry { net: IpNet::V4(net), ports: Vec::new(), note: note.to_owned() }
+    PresetEntry {
+        net: IpNet::V4(net),
+        ports: Vec::new(),
+        note: note.to_owned(),
+    }
 }
 
 fn v6(addr: Ipv6Addr, len: u8, note: &str) -> PresetEntry {
     let net = Ipv6Net::new(addr, len).expect("preset IPv6 prefix length <= 128");
-    PresetEntry { net: IpNet::V6(net), ports: Vec::new(), note: note.to_owned() }
+    PresetEntry {
+        net: IpNet::V6(net),
+        ports: Vec::new(),
+        note: note.to_owned(),
+    }
 }
 
 /// The 6to4 prefix carrying an IPv4 range: 2002:AABB:CCDD::/(16 + len) for AA.BB.CC.DD/len.
@@ -135,29 +163,74 @@ fn private() -> Preset {
     entries.extend(PRIVATE_V6.iter().map(|&(a, l, n)| v6(a, l, n)));
     let multicast = PRIVATE_V4_SPECIAL[0];
     entries.push(v4(multicast.0, multicast.1, multicast.2));
-    entries.push(v6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "multicast"));
+    entries.push(v6(
+        Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0),
+        8,
+        "multicast",
+    ));
     entries.extend(PRIVATE_V4_SPECIAL[1..].iter().map(|&(a, l, n)| v4(a, l, n)));
-    entries.extend(PRIVATE_V4.iter().chain(PRIVATE_V4_SPECIAL).map(|&(a, l, _)| six_to_four(a, l)));
+    entries.extend(
+        PRIVATE_V4
+            .iter()
+            .chain(PRIVATE_V4_SPECIAL)
+            .map(|&(a, l, _)| six_to_four(a, l)),
+    );
     entries.push(v6(
         Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
         32,
         "Teredo (client IPv4 hidden in the low bits; whole range)",
     ));
-    Preset { name: "private", description: PRIVATE_DESCRIPTION, entries }
+    Preset {
+        name: "private",
+        description: PRIVATE_DESCRIPTION,
+        entries,
+    }
 }
 
 fn cloud_metadata() -> Preset {
     let mut wireserver = v4(Ipv4Addr::new(168, 63, 129, 16), 32, "Azure WireServer");
     wireserver.ports = vec![PortRange::single(80), PortRange::single(32526)];
     let entries = vec![
-        v4(Ipv4Addr::new(169, 254, 169, 254), 32, "AWS, GCP, Azure, OpenStack, ... metadata"),
-        v4(Ipv4Addr::new(169, 254, 170, 2), 32, "AWS ECS task metadata and credentials"),
-        v4(Ipv4Addr::new(169, 254, 170, 23), 32, "AWS EKS Pod Identity agent"),
-        v6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254), 128, "AWS metadata (IPv6)"),
-        v6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23), 128, "AWS EKS Pod Identity agent (IPv6)"),
-        v4(Ipv4Addr::new(100, 100, 100, 200), 32, "Alibaba Cloud metadata"),
+        v4(
+            Ipv4Addr::new(169, 254, 169, 254),
+            32,
+            "AWS, GCP, Azure, OpenStack, ... metadata",
+        ),
+        v4(
+            Ipv4Addr::new(169, 254, 170, 2),
+            32,
+            "AWS ECS task metadata and credentials",
+        ),
+        v4(
+            Ipv4Addr::new(169, 254, 170, 23),
+            32,
+            "AWS EKS Pod Identity agent",
+        ),
+        v6(
+            Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+            128,
+            "AWS metadata (IPv6)",
+        ),
+        v6(
+            Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23),
+            128,
+            "AWS EKS Pod Identity agent (IPv6)",
+        ),
+        v4(
+            Ipv4Addr::new(100, 100, 100, 200),
+            32,
+            "Alibaba Cloud metadata",
+        ),
         wireserver,
-        v4(Ipv4Addr::new(192, 0, 0, 192), 32, "Oracle Cloud@Customer metadata"),
+        v4(
+            Ipv4Addr::new(192, 0, 0, 192),
+            32,
+            "Oracle Cloud@Customer metadata",
+        ),
     ];
-    Preset { name: "cloud-metadata", description: CLOUD_METADATA_DESCRIPTION, entries }
+    Preset {
+        name: "cloud-metadata",
+        description: CLOUD_METADATA_DESCRIPTION,
+        entries,
+    }
 }

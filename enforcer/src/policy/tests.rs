@@ -7,7 +7,8 @@ use rand::{Rng, SeedableRng};
 use super::*;
 
 fn ok(yaml: &str) -> Policy {
-    parse_policy(yaml, "p.yaml").unwrap_or_else(|e| panic!("expected a valid policy, got {e}\n{yaml}"))
+    parse_policy(yaml, "p.yaml")
+        .unwrap_or_else(|e| panic!("expected a valid policy, got {e}\n{yaml}"))
 }
 
 /// (line, column, message) of a rejected policy.
@@ -80,49 +81,113 @@ fn full_policy() {
         ]
     );
     let r = &p.rules[8];
-    assert_eq!(r.ports, [PortRange::single(80), PortRange { lo: 8000, hi: 8081 }]);
+    assert_eq!(
+        r.ports,
+        [PortRange::single(80), PortRange { lo: 8000, hi: 8081 }]
+    );
     assert_eq!(r.protocols, proto::TCP | proto::UDP);
     assert_eq!(r.source, RuleSource::Cidr);
-    assert_eq!(r.location, Location { file: "p.yaml".into(), line: 5, column: 5 });
-    assert_eq!(p.rules[0].location, Location { file: "p.yaml".into(), line: 4, column: 5 });
+    assert_eq!(
+        r.location,
+        Location {
+            file: "p.yaml".into(),
+            line: 5,
+            column: 5
+        }
+    );
+    assert_eq!(
+        p.rules[0].location,
+        Location {
+            file: "p.yaml".into(),
+            line: 4,
+            column: 5
+        }
+    );
     assert_eq!(p.rules[0].protocols, proto::ALL);
     assert!(p.rules[0].ports.is_empty());
     assert_eq!(p.fqdns.len(), 2);
-    assert_eq!((p.fqdns[0].name.as_str(), p.fqdns[0].wildcard), ("hooks.slack.com", false));
+    assert_eq!(
+        (p.fqdns[0].name.as_str(), p.fqdns[0].wildcard),
+        ("hooks.slack.com", false)
+    );
     assert_eq!(p.fqdns[0].ports, [PortRange::single(443)]);
-    assert_eq!(p.fqdns[0].to_string(), "allow fqdn hooks.slack.com ports 443");
+    assert_eq!(
+        p.fqdns[0].to_string(),
+        "allow fqdn hooks.slack.com ports 443"
+    );
     assert_eq!(p.fqdns[0].location.line, 12);
-    assert_eq!((p.fqdns[1].name.as_str(), p.fqdns[1].wildcard), ("pagerduty.com", true));
+    assert_eq!(
+        (p.fqdns[1].name.as_str(), p.fqdns[1].wildcard),
+        ("pagerduty.com", true)
+    );
     assert_eq!(p.fqdns[1].to_string(), "allow fqdn *.pagerduty.com");
-    let loc = |line| Location { file: "p.yaml".into(), line, column: 5 };
+    let loc = |line| Location {
+        file: "p.yaml".into(),
+        line,
+        column: 5,
+    };
     assert_eq!(
         p.targets,
         [
-            Target::Process { names: vec!["alertmanager".into(), "prometheus-alertmanager".into()], location: loc(19) },
-            Target::SystemdUnit { name: "prometheus-alertmanager.service".into(), location: loc(20) },
-            Target::Cgroup { path: "/sys/fs/cgroup/kubepods.slice".into(), location: loc(21) },
-            Target::Process { names: vec!["alertmanager".into()], location: loc(22) },
+            Target::Process {
+                names: vec!["alertmanager".into(), "prometheus-alertmanager".into()],
+                location: loc(19)
+            },
+            Target::SystemdUnit {
+                name: "prometheus-alertmanager.service".into(),
+                location: loc(20)
+            },
+            Target::Cgroup {
+                path: "/sys/fs/cgroup/kubepods.slice".into(),
+                location: loc(21)
+            },
+            Target::Process {
+                names: vec!["alertmanager".into()],
+                location: loc(22)
+            },
         ]
     );
     assert_eq!(p.describe_rule(8), described[8]);
-    assert_eq!(p.describe_rule(enforcer_common::rule_id::DEFAULT), "default deny");
+    assert_eq!(
+        p.describe_rule(enforcer_common::rule_id::DEFAULT),
+        "default deny"
+    );
     assert_eq!(p.describe_rule(99), "unknown rule 99");
 }
 
 #[test]
 fn defaults_and_shorthands() {
-    let p = ok("block:\n  - cidr: 192.0.2.1\n  - cidr: 2001:db8::1\n  - cidr: \" 192.0.2.0/24 \"\n");
+    let p =
+        ok("block:\n  - cidr: 192.0.2.1\n  - cidr: 2001:db8::1\n  - cidr: \" 192.0.2.0/24 \"\n");
     assert_eq!((p.mode, p.default), (Mode::Enforce, DefaultVerdict::Allow));
     let nets: Vec<IpNet> = p.rules.iter().map(|r| r.net).collect();
-    assert_eq!(nets, [net("192.0.2.1/32"), net("2001:db8::1/128"), net("192.0.2.0/24")]);
+    assert_eq!(
+        nets,
+        [
+            net("192.0.2.1/32"),
+            net("2001:db8::1/128"),
+            net("192.0.2.0/24")
+        ]
+    );
     // A key without a value is an empty list.
     let p = ok("default: deny\nblock:\nallow:\ntargets:\n");
     assert!(p.rules.is_empty() && p.targets.is_empty());
     // Flow style, quoted ports, overlapping ranges merged.
-    let p = ok("{default: allow, block: [{cidr: 192.0.2.0/24, ports: ['443', 1-10, 5-20, 21, 0x50]}]}");
-    assert_eq!(p.rules[0].ports, [PortRange { lo: 1, hi: 21 }, PortRange::single(80), PortRange::single(443)]);
+    let p =
+        ok("{default: allow, block: [{cidr: 192.0.2.0/24, ports: ['443', 1-10, 5-20, 21, 0x50]}]}");
+    assert_eq!(
+        p.rules[0].ports,
+        [
+            PortRange { lo: 1, hi: 21 },
+            PortRange::single(80),
+            PortRange::single(443)
+        ]
+    );
     // Protocol names are case-insensitive; one protocol is a one-element list.
-    assert_eq!(ok("block:\n  - cidr: 192.0.2.0/24\n    protocols: UDP\n").rules[0].protocols, proto::UDP);
+    assert_eq!(
+        ok("block:\n  - cidr: 192.0.2.0/24\n    protocols: UDP\n").rules[0].protocols,
+        proto::UDP
+    );
 }
 
 #[test]
@@ -137,7 +202,13 @@ fn mapped_and_nat64_cidrs_become_ipv4() {
     let nets: Vec<IpNet> = p.rules.iter().map(|r| r.net).collect();
     assert_eq!(
         nets,
-        [net("10.0.0.0/8"), net("169.254.169.254/32"), net("0.0.0.0/0"), net("::fffe:0:0/95"), net("64:ff9b::/64")]
+        [
+            net("10.0.0.0/8"),
+            net("169.254.169.254/32"),
+            net("0.0.0.0/0"),
+            net("::fffe:0:0/95"),
+            net("64:ff9b::/64")
+        ]
     );
 }
 
@@ -146,8 +217,14 @@ fn preset_entries_take_ports_and_protocols() {
     let p = ok("allow:\n  - preset: cloud-metadata\n    ports: [80-90]\n    protocols: [tcp]\n");
     // Every entry gets 80-90 except WireServer, which keeps only 80.
     assert_eq!(p.rules.len(), 8);
-    assert_eq!(p.rules[6].to_string(), "allow preset:cloud-metadata 168.63.129.16/32 ports 80 protocols tcp");
-    assert_eq!(p.rules[0].to_string(), "allow preset:cloud-metadata 169.254.169.254/32 ports 80-90 protocols tcp");
+    assert_eq!(
+        p.rules[6].to_string(),
+        "allow preset:cloud-metadata 168.63.129.16/32 ports 80 protocols tcp"
+    );
+    assert_eq!(
+        p.rules[0].to_string(),
+        "allow preset:cloud-metadata 169.254.169.254/32 ports 80-90 protocols tcp"
+    );
     // Disjoint ports drop the entry.
     let p = ok("block:\n  - preset: cloud-metadata\n    ports: [443]\n");
     assert_eq!(p.rules.len(), 7);
@@ -163,7 +240,12 @@ fn error_positions_and_messages() {
         1,
         &format!("unknown key \"blok\" {expected_top}"),
     );
-    assert_err("mode: enforce\n1: x\n", 2, 1, &format!("unknown key \"1\" {expected_top}"));
+    assert_err(
+        "mode: enforce\n1: x\n",
+        2,
+        1,
+        &format!("unknown key \"1\" {expected_top}"),
+    );
     assert_err(
         "default: deny\nblock:\n  - cidr: 10.0.0.0/8\n    port: [80]\n",
         4,
@@ -194,17 +276,42 @@ fn error_positions_and_messages() {
         11,
         "CIDR \"2001:db8::1/32\" has host bits set; did you mean 2001:db8::/32?",
     );
-    assert_err("block:\n  - cidr: 10.0.0.0/33\n", 2, 11, "invalid CIDR \"10.0.0.0/33\": prefix length 33 is longer than 32");
-    assert_err("block:\n  - cidr: ::/129\n", 2, 11, "invalid CIDR \"::/129\": prefix length 129 is longer than 128");
+    assert_err(
+        "block:\n  - cidr: 10.0.0.0/33\n",
+        2,
+        11,
+        "invalid CIDR \"10.0.0.0/33\": prefix length 33 is longer than 32",
+    );
+    assert_err(
+        "block:\n  - cidr: ::/129\n",
+        2,
+        11,
+        "invalid CIDR \"::/129\": prefix length 129 is longer than 128",
+    );
     assert_err(
         "block:\n  - cidr: 10.0.0.0/x\n",
         2,
         11,
         "invalid CIDR \"10.0.0.0/x\": prefix length \"x\" is not a number 0..=32",
     );
-    assert_err("block:\n  - cidr: 10.0.0.0/\n", 2, 11, "invalid CIDR \"10.0.0.0/\": prefix length \"\" is not a number 0..=32");
-    assert_err("block:\n  - cidr: 1.5\n", 2, 11, "invalid CIDR \"1.5\": \"1.5\" is not an IPv4 or IPv6 address");
-    assert_err("block:\n  - cidr: [10.0.0.0/8]\n", 2, 11, "cidr must be an address range such as 10.0.0.0/8, found a list");
+    assert_err(
+        "block:\n  - cidr: 10.0.0.0/\n",
+        2,
+        11,
+        "invalid CIDR \"10.0.0.0/\": prefix length \"\" is not a number 0..=32",
+    );
+    assert_err(
+        "block:\n  - cidr: 1.5\n",
+        2,
+        11,
+        "invalid CIDR \"1.5\": \"1.5\" is not an IPv4 or IPv6 address",
+    );
+    assert_err(
+        "block:\n  - cidr: [10.0.0.0/8]\n",
+        2,
+        11,
+        "cidr must be an address range such as 10.0.0.0/8, found a list",
+    );
     assert_err(
         "block:\n  - preset: privat\n",
         2,
@@ -212,29 +319,104 @@ fn error_positions_and_messages() {
         "unknown preset \"privat\" (known: private, cloud-metadata)",
     );
     let ports = "block:\n  - cidr: 10.0.0.0/8\n    ports: ";
-    assert_err(&format!("{ports}[80, 70000]\n"), 3, 17, "port 70000 out of range 1..=65535");
-    assert_err(&format!("{ports}[0]\n"), 3, 13, "port 0 out of range 1..=65535");
-    assert_err(&format!("{ports}[-1]\n"), 3, 13, "port -1 out of range 1..=65535");
-    assert_err(&format!("{ports}[99999999999999999999999]\n"), 3, 13, "port 99999999999999999999999 out of range 1..=65535");
-    assert_err(&format!("{ports}[\"1-70000\"]\n"), 3, 13, "port 70000 out of range 1..=65535");
-    assert_err(&format!("{ports}[\"0-10\"]\n"), 3, 13, "port 0 out of range 1..=65535");
-    assert_err(&format!("{ports}[9000-80]\n"), 3, 13, "port range 9000-80 is reversed (did you mean 80-9000?)");
+    assert_err(
+        &format!("{ports}[80, 70000]\n"),
+        3,
+        17,
+        "port 70000 out of range 1..=65535",
+    );
+    assert_err(
+        &format!("{ports}[0]\n"),
+        3,
+        13,
+        "port 0 out of range 1..=65535",
+    );
+    assert_err(
+        &format!("{ports}[-1]\n"),
+        3,
+        13,
+        "port -1 out of range 1..=65535",
+    );
+    assert_err(
+        &format!("{ports}[99999999999999999999999]\n"),
+        3,
+        13,
+        "port 99999999999999999999999 out of range 1..=65535",
+    );
+    assert_err(
+        &format!("{ports}[\"1-70000\"]\n"),
+        3,
+        13,
+        "port 70000 out of range 1..=65535",
+    );
+    assert_err(
+        &format!("{ports}[\"0-10\"]\n"),
+        3,
+        13,
+        "port 0 out of range 1..=65535",
+    );
+    assert_err(
+        &format!("{ports}[9000-80]\n"),
+        3,
+        13,
+        "port range 9000-80 is reversed (did you mean 80-9000?)",
+    );
     let invalid = "expected a number 1..=65535 or a range like \"8000-8080\"";
-    assert_err(&format!("{ports}[http]\n"), 3, 13, &format!("invalid port \"http\": {invalid}"));
-    assert_err(&format!("{ports}[1.5]\n"), 3, 13, &format!("invalid port \"1.5\": {invalid}"));
-    assert_err(&format!("{ports}[\"80-\"]\n"), 3, 13, &format!("invalid port \"80-\": {invalid}"));
+    assert_err(
+        &format!("{ports}[http]\n"),
+        3,
+        13,
+        &format!("invalid port \"http\": {invalid}"),
+    );
+    assert_err(
+        &format!("{ports}[1.5]\n"),
+        3,
+        13,
+        &format!("invalid port \"1.5\": {invalid}"),
+    );
+    assert_err(
+        &format!("{ports}[\"80-\"]\n"),
+        3,
+        13,
+        &format!("invalid port \"80-\": {invalid}"),
+    );
     assert_err(
         &format!("{ports}[[80]]\n"),
         3,
         13,
         "a port must be a number 1..=65535 or a range like \"8000-8080\", found a list",
     );
-    assert_err(&format!("{ports}[]\n"), 3, 12, "ports is empty; leave `ports` out to match every port");
-    assert_err(&format!("{ports}\n"), 3, 10, "ports must be a list, found nothing");
-    assert_err(&format!("{ports}{{a: 1}}\n"), 3, 12, "ports must be a list, found a mapping");
+    assert_err(
+        &format!("{ports}[]\n"),
+        3,
+        12,
+        "ports is empty; leave `ports` out to match every port",
+    );
+    assert_err(
+        &format!("{ports}\n"),
+        3,
+        10,
+        "ports must be a list, found nothing",
+    );
+    assert_err(
+        &format!("{ports}{{a: 1}}\n"),
+        3,
+        12,
+        "ports must be a list, found a mapping",
+    );
     let protocols = "block:\n  - cidr: 10.0.0.0/8\n    protocols: ";
-    assert_err(&format!("{protocols}[tcp, icmp]\n"), 3, 22, "unknown protocol \"icmp\" (expected tcp or udp)");
-    assert_err(&format!("{protocols}[]\n"), 3, 16, "protocols is empty; leave `protocols` out to match every protocol");
+    assert_err(
+        &format!("{protocols}[tcp, icmp]\n"),
+        3,
+        22,
+        "unknown protocol \"icmp\" (expected tcp or udp)",
+    );
+    assert_err(
+        &format!("{protocols}[]\n"),
+        3,
+        16,
+        "protocols is empty; leave `protocols` out to match every protocol",
+    );
     assert_err(
         "block:\n  - cidr: 10.0.0.0/8\n    preset: private\n",
         3,
@@ -247,8 +429,18 @@ fn error_positions_and_messages() {
         5,
         "entry has both \"fqdn\" and \"cidr\"; give exactly one",
     );
-    assert_err("block:\n  - ports: [80]\n", 2, 5, "entry needs one of: cidr, preset");
-    assert_err("allow:\n  - {}\n", 2, 5, "entry needs one of: cidr, preset, fqdn");
+    assert_err(
+        "block:\n  - ports: [80]\n",
+        2,
+        5,
+        "entry needs one of: cidr, preset",
+    );
+    assert_err(
+        "allow:\n  - {}\n",
+        2,
+        5,
+        "entry needs one of: cidr, preset, fqdn",
+    );
     assert_err(
         "block:\n  - fqdn: example.com\n",
         2,
@@ -267,14 +459,54 @@ fn error_positions_and_messages() {
         5,
         "a block entry must be a mapping such as `cidr: 10.0.0.0/8`, found a string",
     );
-    assert_err("block: private\n", 1, 8, "block must be a list of entries, found a string");
-    assert_err("allow: {cidr: 10.0.0.0/8}\n", 1, 8, "allow must be a list of entries, found a mapping");
-    assert_err("mode: [enforce]\n", 1, 7, "mode must be enforce or audit, found a list");
-    assert_err("mode:\ndefault: deny\n", 1, 5, "mode must be enforce or audit, found nothing");
-    assert_err("mode: enforcing\n", 1, 7, "unknown mode \"enforcing\" (expected enforce or audit)");
-    assert_err("mode: yes\n", 1, 7, "unknown mode \"yes\" (expected enforce or audit)");
-    assert_err("default: true\n", 1, 10, "unknown default \"true\" (expected allow or deny)");
-    assert_err("default: denied\n", 1, 10, "unknown default \"denied\" (expected allow or deny)");
+    assert_err(
+        "block: private\n",
+        1,
+        8,
+        "block must be a list of entries, found a string",
+    );
+    assert_err(
+        "allow: {cidr: 10.0.0.0/8}\n",
+        1,
+        8,
+        "allow must be a list of entries, found a mapping",
+    );
+    assert_err(
+        "mode: [enforce]\n",
+        1,
+        7,
+        "mode must be enforce or audit, found a list",
+    );
+    assert_err(
+        "mode:\ndefault: deny\n",
+        1,
+        5,
+        "mode must be enforce or audit, found nothing",
+    );
+    assert_err(
+        "mode: enforcing\n",
+        1,
+        7,
+        "unknown mode \"enforcing\" (expected enforce or audit)",
+    );
+    assert_err(
+        "mode: yes\n",
+        1,
+        7,
+        "unknown mode \"yes\" (expected enforce or audit)",
+    );
+    assert_err(
+        "default: true\n",
+        1,
+        10,
+        "unknown default \"true\" (expected allow or deny)",
+    );
+    assert_err(
+        "default: denied\n",
+        1,
+        10,
+        "unknown default \"denied\" (expected allow or deny)",
+    );
     assert_err(
         "mode: enforce\ndefault: deny\nmode: audit\n",
         3,
@@ -287,15 +519,33 @@ fn error_positions_and_messages() {
         5,
         "duplicate key \"ports\" (first given at line 3, column 5)",
     );
-    assert_err("- mode: enforce\n", 1, 1, "the policy must be a mapping, found a list");
-    assert_err("just text\n", 1, 1, "the policy must be a mapping, found a string");
+    assert_err(
+        "- mode: enforce\n",
+        1,
+        1,
+        "the policy must be a mapping, found a list",
+    );
+    assert_err(
+        "just text\n",
+        1,
+        1,
+        "the policy must be a mapping, found a string",
+    );
     assert_err("? [a]\n: b\n", 1, 3, "a key must be a name, found a list");
 }
 
 #[test]
 fn empty_policies() {
-    let empty = "policy is empty: it needs at least `default: allow|deny` and a `block` or `allow` list";
-    for yaml in ["", "\n\n", "# only a comment\n", "---\n", "{}", "targets:\n  - process: [alertmanager]\n"] {
+    let empty =
+        "policy is empty: it needs at least `default: allow|deny` and a `block` or `allow` list";
+    for yaml in [
+        "",
+        "\n\n",
+        "# only a comment\n",
+        "---\n",
+        "{}",
+        "targets:\n  - process: [alertmanager]\n",
+    ] {
         assert_err(yaml, 1, 1, empty);
     }
     let e = parse_policy("", "p.yaml").unwrap_err();
@@ -311,8 +561,14 @@ fn yaml_syntax_errors_have_positions() {
     assert_eq!((l, c), (2, 2), "{m}");
     let (l, _, m) = err("mode: enforce\n---\nmode: audit\n");
     assert_eq!(l, 3, "{m}");
-    assert_eq!(m, "invalid YAML: a policy is one YAML document; remove the `---` separator");
-    assert_eq!(err("a: &a [*a]\n").2, "invalid YAML: an alias refers to a node that contains it");
+    assert_eq!(
+        m,
+        "invalid YAML: a policy is one YAML document; remove the `---` separator"
+    );
+    assert_eq!(
+        err("a: &a [*a]\n").2,
+        "invalid YAML: an alias refers to a node that contains it"
+    );
     assert_eq!(err("mode: 'enforce").2, "invalid YAML: unclosed quote");
 }
 
@@ -328,18 +584,35 @@ fn display_is_file_line_column_sentence() {
 
 #[test]
 fn columns_count_characters() {
-    assert_err("# ünïcödé\nblock:\n  - {cidr: 10.0.0.0/8, ünknown: 1}\n", 3, 24, "unknown key \"ünknown\" (expected one of: cidr, preset, ports, protocols)");
+    assert_err(
+        "# ünïcödé\nblock:\n  - {cidr: 10.0.0.0/8, ünknown: 1}\n",
+        3,
+        24,
+        "unknown key \"ünknown\" (expected one of: cidr, preset, ports, protocols)",
+    );
 }
 
 #[test]
 fn fqdn_syntax() {
     use super::parse::parse_fqdn;
-    assert_eq!(parse_fqdn("Hooks.Slack.COM."), Ok(("hooks.slack.com".into(), false)));
-    assert_eq!(parse_fqdn("*.example.com"), Ok(("example.com".into(), true)));
+    assert_eq!(
+        parse_fqdn("Hooks.Slack.COM."),
+        Ok(("hooks.slack.com".into(), false))
+    );
+    assert_eq!(
+        parse_fqdn("*.example.com"),
+        Ok(("example.com".into(), true))
+    );
     assert_eq!(parse_fqdn("localhost"), Ok(("localhost".into(), false)));
     assert_eq!(parse_fqdn("x1-2.a"), Ok(("x1-2.a".into(), false)));
     let long_label = "a".repeat(64);
-    let name_253 = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61));
+    let name_253 = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
     assert_eq!(name_253.len(), 253);
     assert!(parse_fqdn(&name_253).is_ok());
     assert!(parse_fqdn(&format!("{name_253}.")).is_ok());
@@ -382,10 +655,30 @@ fn targets_errors() {
         5,
         "entry has both \"cgroup\" and \"process\"; give exactly one",
     );
-    assert_err("default: deny\ntargets:\n  - process: []\n", 3, 14, "process must not be empty");
-    assert_err("default: deny\ntargets:\n  - cgroup: ''\n", 3, 13, "cgroup must not be empty");
-    assert_err("default: deny\ntargets:\n  - {}\n", 3, 5, "entry needs one of: cgroup, systemd_unit, process");
-    assert_err("default: deny\ntargets: x\n", 2, 10, "targets must be a list of entries, found a string");
+    assert_err(
+        "default: deny\ntargets:\n  - process: []\n",
+        3,
+        14,
+        "process must not be empty",
+    );
+    assert_err(
+        "default: deny\ntargets:\n  - cgroup: ''\n",
+        3,
+        13,
+        "cgroup must not be empty",
+    );
+    assert_err(
+        "default: deny\ntargets:\n  - {}\n",
+        3,
+        5,
+        "entry needs one of: cgroup, systemd_unit, process",
+    );
+    assert_err(
+        "default: deny\ntargets: x\n",
+        2,
+        10,
+        "targets must be a list of entries, found a string",
+    );
 }
 
 #[test]
@@ -399,11 +692,18 @@ fn load_policy_reads_files() {
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, b"default: deny\nmode: \xff\n").unwrap();
     let e = load_policy(&bad).unwrap_err();
-    assert_eq!(e.to_string(), format!("{}:2:7: policy is not UTF-8 text", bad.display()));
+    assert_eq!(
+        e.to_string(),
+        format!("{}:2:7: policy is not UTF-8 text", bad.display())
+    );
     let missing = dir.join("missing.yaml");
     let e = load_policy(&missing).unwrap_err();
     assert!(matches!(e, PolicyError::Read { .. }));
-    assert!(e.to_string().starts_with(&format!("{}: cannot read policy: ", missing.display())), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: cannot read policy: ", missing.display())),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -412,7 +712,13 @@ fn embedded_default_policy() {
     let p = default_policy();
     assert_eq!(p.source, DEFAULT_POLICY_NAME);
     assert_eq!((p.mode, p.default), (Mode::Enforce, DefaultVerdict::Allow));
-    let expected: Vec<IpNet> = preset("private").unwrap().entries.iter().chain(&preset("cloud-metadata").unwrap().entries).map(|e| e.net).collect();
+    let expected: Vec<IpNet> = preset("private")
+        .unwrap()
+        .entries
+        .iter()
+        .chain(&preset("cloud-metadata").unwrap().entries)
+        .map(|e| e.net)
+        .collect();
     let got: Vec<IpNet> = p.rules.iter().map(|r| r.net).collect();
     assert_eq!(got, expected);
     assert!(p.rules.iter().all(|r| r.action == RuleAction::Block));
@@ -426,7 +732,11 @@ fn entries(name: &str) -> Vec<String> {
         .iter()
         .map(|e| {
             let ports: Vec<String> = e.ports.iter().map(ToString::to_string).collect();
-            if ports.is_empty() { e.net.to_string() } else { format!("{} ports {}", e.net, ports.join(",")) }
+            if ports.is_empty() {
+                e.net.to_string()
+            } else {
+                format!("{} ports {}", e.net, ports.join(","))
+            }
         })
         .collect()
 }
@@ -486,12 +796,22 @@ fn preset_contents() {
     for p in presets() {
         for e in &p.entries {
             assert_eq!(e.net, e.net.trunc(), "{} {}", p.name, e.net);
-            assert_eq!(normalize_net(e.net), e.net, "preset ranges are already normalised");
+            assert_eq!(
+                normalize_net(e.net),
+                e.net,
+                "preset ranges are already normalised"
+            );
         }
     }
     let listing = render_presets();
-    assert!(listing.contains("cloud-metadata") && listing.contains("168.63.129.16/32 ports 80,32526"), "{listing}");
-    assert!(listing.contains("2002:a00::/24") && listing.contains("6to4 of 10.0.0.0/8"), "{listing}");
+    assert!(
+        listing.contains("cloud-metadata") && listing.contains("168.63.129.16/32 ports 80,32526"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("2002:a00::/24") && listing.contains("6to4 of 10.0.0.0/8"),
+        "{listing}"
+    );
 }
 
 #[test]
@@ -499,19 +819,31 @@ fn normalisation() {
     let a = |s: &str| s.parse::<IpAddr>().unwrap();
     assert_eq!(normalize_addr(a("::ffff:1.2.3.4")), a("1.2.3.4"));
     assert_eq!(normalize_addr(a("64:ff9b::102:304")), a("1.2.3.4"));
-    assert_eq!(normalize_addr(a("64:ff9b:1::102:304")), a("64:ff9b:1::102:304"));
+    assert_eq!(
+        normalize_addr(a("64:ff9b:1::102:304")),
+        a("64:ff9b:1::102:304")
+    );
     assert_eq!(normalize_addr(a("::1.2.3.4")), a("::1.2.3.4"));
     assert_eq!(normalize_addr(a("1.2.3.4")), a("1.2.3.4"));
     assert_eq!(normalize_net(net("::ffff:0:0/96")), net("0.0.0.0/0"));
     assert_eq!(normalize_net(net("64:ff9b::a00:0/104")), net("10.0.0.0/8"));
     assert_eq!(normalize_net(net("::/80")), net("::/80"));
     assert_eq!(normalize_net(net("::ffff:10.0.0.1/96")), net("0.0.0.0/0"));
-    assert_eq!(merge_port_ranges(&[PortRange::single(5), PortRange { lo: 1, hi: 4 }, PortRange::single(65535), PortRange { lo: 7, hi: 65534 }]), [PortRange { lo: 1, hi: 5 }, PortRange { lo: 7, hi: 65535 }]);
+    assert_eq!(
+        merge_port_ranges(&[
+            PortRange::single(5),
+            PortRange { lo: 1, hi: 4 },
+            PortRange::single(65535),
+            PortRange { lo: 7, hi: 65534 }
+        ]),
+        [PortRange { lo: 1, hi: 5 }, PortRange { lo: 7, hi: 65535 }]
+    );
 }
 
 const MUTATION_ALPHABET: &[&str] = &[
-    ":", "-", " ", "\n", "\t", "[", "]", "{", "}", ",", "\"", "'", "&a", "*a", "!!", "#", "?", "|", ">", "%", "@",
-    "0", "/", ".", "::", "ports", "cidr", "preset", "fqdn", "\u{feff}", "é", "\r", "\\", "<<: *a",
+    ":", "-", " ", "\n", "\t", "[", "]", "{", "}", ",", "\"", "'", "&a", "*a", "!!", "#", "?", "|",
+    ">", "%", "@", "0", "/", ".", "::", "ports", "cidr", "preset", "fqdn", "\u{feff}", "é", "\r",
+    "\\", "<<: *a",
 ];
 
 #[test]
@@ -520,17 +852,18 @@ fn garbage_never_panics() {
     for _ in 0..2000 {
         let len = rng.random_range(0..200);
         let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-        let t = std::time::Instant::now();
         let _ = parse_policy(&String::from_utf8_lossy(&bytes), "fuzz.yaml");
-        if t.elapsed().as_millis() > 5 { eprintln!("SLOW1 {:?} {:?}", t.elapsed(), String::from_utf8_lossy(&bytes)); }
-        let text: String = (0..len).map(|_| *MUTATION_ALPHABET.get(rng.random_range(0..MUTATION_ALPHABET.len())).unwrap_or(&"")).collect();
-        let t = std::time::Instant::now();
+        let text: String = (0..len)
+            .map(|_| {
+                *MUTATION_ALPHABET
+                    .get(rng.random_range(0..MUTATION_ALPHABET.len()))
+                    .unwrap_or(&"")
+            })
+            .collect();
         let _ = parse_policy(&text, "fuzz.yaml");
-        if t.elapsed().as_millis() > 5 { eprintln!("SLOW2 {:?} {:?}", t.elapsed(), text); }
     }
-    eprintln!("0 {:?}", std::time::Instant::now());
     let base: Vec<char> = FULL.chars().collect();
-    for _ in 0..4000 {
+    for _ in 0..2500 {
         let mut text = base.clone();
         for _ in 0..rng.random_range(1..6) {
             let at = rng.random_range(0..=text.len());
@@ -539,7 +872,10 @@ fn garbage_never_panics() {
                     text.remove(at);
                 }
                 1 if at < text.len() => {
-                    text[at] = MUTATION_ALPHABET[rng.random_range(0..MUTATION_ALPHABET.len())].chars().next().unwrap_or(' ');
+                    text[at] = MUTATION_ALPHABET[rng.random_range(0..MUTATION_ALPHABET.len())]
+                        .chars()
+                        .next()
+                        .unwrap_or(' ');
                 }
                 _ => {
                     let piece = MUTATION_ALPHABET[rng.random_range(0..MUTATION_ALPHABET.len())];
@@ -552,20 +888,19 @@ fn garbage_never_panics() {
             assert!(location.line >= 1 && location.column >= 1, "{location}");
         }
     }
-    eprintln!("A {:?}", std::time::Instant::now());
     // Deep nesting is refused, not recursed into.
     for open in ["[", "{a: ", "- "] {
         let _ = parse_policy(&open.repeat(20_000), "deep.yaml");
-    eprintln!("B {open} {:?}", std::time::Instant::now());
     }
     let nested: String = (0..300).map(|i| format!("{}a:\n", " ".repeat(i))).collect();
     let _ = parse_policy(&nested, "deep.yaml");
-    eprintln!("C {:?}", std::time::Instant::now());
     // Alias bombs are refused by the parser's budget.
     let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..12 {
         let p = i - 1;
-        bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
     }
     assert!(parse_policy(&bomb, "bomb.yaml").is_err());
 }

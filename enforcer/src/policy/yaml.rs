@@ -7,6 +7,7 @@
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::options::AliasLimits;
 use serde_saphyr::{Budget, DuplicateKeyPolicy, Options, Spanned};
 
 /// Nesting deeper than this is rejected by the parser's budget; a policy needs four levels,
@@ -15,6 +16,8 @@ const MAX_DEPTH: usize = 32;
 /// Room for large generated blocklists (a `cidr` entry is three nodes, four events).
 const MAX_NODES: usize = 2_000_000;
 const MAX_EVENTS: usize = 5_000_000;
+/// Aliases may share a port list between entries, but not expand into a billion laughs.
+const MAX_REPLAYED_EVENTS: usize = 100_000;
 
 /// A YAML node with its position.
 #[derive(Debug)]
@@ -80,6 +83,10 @@ pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
             max_events: MAX_EVENTS,
             ..Budget::default()
         }),
+        alias_limits: AliasLimits {
+            max_total_replayed_events: MAX_REPLAYED_EVENTS,
+            ..AliasLimits::default()
+        },
         ..Options::default()
     };
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
@@ -89,16 +96,21 @@ pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
             _ => (1, 1),
         };
         let message = match e {
-            serde_saphyr::Error::Message { msg, .. } | serde_saphyr::Error::HookError { msg, .. } => {
-                msg.clone()
-            }
+            serde_saphyr::Error::Message { msg, .. }
+            | serde_saphyr::Error::HookError { msg, .. } => msg.clone(),
             other => {
                 let full = other.to_string();
                 let suffix = format!(" at line {line}, column {column}");
-                full.strip_suffix(&suffix).map(str::to_owned).unwrap_or(full)
+                full.strip_suffix(&suffix)
+                    .map(str::to_owned)
+                    .unwrap_or(full)
             }
         };
-        SyntaxError { line, column, message: user_message(message) }
+        SyntaxError {
+            line,
+            column,
+            message: user_message(message),
+        }
     })
 }
 
