@@ -219,6 +219,14 @@ impl Probe {
         Self::outcome(&reply)
     }
 
+    /// `n` connects in a tight loop inside the probe; returns (EPERM count, other outcomes).
+    pub fn flood(&mut self, proto: &str, addr: &str, port: u16, n: u64) -> anyhow::Result<(u64, u64)> {
+        let reply = self.command(&format!("flood {proto} {addr} {port} {n}"))?;
+        let mut it = reply.strip_prefix("ok ").context("flood failed")?.split(' ');
+        let mut next = || it.next().and_then(|x| x.parse().ok()).with_context(|| format!("bad reply {reply}"));
+        Ok((next()?, next()?))
+    }
+
     /// A TCP listener inside the probe's namespace; returns its port.
     pub fn listen(&mut self, addr: &str) -> anyhow::Result<u16> {
         let reply = self.command(&format!("listen tcp {addr} 0"))?;

@@ -197,3 +197,34 @@ fn the_agent_detaches_on_sigint_and_sigterm() {
         assert_eq!(probe.connect("tcp", "169.254.169.254", 80).unwrap(), Outcome::Errno(ENETUNREACH));
     }
 }
+
+#[test]
+fn a_flood_of_denials_is_fully_accounted_for_as_lines_or_lost_events() {
+    if !privileged() {
+        return;
+    }
+    const N: u64 = 200_000;
+    let cg = TestCgroup::new().unwrap();
+    let mut agent = Agent::start(None, &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    let (eperm, other) = probe.flood("udp", "169.254.169.254", 80, N).unwrap();
+    assert_eq!((eperm, other), (N, 0));
+    // Lines keep arriving while the agent drains; wait until they stop.
+    let mut lines = Vec::new();
+    loop {
+        let batch = agent.take_events(1, Duration::from_secs(2));
+        if batch.is_empty() {
+            break;
+        }
+        lines.extend(batch);
+    }
+    let denied = lines.iter().filter(|l| l["event"] == "connect_denied").count() as u64;
+    let lost: u64 = lines
+        .iter()
+        .filter(|l| l["event"] == "events_lost")
+        .map(|l| l["lost"].as_u64().expect("lost count"))
+        .sum();
+    assert_eq!(denied + lost, N, "{denied} lines + {lost} lost != {N} denied calls");
+    assert!(lost > 0, "a 1 MiB ring cannot hold {N} events: the flood must have been counted as lost");
+    assert!(agent.stderr_text().contains("events lost"), "{}", agent.stderr_text());
+}

@@ -8,6 +8,7 @@
 //! connect tcp|udp ADDR PORT   → ok | errno N
 //! sendto udp ADDR PORT        → ok | errno N     (unconnected UDP, the sendmsg hooks)
 //! listen tcp ADDR PORT        → ok PORT          (a listener inside the namespace)
+//! flood tcp|udp ADDR PORT N    → ok EPERM_COUNT OTHER_COUNT   (N connects in a tight loop)
 //! ```
 //! With `--first-connect tcp|udp ADDR PORT` it does that one call right after entering the
 //! namespace and exits with the result on stdout instead of reading commands.
@@ -66,6 +67,20 @@ fn real_main() -> Result<(), String> {
 
 fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
     let parts: Vec<&str> = line.split_whitespace().collect();
+    if let ["flood", proto, addr, port, n] = parts[..] {
+        let ty = if proto == "tcp" { libc::SOCK_STREAM } else { libc::SOCK_DGRAM };
+        let (Ok(ip), Ok(port), Ok(n)) = (addr.parse::<IpAddr>(), port.parse::<u16>(), n.parse::<u64>()) else {
+            return format!("bad command {line:?}");
+        };
+        let (mut eperm, mut other) = (0u64, 0u64);
+        for _ in 0..n {
+            match syscall_connect(ty, SocketAddr::new(ip, port)) {
+                Err(libc::EPERM) => eperm += 1,
+                _ => other += 1,
+            }
+        }
+        return format!("ok {eperm} {other}");
+    }
     let [verb, proto, addr, port] = parts[..] else {
         return format!("bad command {line:?}");
     };
