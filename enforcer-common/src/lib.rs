@@ -4,6 +4,8 @@
 //! codes with checked conversions (see the `from_u8` helpers), never by transmuting.
 #![no_std]
 
+pub mod fqdn;
+
 /// Map names, as the kernel object declares them and the agent looks them up.
 pub mod map_names {
     /// IPv4 LPM tries; the suffix is the rule set (0 or 1) — see [`crate::ACTIVE_SETS`].

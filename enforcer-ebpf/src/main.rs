@@ -1,10 +1,12 @@
 //! cgroup sock_addr programs: every connect() and unconnected sendmsg() of the protected cgroup
 //! gets one verdict from [`decide`], following DESIGN.md's decision order:
-//! normalise (IPv4-mapped, NAT64) → LPM entry clauses (allow before block) → FQDN map
-//! (next issue) → policy default. Denials (or would-be denials in audit mode) are counted and
+//! normalise (IPv4-mapped, NAT64) → LPM entry clauses (allow before block) → FQDN-learned
+//! addresses ([`fqdn`]) → policy default. Denials (or would-be denials in audit mode) are counted and
 //! queued on a ring buffer without a userspace wakeup per event.
 #![no_std]
 #![no_main]
+
+mod fqdn;
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -120,7 +122,8 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
     let denied_by = match entry.and_then(|e| e.first_match(port, proto_class)) {
         Some(c) if c.action == action::ALLOW => None,
         Some(c) => Some(c.rule_id),
-        // Step 4 (FQDN-learned allow map) goes here.
+        // Step 4: FQDN-learned addresses, consulted only when no clause matched.
+        None if fqdn::allows(&dst, set, port, proto_class) => None,
         None if cfg.default_verdict == verdict::DENY => Some(rule_id::DEFAULT),
         None => None,
     };

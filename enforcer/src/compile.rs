@@ -34,6 +34,8 @@ pub struct Compiled {
     pub v4: Vec<(Ipv4Net, LpmValue)>,
     /// IPv6 entries, sorted by (network address, prefix length).
     pub v6: Vec<(Ipv6Net, LpmValue)>,
+    /// The `fqdn` rules: allowlisted names and per-rule clauses (step 4).
+    pub fqdn: crate::fqdn::FqdnTables,
 }
 
 /// A rule named in a [`CompileError`].
@@ -73,6 +75,8 @@ pub enum CompileError {
     },
     #[error("{count} rules; rule ids must stay below {max}")]
     TooManyRules { count: usize, max: u32 },
+    #[error(transparent)]
+    Fqdn(#[from] crate::fqdn::FqdnCompileError),
 }
 
 fn join(rules: &[RuleRef]) -> String {
@@ -85,7 +89,7 @@ fn join(rules: &[RuleRef]) -> String {
 
 /// Compiles a policy into LPM entries.
 pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
-    if policy.rules.len() >= rule_id::DEFAULT as usize {
+    if policy.rules.len() + policy.fqdns.len() >= rule_id::DEFAULT as usize {
         return Err(CompileError::TooManyRules {
             count: policy.rules.len(),
             max: rule_id::DEFAULT,
@@ -122,6 +126,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         default_verdict: policy.default.code(),
         v4,
         v6,
+        fqdn: crate::fqdn::tables::compile(policy)?,
     })
 }
 
@@ -350,11 +355,25 @@ pub fn render(policy: &Policy, compiled: &Compiled) -> String {
     if !policy.fqdns.is_empty() {
         let _ = writeln!(
             out,
-            "\nFQDN rules ({}, resolved by the agent):",
+            "\nFQDN rules ({}; learned from the target's DNS answers and resolved by the agent):",
             policy.fqdns.len()
         );
-        for f in &policy.fqdns {
-            let _ = writeln!(out, "        {f}  ({})", f.location);
+        let servers = if policy.dns.servers.is_empty() {
+            "system resolver configuration".to_owned()
+        } else {
+            let list: Vec<String> = policy.dns.servers.iter().map(ToString::to_string).collect();
+            list.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  dns: servers {servers}; grace period {}s; max {} addresses per name, {} in all",
+            policy.dns.grace_period.as_secs(),
+            policy.dns.max_addresses_per_name,
+            policy.dns.max_addresses
+        );
+        for (slot, f) in policy.fqdns.iter().enumerate() {
+            let id = crate::fqdn::tables::rule_id(policy, slot);
+            let _ = writeln!(out, "  {id:>4}  {f}  ({})", f.location);
         }
     }
     let _ = writeln!(out, "\nIPv4 map entries ({}):", compiled.v4.len());
@@ -447,6 +466,7 @@ mod tests {
             rules,
             fqdns: vec![],
             targets: vec![],
+            dns: Default::default(),
         }
     }
 

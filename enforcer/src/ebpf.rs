@@ -85,6 +85,7 @@ impl Enforcer {
                 .map_err(|source| EbpfError::Program { name, source })?;
             prog.load().map_err(|source| EbpfError::Program { name, source })?;
         }
+        crate::fqdn::kernel::load(&mut ebpf)?;
         Ok(Self { ebpf, active: 0, installed: false })
     }
 
@@ -93,6 +94,8 @@ impl Enforcer {
     /// fail); the kernel rejects attach flags on links, hence `CgroupAttachMode::Single`, which
     /// aya passes as 0. The links live as long as this value.
     pub fn attach(&mut self, cgroup: &Cgroup) -> Result<(), EbpfError> {
+        // DNS learning first: no connect is decided while answers go unlearned.
+        crate::fqdn::kernel::attach(&mut self.ebpf, cgroup)?;
         for name in PROGRAMS {
             let prog: &mut CgroupSockAddr = self
                 .ebpf
@@ -145,6 +148,7 @@ impl Enforcer {
             };
             config.set(target, value, 0).map_err(map_err(name))?;
         }
+        crate::fqdn::kernel::install(&mut self.ebpf, &compiled.fqdn, target)?;
         {
             let name = map_names::ACTIVE;
             let mut active: Array<&mut MapData, u32> =
@@ -181,6 +185,11 @@ impl Enforcer {
         let name = map_names::EVENTS;
         let map = self.ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })?;
         RingBuf::try_from(map).map_err(map_err(name))
+    }
+
+    /// The loaded object (the FQDN agent takes its maps out of it).
+    pub fn object_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, EbpfError> {

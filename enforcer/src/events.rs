@@ -49,6 +49,8 @@ pub fn decode(bytes: &[u8]) -> Result<DenyEvent, DecodeError> {
 #[derive(Default)]
 pub struct RuleBook {
     by_generation: BTreeMap<u32, Arc<Policy>>,
+    /// Recently answered names of addresses (while the FQDN agent runs).
+    fqdn: Option<Arc<crate::fqdn::FqdnShared>>,
 }
 
 impl RuleBook {
@@ -61,15 +63,28 @@ impl RuleBook {
         }
     }
 
-    /// The words naming `rule` of `generation`'s policy.
+    /// Lets deny events name the FQDN their address was recently answered for.
+    pub fn set_fqdn(&mut self, shared: Arc<crate::fqdn::FqdnShared>) {
+        self.fqdn = Some(shared);
+    }
+
+    /// The name `ip` was recently answered for, if any.
+    pub fn fqdn_of(&self, ip: IpAddr) -> Option<String> {
+        self.fqdn.as_ref()?.name_of(ip)
+    }
+
+    /// The words naming `rule` of `generation`'s policy (FQDN rules follow the CIDR rules).
     pub fn describe(&self, generation: u32, rule: u32) -> String {
         if rule == rule_id::DEFAULT {
             return "default deny".to_owned();
         }
-        match self.by_generation.get(&generation).and_then(|p| p.rules.get(rule as usize)) {
-            Some(r) => r.to_string(),
-            None => format!("rule #{rule} of policy generation {generation}"),
-        }
+        let policy = self.by_generation.get(&generation);
+        let cidr = policy.and_then(|p| p.rules.get(rule as usize)).map(ToString::to_string);
+        let fqdn = || {
+            let p = policy?;
+            p.fqdns.get((rule as usize).checked_sub(p.rules.len())?).map(ToString::to_string)
+        };
+        cidr.or_else(fqdn).unwrap_or_else(|| format!("rule #{rule} of policy generation {generation}"))
     }
 
     pub fn mode(&self, generation: u32) -> Option<Mode> {
@@ -99,6 +114,9 @@ pub struct DenyView {
     pub rule: String,
     pub rule_id: Option<u32>,
     pub generation: u32,
+    /// The allowlisted name the address was recently answered for (its answer expired, it is
+    /// used on another port, or a block rule caught a rebinding answer).
+    pub fqdn: Option<String>,
 }
 
 impl DenyView {
@@ -112,6 +130,7 @@ impl DenyView {
             IpAddr::V6(Ipv6Addr::from(ev.dst_addr))
         };
         let comm_len = ev.comm.iter().position(|&b| b == 0).unwrap_or(ev.comm.len());
+        let decided_as = normalise(dst_ip);
         Self {
             event: if audit { "would_deny" } else { "connect_denied" },
             mode: if audit { "audit" } else { "enforce" },
@@ -125,11 +144,12 @@ impl DenyView {
             family: if dst_ip.is_ipv4() { "ipv4" } else { "ipv6" },
             protocol: protocol_name(ev.protocol),
             dst_ip,
-            decided_as: normalise(dst_ip),
+            decided_as,
             dst_port: ev.dst_port,
             rule: rules.describe(ev.generation, ev.rule_id),
             rule_id: (ev.rule_id != rule_id::DEFAULT).then_some(ev.rule_id),
             generation: ev.generation,
+            fqdn: rules.fqdn_of(decided_as),
         }
     }
 
@@ -154,6 +174,7 @@ impl DenyView {
             rule = %self.rule,
             rule_id = self.rule_id,
             generation = self.generation,
+            fqdn = self.fqdn.as_deref(),
         );
     }
 }

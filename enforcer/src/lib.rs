@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod compile;
 pub mod ebpf;
 pub mod events;
+pub mod fqdn;
 pub mod logging;
 pub mod policy;
 pub mod reference;

@@ -3,6 +3,7 @@
 //! It shares nothing with the compiler on purpose: it is the oracle the compiled maps (and the
 //! kernel programs that read them) are tested against. Slow and obvious beats fast here.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use enforcer_common::{proto, rule_id, verdict};
@@ -40,6 +41,35 @@ impl Decision {
 /// anything else is "other"). Audit mode is the caller's business: the would-be verdict is
 /// returned.
 pub fn evaluate(policy: &Policy, addr: IpAddr, port: u16, ip_protocol: u8) -> Decision {
+    evaluate_with(policy, &FqdnFacts::default(), addr, port, ip_protocol)
+}
+
+/// What is known about FQDN answers: (normalised) address → the `fqdn` rules (indexes into
+/// [`Policy::fqdns`]) it was answered for, unexpired.
+#[derive(Clone, Debug, Default)]
+pub struct FqdnFacts {
+    pub answered: HashMap<IpAddr, Vec<usize>>,
+}
+
+impl FqdnFacts {
+    pub fn add(&mut self, addr: IpAddr, fqdn: usize) {
+        let rules = self.answered.entry(normalise(addr)).or_default();
+        if !rules.contains(&fqdn) {
+            rules.push(fqdn);
+            rules.sort_unstable();
+        }
+    }
+}
+
+/// [`evaluate`] with step 4: an address answered for an `fqdn` rule whose ports and protocols
+/// match is allowed (that rule's id is `policy.rules.len() + index`), unless step 2 or 3 decided.
+pub fn evaluate_with(
+    policy: &Policy,
+    facts: &FqdnFacts,
+    addr: IpAddr,
+    port: u16,
+    ip_protocol: u8,
+) -> Decision {
     // 1. Normalise mapped and NAT64 addresses to the IPv4 address they carry.
     let addr = normalise(addr);
     let protocol = match ip_protocol {
@@ -68,7 +98,18 @@ pub fn evaluate(policy: &Policy, addr: IpAddr, port: u16, ip_protocol: u8) -> De
     if let Some((id, _)) = best {
         return Decision::Deny { rule: id_of(id) };
     }
-    // 4. FQDN-learned addresses: not implemented yet.
+    // 4. Addresses answered for an allowlisted name, on that rule's ports and protocols.
+    if let Some(fqdns) = facts.answered.get(&addr) {
+        for &i in fqdns {
+            let Some(f) = policy.fqdns.get(i) else { continue };
+            let port_ok = f.ports.is_empty() || f.ports.iter().any(|r| r.contains(port));
+            if port_ok && f.protocols & protocol != 0 {
+                return Decision::Allow {
+                    rule: Some(id_of(policy.rules.len() + i)),
+                };
+            }
+        }
+    }
     // 5. The default.
     match policy.default {
         DefaultVerdict::Allow => Decision::Allow { rule: None },
@@ -179,6 +220,26 @@ mod tests {
             evaluate(&p, ip("::ffff:168.63.129.16"), 32526, 6).verdict(),
             verdict::DENY
         );
+    }
+
+    #[test]
+    fn fqdn_answers_allow_after_blocks_only_on_their_ports() {
+        let p = policy(
+            "default: deny\nblock:\n  - cidr: 169.254.0.0/16\nallow:\n  - fqdn: hooks.slack.com\n    ports: [443]\n  - fqdn: \"*.example.com\"\n",
+        );
+        let mut facts = FqdnFacts::default();
+        facts.add(ip("192.0.2.1"), 0);
+        facts.add(ip("::ffff:169.254.169.254"), 0);
+        facts.add(ip("2001:db8::1"), 1);
+        let eval = |a: &str, port, proto| evaluate_with(&p, &facts, ip(a), port, proto);
+        assert_eq!(eval("192.0.2.1", 443, 6), Decision::Allow { rule: Some(1) });
+        assert_eq!(eval("::ffff:192.0.2.1", 443, 17), Decision::Allow { rule: Some(1) });
+        assert_eq!(eval("192.0.2.1", 80, 6), Decision::Deny { rule: rule_id::DEFAULT });
+        assert_eq!(eval("192.0.2.2", 443, 6), Decision::Deny { rule: rule_id::DEFAULT });
+        // A rebinding answer never opens a blocked range.
+        assert_eq!(eval("169.254.169.254", 443, 6), Decision::Deny { rule: 0 });
+        assert_eq!(eval("2001:db8::1", 1, 132), Decision::Allow { rule: Some(2) });
+        assert_eq!(evaluate(&p, ip("192.0.2.1"), 443, 6).verdict(), verdict::DENY);
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum RunError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Ebpf(#[from] EbpfError),
+    #[error(transparent)]
+    Fqdn(#[from] crate::fqdn::FqdnError),
     #[error("setting up {what}")]
     Io {
         what: &'static str,
@@ -62,6 +64,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     enforcer.install(&compiled, generation)?;
     let mut rules = RuleBook::default();
     rules.insert(generation, policy.clone());
+    // Takes the FQDN maps and resolves the allowlisted names once, before attaching.
+    let fqdn = crate::fqdn::FqdnAgent::start(&mut enforcer, policy.clone()).await?;
+    rules.set_fqdn(fqdn.shared());
     let ring = enforcer.take_events()?;
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd owns the ring buffer.
@@ -101,6 +106,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     };
     drain(ring.get_mut(), &rules);
     report_lost(&enforcer, lost_reported);
+    let fqdn_totals = fqdn.stop().await;
+    tracing::info!(?fqdn_totals, "fqdn agent stopped");
     let totals = enforcer.counters()?;
     drop(enforcer); // detaches the programs (the links are not pinned)
     tracing::info!(

@@ -17,6 +17,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+pub mod dns;
+
 pub const EPERM: i32 = libc::EPERM;
 pub const ENETUNREACH: i32 = libc::ENETUNREACH;
 pub const ECONNREFUSED: i32 = libc::ECONNREFUSED;

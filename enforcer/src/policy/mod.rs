@@ -279,6 +279,43 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub fqdns: Vec<FqdnRule>,
     pub targets: Vec<Target>,
+    /// `dns:` — how the agent resolves the `fqdn` rules.
+    pub dns: DnsSettings,
+}
+
+/// `dns:` — the agent's resolution of allowlisted names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Name servers (`servers:`); empty = the system's resolver configuration.
+    pub servers: Vec<std::net::SocketAddr>,
+    /// How long an address stays allowed after its TTL ran out (it left the answers, or the
+    /// name servers stopped answering).
+    pub grace_period: std::time::Duration,
+    /// Addresses kept per name; the oldest beyond this are dropped (and counted).
+    pub max_addresses_per_name: usize,
+    /// Addresses the agent keeps over all names.
+    pub max_addresses: usize,
+}
+
+impl DnsSettings {
+    pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+    pub const DEFAULT_MAX_PER_NAME: usize = 64;
+    pub const DEFAULT_MAX_ADDRESSES: usize = 4096;
+    /// Upper bound of `max_addresses` (the capacity of the agent's kernel maps).
+    pub const MAX_ADDRESSES_LIMIT: usize = enforcer_common::fqdn::RESOLVED_CAPACITY as usize;
+    /// Upper bound of `grace_period`.
+    pub const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            grace_period: Self::DEFAULT_GRACE,
+            max_addresses_per_name: Self::DEFAULT_MAX_PER_NAME,
+            max_addresses: Self::DEFAULT_MAX_ADDRESSES,
+        }
+    }
 }
 
 impl Policy {
@@ -395,6 +432,19 @@ pub enum Problem {
     InvalidFqdn { value: String, reason: String },
     #[error("{what} must not be empty")]
     EmptyValue { what: &'static str },
+    #[error("invalid name server \"{value}\": expected an address with an optional port, such as 127.0.0.1:5353 or [::1]:53")]
+    InvalidServer { value: String },
+    #[error("invalid duration \"{value}\": expected seconds or a number with a unit (ms, s, m, h), such as 300 or 5m")]
+    InvalidDuration { value: String },
+    #[error("{what} {value} is out of range {min}..={max}")]
+    OutOfRange {
+        what: &'static str,
+        value: String,
+        min: String,
+        max: String,
+    },
+    #[error("{count} fqdn rules; at most {max} are supported")]
+    TooManyFqdns { count: usize, max: u32 },
 }
 
 /// Parses and validates a policy; `source_name` is what locations in errors and rules name.

@@ -6,13 +6,17 @@ use enforcer_common::proto;
 use ipnet::IpNet;
 
 use super::yaml::{self, Kind, Node};
+mod dns;
+
+use enforcer_common::fqdn::MAX_RULES as MAX_FQDN_RULES;
+
 use super::{
-    DefaultVerdict, FqdnRule, Location, Mode, Policy, PolicyError, PortRange, Problem, Rule,
+    DefaultVerdict, DnsSettings, FqdnRule, Location, Mode, Policy, PolicyError, PortRange, Problem, Rule,
     RuleAction, RuleSource, Target, merge_port_ranges, normalize_net, presets,
 };
 
-const TOP_KEYS: &[&str] = &["mode", "default", "block", "allow", "targets"];
-const TOP_EXPECTED: &str = "mode, default, block, allow, targets";
+const TOP_KEYS: &[&str] = &["mode", "default", "block", "allow", "targets", "dns"];
+const TOP_EXPECTED: &str = "mode, default, block, allow, targets, dns";
 const ENTRY_KEYS: &[&str] = &["cidr", "preset", "fqdn", "ports", "protocols"];
 const BLOCK_EXPECTED: &str = "cidr, preset, ports, protocols";
 const ALLOW_EXPECTED: &str = "cidr, preset, fqdn, ports, protocols";
@@ -33,7 +37,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         });
     }
     let fields = cx.fields(&root, "the policy", TOP_KEYS, TOP_EXPECTED)?;
-    if !fields.iter().any(|f| f.name != "targets") {
+    if !fields.iter().any(|f| f.name != "targets" && f.name != "dns") {
         return Err(cx.err(&root, Problem::Empty));
     }
     let mut policy = Policy {
@@ -43,6 +47,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         rules: Vec::new(),
         fqdns: Vec::new(),
         targets: Vec::new(),
+        dns: DnsSettings::default(),
     };
     for field in fields {
         let value = field.value;
@@ -83,8 +88,16 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             "allow" => {
                 for entry in cx.entries(value, "allow")? {
                     cx.rule_entry(entry, RuleAction::Allow, &mut policy)?;
+                    if policy.fqdns.len() > MAX_FQDN_RULES as usize {
+                        let problem = Problem::TooManyFqdns {
+                            count: policy.fqdns.len(),
+                            max: MAX_FQDN_RULES,
+                        };
+                        return Err(cx.err(entry, problem));
+                    }
                 }
             }
+            "dns" => policy.dns = cx.dns(value)?,
             _ => {
                 for entry in cx.entries(value, "targets")? {
                     policy.targets.push(cx.target(entry)?);

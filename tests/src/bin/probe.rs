@@ -9,13 +9,20 @@
 //! sendto udp ADDR PORT        → ok | errno N     (unconnected UDP, the sendmsg hooks)
 //! listen tcp ADDR PORT        → ok PORT          (a listener inside the namespace)
 //! flood tcp|udp ADDR PORT N    → ok EPERM_COUNT OTHER_COUNT   (N connects in a tight loop)
+//! resolve NAME a|aaaa SERVER PORT → ok ADDR...  | error TEXT
+//!                              (a DNS query over a connected UDP socket, as glibc and Go do)
+//! rounds NAME SERVER PORT CPORT N → ok ADDRS EPERM REFUSED OTHER FAILED_QUERIES
+//!                              (N times: resolve A, then TCP connect() to every answer)
 //! ```
 //! With `--first-connect tcp|udp ADDR PORT` it does that one call right after entering the
 //! namespace and exits with the result on stdout instead of reading commands.
 use std::{
     io::{BufRead, Write},
-    net::{IpAddr, SocketAddr, TcpListener},
+    net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    time::Duration,
 };
+
+use integration_tests::dns;
 
 fn main() {
     if let Err(e) = real_main() {
@@ -81,6 +88,43 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         }
         return format!("ok {eperm} {other}");
     }
+    if let ["resolve", name, qtype, server, port] = parts[..] {
+        let qtype = if qtype == "aaaa" { dns::TYPE_AAAA } else { dns::TYPE_A };
+        let Ok(server) = format!("{server}:{port}").parse::<SocketAddr>().or_else(|_| format!("[{server}]:{port}").parse()) else {
+            return format!("bad server {server}");
+        };
+        return match resolve(name, qtype, server) {
+            Ok(addrs) => {
+                let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                format!("ok {}", list.join(" ")).trim_end().to_owned()
+            }
+            Err(e) => format!("error {e}"),
+        };
+    }
+    if let ["rounds", name, server, port, cport, n] = parts[..] {
+        let (Ok(server), Ok(cport), Ok(n)) =
+            (format!("{server}:{port}").parse::<SocketAddr>(), cport.parse::<u16>(), n.parse::<u64>())
+        else {
+            return format!("bad command {line:?}");
+        };
+        let (mut addrs, mut eperm, mut refused, mut other, mut failed) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        for _ in 0..n {
+            match resolve(name, dns::TYPE_A, server) {
+                Ok(list) if !list.is_empty() => {
+                    for ip in list {
+                        addrs += 1;
+                        match syscall_connect(libc::SOCK_STREAM, SocketAddr::new(ip, cport)) {
+                            Err(libc::EPERM) => eperm += 1,
+                            Err(libc::ECONNREFUSED) => refused += 1,
+                            _ => other += 1,
+                        }
+                    }
+                }
+                _ => failed += 1,
+            }
+        }
+        return format!("ok {addrs} {eperm} {refused} {other} {failed}");
+    }
     let [verb, proto, addr, port] = parts[..] else {
         return format!("bad command {line:?}");
     };
@@ -101,6 +145,24 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
             Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
         },
         _ => format!("bad command {line:?}"),
+    }
+}
+
+/// One query over a connected UDP socket (a fresh socket and id per query).
+fn resolve(name: &str, qtype: u16, server: SocketAddr) -> Result<Vec<IpAddr>, String> {
+    static ID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+    let bind: SocketAddr = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse().map_err(|_| "bind")?;
+    let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    sock.connect(server).map_err(|e| format!("connect: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    let id = ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    sock.send(&dns::query(id, name, qtype)).map_err(|e| format!("send: {e}"))?;
+    let mut buf = [0u8; 1500];
+    loop {
+        let n = sock.recv(&mut buf).map_err(|e| format!("recv: {e}"))?;
+        if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+            return dns::parse_addresses(&buf[..n]).map_err(|e| e.to_string());
+        }
     }
 }
 

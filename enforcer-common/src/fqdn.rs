@@ -1,0 +1,154 @@
+//! The FQDN allowlist (DESIGN.md decision order, step 4): shared map names, layouts and codes.
+//!
+//! Two address maps per family feed step 4, both keyed by the destination address as the
+//! verdict sees it (IPv4 for mapped and NAT64 IPv6):
+//!
+//! - `LEARNED_*`: written only by the kernel. The `cgroup_skb/ingress` program of the protected
+//!   cgroup reads every DNS response delivered to it and inserts the A/AAAA answers of an
+//!   allowlisted question *before* the packet reaches the socket, so the process can never
+//!   connect to an answer the map does not hold yet.
+//! - `RESOLVED_*`: written only by the agent, from its own resolution of every allowlisted name.
+//!
+//! One writer per map: the agent never rewrites a value the kernel may be rewriting at the same
+//! moment, and the other way round.
+use crate::EventHeader;
+
+/// Map names, as the kernel object declares them.
+pub mod map_names {
+    /// `HashMap<[u8; 4], FqdnEntry>` of addresses learned from DNS answers (kernel writes).
+    pub const LEARNED_V4: &str = "FQDN_LEARNED_V4";
+    /// `HashMap<[u8; 16], FqdnEntry>`, IPv6 counterpart of [`LEARNED_V4`].
+    pub const LEARNED_V6: &str = "FQDN_LEARNED_V6";
+    /// `HashMap<[u8; 4], FqdnEntry>` of addresses the agent resolved (agent writes).
+    pub const RESOLVED_V4: &str = "FQDN_RESOLVED_V4";
+    /// `HashMap<[u8; 16], FqdnEntry>`, IPv6 counterpart of [`RESOLVED_V4`].
+    pub const RESOLVED_V6: &str = "FQDN_RESOLVED_V6";
+    /// `HashMap<NameKey, u64>`: exact allowlisted names → rule-slot mask.
+    pub const EXACT: &str = "FQDN_EXACT";
+    /// `HashMap<NameKey, u64>`: `*.name` entries (keyed by `name`) → rule-slot mask.
+    pub const WILDCARD: &str = "FQDN_WILDCARD";
+    /// `Array<LpmValue>` of [`crate::ACTIVE_SETS`] × [`super::MAX_RULES`] entries: the
+    /// ports/protocols clauses of each FQDN rule slot, per rule set.
+    pub const RULES: &str = "FQDN_RULES";
+    /// `Array<FqdnSettings>` with one entry.
+    pub const SETTINGS: &str = "FQDN_SETTINGS";
+    /// `PerCpuArray<u64>` indexed by [`super::counter`].
+    pub const COUNTERS: &str = "FQDN_COUNTERS";
+    /// Ring buffer of [`super::LearnedEvent`]s.
+    pub const EVENTS: &str = "FQDN_EVENTS";
+}
+
+/// The `cgroup_skb/ingress` program that learns from DNS answers.
+pub const PROG_DNS_INGRESS: &str = "enforcer_dns_ingress";
+
+/// FQDN rules per policy: a rule is one bit of [`FqdnEntry::rules`].
+pub const MAX_RULES: u32 = 64;
+
+/// Size of a [`NameKey`].
+pub const NAME_KEY_LEN: usize = 256;
+
+/// A DNS name as a map key: its labels in wire format (length byte, then the bytes), lower
+/// case, without the root label, **right-aligned** in 256 zero bytes. Right alignment makes
+/// every suffix of a name a valid key of its own: zeroing the leading labels of a name's key
+/// gives the key of its parent, which is how the kernel checks `*.` wildcards with no copying.
+pub type NameKey = [u8; NAME_KEY_LEN];
+
+/// Capacity of each learned and resolved map (entries per family).
+pub const LEARNED_CAPACITY: u32 = 65_536;
+pub const RESOLVED_CAPACITY: u32 = 65_536;
+
+/// Size of the learned-event ring buffer.
+pub const EVENTS_BYTES: u32 = 1 << 18;
+
+/// Value of the address maps: which FQDN rule slots the address was answered for, and until
+/// when (`bpf_ktime_get_ns()`, CLOCK_MONOTONIC). Every rule of an entry shares its expiry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FqdnEntry {
+    pub expires_ns: u64,
+    /// Bit `i` = rule slot `i`.
+    pub rules: u64,
+}
+
+/// Kernel-side settings of the learning program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FqdnSettings {
+    /// Added to an answer's TTL: how long an address stays allowed after its TTL ran out.
+    pub grace_ns: u64,
+    /// Answers' TTLs are capped to this.
+    pub max_ttl_ns: u64,
+    /// [`flags`] bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// [`FqdnSettings::flags`].
+pub mod flags {
+    /// Learn only from responses delivered to a connected UDP socket whose peer is the
+    /// response's source (the name server the socket queried; our connect hook vetted it).
+    pub const REQUIRE_CONNECTED_PEER: u32 = 1;
+}
+
+/// Indexes into the `FQDN_COUNTERS` per-CPU array.
+pub mod counter {
+    /// DNS responses whose question matched an allowlisted name.
+    pub const MATCHED_RESPONSES: u32 = 0;
+    /// A/AAAA answers written into the learned maps.
+    pub const LEARNED: u32 = 1;
+    /// Responses that ended before their header said (truncated packet or parse limits).
+    pub const TRUNCATED: u32 = 2;
+    /// Malformed responses (bad label, compressed question, ...).
+    pub const MALFORMED: u32 = 3;
+    /// Answers that did not fit: the learned map was full.
+    pub const MAP_FULL: u32 = 4;
+    /// Responses from port 53 not delivered to a socket connected to their source.
+    pub const UNVERIFIED_PEER: u32 = 5;
+    /// Learned events that did not fit into the ring buffer.
+    pub const LOST_EVENTS: u32 = 6;
+    /// Responses with the TC (truncated) bit: the resolver retries over TCP, which we do not see.
+    pub const TC_BIT: u32 = 7;
+    pub const COUNT: u32 = 8;
+}
+
+/// [`EventHeader::kind`] of a [`LearnedEvent`].
+pub const EVENT_LEARNED: u16 = 3;
+/// Version of the [`LearnedEvent`] layout.
+pub const LEARNED_EVENT_VERSION: u16 = 1;
+
+/// [`LearnedEvent::status`] codes.
+pub mod status {
+    pub const INSERTED: u16 = 0;
+    pub const MAP_FULL: u16 = 1;
+}
+
+/// One A/AAAA answer the kernel learned (or failed to store).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LearnedEvent {
+    pub header: EventHeader,
+    /// Rule slots the question matched.
+    pub rules: u64,
+    /// The address's entry as written: its rule slots and expiry (the agent compares these
+    /// with the map before it removes an entry, so it never removes a fresher one).
+    pub entry_rules: u64,
+    pub entry_expires_ns: u64,
+    /// TTL of the record as received, seconds.
+    pub ttl: u32,
+    /// 2 (AF_INET) when `addr` holds an IPv4 address in its first 4 bytes (also for
+    /// IPv4-mapped and NAT64 AAAA answers, stored under their IPv4 address), 10 otherwise.
+    pub family: u16,
+    /// [`status`] code.
+    pub status: u16,
+    pub addr: [u8; 16],
+    /// The question name as a [`NameKey`].
+    pub name: NameKey,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integer structs with explicit padding; any bit pattern is valid.
+    unsafe impl aya::Pod for super::FqdnEntry {}
+    unsafe impl aya::Pod for super::FqdnSettings {}
+    unsafe impl aya::Pod for super::LearnedEvent {}
+}
