@@ -27,9 +27,11 @@ pub mod map_names {
     pub const EXACT: &str = "FQDN_EXACT";
     /// `HashMap<NameKey, u64>`: `*.name` entries (keyed by `name`) → rule-slot mask.
     pub const WILDCARD: &str = "FQDN_WILDCARD";
-    /// `Array<LpmValue>` of [`crate::ACTIVE_SETS`] × [`super::MAX_RULES`] entries: the
-    /// ports/protocols clauses of each FQDN rule slot, per rule set.
-    pub const RULES: &str = "FQDN_RULES";
+    /// `Array<u64>` of [`crate::ACTIVE_SETS`] × 3 entries (rule set × protocol class): the
+    /// rule slots that allow every port of that protocol.
+    pub const ANY_PORT: &str = "FQDN_ANY_PORT";
+    /// `HashMap<PortKey, u64>`: the rule slots that allow one port of one protocol class.
+    pub const PORTS: &str = "FQDN_PORTS";
     /// `Array<FqdnSettings>` with one entry.
     pub const SETTINGS: &str = "FQDN_SETTINGS";
     /// `PerCpuArray<u64>` indexed by [`super::counter`].
@@ -53,12 +55,39 @@ pub const NAME_KEY_LEN: usize = 256;
 /// gives the key of its parent, which is how the kernel checks `*.` wildcards with no copying.
 pub type NameKey = [u8; NAME_KEY_LEN];
 
+/// Key of the `FQDN_PORTS` map. `class` is the index of the [`crate::proto`] class bit
+/// (0 TCP, 1 UDP, 2 other); `port` is in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortKey {
+    pub set: u8,
+    pub class: u8,
+    pub port: u16,
+}
+
+/// Capacity of `FQDN_PORTS`: every port of every class in both rule sets.
+pub const PORTS_CAPACITY: u32 = crate::ACTIVE_SETS * 3 * 65_536;
+
+/// The index of a [`crate::proto`] class bit in [`PortKey::class`] and `FQDN_ANY_PORT`.
+#[inline(always)]
+pub fn class_index(class_bit: u8) -> u32 {
+    match class_bit {
+        crate::proto::TCP => 0,
+        crate::proto::UDP => 1,
+        _ => 2,
+    }
+}
+
 /// Capacity of each learned and resolved map (entries per family).
 pub const LEARNED_CAPACITY: u32 = 65_536;
 pub const RESOLVED_CAPACITY: u32 = 65_536;
 
 /// Size of the learned-event ring buffer.
-pub const EVENTS_BYTES: u32 = 1 << 18;
+pub const EVENTS_BYTES: u32 = 1 << 20;
+
+/// The learning program skips the agent's wakeup until this much is queued (the agent also
+/// drains on a short timer).
+pub const EVENTS_WAKEUP_BYTES: u64 = (EVENTS_BYTES as u64) / 4;
 
 /// Value of the address maps: which FQDN rule slots the address was answered for, and until
 /// when (`bpf_ktime_get_ns()`, CLOCK_MONOTONIC). Every rule of an entry shares its expiry.
@@ -150,5 +179,6 @@ mod pod {
     // SAFETY: plain #[repr(C)] integer structs with explicit padding; any bit pattern is valid.
     unsafe impl aya::Pod for super::FqdnEntry {}
     unsafe impl aya::Pod for super::FqdnSettings {}
+    unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::LearnedEvent {}
 }

@@ -10,18 +10,18 @@
 //! and every loop has a constant bound, which is what the verifier needs. Offsets are checked
 //! against the copied length before use, so stale bytes of an earlier packet are never read.
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_skb_load_bytes},
     macros::{cgroup_skb, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::SkBuffContext,
 };
 use enforcer_common::{
-    ACTIVE_SETS, EventHeader, LpmValue,
+    ACTIVE_SETS, EventHeader,
     fqdn::{
-        EVENT_LEARNED, EVENTS_BYTES, FqdnEntry, FqdnSettings, LEARNED_CAPACITY,
-        LEARNED_EVENT_VERSION, LearnedEvent, MAX_RULES, NAME_KEY_LEN, NameKey, RESOLVED_CAPACITY,
-        counter, flags, status,
+        EVENT_LEARNED, EVENTS_BYTES, EVENTS_WAKEUP_BYTES, FqdnEntry, FqdnSettings, LEARNED_CAPACITY,
+        LEARNED_EVENT_VERSION, LearnedEvent, MAX_RULES, NAME_KEY_LEN, NameKey, PORTS_CAPACITY,
+        PortKey, RESOLVED_CAPACITY, class_index, counter, flags, status,
     },
 };
 
@@ -44,7 +44,9 @@ static FQDN_EXACT: HashMap<NameKey, u64> = HashMap::with_max_entries(MAX_RULES, 
 #[map]
 static FQDN_WILDCARD: HashMap<NameKey, u64> = HashMap::with_max_entries(MAX_RULES, 0);
 #[map]
-static FQDN_RULES: Array<LpmValue> = Array::with_max_entries(ACTIVE_SETS * MAX_RULES, 0);
+static FQDN_ANY_PORT: Array<u64> = Array::with_max_entries(ACTIVE_SETS * 3, 0);
+#[map]
+static FQDN_PORTS: HashMap<PortKey, u64> = HashMap::with_max_entries(PORTS_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 static FQDN_SETTINGS: Array<FqdnSettings> = Array::with_max_entries(1, 0);
 #[map]
@@ -94,7 +96,15 @@ pub struct Scratch {
     /// calls out of the parse loop keeps its verification small).
     found: [Found; MAX_ANSWERS],
     n_found: u64,
+    /// Answer records still to read, and how the last owner name ended (volatile).
+    left: u64,
+    name_state: u64,
 }
+
+/// `Scratch::name_state` values.
+const NAME_OPEN: usize = 0;
+const NAME_ENDED: usize = 1;
+const NAME_BAD: usize = 2;
 
 /// One A/AAAA answer: the address (IPv4 in the first 4 bytes), its TTL, its family.
 #[repr(C)]
@@ -119,51 +129,40 @@ fn put(v: &mut u64, x: usize) {
 }
 
 /// Step 4: an unexpired learned or resolved entry for the destination whose rule slots allow
-/// `port`/`proto_class`. One hash lookup when the learned map allows (the process resolved the
-/// name itself, the common case), two otherwise.
+/// `port`/`proto_class`. No loops: the slots allowing this port and protocol come from two
+/// lookups, and one AND with the entry's slots decides.
 #[inline(always)]
 pub fn allows(dst: &Dst, set: u32, port: u16, proto_class: u8) -> bool {
     let (learned, resolved) = match dst {
         Dst::V4(a) => (FQDN_LEARNED_V4.get_ptr(a), FQDN_RESOLVED_V4.get_ptr(a)),
         Dst::V6(a) => (FQDN_LEARNED_V6.get_ptr(a), FQDN_RESOLVED_V6.get_ptr(a)),
     };
-    if learned.is_none() && resolved.is_none() {
-        return false;
-    }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    entry_allows(learned, now, set, port, proto_class)
-        || entry_allows(resolved, now, set, port, proto_class)
-}
-
-#[inline(always)]
-fn entry_allows(
-    entry: Option<*const FqdnEntry>,
-    now: u64,
-    set: u32,
-    port: u16,
-    proto_class: u8,
-) -> bool {
-    let Some(p) = entry else { return false };
-    // SAFETY: a pointer from a map lookup of a no-prealloc hash map: valid (RCU) for this run.
-    let e = unsafe { *p };
-    if e.expires_ns <= now {
+    // (Each pointer is tested on its own: the verifier rejects arithmetic on two of them.)
+    let rules = live_rules(learned, now) | live_rules(resolved, now);
+    if rules == 0 {
         return false;
     }
-    let base = (set % ACTIVE_SETS) * MAX_RULES;
-    for slot in 0..MAX_RULES {
-        let bit = 1u64 << slot;
-        if e.rules < bit {
-            break;
-        }
-        if e.rules & bit != 0
-            && let Some(rule) = FQDN_RULES.get(base + slot)
-            && rule.first_match(port, proto_class).is_some()
-        {
-            return true;
-        }
+    let set = set % ACTIVE_SETS;
+    let class = class_index(proto_class);
+    let any = FQDN_ANY_PORT.get(set * 3 + class).copied().unwrap_or(0);
+    if rules & any != 0 {
+        return true;
     }
-    false
+    let key = PortKey { set: set as u8, class: class as u8, port };
+    // SAFETY: the value is a plain u64, copied out at once.
+    let on_port = unsafe { FQDN_PORTS.get(&key) }.copied().unwrap_or(0);
+    rules & on_port != 0
+}
+
+/// The rule slots of an unexpired entry (0 when absent or expired).
+#[inline(always)]
+fn live_rules(entry: Option<*const FqdnEntry>, now: u64) -> u64 {
+    let Some(p) = entry else { return 0 };
+    // SAFETY: a pointer from a map lookup of a no-prealloc hash map: valid (RCU) for this run.
+    let e = unsafe { *p };
+    if e.expires_ns > now { e.rules } else { 0 }
 }
 
 #[cgroup_skb]
@@ -295,7 +294,7 @@ fn parse(s: &mut Scratch, n: usize, truncated: bool, settings: &FqdnSettings) ->
     if be16(&s.pkt, 4) != 1 {
         return Err(NOTHING);
     }
-    let mut answers = be16(&s.pkt, 6) as usize;
+    let answers = be16(&s.pkt, 6) as usize;
 
     // The question name: plain labels (a compression pointer in the question is malformed).
     put(&mut s.cursor, 12);
@@ -354,48 +353,53 @@ fn parse(s: &mut Scratch, n: usize, truncated: bool, settings: &FqdnSettings) ->
         count(counter::TC_BIT);
     }
 
-    // Past the root label, QTYPE and QCLASS.
+    // Past the root label, QTYPE and QCLASS. Every loop-carried value lives in the scratch.
     put(&mut s.cursor, off + 1 + 4);
+    put(&mut s.left, answers);
     put(&mut s.n_found, 0);
-    let mut complete = false;
     for _ in 0..MAX_ANSWERS {
-        if answers == 0 {
-            complete = true;
+        let left = get(&s.left);
+        if left == 0 {
             break;
         }
-        answers -= 1;
-        let mut off = get(&s.cursor);
+        put(&mut s.left, left - 1);
         // Owner name: labels ending in the root label or in a compression pointer.
-        let mut ended = false;
+        put(&mut s.name_state, NAME_OPEN);
         for _ in 0..MAX_LABELS {
+            let off = get(&s.cursor);
             if off >= n {
+                put(&mut s.name_state, NAME_BAD);
                 break;
             }
             let l = at(&s.pkt, off) as usize;
             if l == 0 {
-                off += 1;
-                ended = true;
+                put(&mut s.cursor, off + 1);
+                put(&mut s.name_state, NAME_ENDED);
                 break;
             }
             if l & 0xc0 == 0xc0 {
-                off += 2;
-                ended = true;
+                put(&mut s.cursor, off + 2);
+                put(&mut s.name_state, NAME_ENDED);
                 break;
             }
             if l & 0xc0 != 0 {
+                put(&mut s.name_state, NAME_BAD);
                 break;
             }
-            off += l + 1;
+            put(&mut s.cursor, off + l + 1);
         }
-        if !ended || off + 10 > n {
+        let off = get(&s.cursor);
+        if get(&s.name_state) != NAME_ENDED || off + 10 > n {
+            put(&mut s.left, left);
             break;
         }
         let rtype = be16(&s.pkt, off);
         let class = be16(&s.pkt, off + 2);
         let ttl = ((be16(&s.pkt, off + 4) as u32) << 16) | be16(&s.pkt, off + 6) as u32;
         let rdlen = be16(&s.pkt, off + 8) as usize;
-        off += 10;
+        let off = off + 10;
         if off + rdlen > n {
+            put(&mut s.left, left);
             break;
         }
         put(&mut s.cursor, off + rdlen);
@@ -429,7 +433,7 @@ fn parse(s: &mut Scratch, n: usize, truncated: bool, settings: &FqdnSettings) ->
         s.found[k % MAX_ANSWERS] = f;
         put(&mut s.n_found, k + 1);
     }
-    if !complete || truncated {
+    if get(&s.left) != 0 || truncated {
         count(counter::TRUNCATED);
     }
 
@@ -498,7 +502,8 @@ fn store(f: &Found, mask: u64, now: u64, settings: &FqdnSettings, name: &NameKey
     emit(mask, &entry, f, st, name);
 }
 
-/// Queues a learned event without waking the agent (it drains on a timer).
+/// Queues a learned event, waking the agent only once a batch is queued (it also drains on a
+/// timer).
 #[inline(always)]
 fn emit(rules: u64, entry: &FqdnEntry, f: &Found, st: u16, name: &NameKey) {
     let Some(mut slot) = FQDN_EVENTS.reserve::<LearnedEvent>(0) else {
@@ -526,5 +531,10 @@ fn emit(rules: u64, entry: &FqdnEntry, f: &Found, st: u16, name: &NameKey) {
         addr.write_unaligned(f.addr);
         (*p).name = *name;
     }
-    slot.submit(BPF_RB_NO_WAKEUP as u64);
+    let flags = if FQDN_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS_WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    slot.submit(flags as u64);
 }

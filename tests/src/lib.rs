@@ -193,6 +193,11 @@ impl Probe {
         Ok(line.trim_end().to_owned())
     }
 
+    /// Sends one command line and returns the probe's reply line.
+    pub fn command_line(&mut self, cmd: &str) -> anyhow::Result<String> {
+        self.command(cmd)
+    }
+
     fn command(&mut self, cmd: &str) -> anyhow::Result<String> {
         writeln!(self.stdin, "{cmd}")?;
         self.stdin.flush()?;

@@ -112,7 +112,7 @@ impl FqdnAgent {
                 next: now,
                 in_flight: false,
                 failures: 0,
-                addresses: 0,
+                current: Vec::new(),
             })
             .collect();
         let mut state = State {
@@ -184,8 +184,15 @@ struct Name {
     next: Instant,
     in_flight: bool,
     failures: u32,
-    /// Addresses of the last good answer.
-    addresses: usize,
+    /// Addresses of the last good answer (normalised, blocked ones left out).
+    current: Vec<IpAddr>,
+}
+
+impl Name {
+    /// Resolution is overdue or failing: its last good answer must not age out meanwhile.
+    fn stale(&self) -> bool {
+        self.failures > 0 || self.in_flight
+    }
 }
 
 /// A learned address as the agent last saw it in an event.
@@ -245,6 +252,18 @@ impl State {
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut jobs: JoinSet<(usize, Answer)> = JoinSet::new();
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
+        // the AsyncFd owns the ring buffer.
+        let mut ring = match self.maps.events.take().map(|r| unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(r, tokio::io::Interest::READABLE)
+        }) {
+            Some(Ok(ring)) => Some(ring),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "polling the learned-event ring buffer; draining on the timer only");
+                None
+            }
+            None => None,
+        };
         loop {
             let now = Instant::now();
             if let Some(resolver) = &self.resolver {
@@ -264,7 +283,19 @@ impl State {
                 .unwrap_or(now + MAX_REFRESH);
             tokio::select! {
                 _ = &mut stop => break,
-                _ = drain.tick() => self.drain_events(),
+                guard = async { ring.as_mut()?.readable_mut().await.ok() }, if ring.is_some() => {
+                    if let Some(mut guard) = guard {
+                        let events = read_events(guard.get_inner_mut());
+                        guard.clear_ready();
+                        self.on_events(events);
+                    }
+                }
+                _ = drain.tick() => {
+                    if let Some(r) = ring.as_mut() {
+                        let events = read_events(r.get_mut());
+                        self.on_events(events);
+                    }
+                }
                 _ = sweep.tick() => self.sweep(),
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
                     if let Ok((slot, answer)) = done {
@@ -275,7 +306,10 @@ impl State {
             }
         }
         jobs.abort_all();
-        self.drain_events();
+        if let Some(r) = ring.as_mut() {
+            let events = read_events(r.get_mut());
+            self.on_events(events);
+        }
         self.report_kernel_counters();
         self.stats
     }
@@ -291,16 +325,35 @@ impl State {
             Ok((ips, valid_until)) => {
                 self.stats.resolutions += 1;
                 n.failures = 0;
-                n.addresses = ips.len();
+                n.current.clear();
                 let ttl = valid_until.saturating_duration_since(now);
                 n.next = now + (ttl * 3 / 4).clamp(MIN_REFRESH, MAX_REFRESH);
                 let expires = ktime + ttl.as_nanos() as u64 + grace_ns;
+                // Addresses that left the answer set stay for the grace period at most.
+                let left: Vec<IpAddr> = self
+                    .resolved
+                    .iter_mut()
+                    .filter_map(|(ip, slots)| {
+                        if ips.iter().any(|a| normalise(*a) == *ip) {
+                            return None;
+                        }
+                        let e = slots.get_mut(&(slot as u32))?;
+                        (*e > ktime + grace_ns).then(|| {
+                            *e = ktime + grace_ns;
+                            *ip
+                        })
+                    })
+                    .collect();
+                for ip in left {
+                    self.write_resolved(ip);
+                }
                 for ip in ips {
                     let ip = normalise(ip);
                     self.shared.remember(ip, &name);
                     if self.warn_if_blocked(&name, ip) {
                         continue;
                     }
+                    self.names[slot].current.push(ip);
                     let slots = self.resolved.entry(ip).or_default();
                     let e = slots.entry(slot as u32).or_default();
                     *e = (*e).max(expires);
@@ -313,21 +366,10 @@ impl State {
                 n.failures += 1;
                 let backoff = MIN_REFRESH * 2u32.saturating_pow(n.failures.min(8));
                 n.next = now + backoff.min(MAX_BACKOFF);
-                let kept = n.addresses;
-                // Keep the last good answers while the name servers fail: never flush them.
-                let until = ktime + grace_ns;
-                let ips: Vec<IpAddr> = self
-                    .resolved
-                    .iter_mut()
-                    .filter_map(|(ip, slots)| {
-                        let e = slots.get_mut(&(slot as u32))?;
-                        *e = (*e).max(until);
-                        Some(*ip)
-                    })
-                    .collect();
-                for ip in ips {
-                    self.write_resolved(ip);
-                }
+                let kept = n.current.len();
+                // Keep the last good answer while the name servers fail: never flush it (the
+                // sweep keeps extending it by the grace period until an answer comes).
+                self.keep_current(slot, ktime + grace_ns);
                 tracing::warn!(
                     fqdn = %name,
                     error = %error,
@@ -430,17 +472,7 @@ impl State {
         true
     }
 
-    fn drain_events(&mut self) {
-        let mut events = Vec::new();
-        while let Some(item) = self.maps.events.next() {
-            if item.len() >= std::mem::size_of::<LearnedEvent>() {
-                // SAFETY: length checked; LearnedEvent is plain integers, any bit pattern is valid.
-                let ev: LearnedEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                if ev.header.kind == EVENT_LEARNED && ev.header.version == LEARNED_EVENT_VERSION {
-                    events.push(ev);
-                }
-            }
-        }
+    fn on_events(&mut self, events: Vec<LearnedEvent>) {
         for ev in events {
             self.on_learned(&ev);
         }
@@ -547,8 +579,28 @@ impl State {
         }
     }
 
+    /// Extends the expiry of `slot`'s last good answer to at least `until`.
+    fn keep_current(&mut self, slot: usize, until: u64) {
+        let ips = self.names[slot].current.clone();
+        for ip in ips {
+            let Some(e) = self.resolved.get_mut(&ip).and_then(|s| s.get_mut(&(slot as u32))) else {
+                continue;
+            };
+            if *e < until {
+                *e = until;
+                self.write_resolved(ip);
+            }
+        }
+    }
+
     fn sweep(&mut self) {
         let now = ktime_now_ns();
+        let grace_ns = self.policy.dns.grace_period.as_nanos() as u64;
+        for slot in 0..self.names.len() {
+            if self.names[slot].stale() {
+                self.keep_current(slot, now + grace_ns.max(2 * SWEEP_EVERY.as_nanos() as u64));
+            }
+        }
         // The agent's entries: drop names whose answers (and grace) ran out.
         let expired: Vec<IpAddr> = self
             .resolved
@@ -616,6 +668,21 @@ impl State {
         }
         self.kernel_counters = now;
     }
+}
+
+/// Every queued learned event.
+fn read_events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<LearnedEvent> {
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        if item.len() >= std::mem::size_of::<LearnedEvent>() {
+            // SAFETY: length checked; LearnedEvent is plain integers, any bit pattern is valid.
+            let ev: LearnedEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            if ev.header.kind == EVENT_LEARNED && ev.header.version == LEARNED_EVENT_VERSION {
+                events.push(ev);
+            }
+        }
+    }
+    events
 }
 
 async fn resolve(resolver: TokioResolver, slot: usize, name: String) -> (usize, Answer) {

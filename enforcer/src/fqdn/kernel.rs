@@ -7,8 +7,8 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
 };
 use enforcer_common::{
-    ACTIVE_SETS, LpmValue,
-    fqdn::{FqdnEntry, FqdnSettings, MAX_RULES, NameKey, PROG_DNS_INGRESS, counter, map_names},
+    ACTIVE_SETS,
+    fqdn::{FqdnEntry, FqdnSettings, NameKey, PROG_DNS_INGRESS, PortKey, counter, map_names},
 };
 
 use super::FqdnTables;
@@ -51,18 +51,34 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: &Cgroup) -> Result<(), EbpfError> {
         })
 }
 
-/// Writes the slot clauses of rule set `set` (read by the verdict only after `ACTIVE` flips to
+/// Writes the port tables of rule set `set` (read by the verdict only after `ACTIVE` flips to
 /// it), then the allowlisted names and the learning settings. Names are added before stale ones
 /// are removed, so a name in both policies is never missing.
 pub fn install(ebpf: &mut Ebpf, tables: &FqdnTables, set: u32) -> Result<(), EbpfError> {
+    let set = set % ACTIVE_SETS;
     {
-        let name = map_names::RULES;
-        let mut rules: Array<&mut MapData, LpmValue> =
+        let name = map_names::ANY_PORT;
+        let mut any: Array<&mut MapData, u64> =
             Array::try_from(map(ebpf, name)?).map_err(map_err(name))?;
-        let base = (set % ACTIVE_SETS) * MAX_RULES;
-        for slot in 0..MAX_RULES {
-            let value = tables.rules.get(slot as usize).copied().unwrap_or_default();
-            rules.set(base + slot, value, 0).map_err(map_err(name))?;
+        for (c, mask) in tables.any_port.iter().enumerate() {
+            any.set(set * 3 + c as u32, mask, 0).map_err(map_err(name))?;
+        }
+    }
+    {
+        let name = map_names::PORTS;
+        let mut ports: HashMap<&mut MapData, PortKey, u64> =
+            HashMap::try_from(map(ebpf, name)?).map_err(map_err(name))?;
+        let stale: Vec<PortKey> = ports
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| u32::from(k.set) == set && !tables.ports.contains_key(&(k.class, k.port)))
+            .collect();
+        for key in stale {
+            ports.remove(&key).map_err(map_err(name))?;
+        }
+        for (&(class, port), mask) in &tables.ports {
+            let key = PortKey { set: set as u8, class, port };
+            ports.insert(key, mask, 0).map_err(map_err(name))?;
         }
     }
     for (name, wanted) in [(map_names::EXACT, &tables.exact), (map_names::WILDCARD, &tables.wildcard)] {
@@ -97,7 +113,8 @@ pub struct FqdnMaps {
     pub v4: AddressMaps<4>,
     pub v6: AddressMaps<16>,
     pub counters: PerCpuArray<MapData, u64>,
-    pub events: RingBuf<MapData>,
+    /// Taken by the agent's task, which polls it.
+    pub events: Option<RingBuf<MapData>>,
 }
 
 impl FqdnMaps {
@@ -129,7 +146,7 @@ impl FqdnMaps {
                 resolved: take_hash(ebpf, map_names::RESOLVED_V6)?,
             },
             counters,
-            events,
+            events: Some(events),
         })
     }
 

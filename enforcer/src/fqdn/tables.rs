@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 
 use enforcer_common::{
-    Clause, LpmValue, MAX_CLAUSES, action,
-    fqdn::{FqdnSettings, MAX_RULES, NameKey, flags},
+    fqdn::{FqdnSettings, MAX_RULES, NameKey, class_index, flags},
+    proto,
 };
 
 use super::names::name_key;
-use crate::policy::{FqdnRule, Location, Policy, PortRange};
+use crate::policy::{Location, Policy, PortRange};
 
 /// Answers' TTLs are capped to a day: a longer-lived answer is re-resolved (or re-learned).
 pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -19,9 +19,21 @@ pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 360
 pub struct FqdnTables {
     pub exact: BTreeMap<NameKey, u64>,
     pub wildcard: BTreeMap<NameKey, u64>,
-    /// One entry per slot: ALLOW clauses carrying the slot's rule id.
-    pub rules: Vec<LpmValue>,
+    /// Per protocol class (see [`class_index`]): the slots allowing every port.
+    pub any_port: [u64; 3],
+    /// (class index, port) → the slots allowing that port (rules with a port list).
+    pub ports: BTreeMap<(u8, u16), u64>,
     pub settings: FqdnSettings,
+}
+
+impl FqdnTables {
+    /// Whether a slot in `rules` allows `port` with the protocol class bit `class` — what the
+    /// kernel computes from these tables.
+    pub fn allows(&self, rules: u64, port: u16, class: u8) -> bool {
+        let c = class_index(class) as usize;
+        let on_port = self.ports.get(&(c as u8, port)).copied().unwrap_or(0);
+        rules & (self.any_port[c] | on_port) != 0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,13 +43,6 @@ pub enum FqdnCompileError {
         location: Location,
         count: usize,
         max: u32,
-    },
-    #[error("{location}: fqdn {name} has {ranges} port ranges, more than the {max} a rule holds")]
-    TooManyPortRanges {
-        location: Location,
-        name: String,
-        ranges: usize,
-        max: usize,
     },
     #[error("{location}: fqdn {name} does not fit a DNS name")]
     Name { location: Location, name: String },
@@ -72,31 +77,26 @@ pub fn compile(policy: &Policy) -> Result<FqdnTables, FqdnCompileError> {
         })?;
         let names = if rule.wildcard { &mut tables.wildcard } else { &mut tables.exact };
         *names.entry(key).or_default() |= 1u64 << slot;
-        tables.rules.push(clauses(rule, rule_id(policy, slot))?);
+        let bit = 1u64 << slot;
+        for (c, class) in [proto::TCP, proto::UDP, proto::OTHER].into_iter().enumerate() {
+            if rule.protocols & class == 0 {
+                continue;
+            }
+            if covers_every_port(&rule.ports) {
+                tables.any_port[c] |= bit;
+                continue;
+            }
+            for r in &rule.ports {
+                for port in r.lo..=r.hi {
+                    *tables.ports.entry((c as u8, port)).or_default() |= bit;
+                }
+            }
+        }
     }
     Ok(tables)
 }
 
-fn clauses(rule: &FqdnRule, id: u32) -> Result<LpmValue, FqdnCompileError> {
-    let ranges = if rule.ports.is_empty() { vec![PortRange::ALL] } else { rule.ports.clone() };
-    if ranges.len() > MAX_CLAUSES {
-        return Err(FqdnCompileError::TooManyPortRanges {
-            location: rule.location.clone(),
-            name: rule.to_string(),
-            ranges: ranges.len(),
-            max: MAX_CLAUSES,
-        });
-    }
-    let mut value = LpmValue { n_clauses: ranges.len() as u32, ..LpmValue::default() };
-    for (c, r) in value.clauses.iter_mut().zip(&ranges) {
-        *c = Clause {
-            rule_id: id,
-            port_lo: r.lo,
-            port_hi: r.hi,
-            protocols: rule.protocols,
-            action: action::ALLOW,
-            _pad: [0; 2],
-        };
-    }
-    Ok(value)
+/// No port list, or one covering 1-65535 (port 0 is never a real destination).
+fn covers_every_port(ports: &[PortRange]) -> bool {
+    ports.is_empty() || ports.iter().any(|r| r.lo <= 1 && r.hi == u16::MAX)
 }
