@@ -143,7 +143,7 @@ pub mod counter {
 /// [`EventHeader::kind`] of a [`LearnedEvent`].
 pub const EVENT_LEARNED: u16 = 3;
 /// Version of the [`LearnedEvent`] layout.
-pub const LEARNED_EVENT_VERSION: u16 = 1;
+pub const LEARNED_EVENT_VERSION: u16 = 2;
 
 /// [`LearnedEvent::status`] codes.
 pub mod status {
@@ -151,27 +151,42 @@ pub mod status {
     pub const MAP_FULL: u16 = 1;
 }
 
+/// A/AAAA answers per [`LearnedEvent`] (and per response: later ones are not learned).
+pub const MAX_LEARNED: usize = 16;
+
 /// One A/AAAA answer the kernel learned (or failed to store).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnedAnswer {
+    /// The address, network order; an IPv4 address in the first word.
+    pub addr: [u32; 4],
+    /// TTL of the record as received, seconds.
+    pub ttl: u32,
+    /// 1 when `addr` holds an IPv4 address (also for IPv4-mapped and NAT64 AAAA answers,
+    /// stored under their IPv4 address), 0 for IPv6.
+    pub v4: u32,
+    /// [`status`] code.
+    pub status: u32,
+    pub _pad: u32,
+    /// The address's entry as written: its expiry and rule slots (the agent compares these
+    /// with the map before it removes an entry, so it never removes a fresher one).
+    pub entry_expires_ns: u64,
+    pub entry_rules: u64,
+}
+
+/// The answers the kernel learned from one DNS response.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LearnedEvent {
     pub header: EventHeader,
     /// Rule slots the question matched.
     pub rules: u64,
-    /// The address's entry as written: its rule slots and expiry (the agent compares these
-    /// with the map before it removes an entry, so it never removes a fresher one).
-    pub entry_rules: u64,
-    pub entry_expires_ns: u64,
-    /// TTL of the record as received, seconds.
-    pub ttl: u32,
-    /// 2 (AF_INET) when `addr` holds an IPv4 address in its first 4 bytes (also for
-    /// IPv4-mapped and NAT64 AAAA answers, stored under their IPv4 address), 10 otherwise.
-    pub family: u16,
-    /// [`status`] code.
-    pub status: u16,
-    pub addr: [u8; 16],
+    /// Valid entries of `answers`.
+    pub count: u32,
+    pub _pad: u32,
     /// The question name as a [`NameKey`].
     pub name: NameKey,
+    pub answers: [LearnedAnswer; MAX_LEARNED],
 }
 
 #[cfg(feature = "user")]
@@ -181,4 +196,5 @@ mod pod {
     unsafe impl aya::Pod for super::FqdnSettings {}
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::LearnedEvent {}
+    unsafe impl aya::Pod for super::LearnedAnswer {}
 }

@@ -11,7 +11,7 @@
 //! against the copied length before use, so stale bytes of an earlier packet are never read.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_skb_load_bytes},
+    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes},
     macros::{cgroup_skb, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::SkBuffContext,
@@ -20,7 +20,7 @@ use enforcer_common::{
     ACTIVE_SETS, EventHeader,
     fqdn::{
         EVENT_LEARNED, EVENTS_BYTES, EVENTS_WAKEUP_BYTES, FqdnEntry, FqdnSettings, LEARNED_CAPACITY,
-        LEARNED_EVENT_VERSION, LearnedEvent, MAX_RULES, NAME_KEY_LEN, NameKey, PORTS_CAPACITY,
+        LEARNED_EVENT_VERSION, LearnedAnswer, LearnedEvent, MAX_LEARNED, MAX_RULES, NAME_KEY_LEN, NameKey, PORTS_CAPACITY,
         PortKey, RESOLVED_CAPACITY, class_index, counter, flags, status,
     },
 };
@@ -61,8 +61,9 @@ static FQDN_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 const PKT_MAX: usize = 4096;
 const PKT_MASK: usize = PKT_MAX - 1;
 const KEY_MASK: usize = NAME_KEY_LEN - 1;
-/// Answer records read per response (CNAME chains plus addresses fit easily).
-const MAX_ANSWERS: usize = 32;
+/// Steps of the answer-section loop: one per owner-name label (a compressed owner name is one
+/// step) and one per record body, so about 128 records with compressed owners.
+const MAX_STEPS: usize = 256;
 /// Labels per name (a 255-byte name has at most 127).
 const MAX_LABELS: usize = 128;
 
@@ -94,25 +95,100 @@ pub struct Scratch {
     start: u64,
     /// A/AAAA answers collected by the parse loop, learned by a second loop (keeping helper
     /// calls out of the parse loop keeps its verification small).
-    found: [Found; MAX_ANSWERS],
+    found: [Found; MAX_LEARNED],
     n_found: u64,
     /// Answer records still to read, and how the last owner name ended (volatile).
     left: u64,
     name_state: u64,
+    /// Bytes of the DNS message in `pkt`.
+    n: u64,
 }
 
 /// `Scratch::name_state` values.
 const NAME_OPEN: usize = 0;
 const NAME_ENDED: usize = 1;
-const NAME_BAD: usize = 2;
 
-/// One A/AAAA answer: the address (IPv4 in the first 4 bytes), its TTL, its family.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Found {
-    addr: [u32; 4],
-    ttl: u32,
-    v4: u32,
+type Found = LearnedAnswer;
+
+/// One step of the answer section (a `bpf_loop` callback): returns 0 to go on, 1 to stop.
+#[inline(never)]
+extern "C" fn answer_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(s) = FQDN_SCRATCH.get_ptr_mut(0) else { return 1 };
+    // SAFETY: the per-CPU scratch value of this CPU; nothing else runs here while we do.
+    let s = unsafe { &mut *s };
+    let n = get(&s.n);
+    let left = get(&s.left);
+    if left == 0 || n > PKT_MAX {
+        return 1;
+    }
+    let off = get(&s.cursor);
+    if get(&s.name_state) == NAME_OPEN {
+        // One label of the owner name: the root label or a compression pointer ends it.
+        if off >= n {
+            return 1;
+        }
+        let l = at(&s.pkt, off) as usize;
+        if l == 0 {
+            put(&mut s.cursor, off + 1);
+            put(&mut s.name_state, NAME_ENDED);
+        } else if l & 0xc0 == 0xc0 {
+            put(&mut s.cursor, off + 2);
+            put(&mut s.name_state, NAME_ENDED);
+        } else if l & 0xc0 != 0 {
+            return 1;
+        } else {
+            put(&mut s.cursor, off + l + 1);
+        }
+        return 0;
+    }
+    // The record after its owner name.
+    if off + 10 > n {
+        return 1;
+    }
+    let rtype = be16(&s.pkt, off);
+    let class = be16(&s.pkt, off + 2);
+    let ttl = ((be16(&s.pkt, off + 4) as u32) << 16) | be16(&s.pkt, off + 6) as u32;
+    let rdlen = be16(&s.pkt, off + 8) as usize;
+    let off = off + 10;
+    if off + rdlen > n {
+        return 1;
+    }
+    put(&mut s.cursor, off + rdlen);
+    put(&mut s.left, left - 1);
+    put(&mut s.name_state, NAME_OPEN);
+    let v4 = rtype == TYPE_A && rdlen == 4;
+    if class != CLASS_IN || !(v4 || rtype == TYPE_AAAA && rdlen == 16) {
+        return 0;
+    }
+    let k = get(&s.n_found);
+    if k >= MAX_LEARNED {
+        return 0;
+    }
+    let w = |k: usize| {
+        u32::from_ne_bytes([
+            at(&s.pkt, off + 4 * k),
+            at(&s.pkt, off + 4 * k + 1),
+            at(&s.pkt, off + 4 * k + 2),
+            at(&s.pkt, off + 4 * k + 3),
+        ])
+    };
+    let f = if v4 {
+        Found { addr: [w(0), 0, 0, 0], ttl, v4: 1, ..Found::default() }
+    } else {
+        let a = [w(0), w(1), w(2), w(3)];
+        // The verdict decides IPv4-mapped and NAT64 (DNS64) addresses as the IPv4 address they
+        // carry: learn them there, so step 4 finds them and step 3 judges the real target.
+        let mapped = a[0] == 0 && a[1] == 0 && a[2] == 0x0000_ffffu32.to_be();
+        let nat64 = a[0] == 0x0064_ff9bu32.to_be() && a[1] == 0 && a[2] == 0;
+        if mapped || nat64 {
+            Found { addr: [a[3], 0, 0, 0], ttl, v4: 1, ..Found::default() }
+        } else {
+            Found { addr: a, ttl, v4: 0, ..Found::default() }
+        }
+    };
+    s.found[k % MAX_LEARNED] = f;
+    put(&mut s.n_found, k + 1);
+    0
 }
 
 /// Reads a loop-carried value from the scratch (opaque to the verifier, see `Scratch::cursor`).
@@ -357,95 +433,32 @@ fn parse(s: &mut Scratch, n: usize, truncated: bool, settings: &FqdnSettings) ->
     put(&mut s.cursor, off + 1 + 4);
     put(&mut s.left, answers);
     put(&mut s.n_found, 0);
-    for _ in 0..MAX_ANSWERS {
-        let left = get(&s.left);
-        if left == 0 {
-            break;
-        }
-        put(&mut s.left, left - 1);
-        // Owner name: labels ending in the root label or in a compression pointer.
-        put(&mut s.name_state, NAME_OPEN);
-        for _ in 0..MAX_LABELS {
-            let off = get(&s.cursor);
-            if off >= n {
-                put(&mut s.name_state, NAME_BAD);
-                break;
-            }
-            let l = at(&s.pkt, off) as usize;
-            if l == 0 {
-                put(&mut s.cursor, off + 1);
-                put(&mut s.name_state, NAME_ENDED);
-                break;
-            }
-            if l & 0xc0 == 0xc0 {
-                put(&mut s.cursor, off + 2);
-                put(&mut s.name_state, NAME_ENDED);
-                break;
-            }
-            if l & 0xc0 != 0 {
-                put(&mut s.name_state, NAME_BAD);
-                break;
-            }
-            put(&mut s.cursor, off + l + 1);
-        }
-        let off = get(&s.cursor);
-        if get(&s.name_state) != NAME_ENDED || off + 10 > n {
-            put(&mut s.left, left);
-            break;
-        }
-        let rtype = be16(&s.pkt, off);
-        let class = be16(&s.pkt, off + 2);
-        let ttl = ((be16(&s.pkt, off + 4) as u32) << 16) | be16(&s.pkt, off + 6) as u32;
-        let rdlen = be16(&s.pkt, off + 8) as usize;
-        let off = off + 10;
-        if off + rdlen > n {
-            put(&mut s.left, left);
-            break;
-        }
-        put(&mut s.cursor, off + rdlen);
-        let v4 = rtype == TYPE_A && rdlen == 4;
-        if class != CLASS_IN || !(v4 || rtype == TYPE_AAAA && rdlen == 16) {
-            continue;
-        }
-        let w = |k: usize| {
-            u32::from_ne_bytes([
-                at(&s.pkt, off + 4 * k),
-                at(&s.pkt, off + 4 * k + 1),
-                at(&s.pkt, off + 4 * k + 2),
-                at(&s.pkt, off + 4 * k + 3),
-            ])
-        };
-        let f = if v4 {
-            Found { addr: [w(0), 0, 0, 0], ttl, v4: 1 }
-        } else {
-            let a = [w(0), w(1), w(2), w(3)];
-            // The verdict decides IPv4-mapped and NAT64 (DNS64) addresses as the IPv4 address
-            // they carry: learn them there, so step 4 finds them and step 3 judges the target.
-            let mapped = a[0] == 0 && a[1] == 0 && a[2] == 0x0000_ffffu32.to_be();
-            let nat64 = a[0] == 0x0064_ff9bu32.to_be() && a[1] == 0 && a[2] == 0;
-            if mapped || nat64 {
-                Found { addr: [a[3], 0, 0, 0], ttl, v4: 1 }
-            } else {
-                Found { addr: a, ttl, v4: 0 }
-            }
-        };
-        let k = get(&s.n_found);
-        s.found[k % MAX_ANSWERS] = f;
-        put(&mut s.n_found, k + 1);
-    }
+    // The answer section, one owner-name label or one record body per `bpf_loop` step: the
+    // verifier checks the step once instead of walking every iteration of a loop.
+    put(&mut s.name_state, NAME_OPEN);
+    put(&mut s.n, n);
+    // SAFETY: `answer_step` has the callback signature bpf_loop expects; it takes no context.
+    unsafe {
+        bpf_loop(
+            MAX_STEPS as u32,
+            answer_step as *const () as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
     if get(&s.left) != 0 || truncated {
         count(counter::TRUNCATED);
     }
 
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    for k in 0..MAX_ANSWERS {
+    for k in 0..MAX_LEARNED {
         if k >= get(&s.n_found) {
             break;
         }
-        let f = s.found[k];
-        store(&f, mask, now, settings, &s.name);
+        store(&mut s.found[k], mask, now, settings);
     }
+    emit(s, mask);
     Ok(())
 }
 
@@ -473,9 +486,9 @@ fn merged(old: Option<*const FqdnEntry>, mask: u64, expires: u64, now: u64) -> F
 }
 
 /// Writes one answer into the learned map of its family (read-merge-write: the kernel is the
-/// only writer of these maps) and queues its event.
+/// only writer of these maps) and records the outcome in `f`.
 #[inline(never)]
-fn store(f: &Found, mask: u64, now: u64, settings: &FqdnSettings, name: &NameKey) {
+fn store(f: &mut Found, mask: u64, now: u64, settings: &FqdnSettings) {
     let ttl_ns = (f.ttl as u64 * 1_000_000_000).min(settings.max_ttl_ns);
     let expires = now + ttl_ns + settings.grace_ns;
     let (entry, inserted) = if f.v4 != 0 {
@@ -492,20 +505,16 @@ fn store(f: &Found, mask: u64, now: u64, settings: &FqdnSettings, name: &NameKey
         let entry = merged(FQDN_LEARNED_V6.get_ptr(&key), mask, expires, now);
         (entry, FQDN_LEARNED_V6.insert(&key, &entry, BPF_ANY as u64).is_ok())
     };
-    let st = if inserted {
-        count(counter::LEARNED);
-        status::INSERTED
-    } else {
-        count(counter::MAP_FULL);
-        status::MAP_FULL
-    };
-    emit(mask, &entry, f, st, name);
+    f.entry_expires_ns = entry.expires_ns;
+    f.entry_rules = entry.rules;
+    f.status = if inserted { status::INSERTED } else { status::MAP_FULL } as u32;
+    count(if inserted { counter::LEARNED } else { counter::MAP_FULL });
 }
 
-/// Queues a learned event, waking the agent only once a batch is queued (it also drains on a
-/// timer).
+/// Queues one event for the response, waking the agent only once a batch is queued (it also
+/// drains on a timer).
 #[inline(always)]
-fn emit(rules: u64, entry: &FqdnEntry, f: &Found, st: u16, name: &NameKey) {
+fn emit(s: &Scratch, rules: u64) {
     let Some(mut slot) = FQDN_EVENTS.reserve::<LearnedEvent>(0) else {
         count(counter::LOST_EVENTS);
         return;
@@ -522,14 +531,10 @@ fn emit(rules: u64, entry: &FqdnEntry, f: &Found, st: u16, name: &NameKey) {
             cgroup_id: bpf_get_current_cgroup_id(),
         };
         (*p).rules = rules;
-        (*p).entry_rules = entry.rules;
-        (*p).entry_expires_ns = entry.expires_ns;
-        (*p).ttl = f.ttl;
-        (*p).family = if f.v4 != 0 { 2 } else { 10 };
-        (*p).status = st;
-        let addr = p.cast::<u8>().add(core::mem::offset_of!(LearnedEvent, addr)).cast::<[u32; 4]>();
-        addr.write_unaligned(f.addr);
-        (*p).name = *name;
+        (*p).count = get(&s.n_found) as u32;
+        (*p)._pad = 0;
+        (*p).name = s.name;
+        (*p).answers = s.found;
     }
     let flags = if FQDN_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS_WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP

@@ -480,28 +480,35 @@ impl State {
 
     fn on_learned(&mut self, ev: &LearnedEvent) {
         self.stats.learned_events += 1;
-        let ip = if ev.family == libc::AF_INET as u16 {
-            IpAddr::from([ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]])
-        } else {
-            IpAddr::from(ev.addr)
-        };
         let name = key_name(&ev.name);
-        self.shared.remember(ip, &name);
-        self.warn_if_blocked(&name, ip);
-        if ev.status == status::MAP_FULL {
-            tracing::warn!(fqdn = %name, address = %ip, "learned-address map is full; this answer was not stored");
-            return;
-        }
-        self.stamp += 1;
-        let stamp = self.stamp;
-        let entry = FqdnEntry { expires_ns: ev.entry_expires_ns, rules: ev.entry_rules };
-        self.learned.insert(ip, Learned { entry, stamp });
-        self.learned_order.push_back((stamp, ip));
-        for slot in 0..self.learned_by_slot.len() {
-            if ev.rules & (1u64 << slot) != 0 {
-                let s = &mut self.learned_by_slot[slot];
-                s.live.insert(ip, stamp);
-                s.order.push_back((stamp, ip));
+        let count = (ev.count as usize).min(ev.answers.len());
+        for a in &ev.answers[..count] {
+            let ip = if a.v4 != 0 {
+                IpAddr::from(a.addr[0].to_ne_bytes())
+            } else {
+                let mut b = [0u8; 16];
+                for (chunk, w) in b.chunks_exact_mut(4).zip(a.addr) {
+                    chunk.copy_from_slice(&w.to_ne_bytes());
+                }
+                IpAddr::from(b)
+            };
+            self.shared.remember(ip, &name);
+            self.warn_if_blocked(&name, ip);
+            if a.status == u32::from(status::MAP_FULL) {
+                tracing::warn!(fqdn = %name, address = %ip, "learned-address map is full; this answer was not stored");
+                continue;
+            }
+            self.stamp += 1;
+            let stamp = self.stamp;
+            let entry = FqdnEntry { expires_ns: a.entry_expires_ns, rules: a.entry_rules };
+            self.learned.insert(ip, Learned { entry, stamp });
+            self.learned_order.push_back((stamp, ip));
+            for slot in 0..self.learned_by_slot.len() {
+                if ev.rules & (1u64 << slot) != 0 {
+                    let s = &mut self.learned_by_slot[slot];
+                    s.live.insert(ip, stamp);
+                    s.order.push_back((stamp, ip));
+                }
             }
         }
         self.bound_learned(ev.rules);
