@@ -25,6 +25,19 @@ fn check_accepts_a_valid_policy_and_prints_compiled_rules() {
 }
 
 #[test]
+fn check_lists_fqdn_rules_and_dns_settings() {
+    let dir = TempDir::new().unwrap();
+    let p = dir
+        .write("p.yaml", "default: deny\nallow:\n  - fqdn: Hooks.Slack.com.\n    ports: [443]\n  - fqdn: \"*.pagerduty.com\"\ndns:\n  servers: [\"127.0.0.1:5353\"]\n  grace_period: 2m\n")
+        .unwrap();
+    let (code, out, err) = enforcer(&["check", "--policy", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    for needle in ["allow fqdn hooks.slack.com ports 443", "allow fqdn *.pagerduty.com", "servers 127.0.0.1:5353; grace period 120s"] {
+        assert!(out.contains(needle), "{needle} missing:\n{out}");
+    }
+}
+
+#[test]
 fn check_rejects_broken_policies_with_file_line_and_column() {
     let dir = TempDir::new().unwrap();
     let cases = [
@@ -33,6 +46,9 @@ fn check_rejects_broken_policies_with_file_line_and_column() {
         ("unknown-preset.yaml", "block:\n  - preset: privat\n", ":2:13:"),
         ("port.yaml", "block:\n  - cidr: 10.0.0.0/8\n    ports: [70000]\n", ":3:13:"),
         ("empty.yaml", "", ":1:1:"),
+        ("bad-fqdn.yaml", "default: deny\nallow:\n  - fqdn: hooks..slack.com\n", ":3:11:"),
+        ("wild-fqdn.yaml", "default: deny\nallow:\n  - fqdn: \"a.*.example.com\"\n", ":3:11:"),
+        ("dns-server.yaml", "default: deny\ndns:\n  servers: [resolver.local]\n", ":3:13:"),
     ];
     for (name, text, at) in cases {
         let p = dir.write(name, text).unwrap();

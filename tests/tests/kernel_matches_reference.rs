@@ -2,6 +2,10 @@
 //! not, and the rule named by the event) equals the userspace reference evaluator of the
 //! decision order. At least 10,000 cases per run; the seed is printed for reproduction
 //! (`ENFORCER_PROPTEST_SEED=<n>`).
+//!
+//! Policies also carry `fqdn` rules, and each policy gets random FQDN facts (address → rules
+//! it was answered for), written into the kernel's resolved-address map and given to the
+//! reference evaluator's step 4; destinations are often those addresses.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enforcer::{
@@ -9,10 +13,11 @@ use enforcer::{
     compile,
     ebpf::Enforcer,
     events,
+    fqdn::kernel::FqdnMaps,
     policy,
-    reference::{self, Decision},
+    reference::{self, Decision, FqdnFacts},
 };
-use enforcer_common::rule_id;
+use enforcer_common::{fqdn::FqdnEntry, rule_id};
 use integration_tests::{EPERM, Outcome, Probe, TestCgroup, privileged};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 
@@ -85,10 +90,21 @@ fn random_policy(rng: &mut StdRng) -> String {
         }
     }
     let allows = rng.random_range(0..4);
-    if allows > 0 || blocks == 0 {
+    let fqdns = rng.random_range(0..3);
+    if allows > 0 || fqdns > 0 || blocks == 0 {
         y += "allow:\n";
         for _ in 0..allows.max(1) {
             y += &entry(rng);
+        }
+        for i in 0..fqdns {
+            // An fqdn entry: a cidr entry's ports/protocols with the cidr swapped for a name.
+            let e = entry(rng);
+            let rest: String = e.lines().skip(1).map(|l| format!("{l}\n")).collect();
+            if e.contains("preset") {
+                y += &format!("  - fqdn: f{i}.test\n");
+            } else {
+                y += &format!("  - fqdn: \"*.f{i}.test\"\n{rest}");
+            }
         }
     }
     y
@@ -139,8 +155,11 @@ fn kernel_verdict_equals_reference_evaluator() {
     let cg = TestCgroup::new().unwrap();
     let mut enforcer = Enforcer::load().unwrap();
     let mut ring = enforcer.take_events().unwrap();
+    let mut fqdn_maps = FqdnMaps::take(enforcer.object_mut()).unwrap();
+    let mut facts = FqdnFacts::default();
     let mut probe = Probe::spawn(&cg).unwrap();
     let mut cases = 0;
+    let mut fqdn_allowed = 0;
     for generation in 1..=POLICIES as u32 {
         let yaml = random_policy(&mut rng);
         let policy = policy::parse_policy(&yaml, "random.yaml")
@@ -150,8 +169,31 @@ fn kernel_verdict_equals_reference_evaluator() {
         if generation == 1 {
             enforcer.attach(&Cgroup::open(&cg.path).unwrap()).unwrap();
         }
+        // Fresh FQDN facts for this policy, in the kernel and for the reference.
+        for ip in facts.answered.keys() {
+            fqdn_maps.set_resolved(*ip, None).unwrap();
+        }
+        facts = FqdnFacts::default();
+        if !policy.fqdns.is_empty() {
+            for _ in 0..rng.random_range(0..8) {
+                let ip = events::normalise(destination(&mut rng));
+                facts.add(ip, rng.random_range(0..policy.fqdns.len()));
+            }
+            for (ip, rules) in &facts.answered {
+                let rules = rules.iter().fold(0u64, |m, i| m | 1 << i);
+                let entry = FqdnEntry { expires_ns: u64::MAX / 2, rules };
+                fqdn_maps.set_resolved(*ip, Some(entry)).unwrap();
+            }
+        }
+        let fact_addrs: Vec<IpAddr> = facts.answered.keys().copied().collect();
         for _ in 0..DESTINATIONS {
-            let addr = destination(&mut rng);
+            let addr = match fact_addrs.choose(&mut rng) {
+                Some(a) if rng.random_bool(0.3) => match a {
+                    IpAddr::V4(v4) if rng.random_bool(0.3) => IpAddr::V6(v4.to_ipv6_mapped()),
+                    _ => *a,
+                },
+                _ => destination(&mut rng),
+            };
             let port = *PORTS.choose(&mut rng).unwrap();
             let (call, proto) = *[("connect", "tcp"), ("connect", "udp"), ("sendto", "udp")].choose(&mut rng).unwrap();
             let ip_proto = if proto == "tcp" { 6 } else { 17 };
@@ -160,7 +202,7 @@ fn kernel_verdict_equals_reference_evaluator() {
                 _ => probe.sendto(&addr.to_string(), port),
             }
             .unwrap();
-            let want = reference::evaluate(&policy, addr, port, ip_proto);
+            let want = reference::evaluate_with(&policy, &facts, addr, port, ip_proto);
             let ctx = || format!("seed={seed} case={cases} {call} {proto} {addr} port {port}: kernel {outcome:?}, reference {want:?}\npolicy:\n{yaml}");
             let mut evs = Vec::new();
             while let Some(item) = ring.next() {
@@ -174,7 +216,10 @@ fn kernel_verdict_equals_reference_evaluator() {
                     assert_eq!(evs[0].rule_id, expect, "rule: {}", ctx());
                     assert_eq!(evs[0].generation, generation, "{}", ctx());
                 }
-                Decision::Allow { .. } => {
+                Decision::Allow { rule } => {
+                    if rule.is_some_and(|r| r as usize >= policy.rules.len()) {
+                        fqdn_allowed += 1;
+                    }
                     assert!(!outcome.denied(), "{}", ctx());
                     assert!(evs.is_empty(), "no event for an allowed call: {}", ctx());
                 }
@@ -183,5 +228,6 @@ fn kernel_verdict_equals_reference_evaluator() {
         }
     }
     assert!(cases >= 10_000, "{cases} cases");
-    eprintln!("{cases} cases: kernel == reference");
+    assert!(fqdn_allowed > 100, "only {fqdn_allowed} cases were allowed by step 4");
+    eprintln!("{cases} cases ({fqdn_allowed} allowed by an FQDN rule): kernel == reference");
 }
