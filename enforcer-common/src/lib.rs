@@ -149,7 +149,10 @@ pub struct LpmValue {
 
 impl Default for LpmValue {
     fn default() -> Self {
-        Self { n_clauses: 0, clauses: [Clause::default(); MAX_CLAUSES] }
+        Self {
+            n_clauses: 0,
+            clauses: [Clause::default(); MAX_CLAUSES],
+        }
     }
 }
 

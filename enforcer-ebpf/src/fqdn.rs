@@ -10,7 +10,9 @@
 //! and every loop has a constant bound, which is what the verifier needs. Offsets are checked
 //! against the copied length before use, so stale bytes of an earlier packet are never read.
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        BPF_ANY, BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+    },
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes},
     macros::{cgroup_skb, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -19,9 +21,10 @@ use aya_ebpf::{
 use enforcer_common::{
     ACTIVE_SETS, EventHeader,
     fqdn::{
-        EVENT_LEARNED, EVENTS_BYTES, EVENTS_WAKEUP_BYTES, FqdnEntry, FqdnSettings, LEARNED_CAPACITY,
-        LEARNED_EVENT_VERSION, LearnedAnswer, LearnedEvent, MAX_LEARNED, MAX_RULES, NAME_KEY_LEN, NameKey, PORTS_CAPACITY,
-        PortKey, RESOLVED_CAPACITY, class_index, counter, flags, status,
+        EVENT_LEARNED, EVENTS_BYTES, EVENTS_WAKEUP_BYTES, FqdnEntry, FqdnSettings,
+        LEARNED_CAPACITY, LEARNED_EVENT_VERSION, LearnedAnswer, LearnedEvent, MAX_LEARNED,
+        MAX_RULES, NAME_KEY_LEN, NameKey, PORTS_CAPACITY, PortKey, RESOLVED_CAPACITY, class_index,
+        counter, flags, status,
     },
 };
 
@@ -46,7 +49,8 @@ static FQDN_WILDCARD: HashMap<NameKey, u64> = HashMap::with_max_entries(MAX_RULE
 #[map]
 static FQDN_ANY_PORT: Array<u64> = Array::with_max_entries(ACTIVE_SETS * 3, 0);
 #[map]
-static FQDN_PORTS: HashMap<PortKey, u64> = HashMap::with_max_entries(PORTS_CAPACITY, BPF_F_NO_PREALLOC);
+static FQDN_PORTS: HashMap<PortKey, u64> =
+    HashMap::with_max_entries(PORTS_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 static FQDN_SETTINGS: Array<FqdnSettings> = Array::with_max_entries(1, 0);
 #[map]
@@ -113,7 +117,9 @@ type Found = LearnedAnswer;
 /// One step of the answer section (a `bpf_loop` callback): returns 0 to go on, 1 to stop.
 #[inline(never)]
 extern "C" fn answer_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let Some(s) = FQDN_SCRATCH.get_ptr_mut(0) else { return 1 };
+    let Some(s) = FQDN_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
     // SAFETY: the per-CPU scratch value of this CPU; nothing else runs here while we do.
     let s = unsafe { &mut *s };
     let n = get(&s.n);
@@ -173,7 +179,12 @@ extern "C" fn answer_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         ])
     };
     let f = if v4 {
-        Found { addr: [w(0), 0, 0, 0], ttl, v4: 1, ..Found::default() }
+        Found {
+            addr: [w(0), 0, 0, 0],
+            ttl,
+            v4: 1,
+            ..Found::default()
+        }
     } else {
         let a = [w(0), w(1), w(2), w(3)];
         // The verdict decides IPv4-mapped and NAT64 (DNS64) addresses as the IPv4 address they
@@ -181,9 +192,19 @@ extern "C" fn answer_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         let mapped = a[0] == 0 && a[1] == 0 && a[2] == 0x0000_ffffu32.to_be();
         let nat64 = a[0] == 0x0064_ff9bu32.to_be() && a[1] == 0 && a[2] == 0;
         if mapped || nat64 {
-            Found { addr: [a[3], 0, 0, 0], ttl, v4: 1, ..Found::default() }
+            Found {
+                addr: [a[3], 0, 0, 0],
+                ttl,
+                v4: 1,
+                ..Found::default()
+            }
         } else {
-            Found { addr: a, ttl, v4: 0, ..Found::default() }
+            Found {
+                addr: a,
+                ttl,
+                v4: 0,
+                ..Found::default()
+            }
         }
     };
     s.found[k % MAX_LEARNED] = f;
@@ -226,7 +247,11 @@ pub fn allows(dst: &Dst, set: u32, port: u16, proto_class: u8) -> bool {
     if rules & any != 0 {
         return true;
     }
-    let key = PortKey { set: set as u8, class: class as u8, port };
+    let key = PortKey {
+        set: set as u8,
+        class: class as u8,
+        port,
+    };
     // SAFETY: the value is a plain u64, copied out at once.
     let on_port = unsafe { FQDN_PORTS.get(&key) }.copied().unwrap_or(0);
     rules & on_port != 0
@@ -304,7 +329,9 @@ fn learn(ctx: &SkBuffContext) -> Result<(), u32> {
     let udp_len: u16 = ctx.load(udp + 4).map_err(|_| NOTHING)?;
     let payload = udp + 8;
     let avail = (skb.len() as usize).saturating_sub(payload);
-    let n = (u16::from_be(udp_len) as usize).saturating_sub(8).min(avail);
+    let n = (u16::from_be(udp_len) as usize)
+        .saturating_sub(8)
+        .min(avail);
     if n < 12 {
         return Err(NOTHING);
     }
@@ -477,12 +504,19 @@ fn merged(old: Option<*const FqdnEntry>, mask: u64, expires: u64, now: u64) -> F
         let old = unsafe { *p };
         if old.expires_ns > now {
             return FqdnEntry {
-                expires_ns: if old.expires_ns > expires { old.expires_ns } else { expires },
+                expires_ns: if old.expires_ns > expires {
+                    old.expires_ns
+                } else {
+                    expires
+                },
                 rules: old.rules | mask,
             };
         }
     }
-    FqdnEntry { expires_ns: expires, rules: mask }
+    FqdnEntry {
+        expires_ns: expires,
+        rules: mask,
+    }
 }
 
 /// Writes one answer into the learned map of its family (read-merge-write: the kernel is the
@@ -494,7 +528,10 @@ fn store(f: &mut Found, mask: u64, now: u64, settings: &FqdnSettings) {
     let (entry, inserted) = if f.v4 != 0 {
         let key = f.addr[0].to_ne_bytes();
         let entry = merged(FQDN_LEARNED_V4.get_ptr(&key), mask, expires, now);
-        (entry, FQDN_LEARNED_V4.insert(&key, &entry, BPF_ANY as u64).is_ok())
+        (
+            entry,
+            FQDN_LEARNED_V4.insert(&key, &entry, BPF_ANY as u64).is_ok(),
+        )
     } else {
         let a = f.addr;
         let mut key = [0u8; 16];
@@ -503,12 +540,23 @@ fn store(f: &mut Found, mask: u64, now: u64, settings: &FqdnSettings) {
         key[8..12].copy_from_slice(&a[2].to_ne_bytes());
         key[12..16].copy_from_slice(&a[3].to_ne_bytes());
         let entry = merged(FQDN_LEARNED_V6.get_ptr(&key), mask, expires, now);
-        (entry, FQDN_LEARNED_V6.insert(&key, &entry, BPF_ANY as u64).is_ok())
+        (
+            entry,
+            FQDN_LEARNED_V6.insert(&key, &entry, BPF_ANY as u64).is_ok(),
+        )
     };
     f.entry_expires_ns = entry.expires_ns;
     f.entry_rules = entry.rules;
-    f.status = if inserted { status::INSERTED } else { status::MAP_FULL } as u32;
-    count(if inserted { counter::LEARNED } else { counter::MAP_FULL });
+    f.status = if inserted {
+        status::INSERTED
+    } else {
+        status::MAP_FULL
+    } as u32;
+    count(if inserted {
+        counter::LEARNED
+    } else {
+        counter::MAP_FULL
+    });
 }
 
 /// Queues one event for the response, waking the agent only once a batch is queued (it also

@@ -14,8 +14,12 @@ use crate::{cgroup::Cgroup, compile::Compiled};
 /// The kernel object built by build.rs (aya-build) from `enforcer-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
 
-const PROGRAMS: [&str; 4] =
-    [prog_names::CONNECT4, prog_names::CONNECT6, prog_names::SENDMSG4, prog_names::SENDMSG6];
+const PROGRAMS: [&str; 4] = [
+    prog_names::CONNECT4,
+    prog_names::CONNECT6,
+    prog_names::SENDMSG4,
+    prog_names::SENDMSG6,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
@@ -83,10 +87,15 @@ impl Enforcer {
                 .ok_or(EbpfError::MissingProgram { name })?
                 .try_into()
                 .map_err(|source| EbpfError::Program { name, source })?;
-            prog.load().map_err(|source| EbpfError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| EbpfError::Program { name, source })?;
         }
         crate::fqdn::kernel::load(&mut ebpf)?;
-        Ok(Self { ebpf, active: 0, installed: false })
+        Ok(Self {
+            ebpf,
+            active: 0,
+            installed: false,
+        })
     }
 
     /// Attaches all four programs to `cgroup` with bpf_links (kernel >= 5.7). Link attachments
@@ -103,9 +112,12 @@ impl Enforcer {
                 .ok_or(EbpfError::MissingProgram { name })?
                 .try_into()
                 .map_err(|source| EbpfError::Program { name, source })?;
-            prog.attach(&cgroup.dir, CgroupAttachMode::Single).map_err(|source| {
-                EbpfError::Attach { name, cgroup: cgroup.path.display().to_string(), source }
-            })?;
+            prog.attach(&cgroup.dir, CgroupAttachMode::Single)
+                .map_err(|source| EbpfError::Attach {
+                    name,
+                    cgroup: cgroup.path.display().to_string(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -114,7 +126,11 @@ impl Enforcer {
     /// the programs do not read is cleared and filled, then `ACTIVE` is flipped to it.
     /// (The first install fills set 0 before anything is attached.)
     pub fn install(&mut self, compiled: &Compiled, generation: u32) -> Result<(), EbpfError> {
-        let target = if self.installed { (self.active + 1) % ACTIVE_SETS } else { self.active };
+        let target = if self.installed {
+            (self.active + 1) % ACTIVE_SETS
+        } else {
+            self.active
+        };
         let t = target as usize;
         {
             let name = map_names::V4_RULES[t];
@@ -183,7 +199,10 @@ impl Enforcer {
     /// Takes the event ring buffer out of the object (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, EbpfError> {
         let name = map_names::EVENTS;
-        let map = self.ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })?;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(EbpfError::MissingMap { name })?;
         RingBuf::try_from(map).map_err(map_err(name))
     }
 
@@ -193,7 +212,9 @@ impl Enforcer {
     }
 
     fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, EbpfError> {
-        self.ebpf.map_mut(name).ok_or(EbpfError::MissingMap { name })
+        self.ebpf
+            .map_mut(name)
+            .ok_or(EbpfError::MissingMap { name })
     }
 }
 
@@ -208,4 +229,3 @@ fn clear_trie<const N: usize>(
     }
     Ok(())
 }
-

@@ -101,7 +101,9 @@ pub fn evaluate_with(
     // 4. Addresses answered for an allowlisted name, on that rule's ports and protocols.
     if let Some(fqdns) = facts.answered.get(&addr) {
         for &i in fqdns {
-            let Some(f) = policy.fqdns.get(i) else { continue };
+            let Some(f) = policy.fqdns.get(i) else {
+                continue;
+            };
             let port_ok = f.ports.is_empty() || f.ports.iter().any(|r| r.contains(port));
             if port_ok && f.protocols & protocol != 0 {
                 return Decision::Allow {
@@ -233,13 +235,32 @@ mod tests {
         facts.add(ip("2001:db8::1"), 1);
         let eval = |a: &str, port, proto| evaluate_with(&p, &facts, ip(a), port, proto);
         assert_eq!(eval("192.0.2.1", 443, 6), Decision::Allow { rule: Some(1) });
-        assert_eq!(eval("::ffff:192.0.2.1", 443, 17), Decision::Allow { rule: Some(1) });
-        assert_eq!(eval("192.0.2.1", 80, 6), Decision::Deny { rule: rule_id::DEFAULT });
-        assert_eq!(eval("192.0.2.2", 443, 6), Decision::Deny { rule: rule_id::DEFAULT });
+        assert_eq!(
+            eval("::ffff:192.0.2.1", 443, 17),
+            Decision::Allow { rule: Some(1) }
+        );
+        assert_eq!(
+            eval("192.0.2.1", 80, 6),
+            Decision::Deny {
+                rule: rule_id::DEFAULT
+            }
+        );
+        assert_eq!(
+            eval("192.0.2.2", 443, 6),
+            Decision::Deny {
+                rule: rule_id::DEFAULT
+            }
+        );
         // A rebinding answer never opens a blocked range.
         assert_eq!(eval("169.254.169.254", 443, 6), Decision::Deny { rule: 0 });
-        assert_eq!(eval("2001:db8::1", 1, 132), Decision::Allow { rule: Some(2) });
-        assert_eq!(evaluate(&p, ip("192.0.2.1"), 443, 6).verdict(), verdict::DENY);
+        assert_eq!(
+            eval("2001:db8::1", 1, 132),
+            Decision::Allow { rule: Some(2) }
+        );
+        assert_eq!(
+            evaluate(&p, ip("192.0.2.1"), 443, 6).verdict(),
+            verdict::DENY
+        );
     }
 
     #[test]

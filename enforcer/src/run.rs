@@ -71,7 +71,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| RunError::Io { what: "event ring buffer polling", source: e.into() })?;
+        .map_err(|e| RunError::Io {
+            what: "event ring buffer polling",
+            source: e.into(),
+        })?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
 
@@ -137,7 +140,11 @@ fn report_lost(enforcer: &Enforcer, reported: u64) -> u64 {
         Ok(c) if c.lost_events > reported => {
             let lost = c.lost_events - reported;
             tracing::warn!(target: events::TARGET, event = "events_lost", lost, lost_total = c.lost_events);
-            tracing::warn!(lost, lost_total = c.lost_events, "event ring buffer was full; events lost");
+            tracing::warn!(
+                lost,
+                lost_total = c.lost_events,
+                "event ring buffer was full; events lost"
+            );
             c.lost_events
         }
         Ok(_) => reported,

@@ -27,9 +27,15 @@ pub const TYPE_AAAA: u16 = 28;
 /// One answer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
-    Addr { ip: IpAddr, ttl: u32 },
+    Addr {
+        ip: IpAddr,
+        ttl: u32,
+    },
     /// CNAME from the question name to `target` (the chain's A/AAAA records follow).
-    Cname { target: String, ttl: u32 },
+    Cname {
+        target: String,
+        ttl: u32,
+    },
 }
 
 /// Appends `name` in wire format; when `compress_to` is given, the name is written as a
@@ -39,7 +45,11 @@ pub fn push_name(out: &mut Vec<u8>, name: &str, compress_to: Option<u16>) {
         out.extend_from_slice(&(0xc000 | off).to_be_bytes());
         return;
     }
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         out.push(label.len() as u8);
         out.extend_from_slice(label.as_bytes());
     }
@@ -187,7 +197,10 @@ pub struct Log {
 impl Log {
     pub fn addresses(&self, client: Client, name: &str) -> Vec<IpAddr> {
         let a = self.answered.lock().unwrap();
-        a.iter().filter(|(c, n, _)| *c == client && n == name).map(|(_, _, ip)| *ip).collect()
+        a.iter()
+            .filter(|(c, n, _)| *c == client && n == name)
+            .map(|(_, _, ip)| *ip)
+            .collect()
     }
 }
 
@@ -224,9 +237,13 @@ impl Responder {
             };
             let mut buf = [0u8; 1500];
             while !stop2.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
                 let msg = &buf[..n];
-                let Some((_, name, qtype, _)) = parse_query(msg) else { continue };
+                let Some((_, name, qtype, _)) = parse_query(msg) else {
+                    continue;
+                };
                 log.queries.fetch_add(1, Ordering::Relaxed);
                 let lower = name.to_ascii_lowercase();
                 let reply = match answer(&lower, qtype, &client) {
@@ -247,7 +264,11 @@ impl Responder {
             }
         });
         let addr = rx.recv().context("responder thread")??;
-        Ok(Self { addr, stop, thread: Some(thread) })
+        Ok(Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -262,7 +283,8 @@ impl Drop for Responder {
 
 fn bind_in(bind: SocketAddr, netns_pid: Option<u32>) -> anyhow::Result<UdpSocket> {
     if let Some(pid) = netns_pid {
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).context("opening the probe's netns")?;
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+            .context("opening the probe's netns")?;
         // SAFETY: setns on a namespace fd we opened; it moves only this thread.
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!("setns: {}", std::io::Error::last_os_error());
@@ -284,7 +306,10 @@ pub struct Fresh {
 
 impl Fresh {
     pub fn new(second_octet: u8) -> Self {
-        Self { next: AtomicU32::new(1), base: u32::from_be_bytes([127, second_octet, 0, 0]) }
+        Self {
+            next: AtomicU32::new(1),
+            base: u32::from_be_bytes([127, second_octet, 0, 0]),
+        }
     }
 
     pub fn next(&self) -> IpAddr {

@@ -37,12 +37,17 @@ pub fn privileged() -> bool {
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test>-<hash>
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_owned()
 }
 
 /// The `probe` binary of this package.
 pub fn probe_bin() -> PathBuf {
-    std::env::var_os("PROBE_BIN").map(PathBuf::from).unwrap_or_else(|| bin_dir().join("probe"))
+    std::env::var_os("PROBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin_dir().join("probe"))
 }
 
 /// The `enforcer` binary, built (once per test process) so a stale one is never used.
@@ -70,7 +75,11 @@ pub fn enforcer_bin() -> PathBuf {
 /// A unique name for this test process's kernel objects.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A child cgroup created for one test, removed on drop (after the processes the test put
@@ -103,7 +112,10 @@ impl Drop for TestCgroup {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        eprintln!("warning: could not remove test cgroup {}", self.path.display());
+        eprintln!(
+            "warning: could not remove test cgroup {}",
+            self.path.display()
+        );
     }
 }
 
@@ -173,7 +185,11 @@ impl Probe {
             .context("spawning probe")?;
         let stdin = child.stdin.take().context("probe stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("probe stdout")?);
-        let mut probe = Self { stdin, stdout, _child: Reaped(child) };
+        let mut probe = Self {
+            stdin,
+            stdout,
+            _child: Reaped(child),
+        };
         let first = probe.read_line()?;
         if first != "ready" {
             bail!("probe did not start: {first:?}");
@@ -227,10 +243,23 @@ impl Probe {
     }
 
     /// `n` connects in a tight loop inside the probe; returns (EPERM count, other outcomes).
-    pub fn flood(&mut self, proto: &str, addr: &str, port: u16, n: u64) -> anyhow::Result<(u64, u64)> {
+    pub fn flood(
+        &mut self,
+        proto: &str,
+        addr: &str,
+        port: u16,
+        n: u64,
+    ) -> anyhow::Result<(u64, u64)> {
         let reply = self.command(&format!("flood {proto} {addr} {port} {n}"))?;
-        let mut it = reply.strip_prefix("ok ").context("flood failed")?.split(' ');
-        let mut next = || it.next().and_then(|x| x.parse().ok()).with_context(|| format!("bad reply {reply}"));
+        let mut it = reply
+            .strip_prefix("ok ")
+            .context("flood failed")?
+            .split(' ');
+        let mut next = || {
+            it.next()
+                .and_then(|x| x.parse().ok())
+                .with_context(|| format!("bad reply {reply}"))
+        };
         Ok((next()?, next()?))
     }
 
@@ -282,7 +311,12 @@ impl Agent {
                 log2.lock().expect("stderr log").push(line);
             }
         });
-        let mut agent = Self { child: Some(child), events, seen: Vec::new(), stderr: log };
+        let mut agent = Self {
+            child: Some(child),
+            events,
+            seen: Vec::new(),
+            stderr: log,
+        };
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(()) => Ok(agent),
             Err(_) => {
@@ -340,7 +374,9 @@ impl Agent {
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = child.kill();
                     return child.wait().ok();
@@ -358,7 +394,10 @@ impl Drop for Agent {
 
 /// Number of connect/sendmsg programs attached to a cgroup, as `bpftool cgroup show` lists them.
 pub fn attached_programs(cgroup: &Path) -> anyhow::Result<usize> {
-    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(cgroup).output()?;
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cgroup)
+        .output()?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains("connect") || l.contains("sendmsg"))

@@ -51,9 +51,30 @@ fn setup(answer: Arc<AnswerFn>, block: &str, allow: &str, dns_extra: &str) -> Se
     let cg = TestCgroup::new().unwrap();
     let probe = Probe::spawn(&cg).unwrap();
     let log = Arc::new(Log::default());
-    let target_dns = Responder::start("127.0.0.53:53".parse().unwrap(), Some(probe.pid()), Client::Target, answer.clone(), log.clone()).unwrap();
-    let target_dns6 = Responder::start("[::1]:53".parse().unwrap(), Some(probe.pid()), Client::Target, answer.clone(), log.clone()).unwrap();
-    let agent_dns = Responder::start("127.0.0.1:0".parse().unwrap(), None, Client::Agent, answer, log.clone()).unwrap();
+    let target_dns = Responder::start(
+        "127.0.0.53:53".parse().unwrap(),
+        Some(probe.pid()),
+        Client::Target,
+        answer.clone(),
+        log.clone(),
+    )
+    .unwrap();
+    let target_dns6 = Responder::start(
+        "[::1]:53".parse().unwrap(),
+        Some(probe.pid()),
+        Client::Target,
+        answer.clone(),
+        log.clone(),
+    )
+    .unwrap();
+    let agent_dns = Responder::start(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        Client::Agent,
+        answer,
+        log.clone(),
+    )
+    .unwrap();
     let dir = TempDir::new().unwrap();
     let text = policy(&agent_dns, &format!("{block}allow:\n{allow}"), dns_extra);
     let path = dir.write("p.yaml", &text).unwrap();
@@ -71,9 +92,15 @@ fn setup(answer: Arc<AnswerFn>, block: &str, allow: &str, dns_extra: &str) -> Se
 }
 
 fn resolve(probe: &mut Probe, name: &str, qtype: &str, server: &str) -> Vec<IpAddr> {
-    let reply = probe.command_line(&format!("resolve {name} {qtype} {server} 53")).unwrap();
-    let rest = reply.strip_prefix("ok").unwrap_or_else(|| panic!("resolve {name}: {reply}"));
-    rest.split_whitespace().map(|a| a.parse().unwrap()).collect()
+    let reply = probe
+        .command_line(&format!("resolve {name} {qtype} {server} 53"))
+        .unwrap();
+    let rest = reply
+        .strip_prefix("ok")
+        .unwrap_or_else(|| panic!("resolve {name}: {reply}"));
+    rest.split_whitespace()
+        .map(|a| a.parse().unwrap())
+        .collect()
 }
 
 fn connect(probe: &mut Probe, ip: IpAddr) -> Outcome {
@@ -93,33 +120,77 @@ fn rotating_answers_with_ttl_1s_never_race_1000_rounds() {
             if qtype != TYPE_A {
                 return vec![];
             }
-            vec![Record::Addr { ip: f.next(), ttl: 1 }, Record::Addr { ip: f.next(), ttl: 1 }]
+            vec![
+                Record::Addr {
+                    ip: f.next(),
+                    ttl: 1,
+                },
+                Record::Addr {
+                    ip: f.next(),
+                    ttl: 1,
+                },
+            ]
         })
     });
-    let mut s = setup(answer, "", &format!("  - fqdn: rotate.test\n    ports: [{PORT}]\n"), "");
-    let reply = s.probe.command_line(&format!("rounds rotate.test 127.0.0.53 53 {PORT} 1000")).unwrap();
-    let counts: Vec<u64> = reply.strip_prefix("ok ").unwrap().split(' ').map(|n| n.parse().unwrap()).collect();
-    let [addrs, eperm, refused, other, failed] = counts[..] else { panic!("{reply}") };
-    assert_eq!((eperm, failed, other), (0, 0, 0), "{reply}\n{}", s.agent.stderr_text());
+    let mut s = setup(
+        answer,
+        "",
+        &format!("  - fqdn: rotate.test\n    ports: [{PORT}]\n"),
+        "",
+    );
+    let reply = s
+        .probe
+        .command_line(&format!("rounds rotate.test 127.0.0.53 53 {PORT} 1000"))
+        .unwrap();
+    let counts: Vec<u64> = reply
+        .strip_prefix("ok ")
+        .unwrap()
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let [addrs, eperm, refused, other, failed] = counts[..] else {
+        panic!("{reply}")
+    };
+    assert_eq!(
+        (eperm, failed, other),
+        (0, 0, 0),
+        "{reply}\n{}",
+        s.agent.stderr_text()
+    );
     assert_eq!((addrs, refused), (2000, 2000), "{reply}");
     let received = s.log.addresses(Client::Target, "rotate.test");
     assert_eq!(received.len(), 2000);
     // The agent resolved the name itself too, and got other addresses: those work as well.
     let agent_got = s.log.addresses(Client::Agent, "rotate.test");
-    assert!(!agent_got.is_empty(), "the agent never resolved rotate.test");
+    assert!(
+        !agent_got.is_empty(),
+        "the agent never resolved rotate.test"
+    );
     assert!(agent_got.iter().all(|a| !received.contains(a)));
-    assert_eq!(connect(&mut s.probe, *agent_got.last().unwrap()), Outcome::Errno(ECONNREFUSED));
+    assert_eq!(
+        connect(&mut s.probe, *agent_got.last().unwrap()),
+        Outcome::Errno(ECONNREFUSED)
+    );
     // Deny events name the FQDN from the agent's memory, which learned events feed
     // asynchronously (drained every 50 ms): give the last round's events time to arrive.
     std::thread::sleep(Duration::from_millis(300));
     // Never answered: denied by the default, named as such.
-    assert_eq!(connect(&mut s.probe, "127.101.0.1".parse().unwrap()), Outcome::Errno(EPERM));
+    assert_eq!(
+        connect(&mut s.probe, "127.101.0.1".parse().unwrap()),
+        Outcome::Errno(EPERM)
+    );
     // Answered, but on a port the rule does not open: denied, and the event names the FQDN.
     let last = *received.last().unwrap();
-    assert_eq!(s.probe.connect("tcp", &last.to_string(), PORT + 1).unwrap(), Outcome::Errno(EPERM));
+    assert_eq!(
+        s.probe.connect("tcp", &last.to_string(), PORT + 1).unwrap(),
+        Outcome::Errno(EPERM)
+    );
     let lines = s.agent.take_events(2, Duration::from_secs(5));
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines.iter().all(|l| l["rule"] == "default deny"), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["rule"] == "default deny"),
+        "{lines:?}"
+    );
     assert!(lines[0].get("fqdn").is_none(), "{lines:?}");
     assert_eq!(lines[1]["fqdn"], "rotate.test", "{lines:?}");
 }
@@ -130,13 +201,27 @@ fn an_answer_inside_a_block_range_is_denied_and_warned() {
         return;
     }
     let answer = fixed(HashMap::from([
-        ("evil.test".to_owned(), vec![Record::Addr { ip: "127.66.0.7".parse().unwrap(), ttl: 60 }]),
-        ("good.test".to_owned(), vec![Record::Addr { ip: "127.67.0.7".parse().unwrap(), ttl: 60 }]),
+        (
+            "evil.test".to_owned(),
+            vec![Record::Addr {
+                ip: "127.66.0.7".parse().unwrap(),
+                ttl: 60,
+            }],
+        ),
+        (
+            "good.test".to_owned(),
+            vec![Record::Addr {
+                ip: "127.67.0.7".parse().unwrap(),
+                ttl: 60,
+            }],
+        ),
     ]));
     let mut s = setup(
         answer,
         "block:\n  - cidr: 127.66.0.0/16\n",
-        &format!("  - fqdn: evil.test\n    ports: [{PORT}]\n  - fqdn: good.test\n    ports: [{PORT}]\n"),
+        &format!(
+            "  - fqdn: evil.test\n    ports: [{PORT}]\n  - fqdn: good.test\n    ports: [{PORT}]\n"
+        ),
         "",
     );
     let evil = resolve(&mut s.probe, "evil.test", "a", "127.0.0.53");
@@ -153,7 +238,10 @@ fn an_answer_inside_a_block_range_is_denied_and_warned() {
         .lines()
         .find(|l| l.contains("inside a blocked range") && l.contains("\"fqdn\":\"evil.test\""))
         .unwrap_or_else(|| panic!("no rebinding warning:\n{stderr}"));
-    assert!(warning.contains("\"address\":\"127.66.0.7\"") && warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("\"address\":\"127.66.0.7\"") && warning.contains("WARN"),
+        "{warning}"
+    );
 }
 
 #[test]
@@ -168,10 +256,22 @@ fn learned_addresses_outlive_a_dns_outage_until_grace_expiry() {
                 Client::Target => "127.77.0.1",
                 Client::Agent => "127.77.0.2",
             };
-            if qtype == TYPE_A { vec![Record::Addr { ip: ip.parse().unwrap(), ttl: 1 }] } else { vec![] }
+            if qtype == TYPE_A {
+                vec![Record::Addr {
+                    ip: ip.parse().unwrap(),
+                    ttl: 1,
+                }]
+            } else {
+                vec![]
+            }
         })
     });
-    let mut s = setup(answer, "", &format!("  - fqdn: grace.test\n    ports: [{PORT}]\n"), "  grace_period: 3s\n");
+    let mut s = setup(
+        answer,
+        "",
+        &format!("  - fqdn: grace.test\n    ports: [{PORT}]\n"),
+        "  grace_period: 3s\n",
+    );
     let learned = resolve(&mut s.probe, "grace.test", "a", "127.0.0.53")[0];
     let resolved_at = Instant::now();
     let agents = "127.77.0.2".parse::<IpAddr>().unwrap();
@@ -183,12 +283,25 @@ fn learned_addresses_outlive_a_dns_outage_until_grace_expiry() {
     drop(s.agent_dns.take());
     // TTL 1 s + grace 3 s: still allowed at 3 s, denied after 4 s.
     std::thread::sleep(Duration::from_secs(3).saturating_sub(resolved_at.elapsed()));
-    assert_eq!(connect(&mut s.probe, learned), Outcome::Errno(ECONNREFUSED), "within grace");
+    assert_eq!(
+        connect(&mut s.probe, learned),
+        Outcome::Errno(ECONNREFUSED),
+        "within grace"
+    );
     std::thread::sleep(Duration::from_millis(4500).saturating_sub(resolved_at.elapsed()));
-    assert_eq!(connect(&mut s.probe, learned), Outcome::Errno(EPERM), "after grace");
+    assert_eq!(
+        connect(&mut s.probe, learned),
+        Outcome::Errno(EPERM),
+        "after grace"
+    );
     // The agent keeps its last good answer while DNS fails: never flushed.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(connect(&mut s.probe, agents), Outcome::Errno(ECONNREFUSED), "agent's answer kept\n{}", s.agent.stderr_text());
+    assert_eq!(
+        connect(&mut s.probe, agents),
+        Outcome::Errno(ECONNREFUSED),
+        "agent's answer kept\n{}",
+        s.agent.stderr_text()
+    );
     let stderr = s.agent.stderr_text();
     assert!(stderr.contains("keeping its last answers"), "{stderr}");
     let lines = s.agent.take_events(1, Duration::from_secs(5));
@@ -201,7 +314,10 @@ fn wildcards_match_subdomains_only_and_cnames_compression_case_and_ipv6_work() {
     if !privileged() {
         return;
     }
-    let addr = |s: &str| Record::Addr { ip: s.parse().unwrap(), ttl: 60 };
+    let addr = |s: &str| Record::Addr {
+        ip: s.parse().unwrap(),
+        ttl: 60,
+    };
     let answer = fixed(HashMap::from([
         ("a.wild.test".to_owned(), vec![addr("127.88.0.1")]),
         ("a.b.wild.test".to_owned(), vec![addr("127.88.0.2")]),
@@ -211,27 +327,42 @@ fn wildcards_match_subdomains_only_and_cnames_compression_case_and_ipv6_work() {
         (
             "cname.wild.test".to_owned(),
             vec![
-                Record::Cname { target: "edge.cdn.test".to_owned(), ttl: 60 },
-                Record::Cname { target: "x.edge.cdn.test".to_owned(), ttl: 60 },
+                Record::Cname {
+                    target: "edge.cdn.test".to_owned(),
+                    ttl: 60,
+                },
+                Record::Cname {
+                    target: "x.edge.cdn.test".to_owned(),
+                    ttl: 60,
+                },
                 addr("127.88.0.6"),
                 addr("127.88.0.8"),
             ],
         ),
-        ("v6.wild.test".to_owned(), vec![addr("::1"), addr("::ffff:127.88.0.7")]),
+        (
+            "v6.wild.test".to_owned(),
+            vec![addr("::1"), addr("::ffff:127.88.0.7")],
+        ),
         ("exact.test".to_owned(), vec![addr("127.88.0.9")]),
         ("sub.exact.test".to_owned(), vec![addr("127.88.0.10")]),
     ]));
     let mut s = setup(
         answer,
         "",
-        &format!("  - fqdn: \"*.wild.test\"\n    ports: [{PORT}]\n  - fqdn: exact.test\n    ports: [{PORT}]\n"),
+        &format!(
+            "  - fqdn: \"*.wild.test\"\n    ports: [{PORT}]\n  - fqdn: exact.test\n    ports: [{PORT}]\n"
+        ),
         "",
     );
     let mut check = |name: &str, qtype: &str, server: &str, allowed: bool| {
         let ips = resolve(&mut s.probe, name, qtype, server);
         assert!(!ips.is_empty(), "{name}: no answer");
         for ip in ips {
-            let want = if allowed { Outcome::Errno(ECONNREFUSED) } else { Outcome::Errno(EPERM) };
+            let want = if allowed {
+                Outcome::Errno(ECONNREFUSED)
+            } else {
+                Outcome::Errno(EPERM)
+            };
             assert_eq!(connect(&mut s.probe, ip), want, "{name} → {ip}");
         }
     };

@@ -5,10 +5,14 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use enforcer_common::fqdn::{EVENT_LEARNED, FqdnEntry, LEARNED_EVENT_VERSION, LearnedEvent, counter, status};
+use enforcer_common::fqdn::{
+    EVENT_LEARNED, FqdnEntry, LEARNED_EVENT_VERSION, LearnedEvent, counter, status,
+};
 use hickory_resolver::{
     TokioResolver,
-    config::{LookupIpStrategy, NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig},
+    config::{
+        LookupIpStrategy, NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig,
+    },
     name_server::TokioConnectionProvider,
     proto::xfer::Protocol,
 };
@@ -96,7 +100,9 @@ impl FqdnAgent {
     /// few seconds) and starts the background task. Call it before attaching.
     pub async fn start(enforcer: &mut Enforcer, policy: Arc<Policy>) -> Result<Self, FqdnError> {
         let maps = FqdnMaps::take(enforcer.object_mut())?;
-        let shared = Arc::new(FqdnShared { recent: Mutex::new(RecentNames::new(RECENT_CAPACITY)) });
+        let shared = Arc::new(FqdnShared {
+            recent: Mutex::new(RecentNames::new(RECENT_CAPACITY)),
+        });
         let resolver = if policy.fqdns.iter().any(|f| !f.wildcard) {
             Some(resolver(&policy.dns)?)
         } else {
@@ -135,7 +141,11 @@ impl FqdnAgent {
         state.initial_resolution().await;
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(state.run(rx));
-        Ok(Self { shared, stop: Some(tx), task: Some(task) })
+        Ok(Self {
+            shared,
+            stop: Some(tx),
+            task: Some(task),
+        })
     }
 
     pub fn shared(&self) -> Arc<FqdnShared> {
@@ -232,7 +242,9 @@ struct State {
 
 impl State {
     async fn initial_resolution(&mut self) {
-        let Some(resolver) = self.resolver.clone() else { return };
+        let Some(resolver) = self.resolver.clone() else {
+            return;
+        };
         let mut jobs = JoinSet::new();
         for (slot, n) in self.names.iter().enumerate().filter(|(_, n)| n.resolve) {
             jobs.spawn(resolve(resolver.clone(), slot, n.name.clone()));
@@ -254,8 +266,12 @@ impl State {
         let mut jobs: JoinSet<(usize, Answer)> = JoinSet::new();
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
         // the AsyncFd owns the ring buffer.
-        let mut ring = match self.maps.events.take().map(|r| unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(r, tokio::io::Interest::READABLE)
+        let mut ring = match self.maps.events.take().map(|r| {
+            // SAFETY: as above.
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(r, tokio::io::Interest::READABLE)
+            }
+            .map_err(|e| e.to_string())
         }) {
             Some(Ok(ring)) => Some(ring),
             Some(Err(e)) => {
@@ -318,7 +334,9 @@ impl State {
         let now = Instant::now();
         let grace_ns = self.policy.dns.grace_period.as_nanos() as u64;
         let ktime = ktime_now_ns();
-        let Some(n) = self.names.get_mut(slot) else { return };
+        let Some(n) = self.names.get_mut(slot) else {
+            return;
+        };
         n.in_flight = false;
         let name = n.name.clone();
         match answer {
@@ -417,7 +435,11 @@ impl State {
                 self.write_resolved(ip);
             }
             self.stats.evicted_total += excess as u64;
-            tracing::warn!(dropped = excess, max = total, "more resolved addresses than max_addresses; dropped the soonest-expiring");
+            tracing::warn!(
+                dropped = excess,
+                max = total,
+                "more resolved addresses than max_addresses; dropped the soonest-expiring"
+            );
         }
     }
 
@@ -454,11 +476,16 @@ impl State {
         self.stats.blocked_answers += 1;
         let key = (name.to_owned(), ip);
         let now = Instant::now();
-        if self.warned.get(&key).is_some_and(|t| now.duration_since(*t) < WARN_EVERY) {
+        if self
+            .warned
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < WARN_EVERY)
+        {
             return true;
         }
         if self.warned.len() >= 1024 {
-            self.warned.retain(|_, t| now.duration_since(*t) < WARN_EVERY);
+            self.warned
+                .retain(|_, t| now.duration_since(*t) < WARN_EVERY);
         }
         if self.warned.len() < 1024 {
             self.warned.insert(key, now);
@@ -500,7 +527,10 @@ impl State {
             }
             self.stamp += 1;
             let stamp = self.stamp;
-            let entry = FqdnEntry { expires_ns: a.entry_expires_ns, rules: a.entry_rules };
+            let entry = FqdnEntry {
+                expires_ns: a.entry_expires_ns,
+                rules: a.entry_rules,
+            };
             self.learned.insert(ip, Learned { entry, stamp });
             self.learned_order.push_back((stamp, ip));
             for slot in 0..self.learned_by_slot.len() {
@@ -526,7 +556,9 @@ impl State {
             let mut dropped = 0u64;
             while self.learned_by_slot[slot].live.len() > max {
                 let s = &mut self.learned_by_slot[slot];
-                let Some((stamp, ip)) = s.order.pop_front() else { break };
+                let Some((stamp, ip)) = s.order.pop_front() else {
+                    break;
+                };
                 if s.live.get(&ip) != Some(&stamp) {
                     continue;
                 }
@@ -547,7 +579,9 @@ impl State {
         let total = self.policy.dns.max_addresses;
         let mut dropped = 0u64;
         while self.learned.len() > total {
-            let Some((stamp, ip)) = self.learned_order.pop_front() else { break };
+            let Some((stamp, ip)) = self.learned_order.pop_front() else {
+                break;
+            };
             if self.learned.get(&ip).map(|l| l.stamp) != Some(stamp) {
                 continue;
             }
@@ -556,18 +590,25 @@ impl State {
         }
         if self.learned_order.len() > 4 * total.max(16) {
             let learned = &self.learned;
-            self.learned_order.retain(|(stamp, ip)| learned.get(ip).map(|l| l.stamp) == Some(*stamp));
+            self.learned_order
+                .retain(|(stamp, ip)| learned.get(ip).map(|l| l.stamp) == Some(*stamp));
         }
         if dropped > 0 {
             self.stats.evicted_total += dropped;
-            tracing::warn!(dropped, max = total, "more learned addresses than max_addresses; removed the oldest");
+            tracing::warn!(
+                dropped,
+                max = total,
+                "more learned addresses than max_addresses; removed the oldest"
+            );
         }
     }
 
     /// Forgets `ip` and removes its kernel entry if that entry is still what the agent saw and
     /// holds no other name than `slot` (`None`: any).
     fn evict_learned(&mut self, ip: IpAddr, slot: Option<usize>) {
-        let Some(l) = self.learned.get(&ip).copied() else { return };
+        let Some(l) = self.learned.get(&ip).copied() else {
+            return;
+        };
         let only_this = slot.is_none_or(|s| l.entry.rules == 1u64 << s);
         if only_this && self.maps.remove_learned_if(ip, l.entry) {
             self.stats.learned_removed += 1;
@@ -590,7 +631,11 @@ impl State {
     fn keep_current(&mut self, slot: usize, until: u64) {
         let ips = self.names[slot].current.clone();
         for ip in ips {
-            let Some(e) = self.resolved.get_mut(&ip).and_then(|s| s.get_mut(&(slot as u32))) else {
+            let Some(e) = self
+                .resolved
+                .get_mut(&ip)
+                .and_then(|s| s.get_mut(&(slot as u32)))
+            else {
                 continue;
             };
             if *e < until {
@@ -648,7 +693,10 @@ impl State {
         if self.last_full_scan.elapsed() >= FULL_SCAN_EVERY {
             self.last_full_scan = Instant::now();
             for (ip, entry) in self.maps.learned_entries() {
-                if entry.expires_ns + LEARNED_SWEEP_MARGIN_NS < now && !self.learned.contains_key(&ip) && self.maps.remove_learned_if(ip, entry) {
+                if entry.expires_ns + LEARNED_SWEEP_MARGIN_NS < now
+                    && !self.learned.contains_key(&ip)
+                    && self.maps.remove_learned_if(ip, entry)
+                {
                     self.stats.learned_removed += 1;
                 }
             }
@@ -670,7 +718,12 @@ impl State {
         for (i, what) in names {
             let (old, new) = (self.kernel_counters[i as usize], now[i as usize]);
             if new > old {
-                tracing::warn!(counter = what, new = new - old, total = new, "DNS learning: responses not (fully) learned");
+                tracing::warn!(
+                    counter = what,
+                    new = new - old,
+                    total = new,
+                    "DNS learning: responses not (fully) learned"
+                );
             }
         }
         self.kernel_counters = now;
@@ -697,7 +750,9 @@ async fn resolve(resolver: TokioResolver, slot: usize, name: String) -> (usize, 
     let answer = match resolver.lookup_ip(format!("{name}.")).await {
         Ok(lookup) => Ok((lookup.iter().collect(), lookup.valid_until())),
         // NXDOMAIN / no A or AAAA: an answer with no addresses (the old ones age out).
-        Err(e) if e.is_no_records_found() => Ok((Vec::new(), Instant::now() + Duration::from_secs(30))),
+        Err(e) if e.is_no_records_found() => {
+            Ok((Vec::new(), Instant::now() + Duration::from_secs(30)))
+        }
         Err(e) => Err(e.to_string()),
     };
     (slot, answer)

@@ -33,7 +33,9 @@ fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, EbpfEr
 /// Loads the DNS-learning program (verifier included).
 pub fn load(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
     let name = PROG_DNS_INGRESS;
-    program(ebpf)?.load().map_err(|source| EbpfError::Program { name, source })
+    program(ebpf)?
+        .load()
+        .map_err(|source| EbpfError::Program { name, source })
 }
 
 /// Attaches the DNS-learning program to the cgroup's ingress path (a bpf_link, like the
@@ -42,7 +44,11 @@ pub fn load(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
 pub fn attach(ebpf: &mut Ebpf, cgroup: &Cgroup) -> Result<(), EbpfError> {
     let name = PROG_DNS_INGRESS;
     program(ebpf)?
-        .attach(&cgroup.dir, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
+        .attach(
+            &cgroup.dir,
+            CgroupSkbAttachType::Ingress,
+            CgroupAttachMode::Single,
+        )
         .map(drop)
         .map_err(|source| EbpfError::Attach {
             name,
@@ -61,7 +67,8 @@ pub fn install(ebpf: &mut Ebpf, tables: &FqdnTables, set: u32) -> Result<(), Ebp
         let mut any: Array<&mut MapData, u64> =
             Array::try_from(map(ebpf, name)?).map_err(map_err(name))?;
         for (c, mask) in tables.any_port.iter().enumerate() {
-            any.set(set * 3 + c as u32, mask, 0).map_err(map_err(name))?;
+            any.set(set * 3 + c as u32, mask, 0)
+                .map_err(map_err(name))?;
         }
     }
     {
@@ -77,11 +84,18 @@ pub fn install(ebpf: &mut Ebpf, tables: &FqdnTables, set: u32) -> Result<(), Ebp
             ports.remove(&key).map_err(map_err(name))?;
         }
         for (&(class, port), mask) in &tables.ports {
-            let key = PortKey { set: set as u8, class, port };
+            let key = PortKey {
+                set: set as u8,
+                class,
+                port,
+            };
             ports.insert(key, mask, 0).map_err(map_err(name))?;
         }
     }
-    for (name, wanted) in [(map_names::EXACT, &tables.exact), (map_names::WILDCARD, &tables.wildcard)] {
+    for (name, wanted) in [
+        (map_names::EXACT, &tables.exact),
+        (map_names::WILDCARD, &tables.wildcard),
+    ] {
         let mut names: HashMap<&mut MapData, NameKey, u64> =
             HashMap::try_from(map(ebpf, name)?).map_err(map_err(name))?;
         for (key, mask) in wanted {
@@ -187,8 +201,18 @@ impl FqdnMaps {
 
     /// Every learned address with its entry.
     pub fn learned_entries(&self) -> Vec<(IpAddr, FqdnEntry)> {
-        let v4 = self.v4.learned.iter().filter_map(Result::ok).map(|(k, v)| (IpAddr::from(k), v));
-        let v6 = self.v6.learned.iter().filter_map(Result::ok).map(|(k, v)| (IpAddr::from(k), v));
+        let v4 = self
+            .v4
+            .learned
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (IpAddr::from(k), v));
+        let v6 = self
+            .v6
+            .learned
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (IpAddr::from(k), v));
         v4.chain(v6).collect()
     }
 

@@ -21,7 +21,10 @@ pub use tables::{FqdnCompileError, FqdnTables};
 
 /// `bpf_ktime_get_ns()` as userspace reads it (CLOCK_MONOTONIC), in nanoseconds.
 pub fn ktime_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes the timespec we pass; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64

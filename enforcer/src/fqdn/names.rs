@@ -8,7 +8,9 @@ use crate::policy::FqdnRule;
 pub fn name_key(name: &str) -> Option<NameKey> {
     let mut wire = Vec::with_capacity(name.len() + 1);
     for label in name.split('.') {
-        let len = u8::try_from(label.len()).ok().filter(|&l| (1..=63).contains(&l))?;
+        let len = u8::try_from(label.len())
+            .ok()
+            .filter(|&l| (1..=63).contains(&l))?;
         wire.push(len);
         wire.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
     }

@@ -14,7 +14,12 @@ pub struct RecentNames {
 
 impl RecentNames {
     pub fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), names: HashMap::new(), order: VecDeque::new(), stamp: 0 }
+        Self {
+            capacity: capacity.max(1),
+            names: HashMap::new(),
+            order: VecDeque::new(),
+            stamp: 0,
+        }
     }
 
     pub fn insert(&mut self, ip: IpAddr, name: &str) {
@@ -27,7 +32,9 @@ impl RecentNames {
         }
         self.order.push_back((ip, self.stamp));
         while self.names.len() > self.capacity || self.order.len() > 4 * self.capacity {
-            let Some((old, stamp)) = self.order.pop_front() else { break };
+            let Some((old, stamp)) = self.order.pop_front() else {
+                break;
+            };
             if self.names.get(&old).is_some_and(|e| e.1 == stamp) {
                 self.names.remove(&old);
             }

@@ -75,10 +75,17 @@ pub fn compile(policy: &Policy) -> Result<FqdnTables, FqdnCompileError> {
             location: rule.location.clone(),
             name: rule.name.clone(),
         })?;
-        let names = if rule.wildcard { &mut tables.wildcard } else { &mut tables.exact };
+        let names = if rule.wildcard {
+            &mut tables.wildcard
+        } else {
+            &mut tables.exact
+        };
         *names.entry(key).or_default() |= 1u64 << slot;
         let bit = 1u64 << slot;
-        for (c, class) in [proto::TCP, proto::UDP, proto::OTHER].into_iter().enumerate() {
+        for (c, class) in [proto::TCP, proto::UDP, proto::OTHER]
+            .into_iter()
+            .enumerate()
+        {
             if rule.protocols & class == 0 {
                 continue;
             }

@@ -432,16 +432,20 @@ pub enum Problem {
     InvalidFqdn { value: String, reason: String },
     #[error("{what} must not be empty")]
     EmptyValue { what: &'static str },
-    #[error("invalid name server \"{value}\": expected an address with an optional port, such as 127.0.0.1:5353 or [::1]:53")]
+    #[error(
+        "invalid name server \"{value}\": expected an address with an optional port, such as 127.0.0.1:5353 or [::1]:53"
+    )]
     InvalidServer { value: String },
-    #[error("invalid duration \"{value}\": expected seconds or a number with a unit (ms, s, m, h), such as 300 or 5m")]
+    #[error(
+        "invalid duration \"{value}\": expected seconds or a number with a unit (ms, s, m, h), such as 300 or 5m"
+    )]
     InvalidDuration { value: String },
-    #[error("{what} {value} is out of range {min}..={max}")]
+    #[error("{what} {value} is out of range {range}")]
     OutOfRange {
         what: &'static str,
         value: String,
-        min: String,
-        max: String,
+        /// Such as `1..=65536`.
+        range: String,
     },
     #[error("{count} fqdn rules; at most {max} are supported")]
     TooManyFqdns { count: usize, max: u32 },

@@ -11,8 +11,8 @@ mod dns;
 use enforcer_common::fqdn::MAX_RULES as MAX_FQDN_RULES;
 
 use super::{
-    DefaultVerdict, DnsSettings, FqdnRule, Location, Mode, Policy, PolicyError, PortRange, Problem, Rule,
-    RuleAction, RuleSource, Target, merge_port_ranges, normalize_net, presets,
+    DefaultVerdict, DnsSettings, FqdnRule, Location, Mode, Policy, PolicyError, PortRange, Problem,
+    Rule, RuleAction, RuleSource, Target, merge_port_ranges, normalize_net, presets,
 };
 
 const TOP_KEYS: &[&str] = &["mode", "default", "block", "allow", "targets", "dns"];
@@ -37,7 +37,10 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         });
     }
     let fields = cx.fields(&root, "the policy", TOP_KEYS, TOP_EXPECTED)?;
-    if !fields.iter().any(|f| f.name != "targets" && f.name != "dns") {
+    if !fields
+        .iter()
+        .any(|f| f.name != "targets" && f.name != "dns")
+    {
         return Err(cx.err(&root, Problem::Empty));
     }
     let mut policy = Policy {

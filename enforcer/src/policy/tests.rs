@@ -920,10 +920,22 @@ dns:
   max_addresses: 100
 ");
     let servers: Vec<String> = p.dns.servers.iter().map(ToString::to_string).collect();
-    assert_eq!(servers, ["127.0.0.1:5353", "[::1]:53", "[::1]:53", "10.96.0.10:53"]);
+    assert_eq!(
+        servers,
+        ["127.0.0.1:5353", "[::1]:53", "[::1]:53", "10.96.0.10:53"]
+    );
     assert_eq!(p.dns.grace_period, std::time::Duration::from_secs(90));
-    assert_eq!((p.dns.max_addresses_per_name, p.dns.max_addresses), (8, 100));
-    for (text, secs) in [("300", 300), ("5m", 300), ("1h", 3600), ("0", 0), ("1500ms", 1)] {
+    assert_eq!(
+        (p.dns.max_addresses_per_name, p.dns.max_addresses),
+        (8, 100)
+    );
+    for (text, secs) in [
+        ("300", 300),
+        ("5m", 300),
+        ("1h", 3600),
+        ("0", 0),
+        ("1500ms", 1),
+    ] {
         let p = ok(&format!("default: deny\ndns:\n  grace_period: {text}\n"));
         assert_eq!(p.dns.grace_period.as_secs(), secs, "{text}");
     }
@@ -969,7 +981,12 @@ dns:
         3,
         "unknown key \"server\" (expected one of: servers, grace_period, max_addresses_per_name, max_addresses)",
     );
-    assert_err("default: deny\ndns:\n  servers: []\n", 3, 12, "servers must not be empty");
+    assert_err(
+        "default: deny\ndns:\n  servers: []\n",
+        3,
+        12,
+        "servers must not be empty",
+    );
     // `dns` alone does not make a policy.
     let (_, _, m) = err("dns:\n  grace_period: 1s\n");
     assert!(m.starts_with("policy is empty"), "{m}");
@@ -989,7 +1006,9 @@ fn bad_fqdn_names_point_at_the_value() {
         11,
         "invalid domain name \"*.*.example.com\": `*` is only allowed as the whole first label, as in *.example.com",
     );
-    let many: String = (0..65).map(|i| format!("  - fqdn: n{i}.example.com\n")).collect();
+    let many: String = (0..65)
+        .map(|i| format!("  - fqdn: n{i}.example.com\n"))
+        .collect();
     assert_err(
         &format!("default: deny\nallow:\n{many}"),
         67,

@@ -43,7 +43,11 @@ fn real_main() -> Result<(), String> {
                 i += 2;
             }
             "--first-connect" => {
-                first = Some(args.get(i + 1..i + 4).ok_or("--first-connect PROTO ADDR PORT")?.join(" "));
+                first = Some(
+                    args.get(i + 1..i + 4)
+                        .ok_or("--first-connect PROTO ADDR PORT")?
+                        .join(" "),
+                );
                 i += 4;
             }
             other => return Err(format!("unknown argument {other}")),
@@ -75,8 +79,16 @@ fn real_main() -> Result<(), String> {
 fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
     let parts: Vec<&str> = line.split_whitespace().collect();
     if let ["flood", proto, addr, port, n] = parts[..] {
-        let ty = if proto == "tcp" { libc::SOCK_STREAM } else { libc::SOCK_DGRAM };
-        let (Ok(ip), Ok(port), Ok(n)) = (addr.parse::<IpAddr>(), port.parse::<u16>(), n.parse::<u64>()) else {
+        let ty = if proto == "tcp" {
+            libc::SOCK_STREAM
+        } else {
+            libc::SOCK_DGRAM
+        };
+        let (Ok(ip), Ok(port), Ok(n)) = (
+            addr.parse::<IpAddr>(),
+            port.parse::<u16>(),
+            n.parse::<u64>(),
+        ) else {
             return format!("bad command {line:?}");
         };
         let (mut eperm, mut other) = (0u64, 0u64);
@@ -89,8 +101,15 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         return format!("ok {eperm} {other}");
     }
     if let ["resolve", name, qtype, server, port] = parts[..] {
-        let qtype = if qtype == "aaaa" { dns::TYPE_AAAA } else { dns::TYPE_A };
-        let Ok(server) = format!("{server}:{port}").parse::<SocketAddr>().or_else(|_| format!("[{server}]:{port}").parse()) else {
+        let qtype = if qtype == "aaaa" {
+            dns::TYPE_AAAA
+        } else {
+            dns::TYPE_A
+        };
+        let Ok(server) = format!("{server}:{port}")
+            .parse::<SocketAddr>()
+            .or_else(|_| format!("[{server}]:{port}").parse())
+        else {
             return format!("bad server {server}");
         };
         return match resolve(name, qtype, server) {
@@ -102,12 +121,15 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         };
     }
     if let ["rounds", name, server, port, cport, n] = parts[..] {
-        let (Ok(server), Ok(cport), Ok(n)) =
-            (format!("{server}:{port}").parse::<SocketAddr>(), cport.parse::<u16>(), n.parse::<u64>())
-        else {
+        let (Ok(server), Ok(cport), Ok(n)) = (
+            format!("{server}:{port}").parse::<SocketAddr>(),
+            cport.parse::<u16>(),
+            n.parse::<u64>(),
+        ) else {
             return format!("bad command {line:?}");
         };
-        let (mut addrs, mut eperm, mut refused, mut other, mut failed) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut addrs, mut eperm, mut refused, mut other, mut failed) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
         for _ in 0..n {
             match resolve(name, dns::TYPE_A, server) {
                 Ok(list) if !list.is_empty() => {
@@ -151,12 +173,20 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
 /// One query over a connected UDP socket (a fresh socket and id per query).
 fn resolve(name: &str, qtype: u16, server: SocketAddr) -> Result<Vec<IpAddr>, String> {
     static ID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
-    let bind: SocketAddr = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse().map_err(|_| "bind")?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    }
+    .parse()
+    .map_err(|_| "bind")?;
     let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
     sock.connect(server).map_err(|e| format!("connect: {e}"))?;
-    sock.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
     let id = ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    sock.send(&dns::query(id, name, qtype)).map_err(|e| format!("send: {e}"))?;
+    sock.send(&dns::query(id, name, qtype))
+        .map_err(|e| format!("send: {e}"))?;
     let mut buf = [0u8; 1500];
     loop {
         let n = sock.recv(&mut buf).map_err(|e| format!("recv: {e}"))?;
@@ -186,24 +216,36 @@ fn sockaddr(sa: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t, i32) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
             unsafe { std::ptr::write((&raw mut ss).cast(), sin) };
-            (ss, std::mem::size_of::<libc::sockaddr_in>() as _, libc::AF_INET)
+            (
+                ss,
+                std::mem::size_of::<libc::sockaddr_in>() as _,
+                libc::AF_INET,
+            )
         }
         SocketAddr::V6(a) => {
             let sin6 = libc::sockaddr_in6 {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: 0,
             };
             // SAFETY: as above, for sockaddr_in6.
             unsafe { std::ptr::write((&raw mut ss).cast(), sin6) };
-            (ss, std::mem::size_of::<libc::sockaddr_in6>() as _, libc::AF_INET6)
+            (
+                ss,
+                std::mem::size_of::<libc::sockaddr_in6>() as _,
+                libc::AF_INET6,
+            )
         }
     }
 }
@@ -232,7 +274,14 @@ fn syscall_sendto(sa: SocketAddr) -> Result<(), i32> {
         if fd < 0 {
             return Err(errno());
         }
-        let r = libc::sendto(fd, payload.as_ptr().cast(), payload.len(), 0, (&raw const ss).cast(), len);
+        let r = libc::sendto(
+            fd,
+            payload.as_ptr().cast(),
+            payload.len(),
+            0,
+            (&raw const ss).cast(),
+            len,
+        );
         let e = errno();
         libc::close(fd);
         if r >= 0 { Ok(()) } else { Err(e) }

@@ -13,7 +13,12 @@ use std::time::Duration;
 use super::super::yaml::{Kind, Node};
 use super::{Cx, DnsSettings, PolicyError, Problem};
 
-const DNS_KEYS: &[&str] = &["servers", "grace_period", "max_addresses_per_name", "max_addresses"];
+const DNS_KEYS: &[&str] = &[
+    "servers",
+    "grace_period",
+    "max_addresses_per_name",
+    "max_addresses",
+];
 const DNS_EXPECTED: &str = "servers, grace_period, max_addresses_per_name, max_addresses";
 
 impl Cx<'_> {
@@ -47,8 +52,11 @@ impl Cx<'_> {
                     dns.grace_period = grace;
                 }
                 "max_addresses_per_name" => {
-                    dns.max_addresses_per_name =
-                        self.count(value, "max_addresses_per_name", DnsSettings::MAX_ADDRESSES_LIMIT)?;
+                    dns.max_addresses_per_name = self.count(
+                        value,
+                        "max_addresses_per_name",
+                        DnsSettings::MAX_ADDRESSES_LIMIT,
+                    )?;
                 }
                 _ => {
                     dns.max_addresses =
@@ -62,10 +70,12 @@ impl Cx<'_> {
     fn server(&self, node: &Node) -> Result<SocketAddr, PolicyError> {
         let value = self.text(node, "a name server", "an address such as 127.0.0.1:5353")?;
         let trimmed = value.trim();
-        let parsed = trimmed
-            .parse::<SocketAddr>()
-            .ok()
-            .or_else(|| trimmed.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+        let parsed = trimmed.parse::<SocketAddr>().ok().or_else(|| {
+            trimmed
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        });
         match parsed {
             Some(sa) if sa.port() != 0 => Ok(sa),
             _ => Err(self.err(node, Problem::InvalidServer { value })),
@@ -74,7 +84,14 @@ impl Cx<'_> {
 
     fn duration(&self, node: &Node, what: &'static str) -> Result<Duration, PolicyError> {
         let value = self.text(node, what, "a duration such as 300 or 5m")?;
-        let invalid = || self.err(node, Problem::InvalidDuration { value: value.clone() });
+        let invalid = || {
+            self.err(
+                node,
+                Problem::InvalidDuration {
+                    value: value.clone(),
+                },
+            )
+        };
         let t = value.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (digits, unit) = t.split_at(split);
@@ -89,9 +106,11 @@ impl Cx<'_> {
             "h" => 3_600_000,
             _ => return Err(invalid()),
         };
-        n.checked_mul(ms_per).map(Duration::from_millis).ok_or_else(|| {
-            self.out_of_range(node, what, format!("{}s", DnsSettings::MAX_GRACE.as_secs()))
-        })
+        n.checked_mul(ms_per)
+            .map(Duration::from_millis)
+            .ok_or_else(|| {
+                self.out_of_range(node, what, format!("{}s", DnsSettings::MAX_GRACE.as_secs()))
+            })
     }
 
     fn count(&self, node: &Node, what: &'static str, max: usize) -> Result<usize, PolicyError> {
@@ -106,7 +125,8 @@ impl Cx<'_> {
 
     fn out_of_range(&self, node: &Node, what: &'static str, max: String) -> PolicyError {
         let value = self.scalar_text(node).unwrap_or_default();
-        let min = if what == "grace_period" { "0" } else { "1" }.to_owned();
-        self.err(node, Problem::OutOfRange { what, value, min, max })
+        let min = if what == "grace_period" { "0" } else { "1" };
+        let range = format!("{min}..={max}");
+        self.err(node, Problem::OutOfRange { what, value, range })
     }
 }
