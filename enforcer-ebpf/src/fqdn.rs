@@ -226,18 +226,31 @@ fn put(v: &mut u64, x: usize) {
 }
 
 /// Step 4: an unexpired learned or resolved entry for the destination whose rule slots allow
-/// `port`/`proto_class`. No loops: the slots allowing this port and protocol come from two
-/// lookups, and one AND with the entry's slots decides.
+/// `port`/`proto_class`. No loops: the slots allowing this port and protocol come from one or
+/// two lookups, and an AND with the entry's slots decides. The resolved map is consulted only
+/// when the learned one does not allow (the process resolved the name itself, the common case,
+/// costs one address lookup).
 #[inline(always)]
 pub fn allows(dst: &Dst, set: u32, port: u16, proto_class: u8) -> bool {
-    let (learned, resolved) = match dst {
-        Dst::V4(a) => (FQDN_LEARNED_V4.get_ptr(a), FQDN_RESOLVED_V4.get_ptr(a)),
-        Dst::V6(a) => (FQDN_LEARNED_V6.get_ptr(a), FQDN_RESOLVED_V6.get_ptr(a)),
-    };
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    // (Each pointer is tested on its own: the verifier rejects arithmetic on two of them.)
-    let rules = live_rules(learned, now) | live_rules(resolved, now);
+    let learned = match dst {
+        Dst::V4(a) => FQDN_LEARNED_V4.get_ptr(a),
+        Dst::V6(a) => FQDN_LEARNED_V6.get_ptr(a),
+    };
+    if slots_allow(live_rules(learned, now), set, port, proto_class) {
+        return true;
+    }
+    let resolved = match dst {
+        Dst::V4(a) => FQDN_RESOLVED_V4.get_ptr(a),
+        Dst::V6(a) => FQDN_RESOLVED_V6.get_ptr(a),
+    };
+    slots_allow(live_rules(resolved, now), set, port, proto_class)
+}
+
+/// Whether one of the rule slots in `rules` allows `port` with `proto_class` in rule set `set`.
+#[inline(always)]
+fn slots_allow(rules: u64, set: u32, port: u16, proto_class: u8) -> bool {
     if rules == 0 {
         return false;
     }

@@ -322,6 +322,12 @@ impl State {
             }
         }
         jobs.abort_all();
+        let totals = self.maps.counters();
+        let kernel: Vec<String> = kernel_counter_names()
+            .iter()
+            .map(|(i, name)| format!("{name}={}", totals[*i as usize]))
+            .collect();
+        tracing::info!(kernel = %kernel.join(" "), "DNS learning totals");
         if let Some(r) = ring.as_mut() {
             let events = read_events(r.get_mut());
             self.on_events(events);
