@@ -107,3 +107,58 @@ pub fn compile(policy: &Policy) -> Result<FqdnTables, FqdnCompileError> {
 fn covers_every_port(ports: &[PortRange]) -> bool {
     ports.is_empty() || ports.iter().any(|r| r.lo <= 1 && r.hi == u16::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use enforcer_common::proto;
+
+    use super::*;
+    use crate::fqdn::names::name_key;
+    use crate::policy::parse_policy;
+
+    #[test]
+    fn names_slots_ports_and_protocols() {
+        let p = parse_policy(
+            "default: deny
+block:
+  - cidr: 10.0.0.0/8
+allow:
+  - fqdn: hooks.slack.com
+    ports: [443, \"8000-8002\"]
+  - fqdn: \"*.slack.com\"
+    protocols: [udp]
+  - fqdn: Hooks.Slack.com.
+    ports: [80]
+    protocols: [tcp]
+  - fqdn: any.test
+    ports: [\"1-65535\"]
+dns:
+  grace_period: 2m
+",
+            "t.yaml",
+        )
+        .unwrap();
+        let t = compile(&p).unwrap();
+        let hooks = name_key("hooks.slack.com").unwrap();
+        assert_eq!(t.exact.get(&hooks), Some(&0b101));
+        assert_eq!(
+            t.wildcard.get(&name_key("slack.com").unwrap()),
+            Some(&0b010)
+        );
+        assert_eq!(t.exact.len(), 2);
+        let (tcp, udp, other) = (proto::TCP, proto::UDP, proto::OTHER);
+        assert!(t.allows(0b001, 443, tcp) && t.allows(0b001, 8001, udp));
+        assert!(!t.allows(0b001, 80, tcp) && !t.allows(0b001, 8003, tcp));
+        assert!(t.allows(0b010, 1, udp) && !t.allows(0b010, 443, tcp));
+        assert!(t.allows(0b100, 80, tcp) && !t.allows(0b100, 80, udp));
+        assert!(t.allows(0b1000, 9, other), "1-65535 is every port");
+        assert!(!t.allows(0, 443, tcp));
+        assert_eq!(
+            t.ports.len(),
+            4 * 3 + 1,
+            "443 and 8000-8002 on three classes, 80 on tcp"
+        );
+        assert_eq!(t.settings.grace_ns, 120_000_000_000);
+        assert_eq!(rule_id(&p, 1), 2);
+    }
+}
