@@ -51,21 +51,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run {
-            policy,
-            cgroup,
-            drain_interval_ms,
-        } => {
+        Command::Run { policy, cgroup, drain_interval_ms } => {
             enforcer::logging::init();
             let opts = run::RunOptions {
                 policy,
                 cgroup,
                 drain_interval: Duration::from_millis(drain_interval_ms),
             };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&anyhow::Error::new(e).context("starting the runtime")),
             };
@@ -80,11 +73,7 @@ fn main() -> ExitCode {
         Command::Check { policy } => {
             let checked = run::load_policy(policy.as_deref())
                 .map_err(anyhow::Error::new)
-                .and_then(|p| {
-                    compile::compile(&p)
-                        .map(|c| (p, c))
-                        .map_err(anyhow::Error::new)
-                });
+                .and_then(|p| compile::compile(&p).map(|c| (p, c)).map_err(anyhow::Error::new));
             match checked {
                 Ok((p, c)) => {
                     print!("{}", compile::render(&p, &c));
@@ -101,10 +90,7 @@ fn main() -> ExitCode {
 }
 
 fn format_chain(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }
 
 /// Prints the error chain on stderr; policy errors start with `file:line:column:`.
