@@ -18,7 +18,29 @@ pub mod map_names {
     pub const COUNTERS: &str = "COUNTERS";
     /// Ring buffer of [`crate::DenyEvent`]s.
     pub const EVENTS: &str = "EVENTS";
+    /// `HashMap<[u8; COMM_LEN], u32>`: comms of `process:` targets (scope mode).
+    pub const TARGET_COMMS: &str = "TARGET_COMMS";
+    /// `HashMap<u64, u32>`: cgroup ids whose processes are targets (scope mode).
+    pub const TARGET_CGROUPS: &str = "TARGET_CGROUPS";
+
+    /// Every map of the object (all are pinned when the agent runs with pinning).
+    pub const ALL: [&str; 10] = [
+        V4_RULES[0],
+        V4_RULES[1],
+        V6_RULES[0],
+        V6_RULES[1],
+        CONFIG,
+        ACTIVE,
+        COUNTERS,
+        EVENTS,
+        TARGET_COMMS,
+        TARGET_CGROUPS,
+    ];
 }
+
+/// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
+/// pinned map changes shape: an agent only adopts pins of its own layout version.
+pub const PIN_LAYOUT_VERSION: u32 = 1;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.
@@ -191,8 +213,20 @@ pub struct Config {
     pub default_verdict: u32,
     /// Policy generation, echoed in events so userspace names the rule of the right policy.
     pub generation: u32,
-    pub _pad: u32,
+    /// Nonzero: the programs are attached at a scope cgroup and decide only calls of target
+    /// tasks (comm in `TARGET_COMMS`, or a cgroup or ancestor in `TARGET_CGROUPS`); every
+    /// other call passes untouched and uncounted.
+    pub scoped: u32,
 }
+
+/// Capacity of `TARGET_COMMS` (process names of `process:` targets).
+pub const MAX_TARGET_COMMS: u32 = 256;
+/// Capacity of `TARGET_CGROUPS` (cgroup ids of `cgroup:`/`systemd_unit:` targets in scope mode).
+pub const MAX_TARGET_CGROUPS: u32 = 4096;
+/// Deepest cgroup level the scope filter looks at for target ancestors.
+pub const MAX_CGROUP_DEPTH: i32 = 16;
+/// Length of a task's comm (TASK_COMM_LEN), the key of `TARGET_COMMS`.
+pub const COMM_LEN: usize = 16;
 
 /// Event kinds in [`EventHeader::kind`].
 pub mod event_kind {

@@ -56,15 +56,31 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
+    /// The cgroup id the kernel reports (`bpf_get_current_cgroup_id`): the directory's inode.
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        self.dir.metadata().map(|m| m.ino()).unwrap_or(0)
+    }
+
     /// Opens `path` and checks it is a non-root directory of the cgroup v2 hierarchy.
     pub fn open(path: &Path) -> Result<Self, CgroupError> {
+        Self::open_checked(path, false)
+    }
+
+    /// Opens the scope of scope mode: any directory of the cgroup v2 hierarchy, the root
+    /// included (the programs there decide only calls of target tasks).
+    pub fn open_scope(path: &Path) -> Result<Self, CgroupError> {
+        Self::open_checked(path, true)
+    }
+
+    fn open_checked(path: &Path, root_ok: bool) -> Result<Self, CgroupError> {
         let open_err = |source| CgroupError::Open { path: path.to_owned(), source };
         let canonical = path.canonicalize().map_err(open_err)?;
         let mount = cgroup2_mount()?.canonicalize().map_err(open_err)?;
         if !canonical.starts_with(&mount) || !canonical.join("cgroup.procs").exists() {
             return Err(CgroupError::NotCgroup2 { path: path.to_owned(), mount });
         }
-        if canonical == mount {
+        if canonical == mount && !root_ok {
             return Err(CgroupError::RootCgroup { path: path.to_owned() });
         }
         let dir = File::open(&canonical).map_err(open_err)?;

@@ -151,6 +151,7 @@ fn build(
     let mut stack: Vec<usize> = Vec::new();
     let mut own_allow = Vec::new();
     let mut own_block = Vec::new();
+    let mut clauses: Vec<Clause> = Vec::new();
     let mut i = 0;
     while i < items.len() {
         let (addr, len, _) = items[i];
@@ -186,7 +187,7 @@ fn build(
             .position(|c| c.action != action::ALLOW)
             .unwrap_or(parent.len());
         let (parent_allow, parent_block) = parent.split_at(split);
-        let mut clauses: Vec<Clause> = Vec::with_capacity(MAX_CLAUSES + 1);
+        clauses.clear();
         merge_by_rule_id(parent_allow, &own_allow, &mut clauses);
         clauses.extend_from_slice(&own_block);
         clauses.extend_from_slice(parent_block);
@@ -210,10 +211,19 @@ fn build(
 
 /// One clause per (merged) port range of `rule`.
 fn push_clauses(out: &mut Vec<Clause>, rule: &Rule, id: u32) {
-    let ranges = if rule.ports.is_empty() {
-        vec![PortRange::ALL]
+    let merged;
+    let ranges: &[PortRange] = if rule.ports.is_empty() {
+        &[PortRange::ALL]
+    } else if rule
+        .ports
+        .windows(2)
+        .all(|w| w[0].hi < w[1].lo.saturating_sub(1))
+    {
+        // Already sorted and merged, as the parser leaves them.
+        &rule.ports
     } else {
-        merge_port_ranges(&rule.ports)
+        merged = merge_port_ranges(&rule.ports);
+        &merged
     };
     for r in ranges {
         out.push(Clause {

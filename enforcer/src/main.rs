@@ -25,16 +25,42 @@ enum Command {
     /// Exit status: 0 after a clean detach, 1 on any error.
     Run {
         /// Policy file (YAML). Without it, the embedded default: allow everything except the
-        /// `private` and `cloud-metadata` presets.
+        /// `private` and `cloud-metadata` presets. SIGHUP or a change of the file reloads it;
+        /// a rejected policy keeps the running one.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
         /// cgroup v2 directory whose processes are enforced, e.g.
-        /// /sys/fs/cgroup/system.slice/prometheus-alertmanager.service
+        /// /sys/fs/cgroup/system.slice/prometheus-alertmanager.service (repeatable). Without
+        /// it, the policy's `targets:` are used (scope mode).
         #[arg(long, value_name = "PATH")]
-        cgroup: PathBuf,
+        cgroup: Vec<PathBuf>,
+        /// Scope mode: the cgroup to attach at; only tasks matching the policy's targets (by
+        /// executable name, cgroup or systemd unit) are decided below it. Default: the cgroup
+        /// v2 root, so a matching process is enforced from its first instruction wherever it
+        /// starts.
+        #[arg(long, value_name = "PATH")]
+        scope: Option<PathBuf>,
+        /// Pin programs, maps and links in bpffs (see --bpffs-dir): enforcement stays in place
+        /// when the agent stops or crashes, and a restarted agent adopts it. Without it,
+        /// stopping the agent detaches everything.
+        #[arg(long)]
+        pin: bool,
+        /// bpffs directory for --pin (bpffs is mounted at /sys/fs/bpf when missing).
+        #[arg(long, value_name = "DIR", default_value = enforcer::pin::DEFAULT_ROOT)]
+        bpffs_dir: PathBuf,
+        /// Address of the metrics endpoint (/metrics, /healthz, /readyz); `none` disables it.
+        #[arg(long, value_name = "ADDR", default_value = enforcer::metrics::DEFAULT_ADDRESS)]
+        metrics_address: String,
         /// Milliseconds between drains of the event ring buffer when no wakeup arrives.
         #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         drain_interval_ms: u64,
+    },
+    /// Remove everything a pinned agent left in bpffs: links (which detaches the programs),
+    /// programs and maps.
+    Detach {
+        /// bpffs directory the agent pinned into.
+        #[arg(long, value_name = "DIR", default_value = enforcer::pin::DEFAULT_ROOT)]
+        bpffs_dir: PathBuf,
     },
     /// Validate a policy and print its rules and the compiled kernel entries.
     ///
@@ -51,12 +77,22 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { policy, cgroup, drain_interval_ms } => {
+        Command::Run { policy, cgroup, scope, pin, bpffs_dir, metrics_address, drain_interval_ms } => {
             enforcer::logging::init();
+            let metrics = match metrics_address.as_str() {
+                "none" => None,
+                a => match a.parse() {
+                    Ok(addr) => Some(addr),
+                    Err(e) => return fail(&anyhow::anyhow!("--metrics-address {a:?}: {e}")),
+                },
+            };
             let opts = run::RunOptions {
                 policy,
-                cgroup,
+                cgroups: cgroup,
+                scope,
                 drain_interval: Duration::from_millis(drain_interval_ms),
+                pins: pin.then(|| enforcer::pin::Pins::new(bpffs_dir)),
+                metrics,
             };
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -80,6 +116,15 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
+            }
+        }
+        Command::Detach { bpffs_dir } => {
+            match enforcer::pin::remove_all(&enforcer::pin::Pins::new(&bpffs_dir)) {
+                Ok(links) => {
+                    println!("removed {links} link(s) and every pin under {}", bpffs_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&anyhow::Error::new(e)),
             }
         }
         Command::Presets => {

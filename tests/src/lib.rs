@@ -85,9 +85,20 @@ impl TestCgroup {
         Ok(Self { path })
     }
 
+    /// A child cgroup of this one (removed on drop, before its parent).
+    pub fn child(&self, name: &str) -> anyhow::Result<TestCgroup> {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TestCgroup { path })
+    }
+
     pub fn id(&self) -> u64 {
         use std::os::unix::fs::MetadataExt as _;
         std::fs::metadata(&self.path).map(|m| m.ino()).unwrap_or(0)
+    }
+
+    pub fn path_str(&self) -> String {
+        self.path.to_string_lossy().into_owned()
     }
 }
 
@@ -248,8 +259,19 @@ pub struct Agent {
 impl Agent {
     /// Starts `enforcer run --policy <policy> --cgroup <cgroup>` and waits for its ready line.
     pub fn start(policy: Option<&Path>, cgroup: &TestCgroup) -> anyhow::Result<Self> {
+        let cg = cgroup.path.to_string_lossy().into_owned();
+        Self::start_args(policy, &["--cgroup", &cg])
+    }
+
+    /// Starts `enforcer run [--policy <policy>] <args>` (no metrics endpoint unless `args` asks
+    /// for one) and waits for its ready line.
+    pub fn start_args(policy: Option<&Path>, args: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(enforcer_bin());
-        cmd.arg("run").arg("--cgroup").arg(&cgroup.path);
+        cmd.arg("run");
+        if !args.contains(&"--metrics-address") {
+            cmd.args(["--metrics-address", "none"]);
+        }
+        cmd.args(args);
         if let Some(p) = policy {
             cmd.arg("--policy").arg(p);
         }

@@ -28,14 +28,21 @@ pub fn build(release: bool) -> anyhow::Result<Artifacts> {
     let enforcer = find(&enforcer, "bin", "enforcer")?;
     let built = cargo_build(&["-p", "integration-tests", "--tests", "--bins"], release)?;
     let probe = find(&built, "bin", "probe")?;
-    let mut tests: Vec<PathBuf> =
-        built.iter().filter(|e| e.test && e.kinds.iter().any(|k| k == "test")).map(|e| e.path.clone()).collect();
+    let mut tests: Vec<PathBuf> = built
+        .iter()
+        .filter(|e| e.test && e.kinds.iter().any(|k| k == "test"))
+        .map(|e| e.path.clone())
+        .collect();
     tests.sort();
     tests.dedup();
     if tests.is_empty() {
         bail!("cargo built no integration test executables for package integration-tests");
     }
-    Ok(Artifacts { enforcer, probe, tests })
+    Ok(Artifacts {
+        enforcer,
+        probe,
+        tests,
+    })
 }
 
 fn find(built: &[Executable], kind: &str, name: &str) -> anyhow::Result<PathBuf> {
@@ -50,26 +57,46 @@ fn find(built: &[Executable], kind: &str, name: &str) -> anyhow::Result<PathBuf>
 /// to stderr as usual.
 fn cargo_build(args: &[&str], release: bool) -> anyhow::Result<Vec<Executable>> {
     let mut cmd = Command::new(super::cargo());
-    cmd.arg("build").args(args).arg("--message-format=json-render-diagnostics");
+    cmd.arg("build")
+        .args(args)
+        .arg("--message-format=json-render-diagnostics");
     if release {
         cmd.arg("--release");
     }
-    super::log(format!("cargo build {}{}", args.join(" "), if release { " --release" } else { "" }));
-    let mut child = cmd.stdout(Stdio::piped()).spawn().context("running cargo build")?;
+    super::log(format!(
+        "cargo build {}{}",
+        args.join(" "),
+        if release { " --release" } else { "" }
+    ));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo build")?;
     let stdout = child.stdout.take().context("cargo stdout")?;
     let mut found = Vec::new();
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading cargo's output")?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        let Some(path) = msg["executable"].as_str() else { continue };
+        let Some(path) = msg["executable"].as_str() else {
+            continue;
+        };
         found.push(Executable {
-            name: msg["target"]["name"].as_str().unwrap_or_default().to_owned(),
+            name: msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             kinds: msg["target"]["kind"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
             test: msg["profile"]["test"].as_bool().unwrap_or(false),
             path: PathBuf::from(path),
