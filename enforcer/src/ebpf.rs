@@ -245,7 +245,8 @@ impl Enforcer {
     /// this cgroup removed: at every moment at least one complete set is attached.
     pub fn attach(&mut self, cgroup: &Cgroup) -> Result<(), EbpfError> {
         let id = cgroup.id();
-        let seq = format!("{}.{}", std::process::id(), ATTACH_SEQ.fetch_add(1, Ordering::Relaxed));
+        // bpffs refuses names with dots (EPERM): "<program>-<pid>-<n>".
+        let seq = format!("{}-{}", std::process::id(), ATTACH_SEQ.fetch_add(1, Ordering::Relaxed));
         let link_dir = self.pins.as_ref().map(|p| p.target_links(id));
         if let Some(dir) = &link_dir {
             std::fs::create_dir_all(dir)

@@ -2,7 +2,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use enforcer::{compile, policy, run};
+use enforcer::{amconfig, compile, policy, run};
 
 /// eBPF egress enforcer for Prometheus Alertmanager.
 ///
@@ -62,16 +62,59 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = enforcer::pin::DEFAULT_ROOT)]
         bpffs_dir: PathBuf,
     },
-    /// Validate a policy and print its rules and the compiled kernel entries.
+    /// Validate a policy and print its rules and the compiled kernel entries; with
+    /// --alertmanager-config, decide instead every destination of an Alertmanager configuration.
     ///
-    /// Exit status: 0 when valid; 1 with `file:line:column: what is wrong` on stderr when not.
+    /// Each destination (receiver, field, scheme://host:port, never userinfo, path or query) is
+    /// printed with the verdict the policy gives it and the deciding rule: ALLOW, DENY,
+    /// UNDECIDED (templated host, proxy from the environment: a warning) or INVALID (unreadable
+    /// *_file, ambiguous URL, unknown receiver kind). Literal addresses count in every spelling
+    /// (2852039166, 0xa9fea9fe, [::ffff:a9fe:a9fe], ...); host names are decided by the fqdn
+    /// rules, and with --resolve by the addresses they resolve to as well.
+    ///
+    /// Exit status: 0 when valid (and every destination allowed); 1 when a destination is
+    /// denied or invalid (or undecided with --strict), or with `file:line:column: what is
+    /// wrong` on stderr when an input is invalid.
     Check {
         /// Policy file (YAML). Without it, the embedded default policy is checked.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Alertmanager configuration (alertmanager.yml) whose destinations are checked.
+        #[arg(long, value_name = "FILE")]
+        alertmanager_config: Option<PathBuf>,
+        /// Also resolve host names with the system resolver and decide every address (the
+        /// worst verdict wins).
+        #[arg(long, requires = "alertmanager_config")]
+        resolve: bool,
+        /// Fail on destinations that cannot be decided statically (templated hosts, ...) too.
+        #[arg(long, requires = "alertmanager_config")]
+        strict: bool,
+        /// Output format of the destination report.
+        #[arg(long, value_enum, default_value_t = Format::Text, requires = "alertmanager_config")]
+        format: Format,
+    },
+    /// Suggest a policy from an Alertmanager configuration, for a human to review.
+    ///
+    /// Prints YAML: allowlist mode, the private and cloud-metadata presets blocked, one fqdn
+    /// rule per host name with its ports; literal addresses in blocked ranges and templated
+    /// URLs as commented-out entries under a warning. Never derive a policy live from the
+    /// configuration it protects: review it, then commit it.
+    Suggest {
+        /// Alertmanager configuration (alertmanager.yml).
+        #[arg(long, value_name = "FILE")]
+        alertmanager_config: PathBuf,
     },
     /// Print the shipped presets and the ranges they contain.
     Presets,
+}
+
+/// Output format of `check --alertmanager-config`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// One line per destination, then a summary.
+    Text,
+    /// One JSON document.
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -106,7 +149,34 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { policy } => {
+        Command::Check { policy, alertmanager_config: Some(config), resolve, strict, format } => {
+            let options = amconfig::CheckOptions { resolve, strict };
+            let report = run::load_policy(policy.as_deref())
+                .map_err(anyhow::Error::new)
+                .and_then(|p| compile::compile(&p).map(|_| p).map_err(anyhow::Error::new))
+                .and_then(|p| {
+                    let config = amconfig::load(&config).map_err(anyhow::Error::new)?;
+                    Ok(amconfig::check(&config, &p, options))
+                });
+            match report {
+                Ok(r) => {
+                    match format {
+                        Format::Text => print!("{}", r.to_text()),
+                        Format::Json => println!("{}", r.to_json()),
+                    }
+                    if r.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Suggest { alertmanager_config } => match amconfig::load(&alertmanager_config) {
+            Ok(config) => {
+                print!("{}", amconfig::suggest(&config));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&anyhow::Error::new(e)),
+        },
+        Command::Check { policy, .. } => {
             let checked = run::load_policy(policy.as_deref())
                 .map_err(anyhow::Error::new)
                 .and_then(|p| compile::compile(&p).map(|c| (p, c)).map_err(anyhow::Error::new));

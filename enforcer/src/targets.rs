@@ -112,9 +112,12 @@ fn find_unit(mount: &Path, unit: &str) -> Option<PathBuf> {
     None
 }
 
-/// Processes whose executable name is one of `names`: (name, cgroup v2 path relative to the
-/// mount). On Kubernetes the pod's cgroup is returned (the ancestor whose name carries
-/// `pod<uid>`), so every container of the pod — and a restarted one — is covered.
+/// Processes whose executable name is one of `names`, with the cgroup that becomes a target
+/// with them: (name, cgroup v2 path relative to the mount). On Kubernetes that is the pod's
+/// cgroup (the ancestor whose name carries `pod<uid>`), so every container of the pod — and a
+/// restarted one — is covered; for a systemd service, the service's cgroup. A process in any
+/// other cgroup (a login session, say) is matched by its name alone: enforcing its whole cgroup
+/// could catch unrelated processes.
 pub fn scan_processes(proc_root: &Path, names: &[String]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(proc_root) else { return out };
@@ -131,10 +134,12 @@ pub fn scan_processes(proc_root: &Path, names: &[String]) -> Vec<(String, String
         else {
             continue;
         };
-        if cg == "/" {
-            continue; // the root cgroup: covered by the comm filter alone
-        }
-        out.push((name.clone(), pod_ancestor(&cg).unwrap_or(cg)));
+        let cgroup = match pod_ancestor(&cg) {
+            Some(pod) => pod,
+            None if cg.ends_with(".service") => cg,
+            None => continue, // covered by the name (comm) filter alone
+        };
+        out.push((name.clone(), cgroup));
     }
     out.sort();
     out.dedup();

@@ -173,7 +173,13 @@ pub struct Probe {
 
 impl Probe {
     pub fn spawn(cgroup: &TestCgroup) -> anyhow::Result<Self> {
-        let mut child = Command::new(probe_bin())
+        Self::spawn_exe(&probe_bin(), cgroup)
+    }
+
+    /// Like [`Probe::spawn`], running the probe from `exe` (a copy under another name gives
+    /// the process another comm).
+    pub fn spawn_exe(exe: &Path, cgroup: &TestCgroup) -> anyhow::Result<Self> {
+        let mut child = Command::new(exe)
             .arg("--cgroup")
             .arg(&cgroup.path)
             .stdin(Stdio::piped())
@@ -236,6 +242,19 @@ impl Probe {
         let mut it = reply.strip_prefix("ok ").context("flood failed")?.split(' ');
         let mut next = || it.next().and_then(|x| x.parse().ok()).with_context(|| format!("bad reply {reply}"));
         Ok((next()?, next()?))
+    }
+
+    /// Connects (UDP) to `a1`, `a2`, `a1`, ... for `ms` milliseconds; returns
+    /// [EPERM at a1, other at a1, EPERM at a2, other at a2].
+    pub fn alternate(&mut self, a1: &str, a2: &str, port: u16, ms: u64) -> anyhow::Result<[u64; 4]> {
+        let reply = self.command(&format!("alternate udp {a1} {a2} {port} {ms}"))?;
+        let v: Vec<u64> = reply
+            .strip_prefix("ok ")
+            .with_context(|| format!("alternate failed: {reply}"))?
+            .split(' ')
+            .map(|x| x.parse())
+            .collect::<Result<_, _>>()?;
+        v.try_into().map_err(|_| anyhow::anyhow!("bad reply {reply}"))
     }
 
     /// A TCP listener inside the probe's namespace; returns its port.
@@ -378,4 +397,55 @@ pub fn attached_programs(cgroup: &Path) -> anyhow::Result<usize> {
         .lines()
         .filter(|l| l.contains("connect") || l.contains("sendmsg"))
         .count())
+}
+
+/// A bpffs directory for one test's pins; on drop `enforcer detach` semantics: every pin under
+/// it is removed (which detaches pinned links).
+pub struct PinDir {
+    pub path: PathBuf,
+    /// Whether bpffs was mounted at /sys/fs/bpf before the test (the agent mounts it when
+    /// missing; the guard then unmounts it again).
+    mounted_before: bool,
+}
+
+fn bpffs_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/bpf") && l.contains(" - bpf ")))
+        .unwrap_or(false)
+}
+
+impl PinDir {
+    pub fn new() -> Self {
+        Self { path: Path::new("/sys/fs/bpf").join(unique("enforcer-test")), mounted_before: bpffs_mounted() }
+    }
+
+    pub fn path_str(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+}
+
+impl Default for PinDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if self.path.exists()
+            && let Err(e) = enforcer::pin::remove_all(&enforcer::pin::Pins::new(&self.path))
+        {
+            eprintln!("warning: removing pins under {}: {e}", self.path.display());
+        }
+        if !self.mounted_before && bpffs_mounted() {
+            // Only the kernel's own *.debug iterators may remain; anything else is not ours.
+            let ours_only = std::fs::read_dir("/sys/fs/bpf")
+                .map(|d| d.flatten().all(|e| e.file_name().to_string_lossy().ends_with(".debug")))
+                .unwrap_or(false);
+            // SAFETY: umount2 with a valid NUL-terminated path.
+            if ours_only && unsafe { libc::umount2(c"/sys/fs/bpf".as_ptr(), 0) } != 0 {
+                eprintln!("warning: unmounting /sys/fs/bpf: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
 }

@@ -323,6 +323,10 @@ fn daemonset_has_what_the_agent_needs() {
     // Flags: the bpffs dir lies on the bpffs mount, the policy file comes from the ConfigMap.
     let args = args(&ds);
     assert_eq!(args[0], "run");
+    assert!(
+        args.iter().any(|a| a == "--pin"),
+        "--pin: enforcement must survive agent restarts"
+    );
     let bpffs_dir = flag_value(&args, "--bpffs-dir").expect("--bpffs-dir");
     assert!(
         bpffs_dir.starts_with(bpffs["mountPath"].as_str().unwrap()),
@@ -560,6 +564,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         "ProtectSystem=strict",
         "ReadWritePaths=/sys/fs/bpf /sys/fs/cgroup",
         "--policy /etc/enforcer/policy.yaml",
+        " --pin ",
     ] {
         assert!(shipped.contains(line), "enforcer.service lacks {line:?}");
     }

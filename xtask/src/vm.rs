@@ -88,6 +88,9 @@ pub struct VmTestArgs {
     /// root, as the tests are); nothing is built.
     #[arg(long, value_name = "SHELL_COMMAND")]
     run: Option<String>,
+    /// Only this integration test (a file name in tests/tests/ without `.rs`; repeatable).
+    #[arg(long = "test", value_name = "NAME", conflicts_with = "run")]
+    tests: Vec<String>,
     /// Passed to every test executable after `--test-threads=1 --nocapture` (e.g. a filter).
     #[arg(last = true, value_name = "TEST_ARGS")]
     test_args: Vec<String>,
@@ -171,7 +174,7 @@ pub fn run(args: &VmTestArgs) -> Report {
     };
     let payload = match &args.run {
         Some(cmd) => Payload::Command(cmd.clone()),
-        None => match build::build(args.release) {
+        None => match build::build(args.release, &args.tests) {
             Ok(a) => Payload::Tests(a),
             Err(e) => return finish(prep_failed(e)),
         },
@@ -371,6 +374,11 @@ fn reset_dir(dir: &Path) -> anyhow::Result<()> {
 /// `/run/vm-test/run.sh` in the guest: variables and the test list, then the fixed body.
 fn guest_script(payload: &Payload, test_args: &[String]) -> String {
     let mut s = String::from("# Written by `cargo xtask vm-test` (xtask/src/vm.rs).\n");
+    // The guest sees the host's root, so the host's PATH finds the same tools (e.g. ones
+    // installed under $HOME that tests call).
+    if let Some(path) = std::env::var_os("PATH") {
+        s += &format!("export PATH={}\n", sh_quote(&path.to_string_lossy()));
+    }
     match payload {
         Payload::Command(cmd) => {
             s += "echo \"guest kernel: $(uname -r)\"\n";

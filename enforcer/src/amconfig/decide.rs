@@ -62,9 +62,23 @@ pub struct Verdict {
     pub unresolved: bool,
 }
 
+/// Looks a host name up: `(name, port)` to addresses.
+pub type Resolver<'a> = &'a dyn Fn(&str, u16) -> std::io::Result<Vec<IpAddr>>;
+
+/// The system resolver (getaddrinfo, with /etc/hosts and the machine's DNS).
+pub fn system_resolver(name: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
+    Ok((name, port).to_socket_addrs()?.map(|a| a.ip()).collect())
+}
+
 /// Decides a destination. With `resolve`, host names are also looked up with the system
 /// resolver.
 pub fn decide(policy: &Policy, dest: &Destination, resolve: bool) -> Verdict {
+    let resolver: Resolver<'_> = &system_resolver;
+    decide_with(policy, dest, resolve.then_some(resolver))
+}
+
+/// [`decide`] with a given resolver (`None`: names are not resolved).
+pub fn decide_with(policy: &Policy, dest: &Destination, resolver: Option<Resolver<'_>>) -> Verdict {
     let port = dest.port;
     let name = match &dest.host {
         Host::Name(n) => Some(n.as_str()),
@@ -107,10 +121,10 @@ pub fn decide(policy: &Policy, dest: &Destination, resolve: bool) -> Verdict {
                 .push(address_verdict(policy, addr, port, name, source));
         }
     }
-    if resolve && let Some(n) = name.filter(|n| !is_localhost(n)) {
-        match (n, port).to_socket_addrs() {
+    if let (Some(resolve), Some(n)) = (resolver, name.filter(|n| !is_localhost(n))) {
+        match resolve(n, port) {
             Ok(addrs) => {
-                for addr in addrs.map(|a| a.ip()) {
+                for addr in addrs {
                     if seen.insert(addr) {
                         let source = AddressSource::Resolved;
                         verdict
@@ -133,13 +147,6 @@ pub fn decide(policy: &Policy, dest: &Destination, resolve: bool) -> Verdict {
         && let Some(first) = verdict.addresses.first()
     {
         verdict.rule = first.rule.clone();
-    }
-    for a in &verdict.addresses {
-        if a.decided_as != a.addr {
-            verdict
-                .notes
-                .push(format!("{} is decided as {}", a.addr, a.decided_as));
-        }
     }
     verdict
 }

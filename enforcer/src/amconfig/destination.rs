@@ -131,12 +131,7 @@ pub fn read_url(text: &str, kind: EndpointKind) -> Reading {
             primary.host
         ));
     }
-    if let Host::Ip {
-        spelled: Some(s), ..
-    } = &primary.host
-    {
-        notes.push(format!("host written as {}", s.escape_debug()));
-    }
+    notes.extend(host_notes(&primary.host));
     let mut others = Vec::new();
     if let Some(other) = whatwg_destination(text)
         && !same_place(&other, &primary)
@@ -170,7 +165,7 @@ fn go_destination(url: &GoUrl, kind: EndpointKind) -> Result<Destination, String
         (_, "http") => 80,
         (_, "https") => 443,
         (EndpointKind::Proxy, "socks5" | "socks5h") => 1080,
-        (_, other) => return Err(format!("unsupported URL scheme {:?}", other.escape_debug().to_string())),
+        (_, other) => return Err(format!("unsupported URL scheme {other:?}")),
     };
     if url.host.is_empty() {
         return Err("URL has no host".to_owned());
@@ -225,6 +220,24 @@ fn whatwg_destination(text: &str) -> Option<Destination> {
     })
 }
 
+/// What a reader of the destination line should know about its host.
+fn host_notes(host: &Host) -> Vec<String> {
+    match host {
+        Host::Local => vec!["empty host: Go dials the local system (loopback)".to_owned()],
+        Host::Ip { addr, spelled, .. } => {
+            let mut notes = Vec::new();
+            if let Some(s) = spelled {
+                notes.push(format!("host written as {}", s.escape_debug()));
+            }
+            if addr.is_unspecified() {
+                notes.push("Go dials the unspecified address as loopback".to_owned());
+            }
+            notes
+        }
+        Host::Name(_) => Vec::new(),
+    }
+}
+
 /// Same address or name and port (the spelling does not matter).
 fn same_place(a: &Destination, b: &Destination) -> bool {
     let same_host = match (&a.host, &b.host) {
@@ -255,13 +268,7 @@ pub fn read_smarthost(text: &str) -> Reading {
         Ok(h) => h,
         Err(e) => return Reading::Invalid(format!("ambiguous smarthost: {e}")),
     };
-    let mut notes = Vec::new();
-    if let Host::Ip {
-        spelled: Some(s), ..
-    } = &host
-    {
-        notes.push(format!("host written as {}", s.escape_debug()));
-    }
+    let notes = host_notes(&host);
     Reading::Decided {
         primary: Destination {
             scheme: "smtp".to_owned(),

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::decide::AddressSource;
 use super::extract::Origin;
 use super::host::Host;
 use super::{Finding, Report, Status};
@@ -75,7 +76,9 @@ pub(super) fn text(report: &Report) -> String {
             f.reason,
             f.location
         );
-        for a in &f.addresses {
+        let plain_literal = matches!(f.addresses.as_slice(),
+            [a] if a.source == AddressSource::Literal && a.decided_as == a.addr);
+        for a in f.addresses.iter().filter(|_| !plain_literal) {
             let as_ = if a.decided_as == a.addr {
                 String::new()
             } else {

@@ -120,6 +120,20 @@ fn blocked_by(base: Option<&Policy>, addr: IpAddr, port: u16) -> Option<String> 
     }
 }
 
+/// Names of cluster-internal or private zones, which usually resolve to blocked ranges.
+fn internal_name(name: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        ".svc",
+        ".cluster.local",
+        ".local",
+        ".internal",
+        ".localdomain",
+        ".home.arpa",
+        ".lan",
+    ];
+    !name.contains('.') || SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
 /// A name the policy's `fqdn:` accepts (letters, digits, `-`, dots; checked by the parser).
 fn valid_fqdn(name: &str) -> bool {
     name.bytes()
@@ -177,6 +191,13 @@ fn render(
     for (name, a) in names {
         for user in &a.users {
             let _ = writeln!(out, "  # {user}");
+        }
+        if internal_name(name) {
+            let _ = writeln!(
+                out,
+                "  # NOTE: an internal name; if it resolves into a blocked range this rule opens\n  \
+                 # nothing (an fqdn rule never overrides a block): allow its address with a cidr rule."
+            );
         }
         let _ = writeln!(out, "  - fqdn: {name}");
         let _ = writeln!(out, "    ports: [{}]", ports(&a.ports));

@@ -23,21 +23,31 @@ struct Executable {
     path: PathBuf,
 }
 
-pub fn build(release: bool) -> anyhow::Result<Artifacts> {
+/// Builds the agent, the probe and the integration tests; `only` (test target names, e.g.
+/// `enforce`) narrows the tests the guest runs.
+pub fn build(release: bool, only: &[String]) -> anyhow::Result<Artifacts> {
     let enforcer = cargo_build(&["-p", "enforcer", "--bin", "enforcer"], release)?;
     let enforcer = find(&enforcer, "bin", "enforcer")?;
     let built = cargo_build(&["-p", "integration-tests", "--tests", "--bins"], release)?;
     let probe = find(&built, "bin", "probe")?;
-    let mut tests: Vec<PathBuf> = built
+    let mut tests: Vec<&Executable> = built
         .iter()
         .filter(|e| e.test && e.kinds.iter().any(|k| k == "test"))
-        .map(|e| e.path.clone())
         .collect();
-    tests.sort();
-    tests.dedup();
+    tests.sort_by(|a, b| a.name.cmp(&b.name));
+    tests.dedup_by(|a, b| a.path == b.path);
     if tests.is_empty() {
         bail!("cargo built no integration test executables for package integration-tests");
     }
+    if let Some(missing) = only.iter().find(|n| !tests.iter().any(|t| &t.name == *n)) {
+        let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+        bail!("no integration test named {missing:?}; there are {names:?}");
+    }
+    let tests = tests
+        .into_iter()
+        .filter(|t| only.is_empty() || only.contains(&t.name))
+        .map(|t| t.path.clone())
+        .collect();
     Ok(Artifacts {
         enforcer,
         probe,
