@@ -49,6 +49,25 @@ fn unescape_mount(s: &str) -> String {
     s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
+/// In a container with a cgroup namespace of its own (containerd and CRI-O on cgroup v2),
+/// `/proc/PID/cgroup` shows paths relative to that namespace, so processes of other pods
+/// could not be mapped to the host's cgroup tree. With the host's PID namespace (`hostPID`),
+/// `/proc/1` is the node's init: join its cgroup namespace. Call before any thread starts.
+pub fn enter_host_cgroup_namespace() -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd as _;
+    let ns_id = |p: &str| std::fs::read_link(p).ok();
+    let (mine, init) = (ns_id("/proc/self/ns/cgroup"), ns_id("/proc/1/ns/cgroup"));
+    if mine.is_none() || init.is_none() || mine == init {
+        return Ok(false);
+    }
+    let f = File::open("/proc/1/ns/cgroup")?;
+    // SAFETY: setns on a namespace fd we hold open.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWCGROUP) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
 /// A validated, opened cgroup v2 directory that is not the root.
 pub struct Cgroup {
     pub path: PathBuf,

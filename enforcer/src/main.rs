@@ -122,6 +122,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { policy, cgroup, scope, pin, bpffs_dir, metrics_address, drain_interval_ms } => {
             enforcer::logging::init();
+            match enforcer::cgroup::enter_host_cgroup_namespace() {
+                Ok(true) => tracing::info!("joined the host's cgroup namespace (via /proc/1)"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not join the host's cgroup namespace; target discovery may miss processes of other pods"),
+            }
             let metrics = match metrics_address.as_str() {
                 "none" => None,
                 a => match a.parse() {
