@@ -35,7 +35,11 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-env-changed=RUSTUP_TOOLCHAIN");
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".to_owned());
     aya_build::build_ebpf(
-        [Package { name: ebpf.name.as_str(), root_dir: root_dir.as_str(), ..Default::default() }],
+        [Package {
+            name: ebpf.name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
         Toolchain::Custom(&toolchain),
     )
 }

@@ -17,10 +17,10 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use enforcer_common::{
-    ACTIVE_SETS, COMM_LEN, Config, DenyEvent, MAX_CGROUP_DEPTH, MAX_TARGET_CGROUPS,
-    MAX_TARGET_COMMS, EVENT_VERSION, EVENTS_BYTES, EVENTS_WAKEUP_BYTES, EventHeader,
-    LpmValue, MAX_PREFIXES, V4_KEY_LEN, V6_KEY_LEN, action, counter, event_kind, hook, mode,
-    proto, rule_id, verdict,
+    ACTIVE_SETS, COMM_LEN, Config, DenyEvent, EVENT_VERSION, EVENTS_BYTES, EVENTS_WAKEUP_BYTES,
+    EventHeader, LpmValue, MAX_CGROUP_DEPTH, MAX_PREFIXES, MAX_TARGET_CGROUPS, MAX_TARGET_COMMS,
+    V4_KEY_LEN, V4Filter, V6_KEY_LEN, action, counter, event_kind, hook, mode, proto, rule_id,
+    v4_filter_pos, verdict,
 };
 
 #[map]
@@ -39,6 +39,8 @@ static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+#[map]
+static V4_FILTER: Array<V4Filter> = Array::with_max_entries(ACTIVE_SETS, 0);
 #[map]
 static TARGET_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(MAX_TARGET_COMMS, 0);
 #[map]
@@ -104,24 +106,48 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
         Dst::V4(a)
     } else {
         // Each u32 of user_ip6 is loaded on its own: the verifier wants aligned 4-byte loads.
-        let w = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        let w = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
         raw[0..4].copy_from_slice(&w[0].to_ne_bytes());
         raw[4..8].copy_from_slice(&w[1].to_ne_bytes());
         raw[8..12].copy_from_slice(&w[2].to_ne_bytes());
         raw[12..16].copy_from_slice(&w[3].to_ne_bytes());
         let mapped = w[0] == 0 && w[1] == 0 && w[2] == 0x0000_ffffu32.to_be();
         let nat64 = w[0] == 0x0064_ff9bu32.to_be() && w[1] == 0 && w[2] == 0;
-        if mapped || nat64 { Dst::V4(w[3].to_ne_bytes()) } else { Dst::V6(raw) }
+        if mapped || nat64 {
+            Dst::V4(w[3].to_ne_bytes())
+        } else {
+            Dst::V6(raw)
+        }
     };
 
     let entry = match dst {
         Dst::V4(a) => {
-            let key = Key::new(32, a);
-            if set == 0 { V4_RULES_0.get(&key) } else { V4_RULES_1.get(&key) }
+            let (word, bit) = v4_filter_pos(a);
+            // A missing filter (cannot happen for an index below max_entries) means "look".
+            let covered = V4_FILTER.get(set).is_none_or(|f| f[word] & bit != 0);
+            if !covered {
+                None
+            } else {
+                let key = Key::new(32, a);
+                if set == 0 {
+                    V4_RULES_0.get(&key)
+                } else {
+                    V4_RULES_1.get(&key)
+                }
+            }
         }
         Dst::V6(a) => {
             let key = Key::new(128, a);
-            if set == 0 { V6_RULES_0.get(&key) } else { V6_RULES_1.get(&key) }
+            if set == 0 {
+                V6_RULES_0.get(&key)
+            } else {
+                V6_RULES_1.get(&key)
+            }
         }
     };
 
@@ -147,7 +173,16 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
             };
             count(counter::index(base, hook));
             let family = if v4_hook { AF_INET } else { AF_INET6 };
-            emit(hook, family, &raw, sa.protocol as u8, kind, rule, cfg.generation, port);
+            emit(
+                hook,
+                family,
+                &raw,
+                sa.protocol as u8,
+                kind,
+                rule,
+                cfg.generation,
+                port,
+            );
             if audit { ALLOW } else { DENY }
         }
     }

@@ -40,13 +40,18 @@ fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
         if right.split_whitespace().next()? != "cgroup2" {
             return None;
         }
-        left.split_whitespace().nth(4).map(|m| PathBuf::from(unescape_mount(m)))
+        left.split_whitespace()
+            .nth(4)
+            .map(|m| PathBuf::from(unescape_mount(m)))
     })
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape_mount(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// In a container with a cgroup namespace of its own (containerd and CRI-O on cgroup v2),
@@ -93,17 +98,28 @@ impl Cgroup {
     }
 
     fn open_checked(path: &Path, root_ok: bool) -> Result<Self, CgroupError> {
-        let open_err = |source| CgroupError::Open { path: path.to_owned(), source };
+        let open_err = |source| CgroupError::Open {
+            path: path.to_owned(),
+            source,
+        };
         let canonical = path.canonicalize().map_err(open_err)?;
         let mount = cgroup2_mount()?.canonicalize().map_err(open_err)?;
         if !canonical.starts_with(&mount) || !canonical.join("cgroup.procs").exists() {
-            return Err(CgroupError::NotCgroup2 { path: path.to_owned(), mount });
+            return Err(CgroupError::NotCgroup2 {
+                path: path.to_owned(),
+                mount,
+            });
         }
         if canonical == mount && !root_ok {
-            return Err(CgroupError::RootCgroup { path: path.to_owned() });
+            return Err(CgroupError::RootCgroup {
+                path: path.to_owned(),
+            });
         }
         let dir = File::open(&canonical).map_err(open_err)?;
-        Ok(Self { path: canonical, dir })
+        Ok(Self {
+            path: canonical,
+            dir,
+        })
     }
 }
 
@@ -116,9 +132,19 @@ mod tests {
         let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
                       40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
                       41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(parse_cgroup2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        let unified = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(parse_cgroup2_mount(unified), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(parse_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+        assert_eq!(
+            parse_cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified =
+            "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            parse_cgroup2_mount(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
     }
 }

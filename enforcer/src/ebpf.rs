@@ -12,12 +12,13 @@ use aya::{
         lpm_trie::Key,
     },
     programs::{
-        CgroupAttachMode, CgroupSockAddr, ProgramError, links::FdLink,
-        cgroup_sock_addr::CgroupSockAddrLinkId,
+        CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId,
+        links::FdLink,
     },
 };
 use enforcer_common::{
-    ACTIVE_SETS, COMM_LEN, Config, LpmValue, V4_KEY_LEN, V6_KEY_LEN, counter, hook, map_names, prog_names,
+    ACTIVE_SETS, COMM_LEN, Config, LpmValue, V4_FILTER_WORDS, V4_KEY_LEN, V4Filter, V6_KEY_LEN,
+    counter, hook, map_names, prog_names,
 };
 
 use crate::{
@@ -33,8 +34,12 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/en
 /// `bench_floor_connect4`, that allows every call. Empty when built with AYA_BUILD_SKIP=1.
 pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
 
-const PROGRAMS: [&str; 4] =
-    [prog_names::CONNECT4, prog_names::CONNECT6, prog_names::SENDMSG4, prog_names::SENDMSG6];
+const PROGRAMS: [&str; 4] = [
+    prog_names::CONNECT4,
+    prog_names::CONNECT6,
+    prog_names::SENDMSG4,
+    prog_names::SENDMSG6,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
@@ -146,17 +151,20 @@ impl Enforcer {
                 .ok_or(EbpfError::MissingProgram { name })?
                 .try_into()
                 .map_err(|source| EbpfError::Program { name, source })?;
-            prog.load().map_err(|source| EbpfError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| EbpfError::Program { name, source })?;
             if let Some(p) = &pins {
                 // Program pins are for inspection (bpftool); the links keep programs alive.
                 let path = p.progs_dir().join(name);
                 let _ = std::fs::remove_file(&path);
-                prog.pin(&path)
-                    .map_err(|source| EbpfError::Pin { what: "program", path, source })?;
+                prog.pin(&path).map_err(|source| EbpfError::Pin {
+                    what: "program",
+                    path,
+                    source,
+                })?;
             }
         }
-        let mut this =
-            Self {
+        let mut this = Self {
             ebpf,
             active: 0,
             installed: false,
@@ -167,10 +175,9 @@ impl Enforcer {
         };
         if adopted {
             let name = map_names::ACTIVE;
-            let active: Array<&MapData, u32> = Array::try_from(
-                this.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?,
-            )
-            .map_err(map_err(name))?;
+            let active: Array<&MapData, u32> =
+                Array::try_from(this.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?)
+                    .map_err(map_err(name))?;
             this.active = active.get(&0, 0).map_err(map_err(name))? % ACTIVE_SETS;
             this.installed = true;
         }
@@ -192,7 +199,10 @@ impl Enforcer {
         let config: Array<&MapData, Config> =
             Array::try_from(self.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?)
                 .map_err(map_err(name))?;
-        Ok(config.get(&self.active, 0).map_err(map_err(name))?.generation)
+        Ok(config
+            .get(&self.active, 0)
+            .map_err(map_err(name))?
+            .generation)
     }
 
     /// Sets the scope-mode targets: task comms (names are cut to the kernel's 15 characters)
@@ -222,8 +232,11 @@ impl Enforcer {
         for id in cgroup_ids {
             map.insert(id, 1, 0).map_err(map_err(name))?;
         }
-        let stale: Vec<u64> =
-            map.keys().filter_map(Result::ok).filter(|k| !cgroup_ids.contains(k)).collect();
+        let stale: Vec<u64> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !cgroup_ids.contains(k))
+            .collect();
         for key in stale {
             map.remove(&key).map_err(map_err(name))?;
         }
@@ -246,11 +259,17 @@ impl Enforcer {
     pub fn attach(&mut self, cgroup: &Cgroup) -> Result<(), EbpfError> {
         let id = cgroup.id();
         // bpffs refuses names with dots (EPERM): "<program>-<pid>-<n>".
-        let seq = format!("{}-{}", std::process::id(), ATTACH_SEQ.fetch_add(1, Ordering::Relaxed));
+        let seq = format!(
+            "{}-{}",
+            std::process::id(),
+            ATTACH_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let link_dir = self.pins.as_ref().map(|p| p.target_links(id));
         if let Some(dir) = &link_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| pin::PinError::Io { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| pin::PinError::Io {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let mut new_pins = Vec::new();
         let mut held = Vec::new();
@@ -264,7 +283,11 @@ impl Enforcer {
             let cg = || cgroup.path.display().to_string();
             let link_id = prog
                 .attach(&cgroup.dir, CgroupAttachMode::Single)
-                .map_err(|source| EbpfError::Attach { name, cgroup: cg(), source })?;
+                .map_err(|source| EbpfError::Attach {
+                    name,
+                    cgroup: cg(),
+                    source,
+                })?;
             let Some(dir) = &link_dir else {
                 held.push((name, link_id));
                 continue;
@@ -272,22 +295,33 @@ impl Enforcer {
             let link = prog
                 .take_link(link_id)
                 .map_err(|source| EbpfError::Program { name, source })?;
-            let fd_link = FdLink::try_from(link)
-                .map_err(|source| EbpfError::Link { name, cgroup: cg(), source })?;
+            let fd_link = FdLink::try_from(link).map_err(|source| EbpfError::Link {
+                name,
+                cgroup: cg(),
+                source,
+            })?;
             let path = dir.join(format!("{name}-{seq}"));
-            fd_link
-                .pin(&path)
-                .map_err(|source| EbpfError::Pin { what: "link", path: path.clone(), source })?;
+            fd_link.pin(&path).map_err(|source| EbpfError::Pin {
+                what: "link",
+                path: path.clone(),
+                source,
+            })?;
             new_pins.push(path);
         }
         if let Some(dir) = &link_dir {
-            for entry in std::fs::read_dir(dir)
-                .map_err(|source| pin::PinError::Io { path: dir.clone(), source })?
-            {
-                let old = entry.map_err(|source| pin::PinError::Io { path: dir.clone(), source })?;
+            for entry in std::fs::read_dir(dir).map_err(|source| pin::PinError::Io {
+                path: dir.clone(),
+                source,
+            })? {
+                let old = entry.map_err(|source| pin::PinError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
                 if !new_pins.contains(&old.path()) {
-                    std::fs::remove_file(old.path())
-                        .map_err(|source| pin::PinError::Io { path: old.path(), source })?;
+                    std::fs::remove_file(old.path()).map_err(|source| pin::PinError::Io {
+                        path: old.path(),
+                        source,
+                    })?;
                 }
             }
         } else {
@@ -302,8 +336,10 @@ impl Enforcer {
             let dir = p.target_links(cgroup_id);
             if dir.exists() {
                 pin::remove_dir_pins(&dir)?;
-                std::fs::remove_dir(&dir)
-                    .map_err(|source| pin::PinError::Io { path: dir.clone(), source })?;
+                std::fs::remove_dir(&dir).map_err(|source| pin::PinError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
             }
         }
         for (name, link_id) in self.links.remove(&cgroup_id).unwrap_or_default() {
@@ -313,7 +349,8 @@ impl Enforcer {
                 .ok_or(EbpfError::MissingProgram { name })?
                 .try_into()
                 .map_err(|source| EbpfError::Program { name, source })?;
-            prog.detach(link_id).map_err(|source| EbpfError::Program { name, source })?;
+            prog.detach(link_id)
+                .map_err(|source| EbpfError::Program { name, source })?;
         }
         Ok(())
     }
@@ -322,7 +359,11 @@ impl Enforcer {
     /// the programs do not read is cleared and filled, then `ACTIVE` is flipped to it.
     /// (The first install fills set 0 before anything is attached.)
     pub fn install(&mut self, compiled: &Compiled, generation: u32) -> Result<(), EbpfError> {
-        let target = if self.installed { (self.active + 1) % ACTIVE_SETS } else { self.active };
+        let target = if self.installed {
+            (self.active + 1) % ACTIVE_SETS
+        } else {
+            self.active
+        };
         let scoped = u32::from(self.scoped);
         let t = target as usize;
         {
@@ -344,6 +385,14 @@ impl Enforcer {
                 let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
                 v6.insert(&key, value, 0).map_err(map_err(name))?;
             }
+        }
+        {
+            let name = map_names::V4_FILTER;
+            let mut filter: Array<&mut MapData, V4Filter> =
+                Array::try_from(self.map(name)?).map_err(map_err(name))?;
+            filter
+                .set(target, &*v4_filter(compiled), 0)
+                .map_err(map_err(name))?;
         }
         {
             let name = map_names::CONFIG;
@@ -395,12 +444,17 @@ impl Enforcer {
     /// Takes the event ring buffer out of the object (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, EbpfError> {
         let name = map_names::EVENTS;
-        let map = self.ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })?;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(EbpfError::MissingMap { name })?;
         RingBuf::try_from(map).map_err(map_err(name))
     }
 
     fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, EbpfError> {
-        self.ebpf.map_mut(name).ok_or(EbpfError::MissingMap { name })
+        self.ebpf
+            .map_mut(name)
+            .ok_or(EbpfError::MissingMap { name })
     }
 }
 
@@ -418,6 +472,31 @@ fn wait_for_readers() {
     if r != 0 || cpus <= 1 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// The IPv4 prefilter of `compiled`: every /24 block that any IPv4 entry touches.
+pub fn v4_filter(compiled: &Compiled) -> Box<V4Filter> {
+    let mut words: Box<V4Filter> = vec![0u64; V4_FILTER_WORDS]
+        .into_boxed_slice()
+        .try_into()
+        .expect("V4_FILTER_WORDS words");
+    for (net, _) in &compiled.v4 {
+        let first = u32::from(net.network()) >> 8;
+        let blocks = 1u64 << 24u8.saturating_sub(net.prefix_len());
+        let (mut block, end) = (u64::from(first), u64::from(first) + blocks);
+        while block < end {
+            // Whole words at a time where the range allows (a /8 covers 65,536 blocks).
+            let (w, b) = ((block >> 6) as usize, block & 63);
+            if b == 0 && end - block >= 64 {
+                words[w] = u64::MAX;
+                block += 64;
+            } else {
+                words[w] |= 1 << b;
+                block += 1;
+            }
+        }
+    }
+    words
 }
 
 /// The kernel's comm of a process whose executable is `name`: the first 15 bytes, NUL padded.
@@ -440,4 +519,3 @@ fn clear_trie<const N: usize>(
     }
     Ok(())
 }
-

@@ -28,15 +28,22 @@ pub enum DecodeError {
 pub fn decode(bytes: &[u8]) -> Result<DenyEvent, DecodeError> {
     let need = std::mem::size_of::<DenyEvent>();
     if bytes.len() < need {
-        return Err(DecodeError::Short { len: bytes.len(), need });
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            need,
+        });
     }
     // SAFETY: length checked above; DenyEvent is plain integers, any bit pattern is valid.
     let ev: DenyEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     if ev.header.version != EVENT_VERSION {
-        return Err(DecodeError::Version { found: ev.header.version });
+        return Err(DecodeError::Version {
+            found: ev.header.version,
+        });
     }
     if !matches!(ev.header.kind, event_kind::DENIED | event_kind::WOULD_DENY) {
-        return Err(DecodeError::Kind { kind: ev.header.kind });
+        return Err(DecodeError::Kind {
+            kind: ev.header.kind,
+        });
     }
     if hook::name(ev.hook).is_none() {
         return Err(DecodeError::Hook { hook: ev.hook });
@@ -66,7 +73,11 @@ impl RuleBook {
         if rule == rule_id::DEFAULT {
             return "default deny".to_owned();
         }
-        match self.by_generation.get(&generation).and_then(|p| p.rules.get(rule as usize)) {
+        match self
+            .by_generation
+            .get(&generation)
+            .and_then(|p| p.rules.get(rule as usize))
+        {
             Some(r) => r.to_string(),
             None => format!("rule #{rule} of policy generation {generation}"),
         }
@@ -111,9 +122,17 @@ impl DenyView {
         } else {
             IpAddr::V6(Ipv6Addr::from(ev.dst_addr))
         };
-        let comm_len = ev.comm.iter().position(|&b| b == 0).unwrap_or(ev.comm.len());
+        let comm_len = ev
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(ev.comm.len());
         Self {
-            event: if audit { "would_deny" } else { "connect_denied" },
+            event: if audit {
+                "would_deny"
+            } else {
+                "connect_denied"
+            },
             mode: if audit { "audit" } else { "enforce" },
             pid: ev.tgid,
             tid: ev.tid,

@@ -120,12 +120,22 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { policy, cgroup, scope, pin, bpffs_dir, metrics_address, drain_interval_ms } => {
+        Command::Run {
+            policy,
+            cgroup,
+            scope,
+            pin,
+            bpffs_dir,
+            metrics_address,
+            drain_interval_ms,
+        } => {
             enforcer::logging::init();
             match enforcer::cgroup::enter_host_cgroup_namespace() {
                 Ok(true) => tracing::info!("joined the host's cgroup namespace (via /proc/1)"),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "could not join the host's cgroup namespace; target discovery may miss processes of other pods"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not join the host's cgroup namespace; target discovery may miss processes of other pods")
+                }
             }
             let metrics = match metrics_address.as_str() {
                 "none" => None,
@@ -142,7 +152,10 @@ fn main() -> ExitCode {
                 pins: pin.then(|| enforcer::pin::Pins::new(bpffs_dir)),
                 metrics,
             };
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return fail(&anyhow::Error::new(e).context("starting the runtime")),
             };
@@ -154,7 +167,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { policy, alertmanager_config: Some(config), resolve, strict, format } => {
+        Command::Check {
+            policy,
+            alertmanager_config: Some(config),
+            resolve,
+            strict,
+            format,
+        } => {
             let options = amconfig::CheckOptions { resolve, strict };
             let report = run::load_policy(policy.as_deref())
                 .map_err(anyhow::Error::new)
@@ -169,12 +188,18 @@ fn main() -> ExitCode {
                         Format::Text => print!("{}", r.to_text()),
                         Format::Json => println!("{}", r.to_json()),
                     }
-                    if r.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                    if r.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
                 Err(e) => fail(&e),
             }
         }
-        Command::Suggest { alertmanager_config } => match amconfig::load(&alertmanager_config) {
+        Command::Suggest {
+            alertmanager_config,
+        } => match amconfig::load(&alertmanager_config) {
             Ok(config) => {
                 print!("{}", amconfig::suggest(&config));
                 ExitCode::SUCCESS
@@ -184,7 +209,11 @@ fn main() -> ExitCode {
         Command::Check { policy, .. } => {
             let checked = run::load_policy(policy.as_deref())
                 .map_err(anyhow::Error::new)
-                .and_then(|p| compile::compile(&p).map(|c| (p, c)).map_err(anyhow::Error::new));
+                .and_then(|p| {
+                    compile::compile(&p)
+                        .map(|c| (p, c))
+                        .map_err(anyhow::Error::new)
+                });
             match checked {
                 Ok((p, c)) => {
                     print!("{}", compile::render(&p, &c));
@@ -196,7 +225,10 @@ fn main() -> ExitCode {
         Command::Detach { bpffs_dir } => {
             match enforcer::pin::remove_all(&enforcer::pin::Pins::new(&bpffs_dir)) {
                 Ok(links) => {
-                    println!("removed {links} link(s) and every pin under {}", bpffs_dir.display());
+                    println!(
+                        "removed {links} link(s) and every pin under {}",
+                        bpffs_dir.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&anyhow::Error::new(e)),
@@ -210,7 +242,10 @@ fn main() -> ExitCode {
 }
 
 fn format_chain(e: &anyhow::Error) -> String {
-    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Prints the error chain on stderr; policy errors start with `file:line:column:`.

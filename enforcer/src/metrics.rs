@@ -86,28 +86,72 @@ impl Metrics {
             decisions.clone(),
         );
         let denials = Family::<DenialLabels, Counter>::default();
-        registry.register("denials", "Denied (or would-be denied) calls by rule and target", denials.clone());
+        registry.register(
+            "denials",
+            "Denied (or would-be denied) calls by rule and target",
+            denials.clone(),
+        );
         let lost_events = Counter::default();
-        registry.register("lost_events", "Events the kernel could not queue (ring buffer full)", lost_events.clone());
+        registry.register(
+            "lost_events",
+            "Events the kernel could not queue (ring buffer full)",
+            lost_events.clone(),
+        );
         let targets_attached = Gauge::default();
-        registry.register("targets_attached", "Target cgroups currently enforced", targets_attached.clone());
+        registry.register(
+            "targets_attached",
+            "Target cgroups currently enforced",
+            targets_attached.clone(),
+        );
         let targets_configured = Gauge::default();
-        registry.register("targets_configured", "Targets configured (policy targets or --cgroup)", targets_configured.clone());
+        registry.register(
+            "targets_configured",
+            "Targets configured (policy targets or --cgroup)",
+            targets_configured.clone(),
+        );
         let target_attached = Family::<TargetLabels, Gauge>::default();
-        registry.register("target_attached", "1 when the target is found and enforced", target_attached.clone());
+        registry.register(
+            "target_attached",
+            "1 when the target is found and enforced",
+            target_attached.clone(),
+        );
         let policy_generation = Gauge::default();
-        registry.register("policy_generation", "Generation of the policy the kernel enforces", policy_generation.clone());
+        registry.register(
+            "policy_generation",
+            "Generation of the policy the kernel enforces",
+            policy_generation.clone(),
+        );
         let reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("policy_reloads", "Policy reloads by result", reloads.clone());
+        registry.register(
+            "policy_reloads",
+            "Policy reloads by result",
+            reloads.clone(),
+        );
         let last_reload_success = Gauge::default();
-        registry.register("policy_last_reload_success", "1 when the last policy (re)load succeeded", last_reload_success.clone());
+        registry.register(
+            "policy_last_reload_success",
+            "1 when the last policy (re)load succeeded",
+            last_reload_success.clone(),
+        );
         let fqdn_addresses = Gauge::default();
-        registry.register("fqdn_addresses", "Addresses learned for allowlisted names", fqdn_addresses.clone());
+        registry.register(
+            "fqdn_addresses",
+            "Addresses learned for allowlisted names",
+            fqdn_addresses.clone(),
+        );
         let fqdn_resolution_failures = Family::<NameLabels, Counter>::default();
-        registry.register("fqdn_resolution_failures", "Failed resolutions of allowlisted names", fqdn_resolution_failures.clone());
+        registry.register(
+            "fqdn_resolution_failures",
+            "Failed resolutions of allowlisted names",
+            fqdn_resolution_failures.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         registry.register("build_info", "Version of the agent", build_info.clone());
-        build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
         Self {
             registry,
             decisions,
@@ -132,7 +176,9 @@ impl Metrics {
 
     /// Adds what the kernel counted since the last call.
     pub fn observe_counters(&self, now: &Counters) {
-        let Ok(mut seen) = self.seen.lock() else { return };
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
         for h in 0..enforcer_common::hook::COUNT {
             let hook = enforcer_common::hook::name(h as u8).unwrap_or("unknown");
             for (verdict, new, old) in [
@@ -140,11 +186,14 @@ impl Metrics {
                 ("denied", now.denied[h], seen.denied[h]),
                 ("would_deny", now.would_deny[h], seen.would_deny[h]),
             ] {
-                let c = self.decisions.get_or_create(&DecisionLabels { verdict, hook });
+                let c = self
+                    .decisions
+                    .get_or_create(&DecisionLabels { verdict, hook });
                 c.inc_by(new.saturating_sub(old));
             }
         }
-        self.lost_events.inc_by(now.lost_events.saturating_sub(seen.lost_events));
+        self.lost_events
+            .inc_by(now.lost_events.saturating_sub(seen.lost_events));
         *seen = *now;
     }
 
@@ -166,7 +215,12 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                stream.read(&mut buf),
+            )
+            .await
+            {
                 Ok(Ok(n)) => n,
                 _ => return,
             };
@@ -179,9 +233,19 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
                     metrics.encode(),
                 ),
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" if metrics.ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ready\n".to_owned()),
-                "/readyz" => ("503 Service Unavailable", "text/plain", "not ready\n".to_owned()),
-                _ => ("404 Not Found", "text/plain", "try /metrics, /healthz or /readyz\n".to_owned()),
+                "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
+                    ("200 OK", "text/plain", "ready\n".to_owned())
+                }
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not ready\n".to_owned(),
+                ),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics, /healthz or /readyz\n".to_owned(),
+                ),
             };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

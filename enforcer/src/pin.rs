@@ -29,7 +29,10 @@ pub enum PinError {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> PinError + '_ {
-    move |source| PinError::Io { path: path.to_owned(), source }
+    move |source| PinError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The pin directories of one agent installation.
@@ -127,7 +130,9 @@ fn ensure_bpffs(root: &Path) -> Result<(), PinError> {
         tracing::info!(path = "/sys/fs/bpf", "mounted bpffs");
         return Ok(());
     }
-    Err(PinError::NotBpffs { path: root.to_owned() })
+    Err(PinError::NotBpffs {
+        path: root.to_owned(),
+    })
 }
 
 /// Removes every pin under the installation (links first: that detaches the programs), then
@@ -148,12 +153,23 @@ pub fn remove_all(pins: &Pins) -> Result<usize, PinError> {
         }
     }
     // Remove the now empty directories, innermost first; leave a bpffs mount point alone.
-    for dir in [pins.links_dir(), pins.progs_dir(), pins.maps_dir(), pins.versioned(), pins.root.clone()] {
+    for dir in [
+        pins.links_dir(),
+        pins.progs_dir(),
+        pins.maps_dir(),
+        pins.versioned(),
+        pins.root.clone(),
+    ] {
         match std::fs::remove_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) if dir == pins.root && e.raw_os_error() == Some(libc::EBUSY) => {}
-            Err(e) => return Err(PinError::Io { path: dir, source: e }),
+            Err(e) => {
+                return Err(PinError::Io {
+                    path: dir,
+                    source: e,
+                });
+            }
         }
     }
     Ok(links)

@@ -132,7 +132,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         lost_reported: 0,
     };
     if agent.enforcer.adopted() {
-        tracing::info!(generation = generation - 1, "adopted pinned maps of an earlier agent");
+        tracing::info!(
+            generation = generation - 1,
+            "adopted pinned maps of an earlier agent"
+        );
     }
     agent.install(&policy, &compiled)?;
 
@@ -140,7 +143,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| RunError::Io { what: "event ring buffer polling", source: e.into() })?;
+        .map_err(|e| RunError::Io {
+            what: "event ring buffer polling",
+            source: e.into(),
+        })?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
@@ -197,7 +203,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     agent.drain(ring.get_mut());
     agent.report_counters();
     let totals = agent.enforcer.counters()?;
-    let pinned = agent.opts.pins.as_ref().map(|p| p.root().display().to_string());
+    let pinned = agent
+        .opts
+        .pins
+        .as_ref()
+        .map(|p| p.root().display().to_string());
     drop(agent); // without pinning this detaches the programs
     tracing::info!(
         signal = signal_name,
@@ -207,7 +217,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         lost_events = totals.lost_events,
         "{}",
         match &pinned {
-            Some(dir) => format!("exiting; enforcement stays pinned in {dir} (`enforcer detach` removes it)"),
+            Some(dir) =>
+                format!("exiting; enforcement stays pinned in {dir} (`enforcer detach` removes it)"),
             None => "detached".to_owned(),
         }
     );
@@ -230,18 +241,25 @@ impl Agent {
         // Targets first: a reload that adds a target covers it before the new rules apply.
         if self.scoped {
             self.targets = self.resolve_targets(policy)?;
-            self.enforcer.set_targets(&self.targets.comms, &self.targets.cgroup_ids())?;
+            self.enforcer
+                .set_targets(&self.targets.comms, &self.targets.cgroup_ids())?;
         }
         self.enforcer.install(compiled, self.generation)?;
         self.rules.insert(self.generation, policy.clone());
         self.policy = policy.clone();
-        self.metrics.policy_generation.set(i64::from(self.generation));
+        self.metrics
+            .policy_generation
+            .set(i64::from(self.generation));
         self.metrics.last_reload_success.set(1);
         Ok(())
     }
 
     fn resolve_targets(&self, policy: &Policy) -> Result<TargetSet, RunError> {
-        Ok(targets::resolve(&policy.targets, &cgroup2_mount()?, Path::new("/proc")))
+        Ok(targets::resolve(
+            &policy.targets,
+            &cgroup2_mount()?,
+            Path::new("/proc"),
+        ))
     }
 
     /// Attaches to every target: the --cgroup list, or the scope cgroup.
@@ -255,14 +273,23 @@ impl Agent {
             tracing::info!(scope = %scope.path.display(), "attached (scope mode)");
             self.publish_targets();
         } else {
-            self.metrics.targets_configured.set(self.opts.cgroups.len() as i64);
+            self.metrics
+                .targets_configured
+                .set(self.opts.cgroups.len() as i64);
             for path in self.opts.cgroups.clone() {
                 let cg = Cgroup::open(&path)?;
                 self.enforcer.attach(&cg)?;
-                self.metrics.target_attached.get_or_create(&TargetLabels { target: format!("cgroup:{}", cg.path.display()) }).set(1);
+                self.metrics
+                    .target_attached
+                    .get_or_create(&TargetLabels {
+                        target: format!("cgroup:{}", cg.path.display()),
+                    })
+                    .set(1);
                 tracing::info!(cgroup = %cg.path.display(), cgroup_id = cg.id(), "attached");
             }
-            self.metrics.targets_attached.set(self.opts.cgroups.len() as i64);
+            self.metrics
+                .targets_attached
+                .set(self.opts.cgroups.len() as i64);
         }
         Ok(())
     }
@@ -272,13 +299,24 @@ impl Agent {
         m.targets_configured.set(self.targets.configured as i64);
         m.target_attached.clear();
         for t in self.targets.cgroups.values() {
-            m.target_attached.get_or_create(&TargetLabels { target: t.label.clone() }).set(1);
+            m.target_attached
+                .get_or_create(&TargetLabels {
+                    target: t.label.clone(),
+                })
+                .set(1);
         }
         for label in &self.targets.missing {
-            m.target_attached.get_or_create(&TargetLabels { target: label.clone() }).set(0);
+            m.target_attached
+                .get_or_create(&TargetLabels {
+                    target: label.clone(),
+                })
+                .set(0);
         }
         // A configured target counts as attached when something matched it.
-        let attached = self.targets.configured.saturating_sub(self.targets.missing.len());
+        let attached = self
+            .targets
+            .configured
+            .saturating_sub(self.targets.missing.len());
         m.targets_attached.set(attached as i64);
     }
 
@@ -324,11 +362,17 @@ impl Agent {
             });
         match result {
             Ok(()) => {
-                self.metrics.reloads.get_or_create(&ResultLabels { result: "success" }).inc();
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabels { result: "success" })
+                    .inc();
                 tracing::info!(reason = why, generation = self.generation, policy = %path.display(), "policy reloaded");
             }
             Err(e) => {
-                self.metrics.reloads.get_or_create(&ResultLabels { result: "failure" }).inc();
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabels { result: "failure" })
+                    .inc();
                 self.metrics.last_reload_success.set(0);
                 tracing::error!(
                     reason = why,
@@ -349,7 +393,10 @@ impl Agent {
                     let target = self.target_of(ev.header.cgroup_id, &view.comm);
                     self.metrics
                         .denials
-                        .get_or_create(&metrics::DenialLabels { rule: view.rule.clone(), target: target.clone() })
+                        .get_or_create(&metrics::DenialLabels {
+                            rule: view.rule.clone(),
+                            target: target.clone(),
+                        })
                         .inc();
                     view.log(&target);
                 }
@@ -364,7 +411,12 @@ impl Agent {
             if let Some(t) = self.targets.cgroups.get(&cgroup_id) {
                 return t.label.clone();
             }
-            if let Some(c) = self.targets.comms.iter().find(|c| enforcer_common_comm(c) == comm) {
+            if let Some(c) = self
+                .targets
+                .comms
+                .iter()
+                .find(|c| enforcer_common_comm(c) == comm)
+            {
                 return format!("process:{c}");
             }
             return "scope".to_owned();
@@ -383,7 +435,11 @@ impl Agent {
                 if c.lost_events > self.lost_reported {
                     let lost = c.lost_events - self.lost_reported;
                     tracing::warn!(target: events::TARGET, event = "events_lost", lost, lost_total = c.lost_events);
-                    tracing::warn!(lost, lost_total = c.lost_events, "event ring buffer was full; events lost");
+                    tracing::warn!(
+                        lost,
+                        lost_total = c.lost_events,
+                        "event ring buffer was full; events lost"
+                    );
                     self.lost_reported = c.lost_events;
                 }
             }

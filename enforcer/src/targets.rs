@@ -41,12 +41,19 @@ fn cgroup_id(path: &Path) -> Option<u64> {
 /// Resolves `targets` against the cgroup v2 hierarchy mounted at `mount` and the processes
 /// under `proc_root` (normally `/proc`).
 pub fn resolve(targets: &[Target], mount: &Path, proc_root: &Path) -> TargetSet {
-    let mut set = TargetSet { configured: targets.len(), ..TargetSet::default() };
+    let mut set = TargetSet {
+        configured: targets.len(),
+        ..TargetSet::default()
+    };
     for t in targets {
         match t {
             Target::Cgroup { path, .. } => {
                 let p = Path::new(path);
-                let full = if p.is_absolute() { p.to_owned() } else { mount.join(p) };
+                let full = if p.is_absolute() {
+                    p.to_owned()
+                } else {
+                    mount.join(p)
+                };
                 let label = format!("cgroup:{path}");
                 add_cgroup(&mut set, label, full);
             }
@@ -78,7 +85,9 @@ pub fn resolve(targets: &[Target], mount: &Path, proc_root: &Path) -> TargetSet 
 fn add_cgroup(set: &mut TargetSet, label: String, path: PathBuf) {
     match cgroup_id(&path) {
         Some(id) => {
-            set.cgroups.entry(id).or_insert(TargetCgroup { label, path });
+            set.cgroups
+                .entry(id)
+                .or_insert(TargetCgroup { label, path });
         }
         None => set.missing.push(label),
     }
@@ -95,7 +104,9 @@ fn find_unit(mount: &Path, unit: &str) -> Option<PathBuf> {
     for _ in 0..4 {
         let mut next = Vec::new();
         for dir in frontier {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let p = e.path();
                 if !p.is_dir() {
@@ -120,17 +131,24 @@ fn find_unit(mount: &Path, unit: &str) -> Option<PathBuf> {
 /// could catch unrelated processes.
 pub fn scan_processes(proc_root: &Path, names: &[String]) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(proc_root) else { return out };
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return out;
+    };
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let dir = proc_root.join(pid.to_string());
         let Some(exe) = exe_name(&dir) else { continue };
-        let Some(name) = names.iter().find(|n| **n == exe) else { continue };
+        let Some(name) = names.iter().find(|n| **n == exe) else {
+            continue;
+        };
         let Some(cg) = std::fs::read_to_string(dir.join("cgroup"))
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("0::").map(str::to_owned)))
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+            })
         else {
             continue;
         };
@@ -155,7 +173,9 @@ fn exe_name(proc_dir: &Path) -> Option<String> {
             return Some(base.to_string_lossy().into_owned());
         }
     }
-    std::fs::read_to_string(proc_dir.join("comm")).ok().map(|s| s.trim_end().to_owned())
+    std::fs::read_to_string(proc_dir.join("comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
 }
 
 /// `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/cri-containerd-….scope`
@@ -179,14 +199,20 @@ mod tests {
         let systemd = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice/cri-containerd-abc.scope";
         assert_eq!(
             pod_ancestor(systemd).as_deref(),
-            Some("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice")
+            Some(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice"
+            )
         );
-        let cgroupfs = "/kubepods/burstable/pod1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901/0123456789abcdef";
+        let cgroupfs =
+            "/kubepods/burstable/pod1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901/0123456789abcdef";
         assert_eq!(
             pod_ancestor(cgroupfs).as_deref(),
             Some("/kubepods/burstable/pod1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901")
         );
-        assert_eq!(pod_ancestor("/system.slice/prometheus-alertmanager.service"), None);
+        assert_eq!(
+            pod_ancestor("/system.slice/prometheus-alertmanager.service"),
+            None
+        );
     }
 
     #[test]
@@ -196,7 +222,11 @@ mod tests {
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("comm"), "prometheus-aler\n").unwrap();
         std::os::unix::fs::symlink("/usr/bin/prometheus-alertmanager", p.join("exe")).unwrap();
-        std::fs::write(p.join("cgroup"), "0::/system.slice/prometheus-alertmanager.service\n").unwrap();
+        std::fs::write(
+            p.join("cgroup"),
+            "0::/system.slice/prometheus-alertmanager.service\n",
+        )
+        .unwrap();
         let q = dir.join("4343");
         std::fs::create_dir_all(&q).unwrap();
         std::fs::write(q.join("comm"), "bash\n").unwrap();

@@ -35,12 +35,17 @@ pub fn privileged() -> bool {
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test>-<hash>
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_owned()
 }
 
 /// The `probe` binary of this package.
 pub fn probe_bin() -> PathBuf {
-    std::env::var_os("PROBE_BIN").map(PathBuf::from).unwrap_or_else(|| bin_dir().join("probe"))
+    std::env::var_os("PROBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin_dir().join("probe"))
 }
 
 /// The `enforcer` binary, built (once per test process) so a stale one is never used.
@@ -68,7 +73,11 @@ pub fn enforcer_bin() -> PathBuf {
 /// A unique name for this test process's kernel objects.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A child cgroup created for one test, removed on drop (after the processes the test put
@@ -112,7 +121,10 @@ impl Drop for TestCgroup {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        eprintln!("warning: could not remove test cgroup {}", self.path.display());
+        eprintln!(
+            "warning: could not remove test cgroup {}",
+            self.path.display()
+        );
     }
 }
 
@@ -188,7 +200,11 @@ impl Probe {
             .context("spawning probe")?;
         let stdin = child.stdin.take().context("probe stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("probe stdout")?);
-        let mut probe = Self { stdin, stdout, _child: Reaped(child) };
+        let mut probe = Self {
+            stdin,
+            stdout,
+            _child: Reaped(child),
+        };
         let first = probe.read_line()?;
         if first != "ready" {
             bail!("probe did not start: {first:?}");
@@ -237,16 +253,35 @@ impl Probe {
     }
 
     /// `n` connects in a tight loop inside the probe; returns (EPERM count, other outcomes).
-    pub fn flood(&mut self, proto: &str, addr: &str, port: u16, n: u64) -> anyhow::Result<(u64, u64)> {
+    pub fn flood(
+        &mut self,
+        proto: &str,
+        addr: &str,
+        port: u16,
+        n: u64,
+    ) -> anyhow::Result<(u64, u64)> {
         let reply = self.command(&format!("flood {proto} {addr} {port} {n}"))?;
-        let mut it = reply.strip_prefix("ok ").context("flood failed")?.split(' ');
-        let mut next = || it.next().and_then(|x| x.parse().ok()).with_context(|| format!("bad reply {reply}"));
+        let mut it = reply
+            .strip_prefix("ok ")
+            .context("flood failed")?
+            .split(' ');
+        let mut next = || {
+            it.next()
+                .and_then(|x| x.parse().ok())
+                .with_context(|| format!("bad reply {reply}"))
+        };
         Ok((next()?, next()?))
     }
 
     /// Connects (UDP) to `a1`, `a2`, `a1`, ... for `ms` milliseconds; returns
     /// [EPERM at a1, other at a1, EPERM at a2, other at a2].
-    pub fn alternate(&mut self, a1: &str, a2: &str, port: u16, ms: u64) -> anyhow::Result<[u64; 4]> {
+    pub fn alternate(
+        &mut self,
+        a1: &str,
+        a2: &str,
+        port: u16,
+        ms: u64,
+    ) -> anyhow::Result<[u64; 4]> {
         let reply = self.command(&format!("alternate udp {a1} {a2} {port} {ms}"))?;
         let v: Vec<u64> = reply
             .strip_prefix("ok ")
@@ -254,7 +289,8 @@ impl Probe {
             .split(' ')
             .map(|x| x.parse())
             .collect::<Result<_, _>>()?;
-        v.try_into().map_err(|_| anyhow::anyhow!("bad reply {reply}"))
+        v.try_into()
+            .map_err(|_| anyhow::anyhow!("bad reply {reply}"))
     }
 
     /// A TCP listener inside the probe's namespace; returns its port.
@@ -316,7 +352,12 @@ impl Agent {
                 log2.lock().expect("stderr log").push(line);
             }
         });
-        let mut agent = Self { child: Some(child), events, seen: Vec::new(), stderr: log };
+        let mut agent = Self {
+            child: Some(child),
+            events,
+            seen: Vec::new(),
+            stderr: log,
+        };
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(()) => Ok(agent),
             Err(_) => {
@@ -374,7 +415,9 @@ impl Agent {
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = child.kill();
                     return child.wait().ok();
@@ -392,7 +435,10 @@ impl Drop for Agent {
 
 /// Number of connect/sendmsg programs attached to a cgroup, as `bpftool cgroup show` lists them.
 pub fn attached_programs(cgroup: &Path) -> anyhow::Result<usize> {
-    let out = Command::new("bpftool").args(["cgroup", "show"]).arg(cgroup).output()?;
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cgroup)
+        .output()?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains("connect") || l.contains("sendmsg"))
@@ -410,13 +456,20 @@ pub struct PinDir {
 
 fn bpffs_mounted() -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/bpf") && l.contains(" - bpf ")))
+        .map(|m| {
+            m.lines().any(|l| {
+                l.split_whitespace().nth(4) == Some("/sys/fs/bpf") && l.contains(" - bpf ")
+            })
+        })
         .unwrap_or(false)
 }
 
 impl PinDir {
     pub fn new() -> Self {
-        Self { path: Path::new("/sys/fs/bpf").join(unique("enforcer-test")), mounted_before: bpffs_mounted() }
+        Self {
+            path: Path::new("/sys/fs/bpf").join(unique("enforcer-test")),
+            mounted_before: bpffs_mounted(),
+        }
     }
 
     pub fn path_str(&self) -> String {
@@ -440,11 +493,17 @@ impl Drop for PinDir {
         if !self.mounted_before && bpffs_mounted() {
             // Only the kernel's own *.debug iterators may remain; anything else is not ours.
             let ours_only = std::fs::read_dir("/sys/fs/bpf")
-                .map(|d| d.flatten().all(|e| e.file_name().to_string_lossy().ends_with(".debug")))
+                .map(|d| {
+                    d.flatten()
+                        .all(|e| e.file_name().to_string_lossy().ends_with(".debug"))
+                })
                 .unwrap_or(false);
             // SAFETY: umount2 with a valid NUL-terminated path.
             if ours_only && unsafe { libc::umount2(c"/sys/fs/bpf".as_ptr(), 0) } != 0 {
-                eprintln!("warning: unmounting /sys/fs/bpf: {}", std::io::Error::last_os_error());
+                eprintln!(
+                    "warning: unmounting /sys/fs/bpf: {}",
+                    std::io::Error::last_os_error()
+                );
             }
         }
     }

@@ -22,7 +22,10 @@ fn fixture(name: &str) -> String {
 }
 
 fn enforcer(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(enforcer_bin()).args(args).output().expect("running enforcer");
+    let out = Command::new(enforcer_bin())
+        .args(args)
+        .output()
+        .expect("running enforcer");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -34,7 +37,13 @@ fn enforcer(args: &[&str]) -> (i32, String, String) {
 fn check(config: &str, policy: Option<&str>, extra: &[&str]) -> (i32, String, String) {
     let policy = policy.map_or_else(|| fixture("policy.yaml"), str::to_owned);
     let config = fixture(config);
-    let mut args = vec!["check", "--policy", &policy, "--alertmanager-config", &config];
+    let mut args = vec![
+        "check",
+        "--policy",
+        &policy,
+        "--alertmanager-config",
+        &config,
+    ];
     args.extend_from_slice(extra);
     enforcer(&args)
 }
@@ -68,7 +77,11 @@ fn amtool_accepts_every_fixture_alertmanager_0_25_knows() {
         if path.extension().is_none_or(|e| e != "yml") {
             continue;
         }
-        let out = match Command::new("amtool").arg("check-config").arg(&path).output() {
+        let out = match Command::new("amtool")
+            .arg("check-config")
+            .arg(&path)
+            .output()
+        {
             Ok(out) => out,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 eprintln!("SKIP: amtool not installed (apt-get install prometheus-alertmanager)");
@@ -93,15 +106,54 @@ fn globals_and_builtin_defaults_pass_an_allowlist() {
     let (code, out, err) = check("slack-pagerduty-globals.yml", None, &[]);
     assert_eq!(code, 0, "{out}{err}");
     let g = "(from global.slack_api_url)";
-    assert_line(&out, "slack-default", "slack_configs[0].api_url", "ALLOW", g);
-    assert_line(&out, "slack-default", "slack_configs[0].api_url", "ALLOW", "https://hooks.slack.com:443");
-    assert_line(&out, "slack-default", "slack_configs[0].api_url", "ALLOW", "allow fqdn hooks.slack.com ports 443");
-    assert_line(&out, "pagerduty-oncall", "pagerduty_configs[0].url", "ALLOW", "https://events.pagerduty.com:443");
-    assert_line(&out, "pagerduty-oncall", "opsgenie_configs[0].api_url", "ALLOW", "allow fqdn *.opsgenie.com ports 443");
-    assert_line(&out, "db-team", "slack_configs[0].api_url", "ALLOW", "slack-pagerduty-globals.yml:30:18");
+    assert_line(
+        &out,
+        "slack-default",
+        "slack_configs[0].api_url",
+        "ALLOW",
+        g,
+    );
+    assert_line(
+        &out,
+        "slack-default",
+        "slack_configs[0].api_url",
+        "ALLOW",
+        "https://hooks.slack.com:443",
+    );
+    assert_line(
+        &out,
+        "slack-default",
+        "slack_configs[0].api_url",
+        "ALLOW",
+        "allow fqdn hooks.slack.com ports 443",
+    );
+    assert_line(
+        &out,
+        "pagerduty-oncall",
+        "pagerduty_configs[0].url",
+        "ALLOW",
+        "https://events.pagerduty.com:443",
+    );
+    assert_line(
+        &out,
+        "pagerduty-oncall",
+        "opsgenie_configs[0].api_url",
+        "ALLOW",
+        "allow fqdn *.opsgenie.com ports 443",
+    );
+    assert_line(
+        &out,
+        "db-team",
+        "slack_configs[0].api_url",
+        "ALLOW",
+        "slack-pagerduty-globals.yml:30:18",
+    );
     assert!(out.contains("4 destinations: 4 allowed, 0 denied"), "{out}");
     // Slack's secret path is never printed.
-    assert!(!out.contains("XXXXXXXX") && !out.contains("services/"), "{out}");
+    assert!(
+        !out.contains("XXXXXXXX") && !out.contains("services/"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -110,17 +162,47 @@ fn the_metadata_service_is_denied_in_every_spelling() {
     assert_eq!(code, 1, "{out}");
     let rule = "block preset:cloud-metadata 169.254.169.254/32";
     for receiver in [
-        "plain", "decimal", "octal", "hex", "short", "mixed", "trailing-dot", "mapped", "mapped-hex", "nat64",
+        "plain",
+        "decimal",
+        "octal",
+        "hex",
+        "short",
+        "mixed",
+        "trailing-dot",
+        "mapped",
+        "mapped-hex",
+        "nat64",
         "explicit-port",
     ] {
         assert_line(&out, receiver, "webhook_configs[0].url", "DENY", rule);
     }
-    assert_line(&out, "decimal", "webhook_configs[0].url", "DENY", "http://169.254.169.254:80");
-    assert_line(&out, "ecs", "webhook_configs[0].url", "DENY", "block preset:cloud-metadata 169.254.170.2/32");
-    assert_line(&out, "slack-lookalike", "slack_configs[0].api_url", "DENY", "https://169.254.169.254:443");
+    assert_line(
+        &out,
+        "decimal",
+        "webhook_configs[0].url",
+        "DENY",
+        "http://169.254.169.254:80",
+    );
+    assert_line(
+        &out,
+        "ecs",
+        "webhook_configs[0].url",
+        "DENY",
+        "block preset:cloud-metadata 169.254.170.2/32",
+    );
+    assert_line(
+        &out,
+        "slack-lookalike",
+        "slack_configs[0].api_url",
+        "DENY",
+        "https://169.254.169.254:443",
+    );
     assert!(out.contains("host written as 2852039166"), "{out}");
     assert!(out.contains("the text before '@' is userinfo"), "{out}");
-    assert!(out.contains("13 destinations: 0 allowed, 13 denied"), "{out}");
+    assert!(
+        out.contains("13 destinations: 0 allowed, 13 denied"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -128,14 +210,50 @@ fn internal_services_and_alertmanager_itself_are_denied() {
     let (code, out, _) = check("internal.yml", None, &[]);
     assert_eq!(code, 1, "{out}");
     let f = "webhook_configs[0].url";
-    assert_line(&out, "k8s-secrets", f, "DENY", "block preset:private 10.0.0.0/8");
+    assert_line(
+        &out,
+        "k8s-secrets",
+        f,
+        "DENY",
+        "block preset:private 10.0.0.0/8",
+    );
     assert_line(&out, "self-quit", f, "DENY", "http://127.0.0.1:9093");
-    assert_line(&out, "self-quit", f, "DENY", "block preset:private 127.0.0.0/8");
-    assert_line(&out, "self-by-name", f, "DENY", "block preset:private 127.0.0.0/8");
-    assert_line(&out, "self-empty-host", f, "DENY", "block preset:private 127.0.0.0/8");
-    assert_line(&out, "unspecified", f, "DENY", "block preset:private 0.0.0.0/8");
+    assert_line(
+        &out,
+        "self-quit",
+        f,
+        "DENY",
+        "block preset:private 127.0.0.0/8",
+    );
+    assert_line(
+        &out,
+        "self-by-name",
+        f,
+        "DENY",
+        "block preset:private 127.0.0.0/8",
+    );
+    assert_line(
+        &out,
+        "self-empty-host",
+        f,
+        "DENY",
+        "block preset:private 127.0.0.0/8",
+    );
+    assert_line(
+        &out,
+        "unspecified",
+        f,
+        "DENY",
+        "block preset:private 0.0.0.0/8",
+    );
     assert_line(&out, "cluster-service", f, "DENY", "default deny");
-    assert_line(&out, "ipv6-link-local", f, "DENY", "block preset:private fe80::/10");
+    assert_line(
+        &out,
+        "ipv6-link-local",
+        f,
+        "DENY",
+        "block preset:private fe80::/10",
+    );
     assert!(out.contains("loopback address 127.0.0.1"), "{out}");
 }
 
@@ -143,11 +261,38 @@ fn internal_services_and_alertmanager_itself_are_denied() {
 fn proxies_and_token_endpoints_are_destinations_and_secrets_stay_hidden() {
     let (code, out, _) = check("opsgenie-proxy.yml", None, &[]);
     assert_eq!(code, 1, "{out}");
-    assert_line(&out, "opsgenie", "opsgenie_configs[0].api_url", "ALLOW", "(from global.opsgenie_api_url)");
-    assert_line(&out, "opsgenie", "opsgenie_configs[0].http_config.proxy_url", "DENY", "http://opsgenie-proxy.corp.example:8080");
-    assert_line(&out, "victorops", "victorops_configs[0].http_config.proxy_url", "ALLOW", "(from global.http_config)");
-    assert_line(&out, "platform-hook", "webhook_configs[0].http_config.oauth2.token_url", "DENY", "https://sso.platform.example.com:443");
-    assert!(out.contains("sent through the proxy in opsgenie_configs[0].http_config.proxy_url"), "{out}");
+    assert_line(
+        &out,
+        "opsgenie",
+        "opsgenie_configs[0].api_url",
+        "ALLOW",
+        "(from global.opsgenie_api_url)",
+    );
+    assert_line(
+        &out,
+        "opsgenie",
+        "opsgenie_configs[0].http_config.proxy_url",
+        "DENY",
+        "http://opsgenie-proxy.corp.example:8080",
+    );
+    assert_line(
+        &out,
+        "victorops",
+        "victorops_configs[0].http_config.proxy_url",
+        "ALLOW",
+        "(from global.http_config)",
+    );
+    assert_line(
+        &out,
+        "platform-hook",
+        "webhook_configs[0].http_config.oauth2.token_url",
+        "DENY",
+        "https://sso.platform.example.com:443",
+    );
+    assert!(
+        out.contains("sent through the proxy in opsgenie_configs[0].http_config.proxy_url"),
+        "{out}"
+    );
     for secret in ["s3cret", "user:", "abc123", "token="] {
         assert!(!out.contains(secret), "{secret} printed:\n{out}");
     }
@@ -162,25 +307,57 @@ fn email_smarthosts_are_smtp_destinations() {
     assert_line(&out, "ops-mail", f, "ALLOW", "(from global.smtp_smarthost)");
     assert_line(&out, "relay", f, "DENY", "smtp://mail-relay.example.net:25");
     assert_line(&out, "relay", f, "DENY", "default deny");
-    assert_line(&out, "implicit-tls", f, "DENY", "smtp://smtp.example.org:465");
-    assert_line(&out, "local-relay", f, "DENY", "block preset:private 127.0.0.0/8");
+    assert_line(
+        &out,
+        "implicit-tls",
+        f,
+        "DENY",
+        "smtp://smtp.example.org:465",
+    );
+    assert_line(
+        &out,
+        "local-relay",
+        f,
+        "DENY",
+        "block preset:private 127.0.0.0/8",
+    );
 }
 
 #[test]
 fn url_files_are_read_and_unreadable_ones_fail() {
     let (code, out, _) = check("url-file.yml", None, &[]);
     assert_eq!(code, 1, "{out}");
-    assert_line(&out, "from-global-file", "slack_configs[0].api_url_file", "ALLOW", "https://hooks.slack.com:443");
+    assert_line(
+        &out,
+        "from-global-file",
+        "slack_configs[0].api_url_file",
+        "ALLOW",
+        "https://hooks.slack.com:443",
+    );
     assert!(out.contains("read from secrets/slack-url"), "{out}");
-    assert_line(&out, "missing-file", "slack_configs[0].api_url_file", "INVALID", "unreadable file");
-    assert_line(&out, "path-template", "webhook_configs[0].url", "DENY", "https://hooks.chat.example.com:443");
+    assert_line(
+        &out,
+        "missing-file",
+        "slack_configs[0].api_url_file",
+        "INVALID",
+        "unreadable file",
+    );
+    assert_line(
+        &out,
+        "path-template",
+        "webhook_configs[0].url",
+        "DENY",
+        "https://hooks.chat.example.com:443",
+    );
     assert!(!out.contains("ZZZZ"), "{out}");
 }
 
 #[test]
 fn builtin_endpoints_of_every_integration_are_listed() {
     let dir = TempDir::new().unwrap();
-    let open = dir.write("open.yaml", "default: allow\nblock:\n  - preset: private\n").unwrap();
+    let open = dir
+        .write("open.yaml", "default: allow\nblock:\n  - preset: private\n")
+        .unwrap();
     let open = open.to_str().unwrap();
     let mut hosts = Vec::new();
     for config in ["chat-integrations.yml", "newer/receivers.yml"] {
@@ -223,9 +400,27 @@ fn templated_hosts_warn_and_fail_only_when_strict() {
     let p = p.to_str().unwrap();
     let (code, out, _) = check("newer/templated.yml", Some(p), &[]);
     assert_eq!(code, 0, "{out}");
-    assert_line(&out, "by-label", "webhook_configs[0].url", "UNDECIDED", "templated: cannot be decided statically");
-    assert_line(&out, "subdomain", "webhook_configs[0].url", "UNDECIDED", "templated");
-    assert_line(&out, "path-only", "webhook_configs[0].url", "ALLOW", "allow fqdn hooks.example.com ports 443");
+    assert_line(
+        &out,
+        "by-label",
+        "webhook_configs[0].url",
+        "UNDECIDED",
+        "templated: cannot be decided statically",
+    );
+    assert_line(
+        &out,
+        "subdomain",
+        "webhook_configs[0].url",
+        "UNDECIDED",
+        "templated",
+    );
+    assert_line(
+        &out,
+        "path-only",
+        "webhook_configs[0].url",
+        "ALLOW",
+        "allow fqdn hooks.example.com ports 443",
+    );
     let (code, out, _) = check("newer/templated.yml", Some(p), &["--strict"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("(strict): FAIL"), "{out}");
@@ -235,7 +430,13 @@ fn templated_hosts_warn_and_fail_only_when_strict() {
 fn unknown_receiver_kinds_fail() {
     let (code, out, _) = check("newer/unknown-kind.yml", None, &[]);
     assert_eq!(code, 1, "{out}");
-    assert_line(&out, "jsm", "jsmops_configs[0]", "INVALID", "unknown receiver kind");
+    assert_line(
+        &out,
+        "jsm",
+        "jsmops_configs[0]",
+        "INVALID",
+        "unknown receiver kind",
+    );
 }
 
 #[test]
@@ -253,7 +454,10 @@ fn json_report_is_machine_readable() {
         .unwrap();
     assert_eq!(hex["status"], "deny");
     assert_eq!(hex["host"], "169.254.169.254");
-    assert_eq!(hex["reason"], "block preset:cloud-metadata 169.254.169.254/32");
+    assert_eq!(
+        hex["reason"],
+        "block preset:cloud-metadata 169.254.169.254/32"
+    );
     assert_eq!(hex["line"], 17);
 }
 
@@ -263,10 +467,21 @@ fn resolve_decides_localhost_as_loopback_without_dns() {
     let am = dir
         .write("am.yml", "route:\n  receiver: r\nreceivers:\n- name: r\n  webhook_configs:\n  - url: http://localhost:9093/-/quit\n")
         .unwrap();
-    let (code, out, _) = enforcer(&["check", "--alertmanager-config", am.to_str().unwrap(), "--resolve"]);
+    let (code, out, _) = enforcer(&[
+        "check",
+        "--alertmanager-config",
+        am.to_str().unwrap(),
+        "--resolve",
+    ]);
     assert_eq!(code, 1, "{out}");
     // The embedded default policy blocks loopback.
-    assert_line(&out, "r", "webhook_configs[0].url", "DENY", "block preset:private 127.0.0.0/8");
+    assert_line(
+        &out,
+        "r",
+        "webhook_configs[0].url",
+        "DENY",
+        "block preset:private 127.0.0.0/8",
+    );
     assert!(out.contains("names resolved"), "{out}");
 }
 
@@ -285,27 +500,47 @@ fn suggested_policies_are_valid_and_pass_their_own_safe_configurations() {
         // Templated hosts are warnings (left out, commented); the fixed host is allowed.
         ("newer/templated.yml", true),
     ] {
-        let (code, suggested, err) = enforcer(&["suggest", "--alertmanager-config", &fixture(config)]);
+        let (code, suggested, err) =
+            enforcer(&["suggest", "--alertmanager-config", &fixture(config)]);
         assert_eq!(code, 0, "{config}: {err}");
         assert!(suggested.contains("REVIEW BEFORE USE"), "{suggested}");
         assert!(suggested.contains("default: deny"), "{suggested}");
-        let path = dir.write(&format!("{}.yaml", config.replace('/', "-")), &suggested).unwrap();
+        let path = dir
+            .write(&format!("{}.yaml", config.replace('/', "-")), &suggested)
+            .unwrap();
         let path = path.to_str().unwrap();
         let (code, out, err) = enforcer(&["check", "--policy", path]);
-        assert_eq!(code, 0, "{config}: suggested policy rejected: {err}\n{suggested}\n{out}");
+        assert_eq!(
+            code, 0,
+            "{config}: suggested policy rejected: {err}\n{suggested}\n{out}"
+        );
         let (code, out, _) = check(config, Some(path), &[]);
         assert_eq!(code == 0, passes, "{config}:\n{suggested}\n{out}");
     }
-    let (_, suggested, _) = enforcer(&["suggest", "--alertmanager-config", &fixture("metadata-spellings.yml")]);
-    assert!(suggested.contains("# - cidr: 169.254.169.254/32"), "{suggested}");
-    assert!(suggested.contains("WARNING: plain: webhook_configs[0].url"), "{suggested}");
+    let (_, suggested, _) = enforcer(&[
+        "suggest",
+        "--alertmanager-config",
+        &fixture("metadata-spellings.yml"),
+    ]);
+    assert!(
+        suggested.contains("# - cidr: 169.254.169.254/32"),
+        "{suggested}"
+    );
+    assert!(
+        suggested.contains("WARNING: plain: webhook_configs[0].url"),
+        "{suggested}"
+    );
 }
 
 #[test]
 fn broken_configurations_are_rejected_with_file_line_and_column() {
     let dir = TempDir::new().unwrap();
     let cases = [
-        ("syntax.yml", "route:\n  receiver: r\nreceivers:\n- name: r\n  webhook_configs: [\n", ":5:20:"),
+        (
+            "syntax.yml",
+            "route:\n  receiver: r\nreceivers:\n- name: r\n  webhook_configs: [\n",
+            ":5:20:",
+        ),
         ("type.yml", "receivers: 3\n", ":1:12:"),
         ("duplicate.yml", "receivers:\n- name: a\n  name: b\n", ":3:"),
         ("empty.yml", "", ":1:1:"),
@@ -316,7 +551,10 @@ fn broken_configurations_are_rejected_with_file_line_and_column() {
             let (code, out, err) = enforcer(&[cmd, "--alertmanager-config", p.to_str().unwrap()]);
             assert_eq!(code, 1, "{name} accepted by {cmd}: {out}");
             let first = err.lines().next().unwrap_or_default();
-            assert!(first.starts_with(&format!("{}{at}", p.display())), "{name} {cmd}: {err}");
+            assert!(
+                first.starts_with(&format!("{}{at}", p.display())),
+                "{name} {cmd}: {err}"
+            );
             assert!(!err.contains("panicked"), "{name}: {err}");
         }
     }

@@ -8,8 +8,7 @@ use enforcer::{
     cgroup::Cgroup,
     compile,
     ebpf::Enforcer,
-    events,
-    policy,
+    events, policy,
     reference::{self, Decision},
 };
 use enforcer_common::rule_id;
@@ -27,7 +26,13 @@ const V4_BASES: &[[u8; 4]] = &[
     [127, 0, 0, 9],
     [198, 51, 100, 200],
 ];
-const V6_BASES: &[&str] = &["fd00:ec2::254", "fd00::1", "2001:db8::5", "2001:db8:0:1::9", "::1"];
+const V6_BASES: &[&str] = &[
+    "fd00:ec2::254",
+    "fd00::1",
+    "2001:db8::5",
+    "2001:db8:0:1::9",
+    "::1",
+];
 const PORTS: &[u16] = &[22, 53, 80, 443, 8080, 9094];
 
 fn v4_cidr(rng: &mut StdRng) -> (Ipv4Addr, u8) {
@@ -40,13 +45,20 @@ fn v4_cidr(rng: &mut StdRng) -> (Ipv4Addr, u8) {
 fn v6_cidr(rng: &mut StdRng) -> (Ipv6Addr, u8) {
     let base: Ipv6Addr = V6_BASES.choose(rng).unwrap().parse().unwrap();
     let len = *[0u8, 7, 16, 32, 64, 120, 127, 128].choose(rng).unwrap();
-    let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
     (Ipv6Addr::from(u128::from(base) & mask), len)
 }
 
 fn entry(rng: &mut StdRng) -> String {
     let mut s = if rng.random_bool(0.08) {
-        format!("  - preset: {}\n", ["private", "cloud-metadata"].choose(rng).unwrap())
+        format!(
+            "  - preset: {}\n",
+            ["private", "cloud-metadata"].choose(rng).unwrap()
+        )
     } else if rng.random_bool(0.7) {
         let (a, l) = v4_cidr(rng);
         format!("  - cidr: {a}/{l}\n")
@@ -76,7 +88,14 @@ fn entry(rng: &mut StdRng) -> String {
 }
 
 fn random_policy(rng: &mut StdRng) -> String {
-    let mut y = format!("mode: enforce\ndefault: {}\n", if rng.random_bool(0.5) { "deny" } else { "allow" });
+    let mut y = format!(
+        "mode: enforce\ndefault: {}\n",
+        if rng.random_bool(0.5) {
+            "deny"
+        } else {
+            "allow"
+        }
+    );
     let blocks = rng.random_range(0..6);
     if blocks > 0 {
         y += "block:\n";
@@ -132,7 +151,12 @@ fn kernel_verdict_equals_reference_evaluator() {
     let seed = std::env::var("ENFORCER_PROPTEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     eprintln!("seed={seed} (rerun with ENFORCER_PROPTEST_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
 
@@ -153,7 +177,9 @@ fn kernel_verdict_equals_reference_evaluator() {
         for _ in 0..DESTINATIONS {
             let addr = destination(&mut rng);
             let port = *PORTS.choose(&mut rng).unwrap();
-            let (call, proto) = *[("connect", "tcp"), ("connect", "udp"), ("sendto", "udp")].choose(&mut rng).unwrap();
+            let (call, proto) = *[("connect", "tcp"), ("connect", "udp"), ("sendto", "udp")]
+                .choose(&mut rng)
+                .unwrap();
             let ip_proto = if proto == "tcp" { 6 } else { 17 };
             let outcome = match call {
                 "connect" => probe.connect(proto, &addr.to_string(), port),
@@ -161,7 +187,11 @@ fn kernel_verdict_equals_reference_evaluator() {
             }
             .unwrap();
             let want = reference::evaluate(&policy, addr, port, ip_proto);
-            let ctx = || format!("seed={seed} case={cases} {call} {proto} {addr} port {port}: kernel {outcome:?}, reference {want:?}\npolicy:\n{yaml}");
+            let ctx = || {
+                format!(
+                    "seed={seed} case={cases} {call} {proto} {addr} port {port}: kernel {outcome:?}, reference {want:?}\npolicy:\n{yaml}"
+                )
+            };
             let mut evs = Vec::new();
             while let Some(item) = ring.next() {
                 evs.push(events::decode(&item).unwrap());
@@ -170,7 +200,11 @@ fn kernel_verdict_equals_reference_evaluator() {
                 Decision::Deny { rule } => {
                     assert_eq!(outcome, Outcome::Errno(EPERM), "{}", ctx());
                     assert_eq!(evs.len(), 1, "one event per denial: {}", ctx());
-                    let expect = if rule == rule_id::DEFAULT { rule_id::DEFAULT } else { rule };
+                    let expect = if rule == rule_id::DEFAULT {
+                        rule_id::DEFAULT
+                    } else {
+                        rule
+                    };
                     assert_eq!(evs[0].rule_id, expect, "rule: {}", ctx());
                     assert_eq!(evs[0].generation, generation, "{}", ctx());
                 }

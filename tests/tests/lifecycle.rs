@@ -48,7 +48,13 @@ fn pinned_enforcement_survives_sigkill_and_restart() {
     let policy = dir.write("p.yaml", BLOCK_METADATA).unwrap();
     let cg = TestCgroup::new().unwrap();
     let pins = PinDir::new();
-    let args = ["--cgroup", &cg.path_str(), "--pin", "--bpffs-dir", &pins.path_str()];
+    let args = [
+        "--cgroup",
+        &cg.path_str(),
+        "--pin",
+        "--bpffs-dir",
+        &pins.path_str(),
+    ];
     let mut agent = Agent::start_args(Some(&policy), &args).unwrap();
     let probe = Probe::spawn(&cg).unwrap();
     let done = Arc::new(AtomicBool::new(false));
@@ -56,14 +62,30 @@ fn pinned_enforcement_survives_sigkill_and_restart() {
     for round in 0..20 {
         agent.signal(libc::SIGKILL);
         agent.stop();
-        assert_eq!(attached_programs(&cg.path).unwrap(), 4, "round {round}: links must stay pinned");
+        assert_eq!(
+            attached_programs(&cg.path).unwrap(),
+            4,
+            "round {round}: links must stay pinned"
+        );
         agent = Agent::start_args(Some(&policy), &args).unwrap();
-        assert!(agent.stderr_text().contains("adopted pinned maps"), "{}", agent.stderr_text());
-        assert_eq!(attached_programs(&cg.path).unwrap(), 4, "round {round}: old links replaced, not added");
+        assert!(
+            agent.stderr_text().contains("adopted pinned maps"),
+            "{}",
+            agent.stderr_text()
+        );
+        assert_eq!(
+            attached_programs(&cg.path).unwrap(),
+            4,
+            "round {round}: old links replaced, not added"
+        );
     }
     done.store(true, Ordering::Relaxed);
     let [eperm1, other1, eperm2, other2] = hammer.join().unwrap();
-    assert_eq!((other1, other2), (0, 0), "calls that got through: {other1} + {other2}");
+    assert_eq!(
+        (other1, other2),
+        (0, 0),
+        "calls that got through: {other1} + {other2}"
+    );
     assert!(eperm1 > 1000 && eperm2 > 1000, "{eperm1} {eperm2}");
     // `enforcer detach` removes everything.
     agent.stop();
@@ -71,11 +93,18 @@ fn pinned_enforcement_survives_sigkill_and_restart() {
         .args(["detach", "--bpffs-dir", &pins.path_str()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(attached_programs(&cg.path).unwrap(), 0);
     assert!(!pins.path.exists());
     let mut probe = Probe::spawn(&cg).unwrap();
-    assert_eq!(probe.connect("tcp", "169.254.169.254", 80).unwrap(), Outcome::Errno(ENETUNREACH));
+    assert_eq!(
+        probe.connect("tcp", "169.254.169.254", 80).unwrap(),
+        Outcome::Errno(ENETUNREACH)
+    );
 }
 
 #[test]
@@ -84,20 +113,35 @@ fn audit_mode_pins_behave_the_same() {
         return;
     }
     let dir = TempDir::new().unwrap();
-    let policy = dir.write("p.yaml", &BLOCK_METADATA.replace("enforce", "audit")).unwrap();
+    let policy = dir
+        .write("p.yaml", &BLOCK_METADATA.replace("enforce", "audit"))
+        .unwrap();
     let cg = TestCgroup::new().unwrap();
     let pins = PinDir::new();
-    let args = ["--cgroup", &cg.path_str(), "--pin", "--bpffs-dir", &pins.path_str()];
+    let args = [
+        "--cgroup",
+        &cg.path_str(),
+        "--pin",
+        "--bpffs-dir",
+        &pins.path_str(),
+    ];
     let mut agent = Agent::start_args(Some(&policy), &args).unwrap();
     agent.signal(libc::SIGKILL);
     agent.stop();
     assert_eq!(attached_programs(&cg.path).unwrap(), 4);
     let mut probe = Probe::spawn(&cg).unwrap();
     // Still attached, still audit: the call passes, and the next agent reports it.
-    assert_eq!(probe.connect("tcp", "169.254.169.254", 80).unwrap(), Outcome::Errno(ENETUNREACH));
+    assert_eq!(
+        probe.connect("tcp", "169.254.169.254", 80).unwrap(),
+        Outcome::Errno(ENETUNREACH)
+    );
     let mut agent = Agent::start_args(Some(&policy), &args).unwrap();
     let lines = agent.take_events(1, Duration::from_secs(5));
-    assert_eq!(lines.len(), 1, "the event queued while no agent ran: {lines:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "the event queued while no agent ran: {lines:?}"
+    );
     assert_eq!(lines[0]["event"], "would_deny");
 }
 
@@ -134,10 +178,18 @@ fn one_thousand_reloads_never_open_a_gap() {
     }
     let reload_time = started.elapsed();
     done.store(true, Ordering::Relaxed);
-    let [blocked_denied, blocked_passed, allowed_denied, allowed_passed] = hammer.join().unwrap();
+    let [
+        blocked_denied,
+        blocked_passed,
+        allowed_denied,
+        allowed_passed,
+    ] = hammer.join().unwrap();
     eprintln!("1000 reloads in {reload_time:?}; {blocked_denied} denied, {allowed_passed} allowed");
     assert_eq!(blocked_passed, 0, "a blocked call passed during a reload");
-    assert_eq!(allowed_denied, 0, "an allowed call was denied during a reload");
+    assert_eq!(
+        allowed_denied, 0,
+        "an allowed call was denied during a reload"
+    );
     assert!(blocked_denied > 1000 && allowed_passed > 1000);
 }
 
@@ -153,7 +205,10 @@ fn reload_by_signal_and_file_change_and_rejected_policy_keeps_the_old_one() {
     let cg = TestCgroup::new().unwrap();
     let mut agent = Agent::start(Some(&policy), &cg).unwrap();
     let mut probe = Probe::spawn(&cg).unwrap();
-    assert_eq!(probe.connect("udp", "192.0.2.1", 53).unwrap(), Outcome::Errno(ENETUNREACH));
+    assert_eq!(
+        probe.connect("udp", "192.0.2.1", 53).unwrap(),
+        Outcome::Errno(ENETUNREACH)
+    );
 
     // A broken policy: rejected with file:line:column, the old one stays.
     std::fs::write(&policy, "default: allow\nblock:\n  - cidr: 192.0.2.0/33\n").unwrap();
@@ -161,14 +216,29 @@ fn reload_by_signal_and_file_change_and_rejected_policy_keeps_the_old_one() {
     wait_for(&agent, "policy rejected");
     let log = agent.stderr_text();
     assert!(log.contains(&format!("{}:3:11", policy.display())), "{log}");
-    assert_eq!(probe.connect("udp", "169.254.169.254", 80).unwrap(), Outcome::Errno(EPERM));
-    assert_eq!(probe.connect("udp", "192.0.2.1", 53).unwrap(), Outcome::Errno(ENETUNREACH));
+    assert_eq!(
+        probe.connect("udp", "169.254.169.254", 80).unwrap(),
+        Outcome::Errno(EPERM)
+    );
+    assert_eq!(
+        probe.connect("udp", "192.0.2.1", 53).unwrap(),
+        Outcome::Errno(ENETUNREACH)
+    );
 
     // A valid change is picked up without a signal.
     std::fs::write(&policy, "default: allow\nblock:\n  - cidr: 192.0.2.0/24\n").unwrap();
-    wait_for(&agent, "\"reason\":\"policy file changed\",\"generation\":2");
-    assert_eq!(probe.connect("udp", "192.0.2.1", 53).unwrap(), Outcome::Errno(EPERM));
-    assert_eq!(probe.connect("udp", "169.254.169.254", 80).unwrap(), Outcome::Errno(ENETUNREACH));
+    wait_for(
+        &agent,
+        "\"reason\":\"policy file changed\",\"generation\":2",
+    );
+    assert_eq!(
+        probe.connect("udp", "192.0.2.1", 53).unwrap(),
+        Outcome::Errno(EPERM)
+    );
+    assert_eq!(
+        probe.connect("udp", "169.254.169.254", 80).unwrap(),
+        Outcome::Errno(ENETUNREACH)
+    );
     let lines = agent.take_events(1, Duration::from_secs(5));
     assert_eq!(lines.last().unwrap()["rule"], "block cidr 192.0.2.0/24");
 }
@@ -176,7 +246,11 @@ fn reload_by_signal_and_file_change_and_rejected_policy_keeps_the_old_one() {
 fn wait_for(agent: &Agent, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !agent.stderr_text().contains(needle) {
-        assert!(Instant::now() < deadline, "no {needle:?} in:\n{}", agent.stderr_text());
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in:\n{}",
+            agent.stderr_text()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -208,16 +282,30 @@ fn a_new_target_process_is_enforced_from_its_first_connect() {
             .args(["--first-connect", "tcp", "169.254.169.254", "80"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     for i in 0..200 {
         assert_eq!(first_connect(&exe), format!("errno {EPERM}"), "process {i}");
     }
-    assert_eq!(first_connect(&probe_bin()), format!("errno {ENETUNREACH}"), "not a target");
+    assert_eq!(
+        first_connect(&probe_bin()),
+        format!("errno {ENETUNREACH}"),
+        "not a target"
+    );
     let lines = agent.take_events(200, Duration::from_secs(10));
     assert_eq!(lines.len(), 200);
-    assert!(lines.iter().all(|l| l["comm"] == "alertmanager" && l["target"] == "process:alertmanager"), "{:?}", lines[0]);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["comm"] == "alertmanager" && l["target"] == "process:alertmanager"),
+        "{:?}",
+        lines[0]
+    );
 }
 
 fn http_get(port: u16, path: &str) -> String {
@@ -233,13 +321,23 @@ fn metrics_endpoint_reports_decisions_denials_and_health() {
     if !privileged() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let cg = TestCgroup::new().unwrap();
-    let mut agent =
-        Agent::start_args(None, &["--cgroup", &cg.path_str(), "--metrics-address", &addr]).unwrap();
+    let mut agent = Agent::start_args(
+        None,
+        &["--cgroup", &cg.path_str(), "--metrics-address", &addr],
+    )
+    .unwrap();
     let mut probe = Probe::spawn(&cg).unwrap();
-    assert_eq!(probe.connect("tcp", "169.254.169.254", 80).unwrap(), Outcome::Errno(EPERM));
+    assert_eq!(
+        probe.connect("tcp", "169.254.169.254", 80).unwrap(),
+        Outcome::Errno(EPERM)
+    );
     assert_eq!(agent.take_events(1, Duration::from_secs(5)).len(), 1);
     assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
     assert!(http_get(port, "/readyz").starts_with("HTTP/1.1 200"));

@@ -80,7 +80,9 @@ pub fn read(endpoint: &Endpoint) -> Reading {
             }
             other => other,
         },
-        Value::File { content: Err(e), .. } => Reading::Invalid(format!("unreadable file: {e}")),
+        Value::File {
+            content: Err(e), ..
+        } => Reading::Invalid(format!("unreadable file: {e}")),
         Value::Undecidable(why) => Reading::Undecidable(why.clone()),
         Value::Invalid(why) => Reading::Invalid(why.clone()),
     }
@@ -262,7 +264,10 @@ pub fn read_smarthost(text: &str) -> Reading {
     } else if let Some(p) = gourl::service_port(&port) {
         p
     } else {
-        return Reading::Invalid(format!("unknown port {:?}", port.escape_debug().to_string()));
+        return Reading::Invalid(format!(
+            "unknown port {:?}",
+            port.escape_debug().to_string()
+        ));
     };
     let host = match host::classify(&host) {
         Ok(h) => h,

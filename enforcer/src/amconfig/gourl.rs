@@ -266,11 +266,14 @@ fn unescape(s: &str, mode: Mode) -> Result<String, GoUrlError> {
         }
     }
     // Non-UTF-8 bytes cannot name a host Go could resolve; keep them visible, not lost.
-    Ok(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    Ok(String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 fn unhex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// `shouldEscape(c, encodeHost)`: what may not appear raw in a host.

@@ -58,7 +58,11 @@ impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Host::Local => f.write_str("(empty host: the local system)"),
-            Host::Ip { addr, zone, spelled } => {
+            Host::Ip {
+                addr,
+                zone,
+                spelled,
+            } => {
                 match (addr, zone) {
                     (IpAddr::V6(a), Some(z)) => write!(f, "[{a}%{z}]")?,
                     (IpAddr::V6(a), None) => write!(f, "[{a}]")?,
@@ -200,19 +204,17 @@ pub fn inet_aton(text: &str) -> Option<Ipv4Addr> {
 }
 
 fn inet_part(part: &str) -> Option<u64> {
-    let (digits, radix) = if let Some(hex) = part
-        .strip_prefix("0x")
-        .or_else(|| part.strip_prefix("0X"))
-    {
-        if hex.is_empty() {
-            return Some(0);
-        }
-        (hex, 16)
-    } else if part.len() > 1 && part.starts_with('0') {
-        (&part[1..], 8)
-    } else {
-        (part, 10)
-    };
+    let (digits, radix) =
+        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            if hex.is_empty() {
+                return Some(0);
+            }
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }

@@ -40,7 +40,10 @@ pub enum AmConfigError {
         source: std::io::Error,
     },
     #[error("{location}: {problem}")]
-    Invalid { location: Location, problem: Problem },
+    Invalid {
+        location: Location,
+        problem: Problem,
+    },
 }
 
 /// What is wrong at a [`Location`] of an Alertmanager configuration.

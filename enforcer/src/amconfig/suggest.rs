@@ -207,7 +207,10 @@ fn render(
         for user in &a.users {
             let _ = writeln!(out, "  # {user}");
         }
-        let _ = writeln!(out, "  # (a literal address: check it is yours and stays so)");
+        let _ = writeln!(
+            out,
+            "  # (a literal address: check it is yours and stays so)"
+        );
         let _ = writeln!(out, "  - cidr: {net}");
         let _ = writeln!(out, "    ports: [{}]", ports(&a.ports));
         let _ = writeln!(out, "    protocols: [tcp]");

@@ -241,7 +241,9 @@ impl<'de> Visitor<'de> for KindVisitor {
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Kind, E> {
-        Ok(Kind::Scalar(Scalar::Str(String::from_utf8_lossy(v).into_owned())))
+        Ok(Kind::Scalar(Scalar::Str(
+            String::from_utf8_lossy(v).into_owned(),
+        )))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {

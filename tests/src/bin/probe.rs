@@ -45,7 +45,11 @@ fn real_main() -> Result<(), String> {
                 i += 2;
             }
             "--first-connect" => {
-                first = Some(args.get(i + 1..i + 4).ok_or("--first-connect PROTO ADDR PORT")?.join(" "));
+                first = Some(
+                    args.get(i + 1..i + 4)
+                        .ok_or("--first-connect PROTO ADDR PORT")?
+                        .join(" "),
+                );
                 i += 4;
             }
             other => return Err(format!("unknown argument {other}")),
@@ -80,8 +84,16 @@ fn real_main() -> Result<(), String> {
 fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
     let parts: Vec<&str> = line.split_whitespace().collect();
     if let ["flood", proto, addr, port, n] = parts[..] {
-        let ty = if proto == "tcp" { libc::SOCK_STREAM } else { libc::SOCK_DGRAM };
-        let (Ok(ip), Ok(port), Ok(n)) = (addr.parse::<IpAddr>(), port.parse::<u16>(), n.parse::<u64>()) else {
+        let ty = if proto == "tcp" {
+            libc::SOCK_STREAM
+        } else {
+            libc::SOCK_DGRAM
+        };
+        let (Ok(ip), Ok(port), Ok(n)) = (
+            addr.parse::<IpAddr>(),
+            port.parse::<u16>(),
+            n.parse::<u64>(),
+        ) else {
             return format!("bad command {line:?}");
         };
         let (mut eperm, mut other) = (0u64, 0u64);
@@ -94,9 +106,12 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         return format!("ok {eperm} {other}");
     }
     if let ["alternate", "udp", a1, a2, port, ms] = parts[..] {
-        let (Ok(a1), Ok(a2), Ok(port), Ok(ms)) =
-            (a1.parse::<IpAddr>(), a2.parse::<IpAddr>(), port.parse::<u16>(), ms.parse::<u64>())
-        else {
+        let (Ok(a1), Ok(a2), Ok(port), Ok(ms)) = (
+            a1.parse::<IpAddr>(),
+            a2.parse::<IpAddr>(),
+            port.parse::<u16>(),
+            ms.parse::<u64>(),
+        ) else {
             return format!("bad command {line:?}");
         };
         let mut counts = [0u64; 4];
@@ -154,24 +169,36 @@ fn sockaddr(sa: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t, i32) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
             unsafe { std::ptr::write((&raw mut ss).cast(), sin) };
-            (ss, std::mem::size_of::<libc::sockaddr_in>() as _, libc::AF_INET)
+            (
+                ss,
+                std::mem::size_of::<libc::sockaddr_in>() as _,
+                libc::AF_INET,
+            )
         }
         SocketAddr::V6(a) => {
             let sin6 = libc::sockaddr_in6 {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: 0,
             };
             // SAFETY: as above, for sockaddr_in6.
             unsafe { std::ptr::write((&raw mut ss).cast(), sin6) };
-            (ss, std::mem::size_of::<libc::sockaddr_in6>() as _, libc::AF_INET6)
+            (
+                ss,
+                std::mem::size_of::<libc::sockaddr_in6>() as _,
+                libc::AF_INET6,
+            )
         }
     }
 }
@@ -200,7 +227,14 @@ fn syscall_sendto(sa: SocketAddr) -> Result<(), i32> {
         if fd < 0 {
             return Err(errno());
         }
-        let r = libc::sendto(fd, payload.as_ptr().cast(), payload.len(), 0, (&raw const ss).cast(), len);
+        let r = libc::sendto(
+            fd,
+            payload.as_ptr().cast(),
+            payload.len(),
+            0,
+            (&raw const ss).cast(),
+            len,
+        );
         let e = errno();
         libc::close(fd);
         if r >= 0 { Ok(()) } else { Err(e) }

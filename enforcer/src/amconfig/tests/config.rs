@@ -39,12 +39,21 @@ fn receivers_take_global_then_builtin_defaults() {
     assert_eq!(slack.origin, Origin::Global("slack_api_url".to_owned()));
     assert_eq!(text(slack), "https://hooks.slack.com/services/G");
     assert_eq!((slack.location.line, slack.location.column), (4, 18));
-    assert_eq!(text(find(e, "r", "slack_configs[1].api_url")), "https://own.example.com/x");
+    assert_eq!(
+        text(find(e, "r", "slack_configs[1].api_url")),
+        "https://own.example.com/x"
+    );
     let pd = find(e, "r", "pagerduty_configs[0].url");
-    assert_eq!((text(pd), &pd.origin), (PAGERDUTY_DEFAULT, &Origin::Default));
+    assert_eq!(
+        (text(pd), &pd.origin),
+        (PAGERDUTY_DEFAULT, &Origin::Default)
+    );
     let v1 = find(e, "r", "pagerduty_configs[1].service_key (events API v1)");
     assert_eq!((text(v1), &v1.origin), (PAGERDUTY_V1, &Origin::Fixed));
-    assert_eq!(text(find(e, "r", "opsgenie_configs[0].api_url")), OPSGENIE_DEFAULT);
+    assert_eq!(
+        text(find(e, "r", "opsgenie_configs[0].api_url")),
+        OPSGENIE_DEFAULT
+    );
     let tg = find(e, "r", "telegram_configs[0].api_url");
     assert_eq!(text(tg), "https://tg.example.com");
     assert_ne!(text(tg), TELEGRAM_DEFAULT);
@@ -57,7 +66,10 @@ fn slack_app_tokens_post_to_the_app_url() {
         "{ROUTE}global:\n  slack_app_token: xoxb-x\nreceivers:\n\
          - name: r\n  slack_configs:\n  - channel: '#a'\n  - app_url: https://slack.example/api\n    app_token: y\n"
     ));
-    assert_eq!(text(find(&c.endpoints, "r", "slack_configs[0].app_url")), SLACK_APP_DEFAULT);
+    assert_eq!(
+        text(find(&c.endpoints, "r", "slack_configs[0].app_url")),
+        SLACK_APP_DEFAULT
+    );
     assert_eq!(
         text(find(&c.endpoints, "r", "slack_configs[1].app_url")),
         "https://slack.example/api"
@@ -73,7 +85,10 @@ fn email_uses_the_global_smarthost() {
     let first = find(&c.endpoints, "r", "email_configs[0].smarthost");
     assert_eq!(first.kind, EndpointKind::Smtp);
     assert_eq!(text(first), "smtp.example.com:587");
-    assert_eq!(text(find(&c.endpoints, "r", "email_configs[1].smarthost")), "10.0.0.1:25");
+    assert_eq!(
+        text(find(&c.endpoints, "r", "email_configs[1].smarthost")),
+        "10.0.0.1:25"
+    );
     let none = config(&format!(
         "{ROUTE}receivers:\n- name: r\n  email_configs:\n  - to: a@example.com\n"
     ));
@@ -97,7 +112,11 @@ fn http_config_proxy_and_oauth2_come_from_the_receiver_or_global() {
         find(e, "r", "webhook_configs[0].url").via_proxy.as_deref(),
         Some("webhook_configs[0].http_config.proxy_url")
     );
-    let env = find(e, "r", "webhook_configs[1].http_config.proxy_from_environment");
+    let env = find(
+        e,
+        "r",
+        "webhook_configs[1].http_config.proxy_from_environment",
+    );
     assert!(matches!(env.value, Value::Undecidable(_)));
     let token = find(e, "r", "webhook_configs[1].http_config.oauth2.token_url");
     assert_eq!(text(token), "https://sso.example/token");
@@ -106,9 +125,15 @@ fn http_config_proxy_and_oauth2_come_from_the_receiver_or_global() {
         Some("webhook_configs[1].http_config.oauth2.proxy_url")
     );
     // The receiver's own http_config replaces the global one; email has no HTTP client.
-    assert!(!e.iter().any(|x| x.field == "webhook_configs[1].http_config.proxy_url"
-        && x.origin != Origin::Receiver));
-    assert!(!e.iter().any(|x| x.field.starts_with("email_configs[0].http_config")));
+    assert!(
+        !e.iter()
+            .any(|x| x.field == "webhook_configs[1].http_config.proxy_url"
+                && x.origin != Origin::Receiver)
+    );
+    assert!(
+        !e.iter()
+            .any(|x| x.field.starts_with("email_configs[0].http_config"))
+    );
 }
 
 #[test]
@@ -130,7 +155,9 @@ fn files_are_read_relative_to_the_configuration() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(&c.endpoints[1].value, Value::File { content: Err(e), .. } if e.contains("missing")));
+    assert!(
+        matches!(&c.endpoints[1].value, Value::File { content: Err(e), .. } if e.contains("missing"))
+    );
 }
 
 #[test]
@@ -147,10 +174,18 @@ fn anchors_and_merge_keys_are_followed() {
         "{ROUTE}receivers:\n- name: a\n  webhook_configs:\n  - &hook\n    url: http://169.254.169.254/\n    \
          send_resolved: false\n- name: b\n  webhook_configs:\n  - <<: *hook\n    send_resolved: true\n  - *hook\n"
     ));
-    let urls: Vec<_> = c.endpoints.iter().map(|e| (e.receiver.as_str(), text(e))).collect();
+    let urls: Vec<_> = c
+        .endpoints
+        .iter()
+        .map(|e| (e.receiver.as_str(), text(e)))
+        .collect();
     assert_eq!(
         urls,
-        [("a", "http://169.254.169.254/"), ("b", "http://169.254.169.254/"), ("b", "http://169.254.169.254/")]
+        [
+            ("a", "http://169.254.169.254/"),
+            ("b", "http://169.254.169.254/"),
+            ("b", "http://169.254.169.254/")
+        ]
     );
 }
 
@@ -165,14 +200,17 @@ fn numbers_keep_their_spelling() {
 
 fn error(yaml: &str) -> (usize, usize, Problem) {
     match parse(yaml, "am.yml", std::path::Path::new("/")) {
-        Err(AmConfigError::Invalid { location, problem }) => (location.line, location.column, problem),
+        Err(AmConfigError::Invalid { location, problem }) => {
+            (location.line, location.column, problem)
+        }
         other => panic!("accepted: {other:?}"),
     }
 }
 
 #[test]
 fn bad_configurations_are_errors_with_positions() {
-    let (line, _, p) = error("route:\n  receiver: r\nreceivers:\n- name: r\n  webhook_configs: [\n");
+    let (line, _, p) =
+        error("route:\n  receiver: r\nreceivers:\n- name: r\n  webhook_configs: [\n");
     assert!(matches!(p, Problem::Yaml { .. }), "{p}");
     assert!(line >= 5, "{line}");
     assert!(matches!(error(""), (1, 1, Problem::Empty)));
@@ -184,5 +222,10 @@ fn bad_configurations_are_errors_with_positions() {
     let (line, column, p) = error("receivers:\n- name: r\n  webhook_configs:\n  - url: [1]\n");
     assert_eq!((line, column), (4, 10), "{p}");
     assert!(matches!(error("- a\n- b\n").2, Problem::WrongType { .. }));
-    assert!(error("a: 1\n---\nb: 2\n").2.to_string().contains("one YAML document"));
+    assert!(
+        error("a: 1\n---\nb: 2\n")
+            .2
+            .to_string()
+            .contains("one YAML document")
+    );
 }

@@ -43,7 +43,11 @@ fn names_are_decided_by_fqdn_rules_or_the_default() {
     let v = decide(&p, &dest("http://hooks.slack.com/"), false);
     assert!(!v.allow);
     assert_eq!(v.rule, "default deny");
-    assert!(v.notes.iter().any(|n| n.contains("not covered by any fqdn rule")));
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("not covered by any fqdn rule"))
+    );
     let open = policy("default: allow\nblock:\n  - preset: private\n");
     assert!(decide(&open, &dest("https://anything.example.org/"), false).allow);
 }
@@ -56,23 +60,43 @@ fn literal_addresses_go_through_the_decision_order() {
     assert_eq!(v.rule, "block preset:cloud-metadata 169.254.169.254/32");
     let v = decide(&p, &dest("http://[::ffff:10.0.0.1]/"), false);
     assert_eq!(v.rule, "block preset:private 10.0.0.0/8");
-    assert_eq!(v.addresses[0].decided_as, "10.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        v.addresses[0].decided_as,
+        "10.0.0.1".parse::<IpAddr>().unwrap()
+    );
     // An allow CIDR rule comes before the blocks, on its port only.
     let v = decide(&p, &dest("http://10.1.2.3:25/"), false);
     assert!(v.allow, "{v:?}");
     assert!(!decide(&p, &dest("http://10.1.2.3/"), false).allow);
     // Public addresses fall to the default.
-    assert_eq!(decide(&p, &dest("https://203.0.113.9/"), false).rule, "default deny");
+    assert_eq!(
+        decide(&p, &dest("https://203.0.113.9/"), false).rule,
+        "default deny"
+    );
 }
 
 #[test]
 fn localhost_and_empty_hosts_are_loopback_without_dns() {
     let open = policy("default: allow\nblock:\n  - preset: private\n");
-    for url in ["http://localhost:9093/-/quit", "http://a.localhost/", "http://:9093/", "http://0/"] {
+    for url in [
+        "http://localhost:9093/-/quit",
+        "http://a.localhost/",
+        "http://:9093/",
+        "http://0/",
+    ] {
         let v = decide(&open, &dest(url), false);
         assert!(!v.allow, "{url}: {v:?}");
-        assert!(v.rule.starts_with("block preset:private"), "{url}: {}", v.rule);
-        assert!(v.addresses.iter().any(|a| a.source == AddressSource::Loopback), "{url}");
+        assert!(
+            v.rule.starts_with("block preset:private"),
+            "{url}: {}",
+            v.rule
+        );
+        assert!(
+            v.addresses
+                .iter()
+                .any(|a| a.source == AddressSource::Loopback),
+            "{url}"
+        );
     }
 }
 
@@ -81,7 +105,10 @@ fn resolved_addresses_are_decided_too_and_never_override_a_block() {
     let p = policy(POLICY);
     let rebinding = |name: &str, _: u16| -> io::Result<Vec<IpAddr>> {
         assert_eq!(name, "hooks.slack.com");
-        Ok(vec!["203.0.113.7".parse().unwrap(), "169.254.169.254".parse().unwrap()])
+        Ok(vec![
+            "203.0.113.7".parse().unwrap(),
+            "169.254.169.254".parse().unwrap(),
+        ])
     };
     let v = decide_with(&p, &dest("https://hooks.slack.com/x"), Some(&rebinding));
     assert!(!v.allow);
@@ -89,9 +116,11 @@ fn resolved_addresses_are_decided_too_and_never_override_a_block() {
     assert_eq!(v.addresses.len(), 2);
     assert!(v.addresses[0].allow && v.addresses[0].source == AddressSource::Resolved);
     assert_eq!(v.addresses[0].rule, "allow fqdn hooks.slack.com ports 443");
-    let public = |_: &str, _: u16| -> io::Result<Vec<IpAddr>> { Ok(vec!["203.0.113.7".parse().unwrap()]) };
+    let public =
+        |_: &str, _: u16| -> io::Result<Vec<IpAddr>> { Ok(vec!["203.0.113.7".parse().unwrap()]) };
     assert!(decide_with(&p, &dest("https://hooks.slack.com/x"), Some(&public)).allow);
-    let failing = |_: &str, _: u16| -> io::Result<Vec<IpAddr>> { Err(io::Error::other("NXDOMAIN")) };
+    let failing =
+        |_: &str, _: u16| -> io::Result<Vec<IpAddr>> { Err(io::Error::other("NXDOMAIN")) };
     let v = decide_with(&p, &dest("https://hooks.slack.com/x"), Some(&failing));
     assert!(v.allow && v.unresolved);
     assert!(v.notes.iter().any(|n| n.contains("could not resolve")));
@@ -111,14 +140,25 @@ fn the_report_fails_on_denied_and_passes_warnings_unless_strict() {
     let r = check(&config(AM), &p, CheckOptions::default());
     let status: Vec<_> = r.findings.iter().map(|f| f.status).collect();
     assert_eq!(status, [Status::Allow, Status::Deny, Status::Undecided]);
-    assert_eq!(r.findings[2].reason, "templated: cannot be decided statically");
+    assert_eq!(
+        r.findings[2].reason,
+        "templated: cannot be decided statically"
+    );
     assert!(!r.passed());
     let only_warning = "route:\n  receiver: tmpl\nreceivers:\n\
                         - name: tmpl\n  webhook_configs:\n  - url: 'http://{{ .X }}/'\n";
     let lenient = check(&config(only_warning), &p, CheckOptions::default());
-    assert_eq!(lenient.count(Status::Undecided), 1, "{:?}", lenient.findings);
+    assert_eq!(
+        lenient.count(Status::Undecided),
+        1,
+        "{:?}",
+        lenient.findings
+    );
     assert!(lenient.passed());
-    let strict = CheckOptions { strict: true, ..CheckOptions::default() };
+    let strict = CheckOptions {
+        strict: true,
+        ..CheckOptions::default()
+    };
     assert!(!check(&config(only_warning), &p, strict).passed());
 }
 
@@ -138,6 +178,9 @@ fn reports_never_show_secrets() {
     assert_eq!(evil["host"], "169.254.169.254");
     assert_eq!(evil["port"], 80);
     assert_eq!(evil["status"], "deny");
-    assert_eq!(evil["reason"], "block preset:cloud-metadata 169.254.169.254/32");
+    assert_eq!(
+        evil["reason"],
+        "block preset:cloud-metadata 169.254.169.254/32"
+    );
     assert_eq!(evil["line"], 9);
 }

@@ -30,10 +30,16 @@ fn suggestions_parse_and_allow_exactly_what_is_safe() {
         .filter(|r| r.action == crate::policy::RuleAction::Allow)
         .map(|r| r.to_string())
         .collect();
-    assert_eq!(allows, ["allow cidr 203.0.113.5/32 ports 8080 protocols tcp"]);
+    assert_eq!(
+        allows,
+        ["allow cidr 203.0.113.5/32 ports 8080 protocols tcp"]
+    );
     assert!(text.contains("# - cidr: 169.254.169.254/32"), "{text}");
     assert!(text.contains("# - cidr: 127.0.0.1/32"), "{text}");
-    assert!(text.contains("WARNING: tmpl: webhook_configs[0].url: the URL is templated"), "{text}");
+    assert!(
+        text.contains("WARNING: tmpl: webhook_configs[0].url: the URL is templated"),
+        "{text}"
+    );
     assert!(text.contains("REVIEW BEFORE USE"));
     assert!(text.contains("Never derive a policy live"));
     // The suggestion passes its own configuration except what it leaves out on purpose.
@@ -55,7 +61,9 @@ fn names_from_the_configuration_cannot_inject_rules() {
     let text = suggest(&config(am));
     let p = parse_policy(&text, "s.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert!(
-        p.rules.iter().all(|r| r.action == crate::policy::RuleAction::Block),
+        p.rules
+            .iter()
+            .all(|r| r.action == crate::policy::RuleAction::Block),
         "{text}"
     );
     assert!(p.fqdns.is_empty(), "{text}");

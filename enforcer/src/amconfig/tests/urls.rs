@@ -11,7 +11,9 @@ const METADATA: IpAddr = IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254));
 
 fn decided(text: &str) -> Destination {
     match read_url(text, EndpointKind::Http) {
-        Reading::Decided { primary, others, .. } => {
+        Reading::Decided {
+            primary, others, ..
+        } => {
             assert!(others.is_empty(), "{text}: other readings {others:?}");
             primary
         }
@@ -50,7 +52,11 @@ fn every_spelling_of_the_metadata_address_is_that_address() {
         "169.254.169.254.",
         "１６９．２５４．１６９．２５４",
     ] {
-        assert_eq!(addr(&format!("http://{host}/latest/meta-data/")), METADATA, "{host}");
+        assert_eq!(
+            addr(&format!("http://{host}/latest/meta-data/")),
+            METADATA,
+            "{host}"
+        );
     }
     for host in [
         "[::ffff:169.254.169.254]",
@@ -85,17 +91,29 @@ fn inet_aton_limits() {
 
 #[test]
 fn names_that_look_numeric_are_ambiguous_not_names() {
-    for host in ["1.2.3.256", "1.2.3.4.5", "08.1.1.1", "example.123", "a.0x1f"] {
+    for host in [
+        "1.2.3.256",
+        "1.2.3.4.5",
+        "08.1.1.1",
+        "example.123",
+        "a.0x1f",
+    ] {
         assert_eq!(classify(host), Err(HostError::NumericName(host.to_owned())));
     }
     assert!(invalid("http://999.999.999.999/").contains("ambiguous"));
     // A number inside a name is fine.
-    assert_eq!(classify("1.2.3.4.nip.io"), Ok(Host::Name("1.2.3.4.nip.io".to_owned())));
+    assert_eq!(
+        classify("1.2.3.4.nip.io"),
+        Ok(Host::Name("1.2.3.4.nip.io".to_owned()))
+    );
 }
 
 #[test]
 fn names_are_lower_case_without_trailing_dot() {
-    assert_eq!(classify("Hooks.Slack.COM."), Ok(Host::Name("hooks.slack.com".to_owned())));
+    assert_eq!(
+        classify("Hooks.Slack.COM."),
+        Ok(Host::Name("hooks.slack.com".to_owned()))
+    );
     assert_eq!(
         classify("bücher.example"),
         Ok(Host::Name("xn--bcher-kva.example".to_owned()))
@@ -175,7 +193,10 @@ fn ipv6_zones_and_unspecified_hosts() {
     assert!(matches!(d.host, Host::Ip { zone: Some(ref z), .. } if z == "eth0"));
     assert_eq!(decided("http://:9093/-/quit").host, Host::Local);
     let local = decided("http://0.0.0.0:9093/").host.static_addresses();
-    assert!(local.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{local:?}");
+    assert!(
+        local.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        "{local:?}"
+    );
     assert!(matches!(
         classify("1.2.3.4%eth0"),
         Err(HostError::ZoneWithoutIpv6(_))
@@ -211,9 +232,16 @@ fn templates_after_the_host_keep_the_host() {
         "{{ .CommonAnnotations.url }}",
         "https://x@{{ .Host }}/",
     ] {
-        assert_eq!(read_url(templated, EndpointKind::Http), Reading::Templated, "{templated}");
+        assert_eq!(
+            read_url(templated, EndpointKind::Http),
+            Reading::Templated,
+            "{templated}"
+        );
     }
-    assert!(matches!(read_url("<secret>", EndpointKind::Http), Reading::Invalid(_)));
+    assert!(matches!(
+        read_url("<secret>", EndpointKind::Http),
+        Reading::Invalid(_)
+    ));
 }
 
 #[test]
@@ -222,14 +250,25 @@ fn smarthosts_are_host_port_like_go() {
         Reading::Decided { primary, .. } => primary,
         other => panic!("{s}: {other:?}"),
     };
-    assert_eq!(d("smtp.example.com:587").to_string(), "smtp://smtp.example.com:587");
+    assert_eq!(
+        d("smtp.example.com:587").to_string(),
+        "smtp://smtp.example.com:587"
+    );
     assert_eq!(d("smtp.example.com:smtp").port, 25);
     assert_eq!(d("[::1]:25").to_string(), "smtp://[::1]:25");
     assert_eq!(d(":25").host, Host::Local);
     assert!(matches!(d("2852039166:25").host, Host::Ip { addr, .. } if addr == METADATA));
-    for bad in ["smtp.example.com", "a:b:25", "[::1]25", "smtp.example.com:nosuchport"] {
+    for bad in [
+        "smtp.example.com",
+        "a:b:25",
+        "[::1]25",
+        "smtp.example.com:nosuchport",
+    ] {
         assert!(matches!(read_smarthost(bad), Reading::Invalid(_)), "{bad}");
     }
-    assert_eq!(split_host_port("[::1]:25"), Ok(("::1".to_owned(), "25".to_owned())));
+    assert_eq!(
+        split_host_port("[::1]:25"),
+        Ok(("::1".to_owned(), "25".to_owned()))
+    );
     assert_eq!(split_host_port("a:b:25"), Err(GoUrlError::TooManyColons));
 }
