@@ -390,9 +390,9 @@ impl Enforcer {
             let name = map_names::V4_FILTER;
             let mut filter: Array<&mut MapData, V4Filter> =
                 Array::try_from(self.map(name)?).map_err(map_err(name))?;
-            filter
-                .set(target, &*v4_filter(compiled), 0)
-                .map_err(map_err(name))?;
+            // Boxed: 2 MiB must not pass through the stack.
+            let words = v4_filter(compiled);
+            filter.set(target, words.as_ref(), 0).map_err(map_err(name))?;
         }
         {
             let name = map_names::CONFIG;

@@ -7,6 +7,17 @@
 //! Alertmanager's Go code does (host, port; literal addresses in any spelling) and decides it
 //! with the policy. Nothing here changes the policy: a policy must never be derived live from
 //! the configuration it protects; [`suggest`] only prints one for a human to review.
+//!
+//! Verdicts: ALLOW and DENY with the deciding rule; UNDECIDED (templated host, proxy from the
+//! environment, AWS SDK endpoints) is a warning that fails only with `--strict`; INVALID
+//! (unreadable `*_file`, an ambiguous URL that Go refuses or that parsers read differently, an
+//! unknown receiver kind) fails like a deny. A URL sent through a proxy is decided as well as
+//! the proxy (the kernel sees only the proxy connection, but `no_proxy` may bypass it).
+//! Relative `*_file` paths are read from the configuration's directory (Alertmanager reads
+//! them from its working directory: prefer absolute paths).
+//!
+//! What no static check sees, and the kernel enforcement exists for: HTTP redirects (followed
+//! by default), DNS answers that change after the check, hosts templated from alert data.
 
 mod decide;
 mod destination;

@@ -229,3 +229,45 @@ fn bad_configurations_are_errors_with_positions() {
             .contains("one YAML document")
     );
 }
+
+#[test]
+fn sns_without_region_or_keys_cannot_be_decided() {
+    let c = config(&format!(
+        "{ROUTE}receivers:\n- name: r\n  sns_configs:\n  - topic_arn: arn:aws:sns:x\n  \
+         - topic_arn: arn:aws:sns:y\n    sigv4:\n      region: eu-central-1\n      access_key: AK\n      secret_key: s\n"
+    ));
+    let e = &c.endpoints;
+    assert!(matches!(
+        find(e, "r", "sns_configs[0].api_url").value,
+        Value::Undecidable(_)
+    ));
+    assert!(
+        matches!(&find(e, "r", "sns_configs[0].sigv4").value, Value::Undecidable(w) if w.contains("169.254.169.254"))
+    );
+    assert_eq!(
+        text(find(e, "r", "sns_configs[1].api_url")),
+        "https://sns.eu-central-1.amazonaws.com/"
+    );
+    assert!(!e.iter().any(|x| x.field == "sns_configs[1].sigv4"));
+}
+
+#[test]
+fn yaml_1_1_booleans_turn_the_environment_proxy_on() {
+    for yes in ["true", "yes", "on", "True"] {
+        let c = config(&format!(
+            "{ROUTE}global:\n  http_config:\n    proxy_from_environment: {yes}\nreceivers:\n\
+             - name: r\n  webhook_configs:\n  - url: https://a.example/\n"
+        ));
+        let env = find(
+            &c.endpoints,
+            "r",
+            "webhook_configs[0].http_config.proxy_from_environment",
+        );
+        assert!(matches!(env.value, Value::Undecidable(_)), "{yes}");
+    }
+    let off = config(&format!(
+        "{ROUTE}global:\n  http_config:\n    proxy_from_environment: false\nreceivers:\n\
+         - name: r\n  webhook_configs:\n  - url: https://a.example/\n"
+    ));
+    assert_eq!(off.endpoints.len(), 1);
+}
