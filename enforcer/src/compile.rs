@@ -367,6 +367,28 @@ pub fn render(policy: &Policy, compiled: &Compiled) -> String {
             let _ = writeln!(out, "        {f}  ({})", f.location);
         }
     }
+    let am = policy.alertmanager;
+    if am.allow_own_dns || am.allow_cluster_peers {
+        let _ = writeln!(
+            out,
+            "\nautomatic rules (`alertmanager:`), added by `enforcer run` for every running \
+             Alertmanager target:"
+        );
+        if am.allow_own_dns {
+            let _ = writeln!(
+                out,
+                "        allow auto:resolv.conf <each nameserver of its resolv.conf> ports 53 \
+                 protocols tcp,udp (pid N)"
+            );
+        }
+        if am.allow_cluster_peers {
+            let _ = writeln!(
+                out,
+                "        allow auto:cluster.peer <each literal --cluster.peer address> ports \
+                 <its port> protocols tcp,udp (pid N)"
+            );
+        }
+    }
     let _ = writeln!(out, "\nIPv4 map entries ({}):", compiled.v4.len());
     for (net, value) in &compiled.v4 {
         render_entry(&mut out, &IpNet::V4(*net), value);
@@ -457,6 +479,7 @@ mod tests {
             rules,
             fqdns: vec![],
             targets: vec![],
+            alertmanager: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! `main.rs` only parses flags and dispatches; everything else lives here.
 
 pub mod amconfig;
+pub mod auto;
 pub mod cgroup;
 pub mod compile;
 pub mod ebpf;

@@ -1,6 +1,7 @@
 //! `enforcer run`: attach to the targets, enforce a policy, stream deny events, reload on
 //! SIGHUP or when the policy file changes, until SIGINT/SIGTERM.
 use std::{
+    collections::BTreeSet,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -13,13 +14,14 @@ use tokio::{
 };
 
 use crate::{
+    auto,
     cgroup::{Cgroup, CgroupError, cgroup2_mount},
     compile::{self, CompileError, Compiled},
     ebpf::{EbpfError, Enforcer},
     events::{self, DenyView, RuleBook},
     metrics::{self, Metrics, ResultLabels, TargetLabels},
     pin::Pins,
-    policy::{self, Policy, PolicyError},
+    policy::{self, Policy, PolicyError, Rule},
     targets::{self, TargetSet},
 };
 
@@ -83,7 +85,15 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
 struct Agent {
     opts: RunOptions,
     enforcer: Enforcer,
+    /// The policy file's policy (or the embedded default), as validated.
+    base: Arc<Policy>,
+    /// The installed policy: `base` and the automatic rules of [`Agent::auto`].
     policy: Arc<Policy>,
+    /// The automatic rules last derived from the running Alertmanager targets (installed,
+    /// unless they did not fit the maps).
+    auto: Vec<Rule>,
+    /// `--cluster.peer` flags already warned about, by pid.
+    warned: BTreeSet<auto::Warning>,
     generation: u32,
     rules: RuleBook,
     metrics: Arc<Metrics>,
@@ -107,7 +117,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         });
     }
     let policy = Arc::new(load_policy(opts.policy.as_deref())?);
-    let compiled = compile::compile(&policy)?;
+    // The file alone must fit the maps (its errors name the file, not a running process).
+    compile::compile(&policy)?;
     let scoped = opts.cgroups.is_empty();
     if scoped && policy.targets.is_empty() {
         return Err(RunError::NoTarget);
@@ -123,7 +134,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         stamp: opts.policy.as_deref().and_then(file_stamp),
         opts,
         enforcer,
+        base: policy.clone(),
         policy: policy.clone(),
+        auto: Vec::new(),
+        warned: BTreeSet::new(),
         generation,
         rules: RuleBook::default(),
         metrics: metrics.clone(),
@@ -137,7 +151,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             "adopted pinned maps of an earlier agent"
         );
     }
-    agent.install(&policy, &compiled)?;
+    let compiled = agent.install(&policy)?;
 
     let ring = agent.enforcer.take_events()?;
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
@@ -159,6 +173,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         generation = agent.generation,
         targets = if scoped { "policy targets (scope mode)" } else { "--cgroup" },
         rules = agent.policy.rules.len(),
+        auto_rules = agent.auto.len(),
         v4_prefixes = compiled.v4.len(),
         v6_prefixes = compiled.v6.len(),
         pinned = agent.opts.pins.as_ref().map(|p| p.root().display().to_string()),
@@ -195,6 +210,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     && let Err(e) = agent.refresh_targets()
                 {
                     tracing::error!(error = %chain(&e), "updating targets");
+                }
+                if let Err(e) = agent.refresh_auto() {
+                    tracing::error!(error = %chain(&e), "updating the automatic rules");
                 }
             }
         }
@@ -237,21 +255,136 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Agent {
-    fn install(&mut self, policy: &Arc<Policy>, compiled: &Compiled) -> Result<(), RunError> {
+    /// Installs `base` (a new policy file) with the automatic rules of the targets found
+    /// now, as generation [`Agent::generation`]; returns what went into the maps.
+    fn install(&mut self, base: &Arc<Policy>) -> Result<Compiled, RunError> {
         // Targets first: a reload that adds a target covers it before the new rules apply.
         if self.scoped {
-            self.targets = self.resolve_targets(policy)?;
+            self.targets = self.resolve_targets(base)?;
             self.enforcer
                 .set_targets(&self.targets.comms, &self.targets.cgroup_ids())?;
         }
-        self.enforcer.install(compiled, self.generation)?;
+        let auto = self.derive_auto(base);
+        let compiled = self.install_with(base, auto)?;
+        self.base = base.clone();
+        self.metrics.last_reload_success.set(1);
+        Ok(compiled)
+    }
+
+    /// Compiles `base` + `auto` and writes it into the maps as generation
+    /// [`Agent::generation`]. Automatic rules that do not fit the maps are logged and left
+    /// out (the file's rules alone always fit: checked when the file was loaded).
+    fn install_with(&mut self, base: &Arc<Policy>, auto: Vec<Rule>) -> Result<Compiled, RunError> {
+        let mut fits = true;
+        let (policy, compiled) = if auto.is_empty() {
+            (base.clone(), compile::compile(base)?)
+        } else {
+            let policy = auto::with_auto_rules(base, &auto);
+            match compile::compile(&policy) {
+                Ok(compiled) => (Arc::new(policy), compiled),
+                Err(e) => {
+                    fits = false;
+                    tracing::error!(
+                        error = %chain(&e),
+                        "the automatic rules for Alertmanager's own needs do not fit the maps; \
+                         installing the policy without them"
+                    );
+                    (base.clone(), compile::compile(base)?)
+                }
+            }
+        };
+        self.enforcer.install(&compiled, self.generation)?;
         self.rules.insert(self.generation, policy.clone());
-        self.policy = policy.clone();
+        self.policy = policy;
+        self.log_auto_changes(&auto, fits);
+        self.auto = auto;
         self.metrics
             .policy_generation
             .set(i64::from(self.generation));
-        self.metrics.last_reload_success.set(1);
+        Ok(compiled)
+    }
+
+    /// The automatic rules for the Alertmanager targets running now (empty when `base`
+    /// turns them off); warns once per process about `--cluster.peer` flags it cannot pin.
+    fn derive_auto(&mut self, base: &Policy) -> Vec<Rule> {
+        let settings = base.alertmanager;
+        if !settings.allow_own_dns && !settings.allow_cluster_peers {
+            return Vec::new();
+        }
+        let proc_root = Path::new("/proc");
+        let pids = if self.scoped {
+            match cgroup2_mount() {
+                Ok(mount) => {
+                    let mount = mount.canonicalize().unwrap_or(mount);
+                    let scope = self.opts.scope.clone().unwrap_or_else(|| mount.clone());
+                    let scope = scope.canonicalize().unwrap_or(scope);
+                    auto::scope_pids(proc_root, &mount, &scope, &self.targets)
+                }
+                Err(_) => Vec::new(),
+            }
+        } else {
+            auto::cgroup_pids(&self.opts.cgroups)
+        };
+        let derived = auto::derive(proc_root, &pids, settings);
+        self.warned.retain(|w| pids.binary_search(&w.pid).is_ok());
+        for w in derived.warnings {
+            if !self.warned.contains(&w) {
+                tracing::warn!(
+                    pid = w.pid,
+                    flag = %w.flag,
+                    "--cluster.peer not allowed automatically: {}",
+                    w.reason
+                );
+                self.warned.insert(w);
+            }
+        }
+        derived.rules
+    }
+
+    /// Re-derives the automatic rules; installs a new generation only when they changed.
+    fn refresh_auto(&mut self) -> Result<(), RunError> {
+        let base = self.base.clone();
+        let auto = self.derive_auto(&base);
+        if auto == self.auto {
+            return Ok(());
+        }
+        let previous = self.generation;
+        self.generation = self.generation.wrapping_add(1).max(1);
+        if let Err(e) = self.install_with(&base, auto) {
+            self.generation = previous;
+            return Err(e);
+        }
+        tracing::info!(
+            generation = self.generation,
+            auto_rules = self.auto.len(),
+            "automatic rules changed; policy installed"
+        );
         Ok(())
+    }
+
+    /// One stderr line per automatic rule added or removed.
+    fn log_auto_changes(&self, now: &[Rule], installed: bool) {
+        let log = |rule: &Rule, what: &str| {
+            tracing::info!(
+                rule = %rule,
+                pid = auto::auto_pid(rule),
+                source = auto::auto_kind(rule).map(|k| k.as_str()),
+                address = %rule.net.addr(),
+                ports = %rule.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                "automatic rule {what}"
+            );
+        };
+        let added = if installed {
+            "added"
+        } else {
+            "derived but not installed"
+        };
+        for rule in now.iter().filter(|r| !self.auto.contains(r)) {
+            log(rule, added);
+        }
+        for rule in self.auto.iter().filter(|r| !now.contains(r)) {
+            log(rule, "removed");
+        }
     }
 
     fn resolve_targets(&self, policy: &Policy) -> Result<TargetSet, RunError> {
@@ -322,7 +455,7 @@ impl Agent {
 
     /// Re-scans targets (new/restarted processes, units that appeared or went away).
     fn refresh_targets(&mut self) -> Result<(), RunError> {
-        let now = self.resolve_targets(&self.policy.clone())?;
+        let now = self.resolve_targets(&self.base.clone())?;
         if now != self.targets {
             self.enforcer.set_targets(&now.comms, &now.cgroup_ids())?;
             for (id, t) in &now.cgroups {
@@ -350,15 +483,15 @@ impl Agent {
         };
         let result = policy::load_policy(&path)
             .map_err(RunError::from)
-            .and_then(|p| compile::compile(&p).map(|c| (p, c)).map_err(RunError::from))
-            .and_then(|(p, c)| {
+            .and_then(|p| compile::compile(&p).map(|_| p).map_err(RunError::from))
+            .and_then(|p| {
                 let previous = self.generation;
                 self.generation = self.generation.wrapping_add(1).max(1);
-                let r = self.install(&Arc::new(p), &c);
+                let r = self.install(&Arc::new(p));
                 if r.is_err() {
                     self.generation = previous;
                 }
-                r
+                r.map(drop)
             });
         match result {
             Ok(()) => {

@@ -165,7 +165,7 @@ pub fn scan_processes(proc_root: &Path, names: &[String]) -> Vec<(String, String
 }
 
 /// The executable name of a process: the basename of `/proc/PID/exe`, else its comm.
-fn exe_name(proc_dir: &Path) -> Option<String> {
+pub fn exe_name(proc_dir: &Path) -> Option<String> {
     if let Ok(target) = std::fs::read_link(proc_dir.join("exe")) {
         let s = target.to_string_lossy();
         let s = s.strip_suffix(" (deleted)").unwrap_or(&s);

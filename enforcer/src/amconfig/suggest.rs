@@ -180,10 +180,13 @@ fn render(
          # policy exists to stop. Never derive a policy live from the Alertmanager configuration\n\
          # it protects: whoever can edit that configuration could then open the egress too.\n\
          #\n\
-         # Alertmanager also needs its name servers (port 53, udp and tcp) and, when clustered,\n\
-         # its peers (port 9094, tcp and udp): add them as cidr rules (examples at the end).\n\
+         # Alertmanager also needs its name servers (port 53) and, when clustered, its peers\n\
+         # (port 9094): the agent allows the name servers of its own resolv.conf and its literal\n\
+         # --cluster.peer addresses automatically (`alertmanager:` below); peers given by DNS\n\
+         # name need a cidr rule (example at the end).\n\
          mode: enforce\n\
          default: deny\n\
+         alertmanager:\n  allow_own_dns: true\n  allow_cluster_peers: true\n\
          block:\n  - preset: private\n  - preset: cloud-metadata\n\
          allow:\n",
         clean(&config.source)
@@ -221,7 +224,7 @@ fn render(
         }
     }
     out.push_str(
-        "  # Name servers and cluster peers (uncomment and fill in):\n\
+        "  # Name servers and cluster peers the agent cannot find itself (uncomment and fill in):\n\
          \x20 # - cidr: 10.96.0.10/32\n\
          \x20 #   ports: [53]\n\
          \x20 #   protocols: [udp, tcp]\n\

@@ -6,13 +6,22 @@ use enforcer_common::proto;
 use ipnet::IpNet;
 
 use super::yaml::{self, Kind, Node};
+mod alertmanager;
+
 use super::{
     DefaultVerdict, FqdnRule, Location, Mode, Policy, PolicyError, PortRange, Problem, Rule,
     RuleAction, RuleSource, Target, merge_port_ranges, normalize_net, presets,
 };
 
-const TOP_KEYS: &[&str] = &["mode", "default", "block", "allow", "targets"];
-const TOP_EXPECTED: &str = "mode, default, block, allow, targets";
+const TOP_KEYS: &[&str] = &[
+    "mode",
+    "default",
+    "block",
+    "allow",
+    "targets",
+    "alertmanager",
+];
+const TOP_EXPECTED: &str = "mode, default, block, allow, targets, alertmanager";
 const ENTRY_KEYS: &[&str] = &["cidr", "preset", "fqdn", "ports", "protocols"];
 const BLOCK_EXPECTED: &str = "cidr, preset, ports, protocols";
 const ALLOW_EXPECTED: &str = "cidr, preset, fqdn, ports, protocols";
@@ -33,7 +42,10 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         });
     }
     let fields = cx.fields(&root, "the policy", TOP_KEYS, TOP_EXPECTED)?;
-    if !fields.iter().any(|f| f.name != "targets") {
+    if !fields
+        .iter()
+        .any(|f| !matches!(f.name, "targets" | "alertmanager"))
+    {
         return Err(cx.err(&root, Problem::Empty));
     }
     let mut policy = Policy {
@@ -43,6 +55,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         rules: Vec::new(),
         fqdns: Vec::new(),
         targets: Vec::new(),
+        alertmanager: Default::default(),
     };
     for field in fields {
         let value = field.value;
@@ -85,6 +98,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
                     cx.rule_entry(entry, RuleAction::Allow, &mut policy)?;
                 }
             }
+            "alertmanager" => policy.alertmanager = cx.alertmanager(value)?,
             _ => {
                 for entry in cx.entries(value, "targets")? {
                     policy.targets.push(cx.target(entry)?);
