@@ -48,13 +48,13 @@ const MAX_CMDLINE: u64 = 4 * 1024 * 1024;
 /// Bound on the cgroup directories walked below a `--cgroup` in direct mode.
 const MAX_CGROUP_DIRS: usize = 10_000;
 
-/// Something about a target's flags that did not become a rule.
+/// Something a target needs that did not become a rule.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Warning {
     pub pid: u32,
-    /// The flag as given, e.g. `--cluster.peer=am-1.am:9094`.
-    pub flag: String,
-    pub reason: &'static str,
+    /// The flag as given (`--cluster.peer=am-1.am:9094`), or the resolv.conf path.
+    pub subject: String,
+    pub reason: String,
 }
 
 /// The rules for a set of Alertmanager processes.
@@ -91,16 +91,25 @@ pub fn derive(proc_root: &Path, pids: &[u32], settings: AlertmanagerSettings) ->
         let mut rules = Vec::new();
         if settings.allow_own_dns {
             let root = dir.join("root");
-            if let Ok(text) = read_in_root(&root, "etc/resolv.conf") {
-                let file = root.join("etc/resolv.conf").display().to_string();
-                for (addr, line) in name_servers(&text) {
-                    let at = Location {
-                        file: file.clone(),
-                        line,
-                        column: 1,
-                    };
-                    rules.push(rule(AutoKind::ResolvConf, addr, 53, pid, at));
+            let file = root.join("etc/resolv.conf").display().to_string();
+            match read_in_root(&root, "etc/resolv.conf") {
+                Ok(text) => {
+                    for (addr, line) in name_servers(&text) {
+                        let at = Location {
+                            file: file.clone(),
+                            line,
+                            column: 1,
+                        };
+                        rules.push(rule(AutoKind::ResolvConf, addr, 53, pid, at));
+                    }
                 }
+                // No resolv.conf (or the process just exited): nothing to allow.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => out.warnings.push(Warning {
+                    pid,
+                    subject: file,
+                    reason: format!("cannot read it: {e}"),
+                }),
             }
         }
         if settings.allow_cluster_peers
@@ -120,8 +129,8 @@ pub fn derive(proc_root: &Path, pids: &[u32], settings: AlertmanagerSettings) ->
             out.warnings
                 .extend(flags.unpinned.into_iter().map(|(flag, reason)| Warning {
                     pid,
-                    flag,
-                    reason,
+                    subject: flag,
+                    reason: reason.to_owned(),
                 }));
         }
         for r in rules {

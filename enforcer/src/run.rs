@@ -92,7 +92,7 @@ struct Agent {
     /// The automatic rules last derived from the running Alertmanager targets (installed,
     /// unless they did not fit the maps).
     auto: Vec<Rule>,
-    /// `--cluster.peer` flags already warned about, by pid.
+    /// What the automatic rules could not cover, already warned about (by pid).
     warned: BTreeSet<auto::Warning>,
     generation: u32,
     rules: RuleBook,
@@ -305,7 +305,8 @@ impl Agent {
     }
 
     /// The automatic rules for the Alertmanager targets running now (empty when `base`
-    /// turns them off); warns once per process about `--cluster.peer` flags it cannot pin.
+    /// turns them off); warns once per process about what it cannot cover (a `--cluster.peer`
+    /// given by DNS name, an unreadable resolv.conf).
     fn derive_auto(&mut self, base: &Policy) -> Vec<Rule> {
         let settings = base.alertmanager;
         if !settings.allow_own_dns && !settings.allow_cluster_peers {
@@ -331,8 +332,8 @@ impl Agent {
             if !self.warned.contains(&w) {
                 tracing::warn!(
                     pid = w.pid,
-                    flag = %w.flag,
-                    "--cluster.peer not allowed automatically: {}",
+                    subject = %w.subject,
+                    "not allowed automatically: {}",
                     w.reason
                 );
                 self.warned.insert(w);

@@ -197,10 +197,11 @@ fn derives_rules_from_proc() {
         d.warnings,
         vec![Warning {
             pid: 4242,
-            flag: "--cluster.peer=am-2.example:9094".to_owned(),
-            reason: d.warnings[0].reason,
+            subject: "--cluster.peer=am-2.example:9094".to_owned(),
+            reason: d.warnings[0].reason.clone(),
         }]
     );
+    assert!(d.warnings[0].reason.contains("DNS name"), "{d:?}");
 
     let dns_only = AlertmanagerSettings {
         allow_own_dns: true,
@@ -237,7 +238,21 @@ fn a_fifo_resolv_conf_is_not_read() {
     // SAFETY: mkfifo with a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let d = derive(&fake.0, &[5000], AlertmanagerSettings::default());
-    assert_eq!(d, Derived::default());
+    assert!(d.rules.is_empty(), "{d:?}");
+    assert_eq!(d.warnings.len(), 1, "{d:?}");
+    assert!(
+        d.warnings[0]
+            .subject
+            .ends_with("/5000/root/etc/resolv.conf")
+            && d.warnings[0].reason.contains("not a regular file"),
+        "{d:?}"
+    );
+    // No resolv.conf at all: nothing to allow, nothing to warn about.
+    std::fs::remove_file(&conf).unwrap();
+    assert_eq!(
+        derive(&fake.0, &[5000], AlertmanagerSettings::default()),
+        Derived::default()
+    );
 }
 
 #[test]
