@@ -392,7 +392,9 @@ impl Enforcer {
                 Array::try_from(self.map(name)?).map_err(map_err(name))?;
             // Boxed: 2 MiB must not pass through the stack.
             let words = v4_filter(compiled);
-            filter.set(target, words.as_ref(), 0).map_err(map_err(name))?;
+            filter
+                .set(target, words.as_ref(), 0)
+                .map_err(map_err(name))?;
         }
         {
             let name = map_names::CONFIG;
