@@ -4,13 +4,16 @@ use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
     let out_dir = std::env::var("OUT_DIR").context("OUT_DIR not set")?;
-    let object = std::path::Path::new(&out_dir).join("enforcer-ebpf");
+    // The enforcer's programs, and the benchmark's floor program (`cargo xtask bench`).
+    let objects = ["enforcer-ebpf", "floor"].map(|bin| std::path::Path::new(&out_dir).join(bin));
     // AYA_BUILD_SKIP=1 builds the agent without kernel programs (for work on pure userspace
     // modules); loading then fails with a clear error instead of running anything.
     if std::env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1") {
         println!("cargo::rerun-if-env-changed=AYA_BUILD_SKIP");
-        if !object.exists() {
-            std::fs::write(&object, []).context("writing empty eBPF placeholder")?;
+        for object in &objects {
+            if !object.exists() {
+                std::fs::write(object, []).context("writing empty eBPF placeholder")?;
+            }
         }
         return Ok(());
     }
@@ -32,7 +35,11 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-env-changed=RUSTUP_TOOLCHAIN");
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".to_owned());
     aya_build::build_ebpf(
-        [Package { name: ebpf.name.as_str(), root_dir: root_dir.as_str(), ..Default::default() }],
+        [Package {
+            name: ebpf.name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
         Toolchain::Custom(&toolchain),
     )
 }

@@ -15,6 +15,8 @@ APT_PACKAGES=(
   prometheus-alertmanager prometheus
   # VM tests under other kernels
   qemu-system-x86 busybox-static kmod cpio
+  # systemd-analyze verify of deploy/systemd (promtool comes with prometheus)
+  systemd
 )
 
 missing=()
@@ -25,6 +27,15 @@ if ((${#missing[@]})); then
   log "apt-get install ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# kubernetes-validate for deploy/kubernetes (also brings PyYAML and jsonschema, which
+# tests/tests/deploy.rs uses).
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  log "pip install kubernetes-validate"
+  python3 -m pip install --quiet kubernetes-validate==1.37.0 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages kubernetes-validate==1.37.0
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
 
 # The eBPF crate is built with -Z build-std=core on stable (RUSTC_BOOTSTRAP=1 in

@@ -38,6 +38,24 @@ pub mod map_names {
     pub const COUNTERS: &str = "FQDN_COUNTERS";
     /// Ring buffer of [`super::LearnedEvent`]s.
     pub const EVENTS: &str = "FQDN_EVENTS";
+    /// Per-CPU parse buffer of the learning program.
+    pub const SCRATCH: &str = "FQDN_SCRATCH";
+
+    /// Every FQDN map (pinned with the others when the agent runs with pinning).
+    pub const ALL: [&str; 12] = [
+        LEARNED_V4,
+        LEARNED_V6,
+        RESOLVED_V4,
+        RESOLVED_V6,
+        EXACT,
+        WILDCARD,
+        ANY_PORT,
+        PORTS,
+        SETTINGS,
+        COUNTERS,
+        EVENTS,
+        SCRATCH,
+    ];
 }
 
 /// The `cgroup_skb/ingress` program that learns from DNS answers.

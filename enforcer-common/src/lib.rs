@@ -20,7 +20,32 @@ pub mod map_names {
     pub const COUNTERS: &str = "COUNTERS";
     /// Ring buffer of [`crate::DenyEvent`]s.
     pub const EVENTS: &str = "EVENTS";
+    /// `Array<V4Filter>`, one entry per rule set: the IPv4 /24 blocks any LPM entry touches.
+    pub const V4_FILTER: &str = "V4_FILTER";
+    /// `HashMap<[u8; COMM_LEN], u32>`: comms of `process:` targets (scope mode).
+    pub const TARGET_COMMS: &str = "TARGET_COMMS";
+    /// `HashMap<u64, u32>`: cgroup ids whose processes are targets (scope mode).
+    pub const TARGET_CGROUPS: &str = "TARGET_CGROUPS";
+
+    /// Every map of the object (all are pinned when the agent runs with pinning).
+    pub const ALL: [&str; 11] = [
+        V4_RULES[0],
+        V4_RULES[1],
+        V6_RULES[0],
+        V6_RULES[1],
+        CONFIG,
+        ACTIVE,
+        COUNTERS,
+        EVENTS,
+        TARGET_COMMS,
+        TARGET_CGROUPS,
+        V4_FILTER,
+    ];
 }
+
+/// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
+/// pinned map changes shape: an agent only adopts pins of its own layout version.
+pub const PIN_LAYOUT_VERSION: u32 = 2;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.
@@ -176,6 +201,24 @@ impl LpmValue {
     }
 }
 
+/// Words of the IPv4 prefilter: one bit per /24 block (2^24 bits, 2 MiB).
+pub const V4_FILTER_WORDS: usize = 1 << 18;
+
+/// The IPv4 prefilter: bit `n` is set when some LPM entry of the rule set contains addresses
+/// of the /24 block `n` (`address >> 8`). A clear bit proves that no entry can match, so the
+/// LPM walk (a pointer chase per trie level, the dominant cost with 100k prefixes) is skipped.
+pub type V4Filter = [u64; V4_FILTER_WORDS];
+
+/// Word index and bit mask of `addr` (network byte order) in a [`V4Filter`].
+#[inline(always)]
+pub fn v4_filter_pos(addr: [u8; 4]) -> (usize, u64) {
+    let block = u32::from_be_bytes(addr) >> 8;
+    (
+        (block >> 6) as usize & (V4_FILTER_WORDS - 1),
+        1u64 << (block & 63),
+    )
+}
+
 /// Capacity of each LPM trie (prefixes per family per rule set).
 pub const MAX_PREFIXES: u32 = 262_144;
 
@@ -196,8 +239,20 @@ pub struct Config {
     pub default_verdict: u32,
     /// Policy generation, echoed in events so userspace names the rule of the right policy.
     pub generation: u32,
-    pub _pad: u32,
+    /// Nonzero: the programs are attached at a scope cgroup and decide only calls of target
+    /// tasks (comm in `TARGET_COMMS`, or a cgroup or ancestor in `TARGET_CGROUPS`); every
+    /// other call passes untouched and uncounted.
+    pub scoped: u32,
 }
+
+/// Capacity of `TARGET_COMMS` (process names of `process:` targets).
+pub const MAX_TARGET_COMMS: u32 = 256;
+/// Capacity of `TARGET_CGROUPS` (cgroup ids of `cgroup:`/`systemd_unit:` targets in scope mode).
+pub const MAX_TARGET_CGROUPS: u32 = 4096;
+/// Deepest cgroup level the scope filter looks at for target ancestors.
+pub const MAX_CGROUP_DEPTH: i32 = 16;
+/// Length of a task's comm (TASK_COMM_LEN), the key of `TARGET_COMMS`.
+pub const COMM_LEN: usize = 16;
 
 /// Event kinds in [`EventHeader::kind`].
 pub mod event_kind {

@@ -11,17 +11,18 @@ mod fqdn;
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
     },
     macros::{cgroup_sock_addr, map},
-    maps::{Array, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::SockAddrContext,
 };
 use enforcer_common::{
-    ACTIVE_SETS, Config, DenyEvent, EVENT_VERSION, EVENTS_BYTES, EVENTS_WAKEUP_BYTES, EventHeader,
-    LpmValue, MAX_PREFIXES, V4_KEY_LEN, V6_KEY_LEN, action, counter, event_kind, hook, mode, proto,
-    rule_id, verdict,
+    ACTIVE_SETS, COMM_LEN, Config, DenyEvent, EVENT_VERSION, EVENTS_BYTES, EVENTS_WAKEUP_BYTES,
+    EventHeader, LpmValue, MAX_CGROUP_DEPTH, MAX_PREFIXES, MAX_TARGET_CGROUPS, MAX_TARGET_COMMS,
+    V4_KEY_LEN, V4Filter, V6_KEY_LEN, action, counter, event_kind, hook, mode, proto, rule_id,
+    v4_filter_pos, verdict,
 };
 
 #[map]
@@ -40,6 +41,12 @@ static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+#[map]
+static V4_FILTER: Array<V4Filter> = Array::with_max_entries(ACTIVE_SETS, 0);
+#[map]
+static TARGET_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(MAX_TARGET_COMMS, 0);
+#[map]
+static TARGET_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGET_CGROUPS, 0);
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -85,6 +92,9 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
         // Unreachable for an array index below max_entries; deny rather than guess.
         return DENY;
     };
+    if cfg.scoped != 0 && !is_target() {
+        return ALLOW;
+    }
     let port = u16::from_be(sa.user_port as u16);
     let proto_class = proto::class(sa.protocol);
 
@@ -119,11 +129,18 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
 
     let entry = match dst {
         Dst::V4(a) => {
-            let key = Key::new(32, a);
-            if set == 0 {
-                V4_RULES_0.get(&key)
+            let (word, bit) = v4_filter_pos(a);
+            // A missing filter (cannot happen for an index below max_entries) means "look".
+            let covered = V4_FILTER.get(set).is_none_or(|f| f[word] & bit != 0);
+            if !covered {
+                None
             } else {
-                V4_RULES_1.get(&key)
+                let key = Key::new(32, a);
+                if set == 0 {
+                    V4_RULES_0.get(&key)
+                } else {
+                    V4_RULES_1.get(&key)
+                }
             }
         }
         Dst::V6(a) => {
@@ -139,9 +156,13 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
     let denied_by = match entry.and_then(|e| e.first_match(port, proto_class)) {
         Some(c) if c.action == action::ALLOW => None,
         Some(c) => Some(c.rule_id),
-        // Step 4: FQDN-learned addresses, consulted only when no clause matched.
-        None if fqdn::allows(&dst, set, port, proto_class) => None,
-        None if cfg.default_verdict == verdict::DENY => Some(rule_id::DEFAULT),
+        // Step 4, FQDN-learned addresses: consulted only when no clause matched and only when
+        // the default would deny (otherwise the verdict is "allow" either way).
+        None if cfg.default_verdict == verdict::DENY
+            && !fqdn::allows(&dst, set, port, proto_class) =>
+        {
+            Some(rule_id::DEFAULT)
+        }
         None => None,
     };
 
@@ -172,6 +193,31 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
             if audit { ALLOW } else { DENY }
         }
     }
+}
+
+/// Scope mode: is the current task one the policy targets? By comm (the executable name the
+/// kernel set at exec, so a new process is recognised from its first instruction), or by its
+/// cgroup or any ancestor of it.
+#[inline(always)]
+fn is_target() -> bool {
+    if let Ok(comm) = bpf_get_current_comm() {
+        // SAFETY: read-only lookup; the value is not used.
+        if unsafe { TARGET_COMMS.get(&comm) }.is_some() {
+            return true;
+        }
+    }
+    for level in 1..MAX_CGROUP_DEPTH {
+        // SAFETY: plain helper call.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 {
+            break;
+        }
+        // SAFETY: read-only lookup; the value is not used.
+        if unsafe { TARGET_CGROUPS.get(&id) }.is_some() {
+            return true;
+        }
+    }
+    false
 }
 
 #[inline(always)]

@@ -156,6 +156,7 @@ fn build(
     let mut stack: Vec<usize> = Vec::new();
     let mut own_allow = Vec::new();
     let mut own_block = Vec::new();
+    let mut clauses: Vec<Clause> = Vec::new();
     let mut i = 0;
     while i < items.len() {
         let (addr, len, _) = items[i];
@@ -191,7 +192,7 @@ fn build(
             .position(|c| c.action != action::ALLOW)
             .unwrap_or(parent.len());
         let (parent_allow, parent_block) = parent.split_at(split);
-        let mut clauses: Vec<Clause> = Vec::with_capacity(MAX_CLAUSES + 1);
+        clauses.clear();
         merge_by_rule_id(parent_allow, &own_allow, &mut clauses);
         clauses.extend_from_slice(&own_block);
         clauses.extend_from_slice(parent_block);
@@ -215,10 +216,19 @@ fn build(
 
 /// One clause per (merged) port range of `rule`.
 fn push_clauses(out: &mut Vec<Clause>, rule: &Rule, id: u32) {
-    let ranges = if rule.ports.is_empty() {
-        vec![PortRange::ALL]
+    let merged;
+    let ranges: &[PortRange] = if rule.ports.is_empty() {
+        &[PortRange::ALL]
+    } else if rule
+        .ports
+        .windows(2)
+        .all(|w| w[0].hi < w[1].lo.saturating_sub(1))
+    {
+        // Already sorted and merged, as the parser leaves them.
+        &rule.ports
     } else {
-        merge_port_ranges(&rule.ports)
+        merged = merge_port_ranges(&rule.ports);
+        &merged
     };
     for r in ranges {
         out.push(Clause {
@@ -376,6 +386,28 @@ pub fn render(policy: &Policy, compiled: &Compiled) -> String {
             let _ = writeln!(out, "  {id:>4}  {f}  ({})", f.location);
         }
     }
+    let am = policy.alertmanager;
+    if am.allow_own_dns || am.allow_cluster_peers {
+        let _ = writeln!(
+            out,
+            "\nautomatic rules (`alertmanager:`), added by `enforcer run` for every running \
+             Alertmanager target:"
+        );
+        if am.allow_own_dns {
+            let _ = writeln!(
+                out,
+                "        allow auto:resolv.conf <each nameserver of its resolv.conf> ports 53 \
+                 protocols tcp,udp (pid N)"
+            );
+        }
+        if am.allow_cluster_peers {
+            let _ = writeln!(
+                out,
+                "        allow auto:cluster.peer <each literal --cluster.peer address> ports \
+                 <its port> protocols tcp,udp (pid N)"
+            );
+        }
+    }
     let _ = writeln!(out, "\nIPv4 map entries ({}):", compiled.v4.len());
     for (net, value) in &compiled.v4 {
         render_entry(&mut out, &IpNet::V4(*net), value);
@@ -466,6 +498,7 @@ mod tests {
             rules,
             fqdns: vec![],
             targets: vec![],
+            alertmanager: Default::default(),
             dns: Default::default(),
         }
     }

@@ -1,18 +1,38 @@
 //! The kernel side as the agent sees it: load the embedded object, attach the four programs to a
 //! cgroup, install compiled policies (double-buffered), read counters, hand out the event ring.
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError},
-};
-use enforcer_common::{
-    ACTIVE_SETS, Config, LpmValue, V4_KEY_LEN, V6_KEY_LEN, counter, hook, map_names, prog_names,
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
 };
 
-use crate::{cgroup::Cgroup, compile::Compiled};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{
+        Array, HashMap as AyaHashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::Key,
+    },
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId,
+        links::FdLink,
+    },
+};
+use enforcer_common::{
+    ACTIVE_SETS, COMM_LEN, Config, LpmValue, V4_FILTER_WORDS, V4_KEY_LEN, V4Filter, V6_KEY_LEN,
+    counter, hook, map_names, prog_names,
+};
+
+use crate::{
+    cgroup::Cgroup,
+    compile::Compiled,
+    pin::{self, Pins},
+};
 
 /// The kernel object built by build.rs (aya-build) from `enforcer-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
+
+/// The benchmark's floor object (`enforcer-ebpf/src/floor.rs`): one cgroup/connect4 program,
+/// `bench_floor_connect4`, that allows every call. Empty when built with AYA_BUILD_SKIP=1.
+pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor"));
 
 const PROGRAMS: [&str; 4] = [
     prog_names::CONNECT4,
@@ -50,6 +70,22 @@ pub enum EbpfError {
         #[source]
         source: MapError,
     },
+    #[error(transparent)]
+    PinDir(#[from] pin::PinError),
+    #[error("pinning {what} at {path}")]
+    Pin {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("converting the {name} link of {cgroup} for pinning")]
+    Link {
+        name: &'static str,
+        cgroup: String,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
 }
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> EbpfError {
@@ -72,15 +108,48 @@ pub struct Enforcer {
     active: u32,
     /// True once a policy has been installed (set `active` is live).
     installed: bool,
+    /// Where maps, programs and links are pinned; `None`: everything lives with this value.
+    pins: Option<Pins>,
+    /// Whether the maps were adopted from pins of an earlier agent.
+    adopted: bool,
+    /// Unpinned links per target cgroup id (only without pinning).
+    links: HashMap<u64, Vec<(&'static str, CgroupSockAddrLinkId)>>,
+    /// Scope mode (see [`Config::scoped`]), written with the next [`Enforcer::install`].
+    scoped: bool,
+    /// Unpinned links of the DNS-learning program per target cgroup id (only without pinning).
+    fqdn_links: HashMap<u64, aya::programs::cgroup_skb::CgroupSkbLinkId>,
 }
 
+/// Distinguishes the link pins of successive attaches to the same cgroup.
+static ATTACH_SEQ: AtomicU64 = AtomicU64::new(0);
+
 impl Enforcer {
-    /// Loads the programs into the kernel (verifier included); nothing is attached yet.
+    /// Loads the programs into the kernel (verifier included), without pinning; nothing is
+    /// attached yet.
     pub fn load() -> Result<Self, EbpfError> {
+        Self::load_with(None)
+    }
+
+    /// Like [`Enforcer::load`]. With `pins`, every map is pinned under it — or, when an earlier agent left pins there,
+    /// adopted as it is (rules, active set, counters, queued events), so a restarted agent
+    /// continues exactly where the last one stopped.
+    pub fn load_with(pins: Option<Pins>) -> Result<Self, EbpfError> {
         if OBJECT.is_empty() {
             return Err(EbpfError::NoObject);
         }
-        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(EbpfError::Load)?;
+        let mut loader = EbpfLoader::new();
+        let mut adopted = false;
+        if let Some(p) = &pins {
+            p.prepare()?;
+            adopted = p.map(map_names::ACTIVE).exists();
+            for name in map_names::ALL
+                .iter()
+                .chain(&enforcer_common::fqdn::map_names::ALL)
+            {
+                loader.map_pin_path(name, p.map(name));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;
         for name in PROGRAMS {
             let prog: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
@@ -89,22 +158,137 @@ impl Enforcer {
                 .map_err(|source| EbpfError::Program { name, source })?;
             prog.load()
                 .map_err(|source| EbpfError::Program { name, source })?;
+            if let Some(p) = &pins {
+                // Program pins are for inspection (bpftool); the links keep programs alive.
+                let path = p.progs_dir().join(name);
+                let _ = std::fs::remove_file(&path);
+                prog.pin(&path).map_err(|source| EbpfError::Pin {
+                    what: "program",
+                    path,
+                    source,
+                })?;
+            }
         }
-        crate::fqdn::kernel::load(&mut ebpf)?;
-        Ok(Self {
+        crate::fqdn::kernel::load(&mut ebpf, pins.as_ref())?;
+        let mut this = Self {
             ebpf,
             active: 0,
             installed: false,
-        })
+            pins,
+            adopted,
+            links: HashMap::new(),
+            scoped: false,
+            fqdn_links: HashMap::new(),
+        };
+        if adopted {
+            let name = map_names::ACTIVE;
+            let active: Array<&MapData, u32> =
+                Array::try_from(this.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?)
+                    .map_err(map_err(name))?;
+            this.active = active.get(&0, 0).map_err(map_err(name))? % ACTIVE_SETS;
+            this.installed = true;
+        }
+        Ok(this)
+    }
+
+    /// Scope mode: the programs decide only calls of target tasks (see [`Enforcer::set_targets`]).
+    /// Takes effect with the next [`Enforcer::install`].
+    pub fn set_scoped(&mut self, scoped: bool) {
+        self.scoped = scoped;
+    }
+
+    /// The generation of the policy the programs read now (0 before any install).
+    pub fn generation(&self) -> Result<u32, EbpfError> {
+        if !self.installed {
+            return Ok(0);
+        }
+        let name = map_names::CONFIG;
+        let config: Array<&MapData, Config> =
+            Array::try_from(self.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?)
+                .map_err(map_err(name))?;
+        Ok(config
+            .get(&self.active, 0)
+            .map_err(map_err(name))?
+            .generation)
+    }
+
+    /// Sets the scope-mode targets: task comms (names are cut to the kernel's 15 characters)
+    /// and cgroup ids. New entries are added before stale ones are removed, so a target that
+    /// stays a target is never uncovered.
+    pub fn set_targets(&mut self, comms: &[String], cgroup_ids: &[u64]) -> Result<(), EbpfError> {
+        {
+            let name = map_names::TARGET_COMMS;
+            let mut map: AyaHashMap<&mut MapData, [u8; COMM_LEN], u32> =
+                AyaHashMap::try_from(self.map(name)?).map_err(map_err(name))?;
+            let want: Vec<[u8; COMM_LEN]> = comms.iter().map(|c| comm_key(c)).collect();
+            for key in &want {
+                map.insert(key, 1, 0).map_err(map_err(name))?;
+            }
+            let stale: Vec<_> = map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !want.contains(k))
+                .collect();
+            for key in stale {
+                map.remove(&key).map_err(map_err(name))?;
+            }
+        }
+        let name = map_names::TARGET_CGROUPS;
+        let mut map: AyaHashMap<&mut MapData, u64, u32> =
+            AyaHashMap::try_from(self.map(name)?).map_err(map_err(name))?;
+        for id in cgroup_ids {
+            map.insert(id, 1, 0).map_err(map_err(name))?;
+        }
+        let stale: Vec<u64> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !cgroup_ids.contains(k))
+            .collect();
+        for key in stale {
+            map.remove(&key).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
+    /// True when the maps came from an earlier agent's pins.
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     /// Attaches all four programs to `cgroup` with bpf_links (kernel >= 5.7). Link attachments
     /// always coexist with other programs of the cgroup (any of them denying makes the call
     /// fail); the kernel rejects attach flags on links, hence `CgroupAttachMode::Single`, which
-    /// aya passes as 0. The links live as long as this value.
+    /// aya passes as 0.
+    ///
+    /// Without pinning the links live as long as this value. With pinning each new link is
+    /// pinned under a fresh name first and only then are the links an earlier agent pinned for
+    /// this cgroup removed: at every moment at least one complete set is attached.
     pub fn attach(&mut self, cgroup: &Cgroup) -> Result<(), EbpfError> {
+        let id = cgroup.id();
+        // bpffs refuses names with dots (EPERM): "<program>-<pid>-<n>".
+        let seq = format!(
+            "{}-{}",
+            std::process::id(),
+            ATTACH_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let link_dir = self.pins.as_ref().map(|p| p.target_links(id));
+        if let Some(dir) = &link_dir {
+            std::fs::create_dir_all(dir).map_err(|source| pin::PinError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let mut new_pins = Vec::new();
+        let mut held = Vec::new();
         // DNS learning first: no connect is decided while answers go unlearned.
-        crate::fqdn::kernel::attach(&mut self.ebpf, cgroup)?;
+        match crate::fqdn::kernel::attach(&mut self.ebpf, cgroup, link_dir.as_deref(), &seq)? {
+            crate::fqdn::kernel::Attached::Pinned(path) => new_pins.push(path),
+            crate::fqdn::kernel::Attached::Held(link_id) => {
+                if let Some(old) = self.fqdn_links.insert(id, link_id) {
+                    crate::fqdn::kernel::detach(&mut self.ebpf, old)?;
+                }
+            }
+        }
         for name in PROGRAMS {
             let prog: &mut CgroupSockAddr = self
                 .ebpf
@@ -112,12 +296,80 @@ impl Enforcer {
                 .ok_or(EbpfError::MissingProgram { name })?
                 .try_into()
                 .map_err(|source| EbpfError::Program { name, source })?;
-            prog.attach(&cgroup.dir, CgroupAttachMode::Single)
+            let cg = || cgroup.path.display().to_string();
+            let link_id = prog
+                .attach(&cgroup.dir, CgroupAttachMode::Single)
                 .map_err(|source| EbpfError::Attach {
                     name,
-                    cgroup: cgroup.path.display().to_string(),
+                    cgroup: cg(),
                     source,
                 })?;
+            let Some(dir) = &link_dir else {
+                held.push((name, link_id));
+                continue;
+            };
+            let link = prog
+                .take_link(link_id)
+                .map_err(|source| EbpfError::Program { name, source })?;
+            let fd_link = FdLink::try_from(link).map_err(|source| EbpfError::Link {
+                name,
+                cgroup: cg(),
+                source,
+            })?;
+            let path = dir.join(format!("{name}-{seq}"));
+            fd_link.pin(&path).map_err(|source| EbpfError::Pin {
+                what: "link",
+                path: path.clone(),
+                source,
+            })?;
+            new_pins.push(path);
+        }
+        if let Some(dir) = &link_dir {
+            for entry in std::fs::read_dir(dir).map_err(|source| pin::PinError::Io {
+                path: dir.clone(),
+                source,
+            })? {
+                let old = entry.map_err(|source| pin::PinError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                if !new_pins.contains(&old.path()) {
+                    std::fs::remove_file(old.path()).map_err(|source| pin::PinError::Io {
+                        path: old.path(),
+                        source,
+                    })?;
+                }
+            }
+        } else {
+            self.links.entry(id).or_default().extend(held);
+        }
+        Ok(())
+    }
+
+    /// Detaches the programs from the cgroup with inode `cgroup_id` (and removes its pins).
+    pub fn detach(&mut self, cgroup_id: u64) -> Result<(), EbpfError> {
+        if let Some(p) = &self.pins {
+            let dir = p.target_links(cgroup_id);
+            if dir.exists() {
+                pin::remove_dir_pins(&dir)?;
+                std::fs::remove_dir(&dir).map_err(|source| pin::PinError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+        }
+        if let Some(link_id) = self.fqdn_links.remove(&cgroup_id) {
+            crate::fqdn::kernel::detach(&mut self.ebpf, link_id)?;
+        }
+        for (name, link_id) in self.links.remove(&cgroup_id).unwrap_or_default() {
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(EbpfError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| EbpfError::Program { name, source })?;
+            prog.detach(link_id)
+                .map_err(|source| EbpfError::Program { name, source })?;
         }
         Ok(())
     }
@@ -131,6 +383,7 @@ impl Enforcer {
         } else {
             self.active
         };
+        let scoped = u32::from(self.scoped);
         let t = target as usize;
         {
             let name = map_names::V4_RULES[t];
@@ -153,6 +406,16 @@ impl Enforcer {
             }
         }
         {
+            let name = map_names::V4_FILTER;
+            let mut filter: Array<&mut MapData, V4Filter> =
+                Array::try_from(self.map(name)?).map_err(map_err(name))?;
+            // Boxed: 2 MiB must not pass through the stack.
+            let words = v4_filter(compiled);
+            filter
+                .set(target, words.as_ref(), 0)
+                .map_err(map_err(name))?;
+        }
+        {
             let name = map_names::CONFIG;
             let mut config: Array<&mut MapData, Config> =
                 Array::try_from(self.map(name)?).map_err(map_err(name))?;
@@ -160,7 +423,7 @@ impl Enforcer {
                 mode: compiled.mode,
                 default_verdict: compiled.default_verdict,
                 generation,
-                _pad: 0,
+                scoped,
             };
             config.set(target, value, 0).map_err(map_err(name))?;
         }
@@ -171,8 +434,12 @@ impl Enforcer {
                 Array::try_from(self.map(name)?).map_err(map_err(name))?;
             active.set(0, target, 0).map_err(map_err(name))?;
         }
+        let flipped = self.installed;
         self.active = target;
         self.installed = true;
+        if flipped {
+            wait_for_readers();
+        }
         Ok(())
     }
 
@@ -216,6 +483,56 @@ impl Enforcer {
             .map_mut(name)
             .ok_or(EbpfError::MissingMap { name })
     }
+}
+
+/// Returns once no program can still be reading the rule set that was active before a flip, so
+/// the next install may rewrite it. The programs run inside RCU read-side sections;
+/// `membarrier(MEMBARRIER_CMD_GLOBAL)` waits for an RCU grace period (synchronize_rcu) on
+/// multi-CPU machines. On one CPU (where the kernel skips that wait) and when membarrier is
+/// unavailable, a pause far longer than a program run stands in.
+fn wait_for_readers() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes two integer arguments and touches no user memory.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0) };
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if r != 0 || cpus <= 1 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The IPv4 prefilter of `compiled`: every /24 block that any IPv4 entry touches.
+pub fn v4_filter(compiled: &Compiled) -> Box<V4Filter> {
+    let mut words: Box<V4Filter> = vec![0u64; V4_FILTER_WORDS]
+        .into_boxed_slice()
+        .try_into()
+        .expect("V4_FILTER_WORDS words");
+    for (net, _) in &compiled.v4 {
+        let first = u32::from(net.network()) >> 8;
+        let blocks = 1u64 << 24u8.saturating_sub(net.prefix_len());
+        let (mut block, end) = (u64::from(first), u64::from(first) + blocks);
+        while block < end {
+            // Whole words at a time where the range allows (a /8 covers 65,536 blocks).
+            let (w, b) = ((block >> 6) as usize, block & 63);
+            if b == 0 && end - block >= 64 {
+                words[w] = u64::MAX;
+                block += 64;
+            } else {
+                words[w] |= 1 << b;
+                block += 1;
+            }
+        }
+    }
+    words
+}
+
+/// The kernel's comm of a process whose executable is `name`: the first 15 bytes, NUL padded.
+pub fn comm_key(name: &str) -> [u8; COMM_LEN] {
+    let mut key = [0u8; COMM_LEN];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(COMM_LEN - 1);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
 }
 
 /// Removes every key of an LPM trie (keys are collected first: deleting while walking with

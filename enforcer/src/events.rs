@@ -173,11 +173,13 @@ impl DenyView {
         }
     }
 
-    /// Writes the line (target [`TARGET`], which goes to stdout as JSON).
-    pub fn log(&self) {
+    /// Writes the line (target [`TARGET`], which goes to stdout as JSON); `enforced_target`
+    /// names the policy target the task belongs to.
+    pub fn log(&self, enforced_target: &str) {
         tracing::warn!(
             target: TARGET,
             event = self.event,
+            target = enforced_target,
             mode = self.mode,
             pid = self.pid,
             tid = self.tid,

@@ -1,6 +1,8 @@
 //! Two JSON streams: deny events (target [`crate::events::TARGET`]) on stdout, one line per
 //! denied call; agent diagnostics on stderr.
-use tracing_subscriber::{Layer as _, filter::filter_fn, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+use tracing_subscriber::{
+    Layer as _, filter::filter_fn, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
 
 /// Installs the global subscriber. `RUST_LOG` filters the diagnostics (default `info`); event
 /// lines are never filtered.
@@ -25,5 +27,8 @@ pub fn init() {
         .with_filter(filter_fn(move |m| !is_event(m)))
         .with_filter(diag_filter);
     // A second init (tests calling twice) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(events).with(diagnostics).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(events)
+        .with(diagnostics)
+        .try_init();
 }

@@ -2,7 +2,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use enforcer::{compile, policy, run};
+use enforcer::{amconfig, compile, policy, run};
 
 /// eBPF egress enforcer for Prometheus Alertmanager.
 ///
@@ -25,40 +25,137 @@ enum Command {
     /// Exit status: 0 after a clean detach, 1 on any error.
     Run {
         /// Policy file (YAML). Without it, the embedded default: allow everything except the
-        /// `private` and `cloud-metadata` presets.
+        /// `private` and `cloud-metadata` presets. SIGHUP or a change of the file reloads it;
+        /// a rejected policy keeps the running one.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
         /// cgroup v2 directory whose processes are enforced, e.g.
-        /// /sys/fs/cgroup/system.slice/prometheus-alertmanager.service
+        /// /sys/fs/cgroup/system.slice/prometheus-alertmanager.service (repeatable). Without
+        /// it, the policy's `targets:` are used (scope mode).
         #[arg(long, value_name = "PATH")]
-        cgroup: PathBuf,
+        cgroup: Vec<PathBuf>,
+        /// Scope mode: the cgroup to attach at; only tasks matching the policy's targets (by
+        /// executable name, cgroup or systemd unit) are decided below it. Default: the cgroup
+        /// v2 root, so a matching process is enforced from its first instruction wherever it
+        /// starts.
+        #[arg(long, value_name = "PATH")]
+        scope: Option<PathBuf>,
+        /// Pin programs, maps and links in bpffs (see --bpffs-dir): enforcement stays in place
+        /// when the agent stops or crashes, and a restarted agent adopts it. Without it,
+        /// stopping the agent detaches everything.
+        #[arg(long)]
+        pin: bool,
+        /// bpffs directory for --pin (bpffs is mounted at /sys/fs/bpf when missing).
+        #[arg(long, value_name = "DIR", default_value = enforcer::pin::DEFAULT_ROOT)]
+        bpffs_dir: PathBuf,
+        /// Address of the metrics endpoint (/metrics, /healthz, /readyz); `none` disables it.
+        #[arg(long, value_name = "ADDR", default_value = enforcer::metrics::DEFAULT_ADDRESS)]
+        metrics_address: String,
         /// Milliseconds between drains of the event ring buffer when no wakeup arrives.
         #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         drain_interval_ms: u64,
     },
-    /// Validate a policy and print its rules and the compiled kernel entries.
+    /// Remove everything a pinned agent left in bpffs: links (which detaches the programs),
+    /// programs and maps.
+    Detach {
+        /// bpffs directory the agent pinned into.
+        #[arg(long, value_name = "DIR", default_value = enforcer::pin::DEFAULT_ROOT)]
+        bpffs_dir: PathBuf,
+    },
+    /// Validate a policy and print its rules and the compiled kernel entries; with
+    /// --alertmanager-config, decide instead every destination of an Alertmanager configuration.
     ///
-    /// Exit status: 0 when valid; 1 with `file:line:column: what is wrong` on stderr when not.
+    /// Each destination (receiver, field, scheme://host:port, never userinfo, path or query) is
+    /// printed with the verdict the policy gives it and the deciding rule: ALLOW, DENY,
+    /// UNDECIDED (templated host, proxy from the environment: a warning) or INVALID (unreadable
+    /// *_file, ambiguous URL, unknown receiver kind). Literal addresses count in every spelling
+    /// (2852039166, 0xa9fea9fe, [::ffff:a9fe:a9fe], ...); host names are decided by the fqdn
+    /// rules, and with --resolve by the addresses they resolve to as well.
+    ///
+    /// Exit status: 0 when valid (and every destination allowed); 1 when a destination is
+    /// denied or invalid (or undecided with --strict), or with `file:line:column: what is
+    /// wrong` on stderr when an input is invalid.
     Check {
         /// Policy file (YAML). Without it, the embedded default policy is checked.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Alertmanager configuration (alertmanager.yml) whose destinations are checked.
+        #[arg(long, value_name = "FILE")]
+        alertmanager_config: Option<PathBuf>,
+        /// Also resolve host names with the system resolver and decide every address (the
+        /// worst verdict wins).
+        #[arg(long, requires = "alertmanager_config")]
+        resolve: bool,
+        /// Fail on destinations that cannot be decided statically (templated hosts, ...) too.
+        #[arg(long, requires = "alertmanager_config")]
+        strict: bool,
+        /// Output format of the destination report.
+        #[arg(long, value_enum, default_value_t = Format::Text, requires = "alertmanager_config")]
+        format: Format,
+    },
+    /// Suggest a policy from an Alertmanager configuration, for a human to review.
+    ///
+    /// Prints YAML: allowlist mode, the private and cloud-metadata presets blocked, one fqdn
+    /// rule per host name with its ports; literal addresses in blocked ranges and templated
+    /// URLs as commented-out entries under a warning. Never derive a policy live from the
+    /// configuration it protects: review it, then commit it.
+    Suggest {
+        /// Alertmanager configuration (alertmanager.yml).
+        #[arg(long, value_name = "FILE")]
+        alertmanager_config: PathBuf,
     },
     /// Print the shipped presets and the ranges they contain.
     Presets,
 }
 
+/// Output format of `check --alertmanager-config`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// One line per destination, then a summary.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { policy, cgroup, drain_interval_ms } => {
+        Command::Run {
+            policy,
+            cgroup,
+            scope,
+            pin,
+            bpffs_dir,
+            metrics_address,
+            drain_interval_ms,
+        } => {
             enforcer::logging::init();
+            match enforcer::cgroup::enter_host_cgroup_namespace() {
+                Ok(true) => tracing::info!("joined the host's cgroup namespace (via /proc/1)"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not join the host's cgroup namespace; target discovery may miss processes of other pods")
+                }
+            }
+            let metrics = match metrics_address.as_str() {
+                "none" => None,
+                a => match a.parse() {
+                    Ok(addr) => Some(addr),
+                    Err(e) => return fail(&anyhow::anyhow!("--metrics-address {a:?}: {e}")),
+                },
+            };
             let opts = run::RunOptions {
                 policy,
-                cgroup,
+                cgroups: cgroup,
+                scope,
                 drain_interval: Duration::from_millis(drain_interval_ms),
+                pins: pin.then(|| enforcer::pin::Pins::new(bpffs_dir)),
+                metrics,
             };
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return fail(&anyhow::Error::new(e).context("starting the runtime")),
             };
@@ -70,16 +167,71 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { policy } => {
+        Command::Check {
+            policy,
+            alertmanager_config: Some(config),
+            resolve,
+            strict,
+            format,
+        } => {
+            let options = amconfig::CheckOptions { resolve, strict };
+            let report = run::load_policy(policy.as_deref())
+                .map_err(anyhow::Error::new)
+                .and_then(|p| compile::compile(&p).map(|_| p).map_err(anyhow::Error::new))
+                .and_then(|p| {
+                    let config = amconfig::load(&config).map_err(anyhow::Error::new)?;
+                    Ok(amconfig::check(&config, &p, options))
+                });
+            match report {
+                Ok(r) => {
+                    match format {
+                        Format::Text => print!("{}", r.to_text()),
+                        Format::Json => println!("{}", r.to_json()),
+                    }
+                    if r.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Suggest {
+            alertmanager_config,
+        } => match amconfig::load(&alertmanager_config) {
+            Ok(config) => {
+                print!("{}", amconfig::suggest(&config));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&anyhow::Error::new(e)),
+        },
+        Command::Check { policy, .. } => {
             let checked = run::load_policy(policy.as_deref())
                 .map_err(anyhow::Error::new)
-                .and_then(|p| compile::compile(&p).map(|c| (p, c)).map_err(anyhow::Error::new));
+                .and_then(|p| {
+                    compile::compile(&p)
+                        .map(|c| (p, c))
+                        .map_err(anyhow::Error::new)
+                });
             match checked {
                 Ok((p, c)) => {
                     print!("{}", compile::render(&p, &c));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
+            }
+        }
+        Command::Detach { bpffs_dir } => {
+            match enforcer::pin::remove_all(&enforcer::pin::Pins::new(&bpffs_dir)) {
+                Ok(links) => {
+                    println!(
+                        "removed {links} link(s) and every pin under {}",
+                        bpffs_dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&anyhow::Error::new(e)),
             }
         }
         Command::Presets => {
@@ -90,7 +242,10 @@ fn main() -> ExitCode {
 }
 
 fn format_chain(e: &anyhow::Error) -> String {
-    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Prints the error chain on stderr; policy errors start with `file:line:column:`.

@@ -96,9 +96,20 @@ impl TestCgroup {
         Ok(Self { path })
     }
 
+    /// A child cgroup of this one (removed on drop, before its parent).
+    pub fn child(&self, name: &str) -> anyhow::Result<TestCgroup> {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TestCgroup { path })
+    }
+
     pub fn id(&self) -> u64 {
         use std::os::unix::fs::MetadataExt as _;
         std::fs::metadata(&self.path).map(|m| m.ino()).unwrap_or(0)
+    }
+
+    pub fn path_str(&self) -> String {
+        self.path.to_string_lossy().into_owned()
     }
 }
 
@@ -176,7 +187,13 @@ pub struct Probe {
 
 impl Probe {
     pub fn spawn(cgroup: &TestCgroup) -> anyhow::Result<Self> {
-        let mut child = Command::new(probe_bin())
+        Self::spawn_exe(&probe_bin(), cgroup)
+    }
+
+    /// Like [`Probe::spawn`], running the probe from `exe` (a copy under another name gives
+    /// the process another comm).
+    pub fn spawn_exe(exe: &Path, cgroup: &TestCgroup) -> anyhow::Result<Self> {
+        let mut child = Command::new(exe)
             .arg("--cgroup")
             .arg(&cgroup.path)
             .stdin(Stdio::piped())
@@ -263,6 +280,26 @@ impl Probe {
         Ok((next()?, next()?))
     }
 
+    /// Connects (UDP) to `a1`, `a2`, `a1`, ... for `ms` milliseconds; returns
+    /// [EPERM at a1, other at a1, EPERM at a2, other at a2].
+    pub fn alternate(
+        &mut self,
+        a1: &str,
+        a2: &str,
+        port: u16,
+        ms: u64,
+    ) -> anyhow::Result<[u64; 4]> {
+        let reply = self.command(&format!("alternate udp {a1} {a2} {port} {ms}"))?;
+        let v: Vec<u64> = reply
+            .strip_prefix("ok ")
+            .with_context(|| format!("alternate failed: {reply}"))?
+            .split(' ')
+            .map(|x| x.parse())
+            .collect::<Result<_, _>>()?;
+        v.try_into()
+            .map_err(|_| anyhow::anyhow!("bad reply {reply}"))
+    }
+
     /// A TCP listener inside the probe's namespace; returns its port.
     pub fn listen(&mut self, addr: &str) -> anyhow::Result<u16> {
         let reply = self.command(&format!("listen tcp {addr} 0"))?;
@@ -284,8 +321,19 @@ pub struct Agent {
 impl Agent {
     /// Starts `enforcer run --policy <policy> --cgroup <cgroup>` and waits for its ready line.
     pub fn start(policy: Option<&Path>, cgroup: &TestCgroup) -> anyhow::Result<Self> {
+        let cg = cgroup.path.to_string_lossy().into_owned();
+        Self::start_args(policy, &["--cgroup", &cg])
+    }
+
+    /// Starts `enforcer run [--policy <policy>] <args>` (no metrics endpoint unless `args` asks
+    /// for one) and waits for its ready line.
+    pub fn start_args(policy: Option<&Path>, args: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(enforcer_bin());
-        cmd.arg("run").arg("--cgroup").arg(&cgroup.path);
+        cmd.arg("run");
+        if !args.contains(&"--metrics-address") {
+            cmd.args(["--metrics-address", "none"]);
+        }
+        cmd.args(args);
         if let Some(p) = policy {
             cmd.arg("--policy").arg(p);
         }
@@ -402,4 +450,68 @@ pub fn attached_programs(cgroup: &Path) -> anyhow::Result<usize> {
         .lines()
         .filter(|l| l.contains("connect") || l.contains("sendmsg"))
         .count())
+}
+
+/// A bpffs directory for one test's pins; on drop `enforcer detach` semantics: every pin under
+/// it is removed (which detaches pinned links).
+pub struct PinDir {
+    pub path: PathBuf,
+    /// Whether bpffs was mounted at /sys/fs/bpf before the test (the agent mounts it when
+    /// missing; the guard then unmounts it again).
+    mounted_before: bool,
+}
+
+fn bpffs_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines().any(|l| {
+                l.split_whitespace().nth(4) == Some("/sys/fs/bpf") && l.contains(" - bpf ")
+            })
+        })
+        .unwrap_or(false)
+}
+
+impl PinDir {
+    pub fn new() -> Self {
+        Self {
+            path: Path::new("/sys/fs/bpf").join(unique("enforcer-test")),
+            mounted_before: bpffs_mounted(),
+        }
+    }
+
+    pub fn path_str(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+}
+
+impl Default for PinDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if self.path.exists()
+            && let Err(e) = enforcer::pin::remove_all(&enforcer::pin::Pins::new(&self.path))
+        {
+            eprintln!("warning: removing pins under {}: {e}", self.path.display());
+        }
+        if !self.mounted_before && bpffs_mounted() {
+            // Only the kernel's own *.debug iterators may remain; anything else is not ours.
+            let ours_only = std::fs::read_dir("/sys/fs/bpf")
+                .map(|d| {
+                    d.flatten()
+                        .all(|e| e.file_name().to_string_lossy().ends_with(".debug"))
+                })
+                .unwrap_or(false);
+            // SAFETY: umount2 with a valid NUL-terminated path.
+            if ours_only && unsafe { libc::umount2(c"/sys/fs/bpf".as_ptr(), 0) } != 0 {
+                eprintln!(
+                    "warning: unmounting /sys/fs/bpf: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
 }

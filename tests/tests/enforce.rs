@@ -3,7 +3,9 @@
 //! ENETUNREACH, with it EPERM, and each denied call gives exactly one JSON line.
 use std::time::Duration;
 
-use integration_tests::{Agent, ECONNREFUSED, ENETUNREACH, EPERM, Outcome, Probe, TempDir, TestCgroup, privileged};
+use integration_tests::{
+    Agent, ECONNREFUSED, ENETUNREACH, EPERM, Outcome, Probe, TempDir, TestCgroup, privileged,
+};
 
 const METADATA_RULE: &str = "block preset:cloud-metadata 169.254.169.254/32";
 const TEN_RULE: &str = "block preset:private 10.0.0.0/8";
@@ -17,11 +19,35 @@ const DEFAULT_DENIED: &[(&str, &str, &str, u16, &str)] = &[
     ("connect", "tcp", "10.0.0.1", 443, TEN_RULE),
     ("connect", "udp", "10.0.0.1", 53, TEN_RULE),
     ("sendto", "udp", "10.0.0.1", 53, TEN_RULE),
-    ("connect", "tcp", "::ffff:169.254.169.254", 80, METADATA_RULE),
+    (
+        "connect",
+        "tcp",
+        "::ffff:169.254.169.254",
+        80,
+        METADATA_RULE,
+    ),
     ("connect", "tcp", "64:ff9b::a9fe:a9fe", 80, METADATA_RULE),
-    ("connect", "tcp", "fd00:ec2::254", 80, "block preset:cloud-metadata fd00:ec2::254/128"),
-    ("connect", "udp", "fd00:ec2::254", 80, "block preset:cloud-metadata fd00:ec2::254/128"),
-    ("sendto", "udp", "fd00:ec2::254", 80, "block preset:cloud-metadata fd00:ec2::254/128"),
+    (
+        "connect",
+        "tcp",
+        "fd00:ec2::254",
+        80,
+        "block preset:cloud-metadata fd00:ec2::254/128",
+    ),
+    (
+        "connect",
+        "udp",
+        "fd00:ec2::254",
+        80,
+        "block preset:cloud-metadata fd00:ec2::254/128",
+    ),
+    (
+        "sendto",
+        "udp",
+        "fd00:ec2::254",
+        80,
+        "block preset:cloud-metadata fd00:ec2::254/128",
+    ),
 ];
 
 fn call(probe: &mut Probe, what: &str, proto: &str, addr: &str, port: u16) -> Outcome {
@@ -50,7 +76,11 @@ fn without_the_enforcer_the_namespace_is_unreachable_not_denied() {
     let cg = TestCgroup::new().unwrap();
     let mut probe = Probe::spawn(&cg).unwrap();
     for &(what, proto, addr, port, _) in DEFAULT_DENIED {
-        assert_eq!(call(&mut probe, what, proto, addr, port), Outcome::Errno(ENETUNREACH), "{what} {proto} {addr}");
+        assert_eq!(
+            call(&mut probe, what, proto, addr, port),
+            Outcome::Errno(ENETUNREACH),
+            "{what} {proto} {addr}"
+        );
     }
 }
 
@@ -63,16 +93,28 @@ fn embedded_default_denies_metadata_private_mapped_and_nat64_with_one_line_each(
     let mut agent = Agent::start(None, &cg).unwrap();
     let mut probe = Probe::spawn(&cg).unwrap();
     for &(what, proto, addr, port, rule) in DEFAULT_DENIED {
-        assert_eq!(call(&mut probe, what, proto, addr, port), Outcome::Errno(EPERM), "{what} {proto} {addr}:{port}");
+        assert_eq!(
+            call(&mut probe, what, proto, addr, port),
+            Outcome::Errno(EPERM),
+            "{what} {proto} {addr}:{port}"
+        );
         let lines = agent.take_events(1, Duration::from_secs(5));
-        assert_eq!(lines.len(), 1, "exactly one JSON line for {what} {proto} {addr}: {lines:?}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "exactly one JSON line for {what} {proto} {addr}: {lines:?}"
+        );
         let ev = &lines[0];
         assert_eq!(ev["event"], "connect_denied", "{ev}");
         assert_eq!(ev["mode"], "enforce");
         assert_eq!(ev["rule"], rule, "{ev}");
         assert_eq!(ev["hook"], expected_hook(what, addr), "{ev}");
         assert_eq!(ev["protocol"], proto, "{ev}");
-        assert_eq!(ev["dst_ip"], addr.parse::<std::net::IpAddr>().unwrap().to_string(), "{ev}");
+        assert_eq!(
+            ev["dst_ip"],
+            addr.parse::<std::net::IpAddr>().unwrap().to_string(),
+            "{ev}"
+        );
         assert_eq!(ev["dst_port"], port, "{ev}");
         assert_eq!(ev["pid"], probe.pid(), "{ev}");
         assert_eq!(ev["comm"], "probe", "{ev}");
@@ -82,10 +124,21 @@ fn embedded_default_denies_metadata_private_mapped_and_nat64_with_one_line_each(
     // The default blocks 127/8 too (preset private): Alertmanager calling its own API
     // (http://127.0.0.1:9093/-/quit) is one of the attacks.
     let port = probe.listen("127.0.0.1").unwrap();
-    assert_eq!(probe.connect("tcp", "127.0.0.1", port).unwrap(), Outcome::Errno(EPERM));
+    assert_eq!(
+        probe.connect("tcp", "127.0.0.1", port).unwrap(),
+        Outcome::Errno(EPERM)
+    );
     let status = agent.stop().expect("agent exited");
-    assert!(status.success(), "clean exit on SIGTERM: {status:?}\n{}", agent.stderr_text());
-    assert!(agent.stderr_text().contains("\"message\":\"detached\""), "{}", agent.stderr_text());
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status:?}\n{}",
+        agent.stderr_text()
+    );
+    assert!(
+        agent.stderr_text().contains("\"message\":\"detached\""),
+        "{}",
+        agent.stderr_text()
+    );
 }
 
 #[test]
@@ -95,17 +148,29 @@ fn loopback_listener_allowed_but_blocked_loopback_address_denied() {
     }
     let dir = TempDir::new().unwrap();
     let policy = dir
-        .write("p.yaml", "mode: enforce\ndefault: allow\nblock:\n  - cidr: 127.0.0.2/32\n")
+        .write(
+            "p.yaml",
+            "mode: enforce\ndefault: allow\nblock:\n  - cidr: 127.0.0.2/32\n",
+        )
         .unwrap();
     let cg = TestCgroup::new().unwrap();
     let mut agent = Agent::start(Some(&policy), &cg).unwrap();
     let mut probe = Probe::spawn(&cg).unwrap();
     let open = probe.listen("127.0.0.1").unwrap();
     let blocked = probe.listen("127.0.0.2").unwrap();
-    assert_eq!(probe.connect("tcp", "127.0.0.1", open).unwrap(), Outcome::Ok);
-    assert_eq!(probe.connect("tcp", "127.0.0.2", blocked).unwrap(), Outcome::Errno(EPERM));
+    assert_eq!(
+        probe.connect("tcp", "127.0.0.1", open).unwrap(),
+        Outcome::Ok
+    );
+    assert_eq!(
+        probe.connect("tcp", "127.0.0.2", blocked).unwrap(),
+        Outcome::Errno(EPERM)
+    );
     // A closed loopback port is refused by the stack, not by us.
-    assert_eq!(probe.connect("tcp", "127.0.0.3", 9).unwrap(), Outcome::Errno(ECONNREFUSED));
+    assert_eq!(
+        probe.connect("tcp", "127.0.0.3", 9).unwrap(),
+        Outcome::Errno(ECONNREFUSED)
+    );
     let lines = agent.take_events(1, Duration::from_secs(5));
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["rule"], "block cidr 127.0.0.2/32");
@@ -127,11 +192,26 @@ fn explicit_allow_with_port_inside_blocked_range_opens_that_port_only() {
     let cg = TestCgroup::new().unwrap();
     let mut agent = Agent::start(Some(&policy), &cg).unwrap();
     let mut probe = Probe::spawn(&cg).unwrap();
-    assert_eq!(probe.connect("tcp", "10.1.2.3", 443).unwrap(), Outcome::Errno(ENETUNREACH));
-    assert_eq!(probe.connect("tcp", "10.1.2.3", 80).unwrap(), Outcome::Errno(EPERM));
-    assert_eq!(probe.connect("udp", "10.1.2.3", 443).unwrap(), Outcome::Errno(EPERM));
-    assert_eq!(probe.connect("tcp", "10.1.2.4", 443).unwrap(), Outcome::Errno(EPERM));
-    assert_eq!(probe.connect("tcp", "::ffff:10.1.2.3", 443).unwrap(), Outcome::Errno(ENETUNREACH));
+    assert_eq!(
+        probe.connect("tcp", "10.1.2.3", 443).unwrap(),
+        Outcome::Errno(ENETUNREACH)
+    );
+    assert_eq!(
+        probe.connect("tcp", "10.1.2.3", 80).unwrap(),
+        Outcome::Errno(EPERM)
+    );
+    assert_eq!(
+        probe.connect("udp", "10.1.2.3", 443).unwrap(),
+        Outcome::Errno(EPERM)
+    );
+    assert_eq!(
+        probe.connect("tcp", "10.1.2.4", 443).unwrap(),
+        Outcome::Errno(EPERM)
+    );
+    assert_eq!(
+        probe.connect("tcp", "::ffff:10.1.2.3", 443).unwrap(),
+        Outcome::Errno(ENETUNREACH)
+    );
     let lines = agent.take_events(3, Duration::from_secs(5));
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines.iter().all(|l| l["rule"] == TEN_RULE), "{lines:?}");
@@ -144,17 +224,32 @@ fn default_deny_names_the_default() {
     }
     let dir = TempDir::new().unwrap();
     let policy = dir
-        .write("p.yaml", "default: deny\nallow:\n  - cidr: 127.0.0.0/8\n    ports: [8080]\n")
+        .write(
+            "p.yaml",
+            "default: deny\nallow:\n  - cidr: 127.0.0.0/8\n    ports: [8080]\n",
+        )
         .unwrap();
     let cg = TestCgroup::new().unwrap();
     let mut agent = Agent::start(Some(&policy), &cg).unwrap();
     let mut probe = Probe::spawn(&cg).unwrap();
-    assert_eq!(probe.connect("tcp", "127.0.0.1", 8080).unwrap(), Outcome::Errno(ECONNREFUSED));
-    assert_eq!(probe.connect("tcp", "192.0.2.1", 443).unwrap(), Outcome::Errno(EPERM));
-    assert_eq!(probe.connect("tcp", "::1", 8080).unwrap(), Outcome::Errno(EPERM));
+    assert_eq!(
+        probe.connect("tcp", "127.0.0.1", 8080).unwrap(),
+        Outcome::Errno(ECONNREFUSED)
+    );
+    assert_eq!(
+        probe.connect("tcp", "192.0.2.1", 443).unwrap(),
+        Outcome::Errno(EPERM)
+    );
+    assert_eq!(
+        probe.connect("tcp", "::1", 8080).unwrap(),
+        Outcome::Errno(EPERM)
+    );
     let lines = agent.take_events(2, Duration::from_secs(5));
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines.iter().all(|l| l["rule"] == "default deny"), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["rule"] == "default deny"),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -164,13 +259,22 @@ fn audit_mode_lets_the_call_through_and_logs_would_deny() {
     }
     let dir = TempDir::new().unwrap();
     let policy = dir
-        .write("p.yaml", "mode: audit\ndefault: allow\nblock:\n  - preset: cloud-metadata\n")
+        .write(
+            "p.yaml",
+            "mode: audit\ndefault: allow\nblock:\n  - preset: cloud-metadata\n",
+        )
         .unwrap();
     let cg = TestCgroup::new().unwrap();
     let mut agent = Agent::start(Some(&policy), &cg).unwrap();
     let mut probe = Probe::spawn(&cg).unwrap();
-    assert_eq!(probe.connect("tcp", "169.254.169.254", 80).unwrap(), Outcome::Errno(ENETUNREACH));
-    assert_eq!(probe.sendto("169.254.169.254", 80).unwrap(), Outcome::Errno(ENETUNREACH));
+    assert_eq!(
+        probe.connect("tcp", "169.254.169.254", 80).unwrap(),
+        Outcome::Errno(ENETUNREACH)
+    );
+    assert_eq!(
+        probe.sendto("169.254.169.254", 80).unwrap(),
+        Outcome::Errno(ENETUNREACH)
+    );
     let lines = agent.take_events(2, Duration::from_secs(5));
     assert_eq!(lines.len(), 2, "{lines:?}");
     for l in &lines {
@@ -194,7 +298,10 @@ fn the_agent_detaches_on_sigint_and_sigterm() {
         assert!(status.success(), "{status:?}");
         assert_eq!(integration_tests::attached_programs(&cg.path).unwrap(), 0);
         let mut probe = Probe::spawn(&cg).unwrap();
-        assert_eq!(probe.connect("tcp", "169.254.169.254", 80).unwrap(), Outcome::Errno(ENETUNREACH));
+        assert_eq!(
+            probe.connect("tcp", "169.254.169.254", 80).unwrap(),
+            Outcome::Errno(ENETUNREACH)
+        );
     }
 }
 
@@ -218,13 +325,27 @@ fn a_flood_of_denials_is_fully_accounted_for_as_lines_or_lost_events() {
         }
         lines.extend(batch);
     }
-    let denied = lines.iter().filter(|l| l["event"] == "connect_denied").count() as u64;
+    let denied = lines
+        .iter()
+        .filter(|l| l["event"] == "connect_denied")
+        .count() as u64;
     let lost: u64 = lines
         .iter()
         .filter(|l| l["event"] == "events_lost")
         .map(|l| l["lost"].as_u64().expect("lost count"))
         .sum();
-    assert_eq!(denied + lost, N, "{denied} lines + {lost} lost != {N} denied calls");
-    assert!(lost > 0, "a 1 MiB ring cannot hold {N} events: the flood must have been counted as lost");
-    assert!(agent.stderr_text().contains("events lost"), "{}", agent.stderr_text());
+    assert_eq!(
+        denied + lost,
+        N,
+        "{denied} lines + {lost} lost != {N} denied calls"
+    );
+    assert!(
+        lost > 0,
+        "a 1 MiB ring cannot hold {N} events: the flood must have been counted as lost"
+    );
+    assert!(
+        agent.stderr_text().contains("events lost"),
+        "{}",
+        agent.stderr_text()
+    );
 }

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod vm;
 
 #[derive(Parser)]
@@ -17,11 +18,14 @@ enum Command {
     /// Runs the integration tests in QEMU under Debian's kernels (6.1, 6.12).
     #[command(after_help = vm::EXIT_CODES_HELP)]
     VmTest(vm::VmTestArgs),
+    /// Measures the connect4 program's cost per call (bpf_stats) and its connect() overhead.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::VmTest(args) => vm::run(&args).exit_code(),
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -47,7 +47,13 @@ pub const KERNELS: &[KernelSpec] = &[
         version: "6.1",
         meta_package: "linux-image-amd64",
         package_prefix: "linux-image-6.1.0-",
-        module_dirs: &["drivers/virtio", "net/9p", "fs/9p", "fs/netfs", "fs/fscache"],
+        module_dirs: &[
+            "drivers/virtio",
+            "net/9p",
+            "fs/9p",
+            "fs/netfs",
+            "fs/fscache",
+        ],
     },
     KernelSpec {
         version: "6.12",
@@ -82,6 +88,9 @@ pub struct VmTestArgs {
     /// root, as the tests are); nothing is built.
     #[arg(long, value_name = "SHELL_COMMAND")]
     run: Option<String>,
+    /// Only this integration test (a file name in tests/tests/ without `.rs`; repeatable).
+    #[arg(long = "test", value_name = "NAME", conflicts_with = "run")]
+    tests: Vec<String>,
     /// Passed to every test executable after `--test-threads=1 --nocapture` (e.g. a filter).
     #[arg(last = true, value_name = "TEST_ARGS")]
     test_args: Vec<String>,
@@ -120,7 +129,13 @@ pub struct Report {
 
 impl Report {
     pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(self.runs.iter().map(|r| r.outcome.code()).max().unwrap_or(4))
+        ExitCode::from(
+            self.runs
+                .iter()
+                .map(|r| r.outcome.code())
+                .max()
+                .unwrap_or(4),
+        )
     }
 }
 
@@ -138,7 +153,10 @@ pub fn run(args: &VmTestArgs) -> Report {
     let specs: Vec<&'static KernelSpec> = if args.all {
         KERNELS.iter().collect()
     } else {
-        KERNELS.iter().filter(|k| args.kernels.iter().any(|v| v == k.version)).collect()
+        KERNELS
+            .iter()
+            .filter(|k| args.kernels.iter().any(|v| v == k.version))
+            .collect()
     };
     let prep_failed = |e: anyhow::Error| Report {
         runs: vec![KernelRun {
@@ -156,13 +174,19 @@ pub fn run(args: &VmTestArgs) -> Report {
     };
     let payload = match &args.run {
         Some(cmd) => Payload::Command(cmd.clone()),
-        None => match build::build(args.release) {
+        None => match build::build(args.release, &args.tests) {
             Ok(a) => Payload::Tests(a),
             Err(e) => return finish(prep_failed(e)),
         },
     };
-    log(format!("host side ready in {:.1} s", started.elapsed().as_secs_f64()));
-    let runs = specs.into_iter().map(|spec| run_kernel(spec, &target_dir, &payload, args)).collect();
+    log(format!(
+        "host side ready in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let runs = specs
+        .into_iter()
+        .map(|spec| run_kernel(spec, &target_dir, &payload, args))
+        .collect();
     finish(Report { runs })
 }
 
@@ -173,14 +197,22 @@ fn finish(report: Report) -> Report {
         let uname = r.uname.as_deref().unwrap_or("?");
         let secs = r.elapsed.as_secs_f64();
         match &r.outcome {
-            Outcome::Passed => log(format!("kernel {} ({uname}): PASS in {secs:.0} s", r.version)),
-            Outcome::TestsFailed(rc) => {
-                log(format!("kernel {} ({uname}): TESTS FAILED (guest exit code {rc}) in {secs:.0} s", r.version))
-            }
-            Outcome::VmFailed(why) => {
-                log(format!("kernel {} ({uname}): VM NEVER FINISHED after {secs:.0} s: {why}", r.version))
-            }
-            Outcome::PrepFailed(e) => log(format!("kernel {}: HOST-SIDE PREPARATION FAILED: {e:#}", r.version)),
+            Outcome::Passed => log(format!(
+                "kernel {} ({uname}): PASS in {secs:.0} s",
+                r.version
+            )),
+            Outcome::TestsFailed(rc) => log(format!(
+                "kernel {} ({uname}): TESTS FAILED (guest exit code {rc}) in {secs:.0} s",
+                r.version
+            )),
+            Outcome::VmFailed(why) => log(format!(
+                "kernel {} ({uname}): VM NEVER FINISHED after {secs:.0} s: {why}",
+                r.version
+            )),
+            Outcome::PrepFailed(e) => log(format!(
+                "kernel {}: HOST-SIDE PREPARATION FAILED: {e:#}",
+                r.version
+            )),
         }
         for line in &r.summary {
             eprintln!("    {line}");
@@ -189,9 +221,20 @@ fn finish(report: Report) -> Report {
     report
 }
 
-fn run_kernel(spec: &'static KernelSpec, target_dir: &Path, payload: &Payload, args: &VmTestArgs) -> KernelRun {
+fn run_kernel(
+    spec: &'static KernelSpec,
+    target_dir: &Path,
+    payload: &Payload,
+    args: &VmTestArgs,
+) -> KernelRun {
     let started = Instant::now();
-    let mut run = KernelRun { version: spec.version, uname: None, outcome: Outcome::Passed, elapsed: Duration::ZERO, summary: Vec::new() };
+    let mut run = KernelRun {
+        version: spec.version,
+        uname: None,
+        outcome: Outcome::Passed,
+        elapsed: Duration::ZERO,
+        summary: Vec::new(),
+    };
     match run_kernel_inner(spec, target_dir, payload, args, &mut run) {
         Ok(outcome) => run.outcome = outcome,
         Err(e) => run.outcome = Outcome::PrepFailed(e),
@@ -210,12 +253,18 @@ fn run_kernel_inner(
     let t = Instant::now();
     let kernel = kernel::prepare(spec, &target_dir.join("vm-cache"))?;
     run.uname = Some(kernel.release.clone());
-    log(format!("kernel {} = {} ready in {:.1} s", spec.version, kernel.release, t.elapsed().as_secs_f64()));
+    log(format!(
+        "kernel {} = {} ready in {:.1} s",
+        spec.version,
+        kernel.release,
+        t.elapsed().as_secs_f64()
+    ));
 
     let work = target_dir.join("vm-test").join(spec.version);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let initrd = work.join("initramfs.cpio");
-    std::fs::write(&initrd, initramfs::build(&kernel)?).with_context(|| format!("writing {}", initrd.display()))?;
+    std::fs::write(&initrd, initramfs::build(&kernel)?)
+        .with_context(|| format!("writing {}", initrd.display()))?;
     let script = guest_script(payload, &args.test_args);
     let result = (|| {
         for attempt in 1..=2 {
@@ -231,12 +280,19 @@ fn run_kernel_inner(
                 console_log: &work.join("console.log"),
                 timeout: Duration::from_secs(args.timeout),
             };
-            log(format!("booting {} (attempt {attempt}, timeout {} s)", kernel.release, args.timeout));
+            log(format!(
+                "booting {} (attempt {attempt}, timeout {} s)",
+                kernel.release, args.timeout
+            ));
             let t = Instant::now();
             let end = qemu::boot(&boot)?;
             log(format!("VM ran {:.1} s", t.elapsed().as_secs_f64()));
             run.summary = summary_lines(&end.console);
-            if let Some(u) = end.console.iter().find_map(|l| l.strip_prefix("guest kernel: ")) {
+            if let Some(u) = end
+                .console
+                .iter()
+                .find_map(|l| l.strip_prefix("guest kernel: "))
+            {
                 run.uname = Some(u.trim().to_owned());
             }
             let guest_rc = end.guest_rc.or_else(|| read_rc(&share.join("rc")));
@@ -267,7 +323,10 @@ fn run_kernel_inner(
                         log(format!("{why}; retrying once"));
                         continue;
                     }
-                    return Ok(Outcome::VmFailed(format!("{why} (twice; console: {})", work.join("console.log").display())));
+                    return Ok(Outcome::VmFailed(format!(
+                        "{why} (twice; console: {})",
+                        work.join("console.log").display()
+                    )));
                 }
             }
         }
@@ -281,8 +340,23 @@ fn run_kernel_inner(
 fn summary_lines(console: &[String]) -> Vec<String> {
     let start = console.iter().rposition(|l| l.starts_with("==== summary"));
     match start {
-        Some(i) => console[i + 1..].iter().filter(|l| !l.trim().is_empty()).cloned().collect(),
-        None => console.iter().filter(|l| l.starts_with("VM-TEST RESULT")).cloned().collect(),
+        Some(i) => {
+            let rest = &console[i + 1..];
+            let end = rest
+                .iter()
+                .position(|l| l.starts_with("VM-TEST RESULT"))
+                .map_or(rest.len(), |e| e + 1);
+            rest[..end]
+                .iter()
+                .filter(|l| !l.trim().is_empty())
+                .cloned()
+                .collect()
+        }
+        None => console
+            .iter()
+            .filter(|l| l.starts_with("VM-TEST RESULT"))
+            .cloned()
+            .collect(),
     }
 }
 
@@ -300,6 +374,11 @@ fn reset_dir(dir: &Path) -> anyhow::Result<()> {
 /// `/run/vm-test/run.sh` in the guest: variables and the test list, then the fixed body.
 fn guest_script(payload: &Payload, test_args: &[String]) -> String {
     let mut s = String::from("# Written by `cargo xtask vm-test` (xtask/src/vm.rs).\n");
+    // The guest sees the host's root, so the host's PATH finds the same tools (e.g. ones
+    // installed under $HOME that tests call).
+    if let Some(path) = std::env::var_os("PATH") {
+        s += &format!("export PATH={}\n", sh_quote(&path.to_string_lossy()));
+    }
     match payload {
         Payload::Command(cmd) => {
             s += "echo \"guest kernel: $(uname -r)\"\n";
@@ -307,12 +386,25 @@ fn guest_script(payload: &Payload, test_args: &[String]) -> String {
             s += "\n";
         }
         Payload::Tests(a) => {
-            s += &format!("export ENFORCER_BIN={}\n", sh_quote(&a.enforcer.to_string_lossy()));
-            s += &format!("export PROBE_BIN={}\n", sh_quote(&a.probe.to_string_lossy()));
+            s += &format!(
+                "export ENFORCER_BIN={}\n",
+                sh_quote(&a.enforcer.to_string_lossy())
+            );
+            s += &format!(
+                "export PROBE_BIN={}\n",
+                sh_quote(&a.probe.to_string_lossy())
+            );
             s += "export RUST_BACKTRACE=1\n";
-            let extra: String = test_args.iter().map(|a| format!(" {}", sh_quote(a))).collect();
+            let extra: String = test_args
+                .iter()
+                .map(|a| format!(" {}", sh_quote(a)))
+                .collect();
             s += &format!("run_test() {{ \"$1\" --test-threads=1 --nocapture{extra}; }}\n");
-            let tests: String = a.tests.iter().map(|t| format!(" {}", sh_quote(&t.to_string_lossy()))).collect();
+            let tests: String = a
+                .tests
+                .iter()
+                .map(|t| format!(" {}", sh_quote(&t.to_string_lossy())))
+                .collect();
             s += &format!("set --{tests}\n");
             s += include_str!("../vm/run-tests.sh");
         }
@@ -331,10 +423,17 @@ fn target_dir() -> anyhow::Result<PathBuf> {
         .output()
         .context("running cargo metadata")?;
     if !out.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
-    meta["target_directory"].as_str().map(PathBuf::from).context("cargo metadata has no target_directory")
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
 }
 
 fn cargo() -> std::ffi::OsString {
@@ -345,7 +444,11 @@ fn cargo() -> std::ffi::OsString {
 fn host_command(cmd: &mut Command) -> anyhow::Result<Vec<u8>> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out.stdout)
 }

@@ -18,7 +18,9 @@ for t in "$@"; do
     [ -n "$result" ] || result="no libtest summary"
     echo "$name: $result [exit $rc, ${secs} s in the guest]" >>"$summary"
     grep -o 'SKIP: .*' /tmp/vm-test-log | sort | uniq -c | sed 's/^ */    /' >>"$summary"
-    grep -E '^test .* FAILED$|^    [a-z_0-9]+$' /tmp/vm-test-log | grep -v ' ok$' | sed 's/^/    failed: /' >>"$summary" || true
+    # the names under libtest's last "failures:" heading
+    awk '/^failures:$/ { f = 1; s = ""; next } f && /^    / { s = s "    failed: " substr($0, 5) "\n"; next }
+         { f = 0 } END { printf "%s", s }' /tmp/vm-test-log >>"$summary"
 done
 echo "==== summary, guest kernel $(uname -r)"
 cat "$summary"

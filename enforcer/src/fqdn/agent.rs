@@ -91,6 +91,7 @@ impl FqdnShared {
 /// The running FQDN agent task.
 pub struct FqdnAgent {
     shared: Arc<FqdnShared>,
+    policy: tokio::sync::watch::Sender<Arc<Policy>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<FqdnStats>>,
 }
@@ -108,19 +109,8 @@ impl FqdnAgent {
         } else {
             None
         };
-        let now = Instant::now();
-        let names = policy
-            .fqdns
-            .iter()
-            .map(|f| Name {
-                name: f.name.clone(),
-                resolve: !f.wildcard,
-                next: now,
-                in_flight: false,
-                failures: 0,
-                current: Vec::new(),
-            })
-            .collect();
+        let names = names_of(&policy);
+        let (policy_tx, policy_rx) = tokio::sync::watch::channel(policy.clone());
         let mut state = State {
             policy,
             maps,
@@ -140,9 +130,10 @@ impl FqdnAgent {
         state.learned_by_slot = vec![SlotLearned::default(); state.names.len()];
         state.initial_resolution().await;
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(state.run(rx));
+        let task = tokio::spawn(state.run(rx, policy_rx));
         Ok(Self {
             shared,
+            policy: policy_tx,
             stop: Some(tx),
             task: Some(task),
         })
@@ -150,6 +141,12 @@ impl FqdnAgent {
 
     pub fn shared(&self) -> Arc<FqdnShared> {
         self.shared.clone()
+    }
+
+    /// Hands a newly installed policy to the task (call it after the kernel tables of the new
+    /// policy are installed).
+    pub fn update(&self, policy: Arc<Policy>) {
+        let _ = self.policy.send(policy);
     }
 
     /// Stops the task (after a last drain of learned events) and returns its totals.
@@ -162,6 +159,23 @@ impl FqdnAgent {
             None => FqdnStats::default(),
         }
     }
+}
+
+/// The slots of `policy`, all due for resolution now.
+fn names_of(policy: &Policy) -> Vec<Name> {
+    let now = Instant::now();
+    policy
+        .fqdns
+        .iter()
+        .map(|f| Name {
+            name: f.name.clone(),
+            resolve: !f.wildcard,
+            next: now,
+            in_flight: false,
+            failures: 0,
+            current: Vec::new(),
+        })
+        .collect()
 }
 
 fn resolver(dns: &DnsSettings) -> Result<TokioResolver, FqdnError> {
@@ -258,7 +272,11 @@ impl State {
         // Names still resolving are retried by the task.
     }
 
-    async fn run(mut self, mut stop: oneshot::Receiver<()>) -> FqdnStats {
+    async fn run(
+        mut self,
+        mut stop: oneshot::Receiver<()>,
+        mut policy: tokio::sync::watch::Receiver<Arc<Policy>>,
+    ) -> FqdnStats {
         let mut drain = tokio::time::interval(DRAIN_EVERY);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -299,6 +317,13 @@ impl State {
                 .unwrap_or(now + MAX_REFRESH);
             tokio::select! {
                 _ = &mut stop => break,
+                changed = policy.changed() => {
+                    if changed.is_ok() {
+                        let new = policy.borrow_and_update().clone();
+                        jobs.abort_all();
+                        self.on_policy(new);
+                    }
+                }
                 guard = async { ring.as_mut()?.readable_mut().await.ok() }, if ring.is_some() => {
                     if let Some(mut guard) = guard {
                         let events = read_events(guard.get_inner_mut());
@@ -334,6 +359,59 @@ impl State {
         }
         self.report_kernel_counters();
         self.stats
+    }
+
+    /// A reloaded policy. Same names in the same order: the slots keep their meaning, only
+    /// ports, protocols, blocks and DNS settings change. Otherwise the slots were renumbered,
+    /// so every learned and resolved address is forgotten (removed from the kernel maps) and
+    /// the names are resolved again; the process's next resolution re-learns its answers.
+    fn on_policy(&mut self, new: Arc<Policy>) {
+        let key = |p: &Policy| -> Vec<(String, bool)> {
+            p.fqdns
+                .iter()
+                .map(|f| (f.name.clone(), f.wildcard))
+                .collect()
+        };
+        let same_names = key(&self.policy) == key(&new);
+        let servers_changed = self.policy.dns.servers != new.dns.servers;
+        self.policy = new;
+        if servers_changed || self.resolver.is_none() {
+            self.resolver = if self.policy.fqdns.iter().any(|f| !f.wildcard) {
+                match resolver(&self.policy.dns) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::error!(error = %e, "building the resolver for the reloaded policy");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+        }
+        if same_names {
+            for n in &mut self.names {
+                n.in_flight = false;
+                n.next = Instant::now();
+            }
+            return;
+        }
+        tracing::warn!(
+            "the fqdn rules changed: learned and resolved addresses are forgotten and resolved again"
+        );
+        let resolved: Vec<IpAddr> = self.resolved.keys().copied().collect();
+        self.resolved.clear();
+        for ip in resolved {
+            self.write_resolved(ip);
+        }
+        for (ip, entry) in self.maps.learned_entries() {
+            if self.maps.remove_learned_if(ip, entry) {
+                self.stats.learned_removed += 1;
+            }
+        }
+        self.learned.clear();
+        self.learned_order.clear();
+        self.names = names_of(&self.policy);
+        self.learned_by_slot = vec![SlotLearned::default(); self.names.len()];
     }
 
     fn on_answer(&mut self, slot: usize, answer: Answer) {

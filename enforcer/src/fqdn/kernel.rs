@@ -1,10 +1,15 @@
 //! The FQDN part of the kernel object: the DNS-learning program and the FQDN maps.
 use std::net::IpAddr;
 
+use std::path::{Path, PathBuf};
+
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLinkId,
+        links::FdLink,
+    },
 };
 use enforcer_common::{
     ACTIVE_SETS,
@@ -12,7 +17,7 @@ use enforcer_common::{
 };
 
 use super::FqdnTables;
-use crate::{cgroup::Cgroup, ebpf::EbpfError};
+use crate::{cgroup::Cgroup, ebpf::EbpfError, pin::Pins};
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> EbpfError {
     move |source| EbpfError::Map { name, source }
@@ -30,31 +35,83 @@ fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, EbpfEr
     ebpf.map_mut(name).ok_or(EbpfError::MissingMap { name })
 }
 
-/// Loads the DNS-learning program (verifier included).
-pub fn load(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+/// Loads the DNS-learning program (verifier included); with pinning, pins it for inspection
+/// like the connect programs (its links keep it alive).
+pub fn load(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<(), EbpfError> {
     let name = PROG_DNS_INGRESS;
-    program(ebpf)?
-        .load()
-        .map_err(|source| EbpfError::Program { name, source })
+    let prog = program(ebpf)?;
+    prog.load()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    if let Some(p) = pins {
+        let path = p.progs_dir().join(name);
+        let _ = std::fs::remove_file(&path);
+        prog.pin(&path).map_err(|source| EbpfError::Pin {
+            what: "program",
+            path,
+            source,
+        })?;
+    }
+    Ok(())
 }
 
-/// Attaches the DNS-learning program to the cgroup's ingress path (a bpf_link, like the
-/// connect programs). Called before the connect programs are attached, so no connect is ever
-/// decided while answers go unlearned.
-pub fn attach(ebpf: &mut Ebpf, cgroup: &Cgroup) -> Result<(), EbpfError> {
+/// How [`attach`] left the link.
+pub enum Attached {
+    /// Pinned at this path (it lives in bpffs until removed).
+    Pinned(PathBuf),
+    /// Held by the program object (detached when the agent exits).
+    Held(CgroupSkbLinkId),
+}
+
+/// Attaches the DNS-learning program to the cgroup's ingress path with a bpf_link, like the
+/// connect programs: pinned as `<link_dir>/enforcer_dns_ingress-<seq>` when `link_dir` is given.
+/// Called before the connect programs are attached, so no connect is ever decided while
+/// answers go unlearned.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    cgroup: &Cgroup,
+    link_dir: Option<&Path>,
+    seq: &str,
+) -> Result<Attached, EbpfError> {
     let name = PROG_DNS_INGRESS;
-    program(ebpf)?
+    let cg = || cgroup.path.display().to_string();
+    let prog = program(ebpf)?;
+    let link_id = prog
         .attach(
             &cgroup.dir,
             CgroupSkbAttachType::Ingress,
             CgroupAttachMode::Single,
         )
-        .map(drop)
         .map_err(|source| EbpfError::Attach {
             name,
-            cgroup: cgroup.path.display().to_string(),
+            cgroup: cg(),
             source,
-        })
+        })?;
+    let Some(dir) = link_dir else {
+        return Ok(Attached::Held(link_id));
+    };
+    let link = prog
+        .take_link(link_id)
+        .map_err(|source| EbpfError::Program { name, source })?;
+    let fd_link = FdLink::try_from(link).map_err(|source| EbpfError::Link {
+        name,
+        cgroup: cg(),
+        source,
+    })?;
+    let path = dir.join(format!("{name}-{seq}"));
+    fd_link.pin(&path).map_err(|source| EbpfError::Pin {
+        what: "link",
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Attached::Pinned(path))
+}
+
+/// Detaches a link [`attach`] held.
+pub fn detach(ebpf: &mut Ebpf, link_id: CgroupSkbLinkId) -> Result<(), EbpfError> {
+    let name = PROG_DNS_INGRESS;
+    program(ebpf)?
+        .detach(link_id)
+        .map_err(|source| EbpfError::Program { name, source })
 }
 
 /// Writes the port tables of rule set `set` (read by the verdict only after `ACTIVE` flips to

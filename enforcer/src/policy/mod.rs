@@ -158,6 +158,51 @@ impl fmt::Display for Location {
 pub enum RuleSource {
     Cidr,
     Preset(&'static str),
+    /// Derived by the agent from a running Alertmanager (`alertmanager:` settings), not
+    /// written in the file: `pid` is the process it was read from.
+    Auto {
+        kind: AutoKind,
+        pid: u32,
+    },
+}
+
+/// What an automatic rule lets a running Alertmanager reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AutoKind {
+    /// A `nameserver` of the process's own `/etc/resolv.conf`, on port 53.
+    ResolvConf,
+    /// A literal address of a `--cluster.peer` flag, on the peer's port.
+    ClusterPeer,
+}
+
+impl AutoKind {
+    /// `resolv.conf` / `cluster.peer`, as in `allow auto:resolv.conf 10.96.0.10/32 ...`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoKind::ResolvConf => "resolv.conf",
+            AutoKind::ClusterPeer => "cluster.peer",
+        }
+    }
+}
+
+/// `alertmanager:` — whether the agent allows what a running Alertmanager target itself
+/// needs (both default to true).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlertmanagerSettings {
+    /// `allow_own_dns`: the name servers of the target's own resolv.conf, port 53, TCP+UDP.
+    pub allow_own_dns: bool,
+    /// `allow_cluster_peers`: the literal addresses of its `--cluster.peer` flags, on their
+    /// ports, TCP+UDP.
+    pub allow_cluster_peers: bool,
+}
+
+impl Default for AlertmanagerSettings {
+    fn default() -> Self {
+        Self {
+            allow_own_dns: true,
+            allow_cluster_peers: true,
+        }
+    }
 }
 
 /// One CIDR with its ports and protocols. A preset entry expands into one rule per range.
@@ -189,8 +234,13 @@ impl fmt::Display for Rule {
         match self.source {
             RuleSource::Cidr => write!(f, "cidr {}", self.net)?,
             RuleSource::Preset(name) => write!(f, "preset:{name} {}", self.net)?,
+            RuleSource::Auto { kind, .. } => write!(f, "auto:{} {}", kind.as_str(), self.net)?,
         }
-        write_ports_protocols(f, &self.ports, self.protocols)
+        write_ports_protocols(f, &self.ports, self.protocols)?;
+        if let RuleSource::Auto { pid, .. } = self.source {
+            write!(f, " (pid {pid})")?;
+        }
+        Ok(())
     }
 }
 
@@ -279,6 +329,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub fqdns: Vec<FqdnRule>,
     pub targets: Vec<Target>,
+    /// `alertmanager:` — automatic rules for what Alertmanager itself needs.
+    pub alertmanager: AlertmanagerSettings,
     /// `dns:` — how the agent resolves the `fqdn` rules.
     pub dns: DnsSettings,
 }

@@ -6,6 +6,7 @@ use enforcer_common::proto;
 use ipnet::IpNet;
 
 use super::yaml::{self, Kind, Node};
+mod alertmanager;
 mod dns;
 
 use enforcer_common::fqdn::MAX_RULES as MAX_FQDN_RULES;
@@ -15,8 +16,16 @@ use super::{
     Rule, RuleAction, RuleSource, Target, merge_port_ranges, normalize_net, presets,
 };
 
-const TOP_KEYS: &[&str] = &["mode", "default", "block", "allow", "targets", "dns"];
-const TOP_EXPECTED: &str = "mode, default, block, allow, targets, dns";
+const TOP_KEYS: &[&str] = &[
+    "mode",
+    "default",
+    "block",
+    "allow",
+    "targets",
+    "alertmanager",
+    "dns",
+];
+const TOP_EXPECTED: &str = "mode, default, block, allow, targets, alertmanager, dns";
 const ENTRY_KEYS: &[&str] = &["cidr", "preset", "fqdn", "ports", "protocols"];
 const BLOCK_EXPECTED: &str = "cidr, preset, ports, protocols";
 const ALLOW_EXPECTED: &str = "cidr, preset, fqdn, ports, protocols";
@@ -39,7 +48,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     let fields = cx.fields(&root, "the policy", TOP_KEYS, TOP_EXPECTED)?;
     if !fields
         .iter()
-        .any(|f| f.name != "targets" && f.name != "dns")
+        .any(|f| !matches!(f.name, "targets" | "alertmanager" | "dns"))
     {
         return Err(cx.err(&root, Problem::Empty));
     }
@@ -50,6 +59,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         rules: Vec::new(),
         fqdns: Vec::new(),
         targets: Vec::new(),
+        alertmanager: Default::default(),
         dns: DnsSettings::default(),
     };
     for field in fields {
@@ -100,6 +110,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
                     }
                 }
             }
+            "alertmanager" => policy.alertmanager = cx.alertmanager(value)?,
             "dns" => policy.dns = cx.dns(value)?,
             _ => {
                 for entry in cx.entries(value, "targets")? {

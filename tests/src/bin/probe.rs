@@ -13,9 +13,13 @@
 //!                              (a DNS query over a connected UDP socket, as glibc and Go do)
 //! rounds NAME SERVER PORT CPORT N → ok ADDRS EPERM REFUSED OTHER FAILED_QUERIES
 //!                              (N times: resolve A, then TCP connect() to every answer)
+//! alternate udp A1 A2 PORT MS  → ok EPERM1 OTHER1 EPERM2 OTHER2  (connects to A1, A2, A1, ...
+//!                                 for MS milliseconds)
 //! ```
 //! With `--first-connect tcp|udp ADDR PORT` it does that one call right after entering the
-//! namespace and exits with the result on stdout instead of reading commands.
+//! namespace and exits with the result on stdout instead of reading commands. With
+//! `--netns PATH` (e.g. `/proc/PID/ns/net` of another probe) it joins that empty namespace
+//! instead of creating one (creating a namespace per process is slow).
 use std::{
     io::{BufRead, Write},
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
@@ -35,11 +39,16 @@ fn real_main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut cgroup = None;
     let mut first = None;
+    let mut netns = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
             "--cgroup" => {
                 cgroup = args.get(i + 1).cloned();
+                i += 2;
+            }
+            "--netns" => {
+                netns = args.get(i + 1).cloned();
                 i += 2;
             }
             "--first-connect" => {
@@ -57,7 +66,10 @@ fn real_main() -> Result<(), String> {
         std::fs::write(format!("{cg}/cgroup.procs"), std::process::id().to_string())
             .map_err(|e| format!("joining cgroup {cg}: {e}"))?;
     }
-    enter_empty_netns()?;
+    match netns {
+        Some(path) => join_netns(&path)?,
+        None => enter_empty_netns()?,
+    }
     let mut listeners = Vec::new();
     if let Some(cmd) = first {
         println!("{}", run(&format!("connect {cmd}"), &mut listeners));
@@ -146,6 +158,27 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
             }
         }
         return format!("ok {addrs} {eperm} {refused} {other} {failed}");
+    }
+    if let ["alternate", "udp", a1, a2, port, ms] = parts[..] {
+        let (Ok(a1), Ok(a2), Ok(port), Ok(ms)) = (
+            a1.parse::<IpAddr>(),
+            a2.parse::<IpAddr>(),
+            port.parse::<u16>(),
+            ms.parse::<u64>(),
+        ) else {
+            return format!("bad command {line:?}");
+        };
+        let mut counts = [0u64; 4];
+        let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        while std::time::Instant::now() < end {
+            for (i, a) in [a1, a2].into_iter().enumerate() {
+                match syscall_connect(libc::SOCK_DGRAM, SocketAddr::new(a, port)) {
+                    Err(libc::EPERM) => counts[2 * i] += 1,
+                    _ => counts[2 * i + 1] += 1,
+                }
+            }
+        }
+        return format!("ok {} {} {} {}", counts[0], counts[1], counts[2], counts[3]);
     }
     let [verb, proto, addr, port] = parts[..] else {
         return format!("bad command {line:?}");
@@ -286,6 +319,17 @@ fn syscall_sendto(sa: SocketAddr) -> Result<(), i32> {
         libc::close(fd);
         if r >= 0 { Ok(()) } else { Err(e) }
     }
+}
+
+/// setns into the namespace at `path` (which another probe created: only `lo`, no route out).
+fn join_netns(path: &str) -> Result<(), String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: setns on a namespace fd we hold open.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns {path}: errno {}", errno()));
+    }
+    Ok(())
 }
 
 /// unshare(CLONE_NEWNET) and bring `lo` up: the new namespace has no other interface and no

@@ -23,19 +23,36 @@ struct Executable {
     path: PathBuf,
 }
 
-pub fn build(release: bool) -> anyhow::Result<Artifacts> {
+/// Builds the agent, the probe and the integration tests; `only` (test target names, e.g.
+/// `enforce`) narrows the tests the guest runs.
+pub fn build(release: bool, only: &[String]) -> anyhow::Result<Artifacts> {
     let enforcer = cargo_build(&["-p", "enforcer", "--bin", "enforcer"], release)?;
     let enforcer = find(&enforcer, "bin", "enforcer")?;
     let built = cargo_build(&["-p", "integration-tests", "--tests", "--bins"], release)?;
     let probe = find(&built, "bin", "probe")?;
-    let mut tests: Vec<PathBuf> =
-        built.iter().filter(|e| e.test && e.kinds.iter().any(|k| k == "test")).map(|e| e.path.clone()).collect();
-    tests.sort();
-    tests.dedup();
+    let mut tests: Vec<&Executable> = built
+        .iter()
+        .filter(|e| e.test && e.kinds.iter().any(|k| k == "test"))
+        .collect();
+    tests.sort_by(|a, b| a.name.cmp(&b.name));
+    tests.dedup_by(|a, b| a.path == b.path);
     if tests.is_empty() {
         bail!("cargo built no integration test executables for package integration-tests");
     }
-    Ok(Artifacts { enforcer, probe, tests })
+    if let Some(missing) = only.iter().find(|n| !tests.iter().any(|t| &t.name == *n)) {
+        let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+        bail!("no integration test named {missing:?}; there are {names:?}");
+    }
+    let tests = tests
+        .into_iter()
+        .filter(|t| only.is_empty() || only.contains(&t.name))
+        .map(|t| t.path.clone())
+        .collect();
+    Ok(Artifacts {
+        enforcer,
+        probe,
+        tests,
+    })
 }
 
 fn find(built: &[Executable], kind: &str, name: &str) -> anyhow::Result<PathBuf> {
@@ -50,26 +67,46 @@ fn find(built: &[Executable], kind: &str, name: &str) -> anyhow::Result<PathBuf>
 /// to stderr as usual.
 fn cargo_build(args: &[&str], release: bool) -> anyhow::Result<Vec<Executable>> {
     let mut cmd = Command::new(super::cargo());
-    cmd.arg("build").args(args).arg("--message-format=json-render-diagnostics");
+    cmd.arg("build")
+        .args(args)
+        .arg("--message-format=json-render-diagnostics");
     if release {
         cmd.arg("--release");
     }
-    super::log(format!("cargo build {}{}", args.join(" "), if release { " --release" } else { "" }));
-    let mut child = cmd.stdout(Stdio::piped()).spawn().context("running cargo build")?;
+    super::log(format!(
+        "cargo build {}{}",
+        args.join(" "),
+        if release { " --release" } else { "" }
+    ));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo build")?;
     let stdout = child.stdout.take().context("cargo stdout")?;
     let mut found = Vec::new();
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.context("reading cargo's output")?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        let Some(path) = msg["executable"].as_str() else { continue };
+        let Some(path) = msg["executable"].as_str() else {
+            continue;
+        };
         found.push(Executable {
-            name: msg["target"]["name"].as_str().unwrap_or_default().to_owned(),
+            name: msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             kinds: msg["target"]["kind"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
             test: msg["profile"]["test"].as_bool().unwrap_or(false),
             path: PathBuf::from(path),

@@ -12,10 +12,15 @@ const INIT: &str = include_str!("../../vm/init.sh");
 pub fn build(kernel: &Kernel) -> anyhow::Result<Vec<u8>> {
     let busybox = std::fs::read(BUSYBOX)
         .with_context(|| format!("reading {BUSYBOX} (apt-get install busybox-static)"))?;
-    ensure!(is_static_elf(&busybox), "{BUSYBOX} is not statically linked (apt-get install busybox-static)");
+    ensure!(
+        is_static_elf(&busybox),
+        "{BUSYBOX} is not statically linked (apt-get install busybox-static)"
+    );
 
     let mut cpio = Cpio::default();
-    for dir in ["bin", "dev", "proc", "sys", "tmp", "run", "newroot", "results", "modules"] {
+    for dir in [
+        "bin", "dev", "proc", "sys", "tmp", "run", "newroot", "results", "modules",
+    ] {
         cpio.entry(dir, 0o040_755, (0, 0), &[]);
     }
     cpio.entry("dev/console", 0o020_600, (5, 1), &[]);
@@ -24,7 +29,12 @@ pub fn build(kernel: &Kernel) -> anyhow::Result<Vec<u8>> {
     let mut order = String::new();
     for m in &kernel.modules {
         let name = file_name(m)?;
-        cpio.entry(&format!("modules/{name}"), 0o100_644, (0, 0), &std::fs::read(m)?);
+        cpio.entry(
+            &format!("modules/{name}"),
+            0o100_644,
+            (0, 0),
+            &std::fs::read(m)?,
+        );
         order += name;
         order += "\n";
     }
@@ -33,19 +43,31 @@ pub fn build(kernel: &Kernel) -> anyhow::Result<Vec<u8>> {
 }
 
 fn file_name(p: &Path) -> anyhow::Result<&str> {
-    p.file_name().and_then(|n| n.to_str()).with_context(|| format!("module path {}", p.display()))
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("module path {}", p.display()))
 }
 
 /// An ELF without a `PT_INTERP` program header.
 fn is_static_elf(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize);
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+    };
     // ELF64 little endian only (the x86_64 busybox).
     if !elf.starts_with(b"\x7fELF\x02\x01") {
         return false;
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
         return false;
     };
     (0..phnum).all(|i| u32_at(phoff + i * phentsize).is_some_and(|t| t != 3))

@@ -39,10 +39,12 @@ pub fn prepare(spec: &KernelSpec, cache: &Path) -> anyhow::Result<Kernel> {
         return Ok(kernel);
     }
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing incomplete {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing incomplete {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let kernel = unpack(spec, &package, &dir).with_context(|| format!("preparing {package} in {}", dir.display()));
+    let kernel = unpack(spec, &package, &dir)
+        .with_context(|| format!("preparing {package} in {}", dir.display()));
     if kernel.is_err() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -54,7 +56,10 @@ pub fn prepare(spec: &KernelSpec, cache: &Path) -> anyhow::Result<Kernel> {
 /// package; offline, falls back to the newest complete cache entry.
 fn resolve(spec: &KernelSpec, cache: &Path) -> anyhow::Result<String> {
     let depends = || -> Option<String> {
-        let out = Command::new("apt-cache").args(["depends", spec.meta_package]).output().ok()?;
+        let out = Command::new("apt-cache")
+            .args(["depends", spec.meta_package])
+            .output()
+            .ok()?;
         String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
             let dep = l.trim().strip_prefix("Depends: ")?.trim();
             dep.starts_with(spec.package_prefix).then(|| dep.to_owned())
@@ -63,8 +68,14 @@ fn resolve(spec: &KernelSpec, cache: &Path) -> anyhow::Result<String> {
     if let Some(p) = depends() {
         return Ok(p);
     }
-    log(format!("apt-cache does not resolve {}; running apt-get update", spec.meta_package));
-    let updated = Command::new("apt-get").args(["update", "-qq"]).status().is_ok_and(|s| s.success());
+    log(format!(
+        "apt-cache does not resolve {}; running apt-get update",
+        spec.meta_package
+    ));
+    let updated = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .status()
+        .is_ok_and(|s| s.success());
     if updated && let Some(p) = depends() {
         return Ok(p);
     }
@@ -79,10 +90,16 @@ fn resolve(spec: &KernelSpec, cache: &Path) -> anyhow::Result<String> {
     cached.sort_by(|a, b| version_cmp(a, b));
     match cached.pop() {
         Some(p) => {
-            log(format!("could not resolve {} with apt; using the cached {p}", spec.meta_package));
+            log(format!(
+                "could not resolve {} with apt; using the cached {p}",
+                spec.meta_package
+            ));
             Ok(p)
         }
-        None => bail!("cannot resolve {} with apt-cache (no apt lists or no network?)", spec.meta_package),
+        None => bail!(
+            "cannot resolve {} with apt-cache (no apt lists or no network?)",
+            spec.meta_package
+        ),
     }
 }
 
@@ -96,7 +113,10 @@ fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
             let (head, tail) = if digits > 0 {
                 rest.split_at(digits)
             } else {
-                rest.split_at(rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len()))
+                rest.split_at(
+                    rest.find(|c: char| c.is_ascii_digit())
+                        .unwrap_or(rest.len()),
+                )
             };
             out.push(head.parse().map_err(|_| head.to_owned()));
             rest = tail;
@@ -107,7 +127,9 @@ fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 fn read_ready(dir: &Path) -> anyhow::Result<Option<Kernel>> {
-    let Ok(text) = std::fs::read_to_string(dir.join("ready")) else { return Ok(None) };
+    let Ok(text) = std::fs::read_to_string(dir.join("ready")) else {
+        return Ok(None);
+    };
     let (mut release, mut image, mut modules) = (None, None, Vec::new());
     for line in text.lines() {
         match line.split_once(' ') {
@@ -119,7 +141,11 @@ fn read_ready(dir: &Path) -> anyhow::Result<Option<Kernel>> {
     }
     match (release, image) {
         (Some(release), Some(image)) if image.is_file() && modules.iter().all(|m| m.is_file()) => {
-            Ok(Some(Kernel { release, image, modules }))
+            Ok(Some(Kernel {
+                release,
+                image,
+                modules,
+            }))
         }
         _ => Ok(None),
     }
@@ -141,9 +167,19 @@ fn unpack(spec: &KernelSpec, package: &str, dir: &Path) -> anyhow::Result<Kernel
 
     let root = dir.join("root");
     std::fs::create_dir_all(&root)?;
-    let mut patterns = vec!["./boot/*".to_owned(), "./lib/modules/*/modules.*".to_owned()];
-    patterns.extend(spec.module_dirs.iter().map(|d| format!("./lib/modules/*/kernel/{d}/*")));
-    log(format!("extracting ./boot and {} module folders", spec.module_dirs.len()));
+    let mut patterns = vec![
+        "./boot/*".to_owned(),
+        "./lib/modules/*/modules.*".to_owned(),
+    ];
+    patterns.extend(
+        spec.module_dirs
+            .iter()
+            .map(|d| format!("./lib/modules/*/kernel/{d}/*")),
+    );
+    log(format!(
+        "extracting ./boot and {} module folders",
+        spec.module_dirs.len()
+    ));
     extract(&deb, &root, &patterns)?;
     std::fs::remove_file(&deb)?;
 
@@ -155,7 +191,10 @@ fn unpack(spec: &KernelSpec, package: &str, dir: &Path) -> anyhow::Result<Kernel
     std::fs::create_dir_all(&modules_dir)?;
     let mut ready = format!("release {release}\n");
     for (i, m) in modules.iter().enumerate() {
-        let name = m.file_name().and_then(|n| n.to_str()).context("module file name")?;
+        let name = m
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("module file name")?;
         let (stem, tool) = match name.rsplit_once('.') {
             Some((stem, "xz")) => (stem, Some("xz")),
             Some((stem, "zst")) => (stem, Some("zstd")),
@@ -204,8 +243,16 @@ fn extract(deb: &Path, root: &Path, patterns: &[String]) -> anyhow::Result<()> {
         .status()
         .context("running tar")?;
     let dpkg = dpkg.wait()?;
-    ensure!(dpkg.success(), "dpkg-deb --fsys-tarfile {} failed ({dpkg})", deb.display());
-    ensure!(tar.success(), "tar -x {} failed ({tar})", patterns.join(" "));
+    ensure!(
+        dpkg.success(),
+        "dpkg-deb --fsys-tarfile {} failed ({dpkg})",
+        deb.display()
+    );
+    ensure!(
+        tar.success(),
+        "tar -x {} failed ({tar})",
+        patterns.join(" ")
+    );
     Ok(())
 }
 
@@ -217,7 +264,10 @@ fn single_entry(dir: &Path) -> anyhow::Result<String> {
         .collect();
     match names.as_slice() {
         [one] => Ok(one.clone()),
-        _ => bail!("expected one kernel release in {}, found {names:?}", dir.display()),
+        _ => bail!(
+            "expected one kernel release in {}, found {names:?}",
+            dir.display()
+        ),
     }
 }
 
@@ -235,13 +285,21 @@ fn load_order(root: &Path, release: &str) -> anyhow::Result<Vec<PathBuf>> {
     for line in String::from_utf8_lossy(&out).lines() {
         if let Some(path) = line.trim().strip_prefix("insmod ") {
             let path = PathBuf::from(path.trim());
-            ensure!(path.starts_with(root), "modprobe named a module outside the unpacked tree: {}", path.display());
+            ensure!(
+                path.starts_with(root),
+                "modprobe named a module outside the unpacked tree: {}",
+                path.display()
+            );
             if !modules.contains(&path) {
                 modules.push(path);
             }
         }
     }
-    ensure!(!modules.is_empty(), "modprobe found none of {ROOT_MODULES:?} in {}", root.display());
+    ensure!(
+        !modules.is_empty(),
+        "modprobe found none of {ROOT_MODULES:?} in {}",
+        root.display()
+    );
     Ok(modules)
 }
 
@@ -249,16 +307,24 @@ fn load_order(root: &Path, release: &str) -> anyhow::Result<Vec<PathBuf>> {
 /// (Documentation/arch/x86/boot.rst) and checked against the size the build appended.
 fn extract_vmlinux(bz: &[u8]) -> anyhow::Result<Vec<u8>> {
     let u16_at = |o: usize| bz.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| bz.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u32_at = |o: usize| {
+        bz.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     ensure!(bz.get(0x202..0x206) == Some(b"HdrS"), "not a bzImage");
-    ensure!(u16_at(0x206).context("short header")? >= 0x208, "boot protocol too old for payload fields");
+    ensure!(
+        u16_at(0x206).context("short header")? >= 0x208,
+        "boot protocol too old for payload fields"
+    );
     let setup_sects = match bz[0x1f1] {
         0 => 4,
         n => n as usize,
     };
     let offset = (setup_sects + 1) * 512 + u32_at(0x248).context("short header")? as usize;
     let len = u32_at(0x24c).context("short header")? as usize;
-    let payload = bz.get(offset..offset + len).context("payload outside the file")?;
+    let payload = bz
+        .get(offset..offset + len)
+        .context("payload outside the file")?;
     ensure!(len > 4, "empty payload");
     let expected = u32::from_le_bytes(payload[len - 4..].try_into()?) as usize;
     let (tool, data) = if payload.starts_with(b"\xfd7zXZ\0") {
@@ -272,12 +338,20 @@ fn extract_vmlinux(bz: &[u8]) -> anyhow::Result<Vec<u8>> {
     };
     let elf = pipe_through(Command::new(tool).args(["-dcq"]), data)?;
     ensure!(elf.starts_with(b"\x7fELF"), "{tool} output is not ELF");
-    ensure!(elf.len() == expected, "{tool} gave {} bytes, the image says {expected}", elf.len());
+    ensure!(
+        elf.len() == expected,
+        "{tool} gave {} bytes, the image says {expected}",
+        elf.len()
+    );
     Ok(elf)
 }
 
 fn pipe_through(cmd: &mut Command, input: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let mut stdin = child.stdin.take().context("stdin")?;
     let out = std::thread::scope(|s| {
         s.spawn(move || {
@@ -285,7 +359,11 @@ fn pipe_through(cmd: &mut Command, input: &[u8]) -> anyhow::Result<Vec<u8>> {
         });
         child.wait_with_output()
     })?;
-    ensure!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(out.stdout)
 }
 
@@ -296,6 +374,12 @@ mod tests {
     #[test]
     fn package_versions_compare_numerically() {
         assert!(version_cmp("linux-image-6.1.0-9-amd64", "linux-image-6.1.0-56-amd64").is_lt());
-        assert!(version_cmp("linux-image-6.12.117+deb12-amd64", "linux-image-6.12.48+deb12-amd64").is_gt());
+        assert!(
+            version_cmp(
+                "linux-image-6.12.117+deb12-amd64",
+                "linux-image-6.12.48+deb12-amd64"
+            )
+            .is_gt()
+        );
     }
 }

@@ -1,0 +1,187 @@
+//! Where pinned objects live in bpffs, and mounting bpffs when it is missing.
+//!
+//! ```text
+//! <root>/v<layout>/maps/<MAP>                      maps (rules, config, counters, events)
+//! <root>/v<layout>/progs/<program>                 the programs last loaded
+//! <root>/v<layout>/links/cg-<cgroup id>/<program>-<nonce>   one bpf_link per hook and target
+//! ```
+//! The layout version changes whenever a map's key or value layout changes, so an agent never
+//! adopts maps it cannot read.
+use std::path::{Path, PathBuf};
+
+use enforcer_common::PIN_LAYOUT_VERSION;
+
+/// Default bpffs directory of the agent.
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/enforcer";
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not on a bpf filesystem and no bpffs could be mounted there")]
+    NotBpffs { path: PathBuf },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> PinError + '_ {
+    move |source| PinError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The pin directories of one agent installation.
+#[derive(Debug, Clone)]
+pub struct Pins {
+    root: PathBuf,
+}
+
+impl Pins {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn versioned(&self) -> PathBuf {
+        self.root.join(format!("v{PIN_LAYOUT_VERSION}"))
+    }
+
+    pub fn maps_dir(&self) -> PathBuf {
+        self.versioned().join("maps")
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+
+    pub fn progs_dir(&self) -> PathBuf {
+        self.versioned().join("progs")
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.versioned().join("links")
+    }
+
+    /// Links of the target cgroup with inode number `cgroup_id`.
+    pub fn target_links(&self, cgroup_id: u64) -> PathBuf {
+        self.links_dir().join(format!("cg-{cgroup_id}"))
+    }
+
+    /// Makes sure the directories exist on a bpf filesystem, mounting bpffs at the closest
+    /// missing mount point (`/sys/fs/bpf` normally) when needed.
+    pub fn prepare(&self) -> Result<(), PinError> {
+        ensure_bpffs(&self.root)?;
+        for dir in [self.maps_dir(), self.progs_dir(), self.links_dir()] {
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        }
+        Ok(())
+    }
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs with a valid NUL-terminated path and a zeroed out-struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// `root` (or its existing ancestor chain) must be on bpffs; mount one at `/sys/fs/bpf` when
+/// nothing is mounted there.
+fn ensure_bpffs(root: &Path) -> Result<(), PinError> {
+    let mut probe = root.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    if is_bpffs(&probe) {
+        return Ok(());
+    }
+    let mount_point = Path::new("/sys/fs/bpf");
+    if root.starts_with(mount_point) && !is_bpffs(mount_point) {
+        std::fs::create_dir_all(mount_point).map_err(io(mount_point))?;
+        // SAFETY: mount(2) with valid NUL-terminated strings.
+        let r = unsafe {
+            libc::mount(
+                c"bpffs".as_ptr(),
+                c"/sys/fs/bpf".as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            return Err(PinError::Io {
+                path: mount_point.to_owned(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        tracing::info!(path = "/sys/fs/bpf", "mounted bpffs");
+        return Ok(());
+    }
+    Err(PinError::NotBpffs {
+        path: root.to_owned(),
+    })
+}
+
+/// Removes every pin under the installation (links first: that detaches the programs), then
+/// the directories. Returns the number of links removed.
+pub fn remove_all(pins: &Pins) -> Result<usize, PinError> {
+    let mut links = 0;
+    let links_dir = pins.links_dir();
+    if links_dir.exists() {
+        for target in std::fs::read_dir(&links_dir).map_err(io(&links_dir))? {
+            let target = target.map_err(io(&links_dir))?.path();
+            links += remove_dir_pins(&target)?;
+            std::fs::remove_dir(&target).map_err(io(&target))?;
+        }
+    }
+    for dir in [pins.progs_dir(), pins.maps_dir()] {
+        if dir.exists() {
+            remove_dir_pins(&dir)?;
+        }
+    }
+    // Remove the now empty directories, innermost first; leave a bpffs mount point alone.
+    for dir in [
+        pins.links_dir(),
+        pins.progs_dir(),
+        pins.maps_dir(),
+        pins.versioned(),
+        pins.root.clone(),
+    ] {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if dir == pins.root && e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => {
+                return Err(PinError::Io {
+                    path: dir,
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// Unlinks every pin file in `dir`; returns how many.
+pub fn remove_dir_pins(dir: &Path) -> Result<usize, PinError> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        std::fs::remove_file(&path).map_err(io(&path))?;
+        n += 1;
+    }
+    Ok(n)
+}

@@ -1,0 +1,670 @@
+//! The shipped deployment (`deploy/`), checked by the tools that will read it: Kubernetes
+//! manifests by `kubernetes-validate --strict`, the systemd unit by `systemd-analyze verify`,
+//! the alert rules by `promtool check rules` / `promtool test rules`, the example policies by
+//! `enforcer check`. No root, no kernel state.
+//!
+//! A missing tool fails the test with the command that installs it (CI installs them all in
+//! `scripts/setup.sh`); nothing is skipped silently.
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use integration_tests::{TempDir, enforcer_bin};
+use serde_json::Value;
+
+/// Kubernetes versions the manifests must be valid for: the oldest still in wide use, and the
+/// newest whose schemas `kubernetes-validate` ships.
+const KUBERNETES_VERSIONS: &[&str] = &["1.28.0", "1.37.0"];
+
+/// The scrape job the alert rules expect, set by the PodMonitor's `jobLabel`.
+const JOB: &str = "alertmanager-egress-enforcer";
+
+const INSTALL_KUBERNETES_VALIDATE: &str = "python3 -m pip install kubernetes-validate==1.37.0";
+const INSTALL_SYSTEMD: &str = "apt-get install systemd";
+const INSTALL_PROMTOOL: &str = "apt-get install prometheus";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+fn deploy(rel: &str) -> PathBuf {
+    repo().join("deploy").join(rel)
+}
+
+/// Runs a tool; a tool that is not installed fails the test with how to install it.
+fn run(program: &str, args: &[&str], install: &str) -> Output {
+    match Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("`{program}` is not installed; this test needs it. Install it with: {install}")
+        }
+        Err(e) => panic!("running {program}: {e}"),
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Python with PyYAML and jsonschema (dependencies of kubernetes-validate).
+fn python(script: &str, args: &[&str]) -> String {
+    let mut all = vec!["-c", script];
+    all.extend_from_slice(args);
+    let out = run("python3", &all, INSTALL_KUBERNETES_VALIDATE);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("ModuleNotFoundError") {
+        panic!(
+            "python3 lacks a module kubernetes-validate brings (PyYAML, jsonschema). Install it \
+             with: {INSTALL_KUBERNETES_VALIDATE}\n{err}"
+        );
+    }
+    assert!(out.status.success(), "python3 failed:\n{}", text(&out));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Every YAML document of a file, as JSON (parsed by PyYAML, as kubernetes-validate does).
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let json = python(
+        "import json, sys, yaml\n\
+         print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]))",
+        &[path.to_str().unwrap()],
+    );
+    serde_json::from_str(&json).expect("JSON from python")
+}
+
+fn yaml_doc(path: &Path) -> Value {
+    let mut docs = yaml_docs(path);
+    assert_eq!(
+        docs.len(),
+        1,
+        "{}: expected one YAML document",
+        path.display()
+    );
+    docs.remove(0)
+}
+
+fn kubernetes_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy("kubernetes"))
+        .expect("deploy/kubernetes")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn name(p: &Path) -> &str {
+    p.file_name().unwrap().to_str().unwrap()
+}
+
+/// Not Kubernetes API objects, so kubernetes-validate has no schema for them: the kustomize
+/// file (checked by `kustomization_lists_the_manifests`) and the Prometheus Operator's
+/// PodMonitor, a CRD (checked against a subset of its CRD schema by
+/// `podmonitor_matches_its_crd_schema_and_the_daemonset`).
+const NOT_CORE: &[&str] = &["kustomization.yaml", "podmonitor.yaml"];
+
+#[test]
+fn kubernetes_manifests_pass_kubernetes_validate_strict() {
+    let files: Vec<PathBuf> = kubernetes_files()
+        .into_iter()
+        .filter(|p| !NOT_CORE.contains(&name(p)))
+        .collect();
+    let names: BTreeSet<&str> = files.iter().map(|p| name(p)).collect();
+    for expected in ["configmap.yaml", "daemonset.yaml", "serviceaccount.yaml"] {
+        assert!(
+            names.contains(expected),
+            "deploy/kubernetes/{expected} missing: {names:?}"
+        );
+    }
+    for version in KUBERNETES_VERSIONS {
+        for file in &files {
+            let f = file.to_str().unwrap();
+            let out = run(
+                "kubernetes-validate",
+                &["--strict", "--kubernetes-version", version, f],
+                INSTALL_KUBERNETES_VALIDATE,
+            );
+            let all = text(&out);
+            assert!(
+                out.status.success(),
+                "{f} is invalid for Kubernetes {version}:\n{all}"
+            );
+            // Exit 0 also when no schema was found (a warning); insist on a pass for every
+            // resource in the file, and on no warning at all.
+            let resources = yaml_docs(file).len();
+            assert!(resources > 0, "{f}: no resource");
+            assert_eq!(
+                all.matches(" passed for resource ").count(),
+                resources,
+                "{f}:\n{all}"
+            );
+            assert!(
+                !all.contains("WARN") && !all.contains("ERROR"),
+                "{f}:\n{all}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kubernetes_validate_rejects_a_misspelt_field() {
+    // The check above is only worth something if --strict catches an unknown field.
+    let dir = TempDir::new().unwrap();
+    let ds = std::fs::read_to_string(deploy("kubernetes/daemonset.yaml")).unwrap();
+    assert!(ds.contains("hostPID: true"));
+    let bad = dir
+        .write(
+            "daemonset.yaml",
+            &ds.replace("hostPID: true", "hostPid: true"),
+        )
+        .unwrap();
+    let out = run(
+        "kubernetes-validate",
+        &["--strict", bad.to_str().unwrap()],
+        INSTALL_KUBERNETES_VALIDATE,
+    );
+    assert!(
+        !out.status.success(),
+        "misspelt field accepted:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("hostPid"), "{}", text(&out));
+}
+
+#[test]
+fn kubernetes_manifests_are_namespace_agnostic() {
+    for file in kubernetes_files() {
+        for doc in yaml_docs(&file) {
+            let mut found = Vec::new();
+            find_key(&doc, "namespace", "", &mut found);
+            assert!(
+                found.is_empty(),
+                "{}: sets a namespace at {found:?}",
+                file.display()
+            );
+        }
+    }
+}
+
+fn find_key(v: &Value, key: &str, at: &str, found: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let path = format!("{at}.{k}");
+                if k == key {
+                    found.push(path.clone());
+                }
+                find_key(child, key, &path, found);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                find_key(child, key, &format!("{at}[{i}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn kustomization_lists_the_manifests() {
+    let k = yaml_doc(&deploy("kubernetes/kustomization.yaml"));
+    assert_eq!(k["apiVersion"], "kustomize.config.k8s.io/v1beta1");
+    assert_eq!(k["kind"], "Kustomization");
+    let listed: BTreeSet<String> = k["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    let present: BTreeSet<String> = kubernetes_files()
+        .iter()
+        .map(|p| name(p).to_owned())
+        .filter(|n| !NOT_CORE.contains(&n.as_str()))
+        .collect();
+    // The PodMonitor is left out on purpose (it needs the operator's CRDs).
+    assert_eq!(
+        listed, present,
+        "kustomization.yaml resources vs files in deploy/kubernetes"
+    );
+    let ds = yaml_doc(&deploy("kubernetes/daemonset.yaml"));
+    let image = ds["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    let image_name = image.rsplit_once(':').map_or(image, |(n, _)| n);
+    let images = k["images"].as_array().expect("images");
+    assert!(
+        images.iter().any(|i| i["name"] == image_name),
+        "kustomization.yaml images: must name the DaemonSet's image {image_name}"
+    );
+}
+
+fn container(ds: &Value) -> &Value {
+    let containers = ds["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1);
+    &containers[0]
+}
+
+fn args(ds: &Value) -> Vec<String> {
+    container(ds)["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix(&format!("{flag}="))
+            .map(str::to_owned)
+            .or_else(|| (a == flag).then(|| args[i + 1].clone()))
+    })
+}
+
+#[test]
+fn daemonset_has_what_the_agent_needs() {
+    let ds = yaml_doc(&deploy("kubernetes/daemonset.yaml"));
+    assert_eq!(ds["kind"], "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = container(&ds);
+    assert_eq!(
+        pod["hostPID"], true,
+        "process targets are found in the node's /proc"
+    );
+    assert_eq!(c["securityContext"]["privileged"], true);
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert!(
+        pod["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["operator"] == "Exists" && t.get("key").is_none()),
+        "must tolerate every taint to run on every node"
+    );
+    assert!(pod["serviceAccountName"].is_string());
+
+    // Host mounts: bpffs (Bidirectional, for pins that outlive the pod) and the cgroup tree.
+    let volumes = pod["volumes"].as_array().unwrap();
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    let host_mount = |host: &str| {
+        let v = volumes
+            .iter()
+            .find(|v| v["hostPath"]["path"] == host)
+            .unwrap_or_else(|| panic!("no hostPath {host}"));
+        mounts
+            .iter()
+            .find(|m| m["name"] == v["name"])
+            .unwrap_or_else(|| panic!("{host} not mounted"))
+            .clone()
+    };
+    let bpffs = host_mount("/sys/fs/bpf");
+    assert_eq!(bpffs["mountPropagation"], "Bidirectional");
+    assert_ne!(bpffs["readOnly"], true);
+    let cgroup = host_mount("/sys/fs/cgroup");
+    assert_eq!(cgroup["mountPath"], "/sys/fs/cgroup");
+
+    // Flags: the bpffs dir lies on the bpffs mount, the policy file comes from the ConfigMap.
+    let args = args(&ds);
+    assert_eq!(args[0], "run");
+    assert!(
+        args.iter().any(|a| a == "--pin"),
+        "--pin: enforcement must survive agent restarts"
+    );
+    let bpffs_dir = flag_value(&args, "--bpffs-dir").expect("--bpffs-dir");
+    assert!(
+        bpffs_dir.starts_with(bpffs["mountPath"].as_str().unwrap()),
+        "{bpffs_dir}"
+    );
+    let policy = flag_value(&args, "--policy").expect("--policy");
+    let (policy_dir, policy_key) = policy.rsplit_once('/').unwrap();
+    let policy_mount = mounts
+        .iter()
+        .find(|m| m["mountPath"] == policy_dir)
+        .expect("policy volume mount");
+    assert!(
+        policy_mount.get("subPath").is_none(),
+        "a subPath mount never sees ConfigMap updates"
+    );
+    let policy_volume = volumes
+        .iter()
+        .find(|v| v["name"] == policy_mount["name"])
+        .unwrap();
+    let cm = yaml_doc(&deploy("kubernetes/configmap.yaml"));
+    assert_eq!(policy_volume["configMap"]["name"], cm["metadata"]["name"]);
+    assert!(
+        cm["data"][policy_key].is_string(),
+        "ConfigMap has no key {policy_key}"
+    );
+
+    // Metrics, probes and scrape annotations all on the one port.
+    let address = flag_value(&args, "--metrics-address").expect("--metrics-address");
+    let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
+    let metrics = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["containerPort"] == port)
+        .expect("metrics port");
+    let port_name = metrics["name"].as_str().unwrap();
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert!(
+            get["port"] == port_name || get["port"] == port,
+            "{probe} port"
+        );
+    }
+    let annotations = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], port.to_string());
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+
+    for kind in ["requests", "limits"] {
+        for res in ["cpu", "memory"] {
+            assert!(
+                c["resources"][kind][res].is_string(),
+                "resources.{kind}.{res} missing"
+            );
+        }
+    }
+    assert!(
+        c["image"].as_str().unwrap().contains("OWNER"),
+        "placeholder image expected (see kustomization.yaml)"
+    );
+}
+
+#[test]
+fn podmonitor_matches_its_crd_schema_and_the_daemonset() {
+    let schema = repo().join("tests/fixtures/deploy/podmonitor.schema.json");
+    let podmonitor = deploy("kubernetes/podmonitor.yaml");
+    let check = "import json, sys, yaml, jsonschema\n\
+                 schema = json.load(open(sys.argv[1]))\n\
+                 jsonschema.Draft202012Validator.check_schema(schema)\n\
+                 docs = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d is not None]\n\
+                 errors = [f'{list(e.absolute_path)}: {e.message}' for d in docs\n\
+                           for e in jsonschema.Draft202012Validator(schema).iter_errors(d)]\n\
+                 print(json.dumps(errors))";
+    let errors: Vec<String> = serde_json::from_str(&python(
+        check,
+        &[schema.to_str().unwrap(), podmonitor.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert!(errors.is_empty(), "podmonitor.yaml: {errors:#?}");
+
+    // The schema check catches a misspelt field.
+    let dir = TempDir::new().unwrap();
+    let text = std::fs::read_to_string(&podmonitor).unwrap();
+    let bad = dir
+        .write(
+            "pm.yaml",
+            &text.replace("podMetricsEndpoints:", "podMetricEndpoints:"),
+        )
+        .unwrap();
+    let errors: Vec<String> = serde_json::from_str(&python(
+        check,
+        &[schema.to_str().unwrap(), bad.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert!(
+        errors.iter().any(|e| e.contains("podMetricEndpoints")),
+        "{errors:?}"
+    );
+
+    // It selects the DaemonSet's pods, scrapes the named metrics port, and names the job the
+    // alert rules expect.
+    let pm = yaml_doc(&podmonitor);
+    let ds = yaml_doc(&deploy("kubernetes/daemonset.yaml"));
+    let pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap();
+    for (k, v) in pm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "PodMonitor selects {k}={v}, pods lack it"
+        );
+    }
+    let job_label = pm["spec"]["jobLabel"].as_str().expect("jobLabel");
+    assert_eq!(pod_labels[job_label], JOB);
+    for ep in pm["spec"]["podMetricsEndpoints"].as_array().unwrap() {
+        let port = ep["port"].as_str().unwrap();
+        assert!(
+            container(&ds)["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == port),
+            "PodMonitor port {port} is not a port of the DaemonSet"
+        );
+        assert_eq!(ep["path"], "/metrics");
+    }
+}
+
+/// `enforcer check --policy FILE`, which must accept it.
+fn enforcer_check(policy: &Path) {
+    let out = Command::new(enforcer_bin())
+        .args(["check", "--policy", policy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "enforcer check rejects {}:\n{}",
+        policy.display(),
+        text(&out)
+    );
+}
+
+#[test]
+fn example_policies_pass_enforcer_check() {
+    let dir = TempDir::new().unwrap();
+    let cm = yaml_doc(&deploy("kubernetes/configmap.yaml"));
+    let k8s = dir
+        .write(
+            "policy.yaml",
+            cm["data"]["policy.yaml"].as_str().expect("policy.yaml key"),
+        )
+        .unwrap();
+    enforcer_check(&k8s);
+    enforcer_check(&deploy("systemd/policy.yaml"));
+
+    // Both are the recommended first rollout, and target what their deployment runs.
+    let k8s = yaml_doc(&k8s);
+    let bare = yaml_doc(&deploy("systemd/policy.yaml"));
+    for p in [&k8s, &bare] {
+        assert_eq!(p["mode"], "audit");
+    }
+    assert!(k8s["targets"].as_array().unwrap().iter().any(|t| {
+        t["process"]
+            .as_array()
+            .is_some_and(|n| n.contains(&Value::from("alertmanager")))
+    }));
+    assert!(
+        bare["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["systemd_unit"] == "prometheus-alertmanager.service")
+    );
+}
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    // `verify` checks that ExecStart's binary exists and is executable; /usr/local/bin/enforcer
+    // is not installed here, so verify a copy that runs the enforcer built for these tests
+    // (only that path differs from the shipped file).
+    let shipped = std::fs::read_to_string(deploy("systemd/enforcer.service")).unwrap();
+    assert_eq!(
+        shipped
+            .matches("ExecStart=/usr/local/bin/enforcer ")
+            .count(),
+        1,
+        "ExecStart"
+    );
+    let dir = TempDir::new().unwrap();
+    let unit = dir
+        .write(
+            "enforcer.service",
+            &shipped.replace(
+                "ExecStart=/usr/local/bin/enforcer ",
+                &format!("ExecStart={} ", enforcer_bin().display()),
+            ),
+        )
+        .unwrap();
+    let out = run(
+        "systemd-analyze",
+        &["verify", "--man=no", unit.to_str().unwrap()],
+        INSTALL_SYSTEMD,
+    );
+    // Unknown keys and unparsable values are warnings with exit status 0: any output fails.
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "systemd-analyze verify deploy/systemd/enforcer.service:\n{}",
+        text(&out)
+    );
+
+    // ... and it does catch a misspelt directive.
+    let bad = dir
+        .write(
+            "bad.service",
+            &std::fs::read_to_string(&unit)
+                .unwrap()
+                .replace("Restart=always", "Restrt=always"),
+        )
+        .unwrap();
+    let out = run(
+        "systemd-analyze",
+        &["verify", "--man=no", bad.to_str().unwrap()],
+        INSTALL_SYSTEMD,
+    );
+    assert!(text(&out).contains("Restrt"), "{}", text(&out));
+
+    // The parts the README promises.
+    for line in [
+        "Before=prometheus-alertmanager.service",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=always",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/sys/fs/bpf /sys/fs/cgroup",
+        "--policy /etc/enforcer/policy.yaml",
+        " --pin ",
+    ] {
+        assert!(shipped.contains(line), "enforcer.service lacks {line:?}");
+    }
+    let install = shipped.split("[Install]").nth(1).expect("[Install]");
+    assert!(
+        install.contains("prometheus-alertmanager.service"),
+        "WantedBy= the Alertmanager unit"
+    );
+    for forbidden in ["ProtectKernelTunables=yes", "ProtectControlGroups=yes"] {
+        assert!(
+            !shipped.lines().any(|l| l.trim() == forbidden),
+            "{forbidden} breaks pinning/attach"
+        );
+    }
+}
+
+#[test]
+fn shipped_command_lines_use_flags_enforcer_run_accepts() {
+    let help = Command::new(enforcer_bin())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{}", text(&help));
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let unit = std::fs::read_to_string(deploy("systemd/enforcer.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let mut used: Vec<String> = exec.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(used.get(1).map(String::as_str), Some("run"), "{exec}");
+    used.extend(args(&yaml_doc(&deploy("kubernetes/daemonset.yaml"))));
+    for arg in used.iter().filter(|a| a.starts_with("--")) {
+        let flag = arg.split('=').next().unwrap();
+        assert!(
+            help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .any(|w| w == flag),
+            "the shipped deployment passes {flag}, which `enforcer run` does not accept:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_test() {
+    let rules = deploy("prometheus/enforcer-rules.yml");
+    let tests = deploy("prometheus/enforcer-rules.test.yml");
+    let out = run(
+        "promtool",
+        &["check", "rules", rules.to_str().unwrap()],
+        INSTALL_PROMTOOL,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(
+        "promtool",
+        &["test", "rules", tests.to_str().unwrap()],
+        INSTALL_PROMTOOL,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("SUCCESS"), "{}", text(&out));
+
+    // Every alert is tested both firing and not firing.
+    let rules = yaml_doc(&rules);
+    let alerts: BTreeSet<String> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .filter_map(|r| r["alert"].as_str().map(str::to_owned))
+        .collect();
+    let tests = yaml_doc(&tests);
+    let cases: Vec<&Value> = tests["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().unwrap())
+        .collect();
+    for alert in &alerts {
+        let of = |firing: bool| {
+            cases.iter().any(|c| {
+                c["alertname"] == alert.as_str()
+                    && c["exp_alerts"]
+                        .as_array()
+                        .is_some_and(|a| a.is_empty() != firing)
+            })
+        };
+        assert!(of(true), "{alert}: no test case where it fires");
+        assert!(of(false), "{alert}: no test case where it stays silent");
+    }
+    for required in [
+        "enforcer_denials_total",
+        "enforcer_lost_events_total",
+        "up{job=\"alertmanager-egress-enforcer\"}",
+        "enforcer_target_attached",
+        "enforcer_fqdn_resolution_failures_total",
+        "enforcer_policy_last_reload_success",
+    ] {
+        assert!(
+            rules.to_string().contains(&required.replace('"', "\\\"")),
+            "no alert rule uses {required}"
+        );
+    }
+    assert!(rules.to_string().contains(JOB));
+}

@@ -1,0 +1,169 @@
+//! The benchmark's Markdown report: the figures, each target with PASS/FAIL, and a list of the
+//! targets missed.
+use std::fmt::Write as _;
+
+use super::{Args, Case, LARGE, Samples};
+
+/// Targets (issue 2).
+const DENY_MAX_NS: f64 = 250.0;
+const ALLOW_ABOVE_FLOOR_MAX_NS: f64 = 80.0;
+const CONNECT_OVERHEAD_MAX_PCT: f64 = 1.0;
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn verdict(pass: bool, missed: &mut Vec<String>, what: String) -> &'static str {
+    if pass {
+        "PASS"
+    } else {
+        missed.push(what);
+        "**FAIL**"
+    }
+}
+
+pub fn render(
+    args: &Args,
+    cases: &[Case<'_>],
+    samples: &[Samples],
+    rounds: &[(f64, f64)],
+    stats_previous: &str,
+) -> String {
+    let mut out = String::new();
+    let mut missed = Vec::new();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let _ = writeln!(
+        out,
+        "\nKernel {}, {cpus} CPUs. connect4 cost from bpf_stats (run_time_ns / run_cnt): median of {} runs x \
+         {} UDP connect() calls each over {} destinations, in an empty netns.\n",
+        kernel.trim(),
+        args.runs,
+        args.calls,
+        args.destinations,
+    );
+    let _ = writeln!(
+        out,
+        "| connect4 path | Blocked prefixes | ns per call | Range | Above floor | Target | Result |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---|");
+    let floor = median(&samples[0].ns);
+    for (case, s) in cases.iter().zip(samples) {
+        let m = median(&s.ns);
+        let (lo, hi) = min_max(&s.ns);
+        let prefixes = case.prefixes.map_or("–".to_owned(), thousands);
+        let above = if case.prefixes.is_some() {
+            format!("{:+.1}", m - floor)
+        } else {
+            "–".to_owned()
+        };
+        let (target, result) = match (case.deny, case.prefixes) {
+            (true, Some(n)) => (
+                format!("≤ {DENY_MAX_NS:.0} ns"),
+                verdict(
+                    m <= DENY_MAX_NS,
+                    &mut missed,
+                    format!(
+                        "deny + event at {} prefixes: {m:.1} ns > {DENY_MAX_NS:.0} ns",
+                        thousands(n)
+                    ),
+                ),
+            ),
+            (false, Some(LARGE)) => (
+                format!("≤ {ALLOW_ABOVE_FLOOR_MAX_NS:.0} ns above floor"),
+                verdict(
+                    m - floor <= ALLOW_ABOVE_FLOOR_MAX_NS,
+                    &mut missed,
+                    format!(
+                        "allow at {} prefixes: {:.1} ns above the floor > {ALLOW_ABOVE_FLOOR_MAX_NS:.0} ns",
+                        thousands(LARGE),
+                        m - floor
+                    ),
+                ),
+            ),
+            _ => ("–".to_owned(), "–"),
+        };
+        let lost = if s.lost_events > 0 {
+            format!(" ({} events lost)", s.lost_events)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "| {}{lost} | {prefixes} | {m:.1} | {lo:.1}–{hi:.1} | {above} | {target} | {result} |",
+            case.label
+        );
+    }
+
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .map(|(w, wo)| (w / wo - 1.0) * 100.0)
+        .collect();
+    let overhead = median(&ratios);
+    let (rlo, rhi) = min_max(&ratios);
+    let per = |ns: f64| ns / args.connects as f64 / 1000.0;
+    let with = median(&rounds.iter().map(|r| r.0).collect::<Vec<_>>());
+    let without = median(&rounds.iter().map(|r| r.1).collect::<Vec<_>>());
+    let _ = writeln!(
+        out,
+        "\nconnect() loop: TCP socket+connect+accept+close over loopback in an empty netns, {} rounds x {} \
+         connects per side, with and without alternating (ABBA), bpf_stats_enabled={stats_previous}.\n",
+        args.rounds, args.connects
+    );
+    let _ = writeln!(
+        out,
+        "| connect() loop | µs per connect | Overhead (median of rounds) | Rounds range | Target | Result |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---|---|");
+    let _ = writeln!(
+        out,
+        "| no program attached | {:.2} | – | – | – | – |",
+        per(without)
+    );
+    let result = verdict(
+        overhead <= CONNECT_OVERHEAD_MAX_PCT,
+        &mut missed,
+        format!("connect() overhead {overhead:+.2} % > {CONNECT_OVERHEAD_MAX_PCT:.0} %"),
+    );
+    let _ = writeln!(
+        out,
+        "| enforcer, allow path, {} prefixes | {:.2} | {overhead:+.2} % | {rlo:+.2} … {rhi:+.2} % | ≤ {CONNECT_OVERHEAD_MAX_PCT:.0} % | {result} |",
+        thousands(LARGE),
+        per(with)
+    );
+    if missed.is_empty() {
+        let _ = writeln!(out, "\nAll targets met.");
+    } else {
+        let _ = writeln!(out, "\nTargets missed:");
+        for m in &missed {
+            let _ = writeln!(out, "- {m}");
+        }
+    }
+    out
+}
