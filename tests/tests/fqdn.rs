@@ -386,3 +386,145 @@ fn wildcards_match_subdomains_only_and_cnames_compression_case_and_ipv6_work() {
     check("sub.exact.test", "a", "127.0.0.53", false);
     let _ = TYPE_AAAA;
 }
+
+/// Programs attached to `cgroup` in the ingress direction (the DNS-learning program).
+fn ingress_programs(cgroup: &std::path::Path) -> usize {
+    let out = std::process::Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cgroup)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("ingress"))
+        .count()
+}
+
+fn wait_for(agent: &Agent, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.stderr_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in:\n{}",
+            agent.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// With pinning, learned addresses survive an agent crash (the maps are adopted, the learning
+/// link is replaced, not added); a reload that only changes ports keeps them under the new
+/// ports; a reload that changes the names forgets them until the process resolves again.
+#[test]
+fn learned_addresses_survive_a_restart_and_follow_reloads() {
+    if !privileged() {
+        return;
+    }
+    let answer = fixed(HashMap::from([
+        (
+            "keep.test".to_owned(),
+            vec![Record::Addr {
+                ip: "127.90.0.1".parse().unwrap(),
+                ttl: 600,
+            }],
+        ),
+        (
+            "other.test".to_owned(),
+            vec![Record::Addr {
+                ip: "127.90.0.2".parse().unwrap(),
+                ttl: 600,
+            }],
+        ),
+    ]));
+    let cg = TestCgroup::new().unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    let log = Arc::new(Log::default());
+    let _target_dns = Responder::start(
+        "127.0.0.53:53".parse().unwrap(),
+        Some(probe.pid()),
+        Client::Target,
+        answer.clone(),
+        log.clone(),
+    )
+    .unwrap();
+    // The agent's responder knows neither name: only learning can allow 127.90.0.1.
+    let agent_dns = Responder::start(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        Client::Agent,
+        fixed(HashMap::new()),
+        log.clone(),
+    )
+    .unwrap();
+    let dir = TempDir::new().unwrap();
+    let write = |allow: &str| {
+        dir.write(
+            "p.yaml",
+            &policy(&agent_dns, &format!("allow:\n{allow}"), ""),
+        )
+        .unwrap()
+    };
+    let path = write(&format!("  - fqdn: keep.test\n    ports: [{PORT}]\n"));
+    let pins = integration_tests::PinDir::new();
+    let cg_path = cg.path.display().to_string();
+    let pin_dir = pins.path.display().to_string();
+    let args = ["--cgroup", &cg_path, "--pin", "--bpffs-dir", &pin_dir];
+    let mut agent = Agent::start_args(Some(&path), &args).unwrap();
+    let ip: IpAddr = "127.90.0.1".parse().unwrap();
+    assert_eq!(resolve(&mut probe, "keep.test", "a", "127.0.0.53"), [ip]);
+    assert_eq!(connect(&mut probe, ip), Outcome::Errno(ECONNREFUSED));
+    assert_eq!(ingress_programs(&cg.path), 1);
+
+    for round in 0..3 {
+        agent.signal(libc::SIGKILL);
+        agent.stop();
+        assert_eq!(
+            connect(&mut probe, ip),
+            Outcome::Errno(ECONNREFUSED),
+            "round {round}: agent down"
+        );
+        agent = Agent::start_args(Some(&path), &args).unwrap();
+        assert!(
+            agent.stderr_text().contains("adopted pinned maps"),
+            "{}",
+            agent.stderr_text()
+        );
+        assert_eq!(
+            ingress_programs(&cg.path),
+            1,
+            "round {round}: learning link replaced, not added"
+        );
+        assert_eq!(
+            connect(&mut probe, ip),
+            Outcome::Errno(ECONNREFUSED),
+            "round {round}: restarted"
+        );
+    }
+    // The restarted agent's learning program learns too.
+    assert_eq!(
+        resolve(&mut probe, "keep.test", "a", "127.0.0.53"),
+        [ip],
+        "resolution after restarts"
+    );
+
+    // Same names, other port: the learned address moves to the new port.
+    write(&format!("  - fqdn: keep.test\n    ports: [{}]\n", PORT + 1));
+    agent.signal(libc::SIGHUP);
+    wait_for(&agent, "\"message\":\"policy reloaded\"");
+    assert_eq!(connect(&mut probe, ip), Outcome::Errno(EPERM));
+    assert_eq!(
+        probe.connect("tcp", &ip.to_string(), PORT + 1).unwrap(),
+        Outcome::Errno(ECONNREFUSED)
+    );
+
+    // Other names: slots are renumbered, learned addresses are forgotten until resolved again.
+    write(&format!(
+        "  - fqdn: other.test\n    ports: [{PORT}]\n  - fqdn: keep.test\n    ports: [{PORT}]\n"
+    ));
+    agent.signal(libc::SIGHUP);
+    wait_for(&agent, "learned and resolved addresses are forgotten");
+    assert_eq!(connect(&mut probe, ip), Outcome::Errno(EPERM));
+    assert_eq!(resolve(&mut probe, "keep.test", "a", "127.0.0.53"), [ip]);
+    assert_eq!(connect(&mut probe, ip), Outcome::Errno(ECONNREFUSED));
+    drop(agent);
+}
