@@ -158,7 +158,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     let compiled = agent.install(&policy)?;
     // Takes the FQDN maps and resolves the allowlisted names once, before attaching.
-    let fqdn = crate::fqdn::FqdnAgent::start(&mut agent.enforcer, agent.policy.clone()).await?;
+    let fqdn = crate::fqdn::FqdnAgent::start(
+        &mut agent.enforcer,
+        agent.policy.clone(),
+        Some(metrics.clone()),
+    )
+    .await?;
     agent.rules.set_fqdn(fqdn.shared());
     agent.fqdn = Some(fqdn);
 

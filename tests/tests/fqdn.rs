@@ -48,6 +48,17 @@ struct Setup {
 /// Probe, both responders, then the agent with `rest` (the `allow:` list, after `allow:`) and
 /// extra `dns:` keys.
 fn setup(answer: Arc<AnswerFn>, block: &str, allow: &str, dns_extra: &str) -> Setup {
+    setup_args(answer, block, allow, dns_extra, &[])
+}
+
+/// [`setup`] with extra `enforcer run` arguments.
+fn setup_args(
+    answer: Arc<AnswerFn>,
+    block: &str,
+    allow: &str,
+    dns_extra: &str,
+    extra: &[&str],
+) -> Setup {
     let cg = TestCgroup::new().unwrap();
     let probe = Probe::spawn(&cg).unwrap();
     let log = Arc::new(Log::default());
@@ -78,7 +89,10 @@ fn setup(answer: Arc<AnswerFn>, block: &str, allow: &str, dns_extra: &str) -> Se
     let dir = TempDir::new().unwrap();
     let text = policy(&agent_dns, &format!("{block}allow:\n{allow}"), dns_extra);
     let path = dir.write("p.yaml", &text).unwrap();
-    let agent = Agent::start(Some(&path), &cg).unwrap();
+    let cg_path = cg.path.display().to_string();
+    let mut args = vec!["--cgroup", cg_path.as_str()];
+    args.extend_from_slice(extra);
+    let agent = Agent::start_args(Some(&path), &args).unwrap();
     Setup {
         _dir: dir,
         agent,
@@ -275,11 +289,18 @@ fn learned_addresses_outlive_a_dns_outage_until_grace_expiry() {
             }
         })
     });
-    let mut s = setup(
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut s = setup_args(
         answer,
         "",
         &format!("  - fqdn: grace.test\n    ports: [{PORT}]\n"),
         "  grace_period: 3s\n",
+        &["--metrics-address", &metrics_addr],
     );
     let learned = resolve(&mut s.probe, "grace.test", "a", "127.0.0.53")[0];
     let resolved_at = Instant::now();
@@ -313,6 +334,17 @@ fn learned_addresses_outlive_a_dns_outage_until_grace_expiry() {
     );
     let stderr = s.agent.stderr_text();
     assert!(stderr.contains("keeping its last answers"), "{stderr}");
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(
+        metrics.contains("enforcer_fqdn_resolution_failures_total{name=\"grace.test\"} "),
+        "{metrics}"
+    );
+    let addresses: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("enforcer_fqdn_addresses "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no enforcer_fqdn_addresses in {metrics}"));
+    assert!(addresses >= 1.0, "{metrics}");
     let lines = s.agent.take_events(1, Duration::from_secs(5));
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["fqdn"], "grace.test", "{lines:?}");
@@ -527,4 +559,17 @@ fn learned_addresses_survive_a_restart_and_follow_reloads() {
     assert_eq!(resolve(&mut probe, "keep.test", "a", "127.0.0.53"), [ip]);
     assert_eq!(connect(&mut probe, ip), Outcome::Errno(ECONNREFUSED));
     drop(agent);
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

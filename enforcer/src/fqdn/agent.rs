@@ -22,6 +22,7 @@ use super::{kernel::FqdnMaps, ktime_now_ns, names::key_name, recent::RecentNames
 use crate::{
     ebpf::{EbpfError, Enforcer},
     events::normalise,
+    metrics::{Metrics, NameLabels},
     policy::{DnsSettings, Policy, RuleAction},
 };
 
@@ -99,7 +100,11 @@ pub struct FqdnAgent {
 impl FqdnAgent {
     /// Takes the FQDN maps out of `enforcer`, resolves every exact name once (waiting at most a
     /// few seconds) and starts the background task. Call it before attaching.
-    pub async fn start(enforcer: &mut Enforcer, policy: Arc<Policy>) -> Result<Self, FqdnError> {
+    pub async fn start(
+        enforcer: &mut Enforcer,
+        policy: Arc<Policy>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, FqdnError> {
         let maps = FqdnMaps::take(enforcer.object_mut())?;
         let shared = Arc::new(FqdnShared {
             recent: Mutex::new(RecentNames::new(RECENT_CAPACITY)),
@@ -125,6 +130,7 @@ impl FqdnAgent {
             shared: shared.clone(),
             warned: HashMap::new(),
             last_full_scan: Instant::now(),
+            metrics,
             kernel_counters: [0; counter::COUNT as usize],
         };
         state.learned_by_slot = vec![SlotLearned::default(); state.names.len()];
@@ -252,6 +258,8 @@ struct State {
     warned: HashMap<(String, IpAddr), Instant>,
     last_full_scan: Instant,
     kernel_counters: [u64; counter::COUNT as usize],
+    /// `enforcer_fqdn_addresses` and `enforcer_fqdn_resolution_failures_total{name}`.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl State {
@@ -465,6 +473,11 @@ impl State {
             }
             Err(error) => {
                 self.stats.dns_failures += 1;
+                if let Some(m) = &self.metrics {
+                    m.fqdn_resolution_failures
+                        .get_or_create(&NameLabels { name: name.clone() })
+                        .inc();
+                }
                 n.failures += 1;
                 let backoff = MIN_REFRESH * 2u32.saturating_pow(n.failures.min(8));
                 n.next = now + backoff.min(MAX_BACKOFF);
@@ -786,6 +799,12 @@ impl State {
             }
         }
         self.report_kernel_counters();
+        if let Some(m) = &self.metrics {
+            let mut all: std::collections::HashSet<IpAddr> =
+                self.resolved.keys().copied().collect();
+            all.extend(self.learned.keys().copied());
+            m.fqdn_addresses.set(all.len() as i64);
+        }
     }
 
     /// Logs increases of the learning program's trouble counters.
