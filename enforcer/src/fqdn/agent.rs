@@ -109,8 +109,19 @@ impl FqdnAgent {
         let shared = Arc::new(FqdnShared {
             recent: Mutex::new(RecentNames::new(RECENT_CAPACITY)),
         });
+        // Without a usable resolver configuration the agent still runs: learning from the
+        // process's own answers does not need it.
         let resolver = if policy.fqdns.iter().any(|f| !f.wildcard) {
-            Some(resolver(&policy.dns)?)
+            match resolver(&policy.dns) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "no resolver for the allowlisted names; only the target's own DNS answers are learned"
+                    );
+                    None
+                }
+            }
         } else {
             None
         };
