@@ -118,6 +118,8 @@ pub struct Enforcer {
     scoped: bool,
     /// Unpinned links of the DNS-learning program per target cgroup id (only without pinning).
     fqdn_links: HashMap<u64, aya::programs::cgroup_skb::CgroupSkbLinkId>,
+    /// Whether the DNS-learning program loaded (see [`Enforcer::fqdn_learning`]).
+    fqdn_learning: bool,
 }
 
 /// Distinguishes the link pins of successive attaches to the same cgroup.
@@ -169,7 +171,27 @@ impl Enforcer {
                 })?;
             }
         }
-        crate::fqdn::kernel::load(&mut ebpf, pins.as_ref())?;
+        // The DNS-learning program is an addition to enforcement, not a part of it: where the
+        // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
+        // a helper call), the connect programs still enforce, and FQDN rules are served by the
+        // agent's own resolution alone.
+        let fqdn_learning = match crate::fqdn::kernel::load(&mut ebpf, pins.as_ref()) {
+            Ok(()) => true,
+            Err(e) => {
+                let mut reason = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    reason = format!("{reason}: {s}");
+                    src = s.source();
+                }
+                tracing::warn!(
+                    error = %reason.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""),
+                    "the DNS-learning program does not load on this kernel: FQDN rules fall back to \
+                     the agent's own resolution (the no-race guarantee needs the learning program)"
+                );
+                false
+            }
+        };
         let mut this = Self {
             ebpf,
             active: 0,
@@ -179,6 +201,7 @@ impl Enforcer {
             links: HashMap::new(),
             scoped: false,
             fqdn_links: HashMap::new(),
+            fqdn_learning,
         };
         if adopted {
             let name = map_names::ACTIVE;
@@ -250,6 +273,12 @@ impl Enforcer {
         Ok(())
     }
 
+    /// True when the DNS-learning program loaded: addresses the targets' own DNS answers carry
+    /// for allowlisted names are learned before the answer is delivered.
+    pub fn fqdn_learning(&self) -> bool {
+        self.fqdn_learning
+    }
+
     /// True when the maps came from an earlier agent's pins.
     pub fn adopted(&self) -> bool {
         self.adopted
@@ -281,11 +310,13 @@ impl Enforcer {
         let mut new_pins = Vec::new();
         let mut held = Vec::new();
         // DNS learning first: no connect is decided while answers go unlearned.
-        match crate::fqdn::kernel::attach(&mut self.ebpf, cgroup, link_dir.as_deref(), &seq)? {
-            crate::fqdn::kernel::Attached::Pinned(path) => new_pins.push(path),
-            crate::fqdn::kernel::Attached::Held(link_id) => {
-                if let Some(old) = self.fqdn_links.insert(id, link_id) {
-                    crate::fqdn::kernel::detach(&mut self.ebpf, old)?;
+        if self.fqdn_learning {
+            match crate::fqdn::kernel::attach(&mut self.ebpf, cgroup, link_dir.as_deref(), &seq)? {
+                crate::fqdn::kernel::Attached::Pinned(path) => new_pins.push(path),
+                crate::fqdn::kernel::Attached::Held(link_id) => {
+                    if let Some(old) = self.fqdn_links.insert(id, link_id) {
+                        crate::fqdn::kernel::detach(&mut self.ebpf, old)?;
+                    }
                 }
             }
         }

@@ -515,3 +515,21 @@ impl Drop for PinDir {
         }
     }
 }
+
+/// Whether this kernel loads the DNS-learning program (its verifier accepts it); says why the
+/// caller skips when not.
+pub fn fqdn_learning_supported() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    match enforcer::ebpf::Enforcer::load() {
+        Ok(e) if e.fqdn_learning() => true,
+        Ok(_) => {
+            eprintln!(
+                "SKIP: the DNS-learning program (cgroup_skb/ingress, bpf_loop) is refused by the \
+                 verifier of kernel {}: FQDN learning unavailable here",
+                release.trim()
+            );
+            false
+        }
+        Err(e) => panic!("loading the programs: {e}"),
+    }
+}

@@ -123,7 +123,7 @@ fn connect(probe: &mut Probe, ip: IpAddr) -> Outcome {
 
 #[test]
 fn rotating_answers_with_ttl_1s_never_race_1000_rounds() {
-    if !privileged() {
+    if !privileged() || !integration_tests::fqdn_learning_supported() {
         return;
     }
     // Every query gets two addresses nobody got before, TTL 1 s.
@@ -220,7 +220,7 @@ fn rotating_answers_with_ttl_1s_never_race_1000_rounds() {
 
 #[test]
 fn an_answer_inside_a_block_range_is_denied_and_warned() {
-    if !privileged() {
+    if !privileged() || !integration_tests::fqdn_learning_supported() {
         return;
     }
     let answer = fixed(HashMap::from([
@@ -269,7 +269,7 @@ fn an_answer_inside_a_block_range_is_denied_and_warned() {
 
 #[test]
 fn learned_addresses_outlive_a_dns_outage_until_grace_expiry() {
-    if !privileged() {
+    if !privileged() || !integration_tests::fqdn_learning_supported() {
         return;
     }
     // The target and the agent get different addresses for the same name.
@@ -352,7 +352,7 @@ fn learned_addresses_outlive_a_dns_outage_until_grace_expiry() {
 
 #[test]
 fn wildcards_match_subdomains_only_and_cnames_compression_case_and_ipv6_work() {
-    if !privileged() {
+    if !privileged() || !integration_tests::fqdn_learning_supported() {
         return;
     }
     let addr = |s: &str| Record::Addr {
@@ -449,7 +449,7 @@ fn wait_for(agent: &Agent, needle: &str) {
 /// ports; a reload that changes the names forgets them until the process resolves again.
 #[test]
 fn learned_addresses_survive_a_restart_and_follow_reloads() {
-    if !privileged() {
+    if !privileged() || !integration_tests::fqdn_learning_supported() {
         return;
     }
     let answer = fixed(HashMap::from([
