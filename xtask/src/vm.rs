@@ -38,7 +38,8 @@ pub struct KernelSpec {
     /// Prefix the concrete package must have (also used to find it in the cache offline).
     package_prefix: &'static str,
     /// Directories under `lib/modules/<release>/kernel/` holding the modules the guest
-    /// needs for its 9p root (the exact set and load order come from modprobe).
+    /// needs for its 9p root and the overlay on it (the exact set and load order come from
+    /// modprobe).
     module_dirs: &'static [&'static str],
 }
 
@@ -53,6 +54,7 @@ pub const KERNELS: &[KernelSpec] = &[
             "fs/9p",
             "fs/netfs",
             "fs/fscache",
+            "fs/overlayfs",
         ],
     },
     KernelSpec {
@@ -60,7 +62,13 @@ pub const KERNELS: &[KernelSpec] = &[
         meta_package: "linux-image-6.12-amd64",
         package_prefix: "linux-image-6.12.",
         // virtio_pci is built in; fscache is part of netfs.
-        module_dirs: &["drivers/virtio", "net/9p", "fs/9p", "fs/netfs"],
+        module_dirs: &[
+            "drivers/virtio",
+            "net/9p",
+            "fs/9p",
+            "fs/netfs",
+            "fs/overlayfs",
+        ],
     },
 ];
 
@@ -79,7 +87,7 @@ pub struct VmTestArgs {
     #[arg(long)]
     all: bool,
     /// Hard limit for one VM run, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 1200)]
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
     timeout: u64,
     /// Build and run the tests with the release profile.
     #[arg(long)]
@@ -91,6 +99,9 @@ pub struct VmTestArgs {
     /// Only this integration test (a file name in tests/tests/ without `.rs`; repeatable).
     #[arg(long = "test", value_name = "NAME", conflicts_with = "run")]
     tests: Vec<String>,
+    /// Not this integration test (repeatable), e.g. one that never touches the kernel.
+    #[arg(long = "skip-test", value_name = "NAME", conflicts_with = "run")]
+    skip_tests: Vec<String>,
     /// Passed to every test executable after `--test-threads=1 --nocapture` (e.g. a filter).
     #[arg(last = true, value_name = "TEST_ARGS")]
     test_args: Vec<String>,
@@ -174,7 +185,13 @@ pub fn run(args: &VmTestArgs) -> Report {
     };
     let payload = match &args.run {
         Some(cmd) => Payload::Command(cmd.clone()),
-        None => match build::build(args.release, &args.tests) {
+        None => match build::build(
+            args.release,
+            &build::Selection {
+                only: &args.tests,
+                skip: &args.skip_tests,
+            },
+        ) {
             Ok(a) => Payload::Tests(a),
             Err(e) => return finish(prep_failed(e)),
         },
@@ -266,74 +283,85 @@ fn run_kernel_inner(
     std::fs::write(&initrd, initramfs::build(&kernel)?)
         .with_context(|| format!("writing {}", initrd.display()))?;
     let script = guest_script(payload, &args.test_args);
-    let result = (|| {
-        for attempt in 1..=2 {
-            let share = work.join("share");
-            let rc_file = work.join("rc");
-            reset_dir(&share)?;
-            std::fs::write(share.join("run.sh"), &script)?;
-            let boot = qemu::Boot {
-                kernel: &kernel.image,
-                initrd: &initrd,
-                share: &share,
-                rc_file: &rc_file,
-                console_log: &work.join("console.log"),
-                timeout: Duration::from_secs(args.timeout),
-            };
-            log(format!(
-                "booting {} (attempt {attempt}, timeout {} s)",
-                kernel.release, args.timeout
-            ));
-            let t = Instant::now();
-            let end = qemu::boot(&boot)?;
-            log(format!("VM ran {:.1} s", t.elapsed().as_secs_f64()));
-            run.summary = summary_lines(&end.console);
-            if let Some(u) = end
-                .console
-                .iter()
-                .find_map(|l| l.strip_prefix("guest kernel: "))
-            {
-                run.uname = Some(u.trim().to_owned());
-            }
-            let guest_rc = end.guest_rc.or_else(|| read_rc(&share.join("rc")));
-            let _ = std::fs::remove_file(&rc_file);
-            let _ = std::fs::remove_dir_all(&share);
-            match guest_rc {
-                Some(0) => return Ok(Outcome::Passed),
-                Some(rc) => return Ok(Outcome::TestsFailed(rc)),
-                None if end.timed_out => {
-                    return Ok(Outcome::VmFailed(format!(
-                        "timed out after {} s (see {}; raise --timeout if the guest was still making progress)",
-                        args.timeout,
-                        work.join("console.log").display()
-                    )));
-                }
-                None => {
-                    let why = format!(
-                        "QEMU ended ({}) without the guest's exit code{}",
-                        end.status.map_or("killed".to_owned(), |s| s.to_string()),
-                        end.console
-                            .iter()
-                            .rev()
-                            .find(|l| l.contains("vm-init: error") || l.contains("Kernel panic"))
-                            .map(|l| format!("; last error on the console: {l}"))
-                            .unwrap_or_default()
-                    );
-                    if attempt == 1 {
-                        log(format!("{why}; retrying once"));
-                        continue;
-                    }
-                    return Ok(Outcome::VmFailed(format!(
-                        "{why} (twice; console: {})",
-                        work.join("console.log").display()
-                    )));
-                }
-            }
-        }
-        unreachable!("the second attempt returns")
-    })();
+    let result = boot_with_retry(&kernel, &initrd, &work, &script, args.timeout, run);
     let _ = std::fs::remove_file(&initrd);
     result
+}
+
+/// Boots until the guest reports an exit code; a VM that ended without one (a kernel oops
+/// under TCG, say) is retried once, a timeout is not.
+fn boot_with_retry(
+    kernel: &kernel::Kernel,
+    initrd: &Path,
+    work: &Path,
+    script: &str,
+    timeout: u64,
+    run: &mut KernelRun,
+) -> anyhow::Result<Outcome> {
+    for attempt in 1..=2 {
+        let share = work.join("share");
+        let rc_file = work.join("rc");
+        reset_dir(&share)?;
+        std::fs::write(share.join("run.sh"), script)?;
+        let boot = qemu::Boot {
+            kernel: &kernel.image,
+            initrd,
+            share: &share,
+            rc_file: &rc_file,
+            console_log: &work.join("console.log"),
+            timeout: Duration::from_secs(timeout),
+        };
+        log(format!(
+            "booting {} (attempt {attempt}, timeout {} s)",
+            kernel.release, timeout
+        ));
+        let t = Instant::now();
+        let end = qemu::boot(&boot)?;
+        log(format!("VM ran {:.1} s", t.elapsed().as_secs_f64()));
+        run.summary = summary_lines(&end.console);
+        if let Some(u) = end
+            .console
+            .iter()
+            .find_map(|l| l.strip_prefix("guest kernel: "))
+        {
+            run.uname = Some(u.trim().to_owned());
+        }
+        let guest_rc = end.guest_rc.or_else(|| read_rc(&share.join("rc")));
+        let _ = std::fs::remove_file(&rc_file);
+        let _ = std::fs::remove_dir_all(&share);
+        match guest_rc {
+            Some(0) => return Ok(Outcome::Passed),
+            Some(rc) => return Ok(Outcome::TestsFailed(rc)),
+            None if end.timed_out => {
+                return Ok(Outcome::VmFailed(format!(
+                    "timed out after {} s (see {}; raise --timeout if the guest was still making progress)",
+                    timeout,
+                    work.join("console.log").display()
+                )));
+            }
+            None => {
+                let why = format!(
+                    "QEMU ended ({}) without the guest's exit code{}",
+                    end.status.map_or("killed".to_owned(), |s| s.to_string()),
+                    end.console
+                        .iter()
+                        .rev()
+                        .find(|l| l.contains("vm-init: error") || l.contains("Kernel panic"))
+                        .map(|l| format!("; last error on the console: {l}"))
+                        .unwrap_or_default()
+                );
+                if attempt == 1 {
+                    log(format!("{why}; retrying once"));
+                    continue;
+                }
+                return Ok(Outcome::VmFailed(format!(
+                    "{why} (twice; console: {})",
+                    work.join("console.log").display()
+                )));
+            }
+        }
+    }
+    unreachable!("the second attempt returns")
 }
 
 /// The libtest summaries the guest printed at the end (and its final line).

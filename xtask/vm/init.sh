@@ -1,9 +1,9 @@
 #!/bin/busybox sh
 # /init of the `cargo xtask vm-test` initramfs (PID 1, busybox). Prepares the guest, chroots
-# into the host's root (9p, read-only) to run /run/vm-test/run.sh (written by the host into the
-# read-write share), prints the final verdict line, writes the exit code to the second serial
-# port (and the share) and powers off. An error here writes no exit code: the host then
-# reports an infrastructure failure, not a test failure.
+# into the host's root (9p, read-only, under a tmpfs overlay) to run /run/vm-test/run.sh
+# (written by the host into the read-write share), prints the final verdict line, writes the
+# exit code to the second serial port (and the share) and powers off. An error here writes no
+# exit code: the host then reports an infrastructure failure, not a test failure.
 /bin/busybox mkdir -p /bin /proc /sys /dev /tmp
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -36,10 +36,18 @@ done </modules/order
 
 # 9p over virtio: a larger msize than the default makes reading the test binaries faster.
 opts=trans=virtio,version=9p2000.L,msize=262144
-mount -t 9p -o "$opts,ro,cache=loose" hostroot /newroot || die "mounting the host root over 9p"
+mkdir -p /lower /rw
+mount -t 9p -o "$opts,ro,cache=loose" hostroot /lower || die "mounting the host root over 9p"
 mount -t 9p -o "$opts" results /results || die "mounting the results share over 9p"
 
-# Inside the chroot: fresh pseudo filesystems and writable scratch space over the read-only root.
+# The chroot is an overlay: the host's root (read-only; QEMU exports it readonly=on too) under
+# a tmpfs, so tests can write where they do on the host (e.g. /etc/netns) and nothing reaches
+# the host.
+mount -t tmpfs tmpfs /rw && mkdir /rw/upper /rw/work || die "mounting the overlay's tmpfs"
+mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot ||
+    die "mounting the overlay over the host root"
+
+# Inside the chroot: fresh pseudo filesystems, and tmpfs for /tmp and /run.
 R=/newroot
 mount -t tmpfs tmpfs $R/tmp || die "mounting $R/tmp"
 mount -t tmpfs tmpfs $R/run || die "mounting $R/run"

@@ -23,9 +23,16 @@ struct Executable {
     path: PathBuf,
 }
 
-/// Builds the agent, the probe and the integration tests; `only` (test target names, e.g.
-/// `enforce`) narrows the tests the guest runs.
-pub fn build(release: bool, only: &[String]) -> anyhow::Result<Artifacts> {
+/// Which integration tests (target names, e.g. `enforce`) the guest runs.
+pub struct Selection<'a> {
+    /// Only these (all when empty).
+    pub only: &'a [String],
+    /// Not these.
+    pub skip: &'a [String],
+}
+
+/// Builds the agent, the probe and the integration tests.
+pub fn build(release: bool, select: &Selection) -> anyhow::Result<Artifacts> {
     let enforcer = cargo_build(&["-p", "enforcer", "--bin", "enforcer"], release)?;
     let enforcer = find(&enforcer, "bin", "enforcer")?;
     let built = cargo_build(&["-p", "integration-tests", "--tests", "--bins"], release)?;
@@ -39,15 +46,24 @@ pub fn build(release: bool, only: &[String]) -> anyhow::Result<Artifacts> {
     if tests.is_empty() {
         bail!("cargo built no integration test executables for package integration-tests");
     }
-    if let Some(missing) = only.iter().find(|n| !tests.iter().any(|t| &t.name == *n)) {
-        let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+    if let Some(missing) = select
+        .only
+        .iter()
+        .chain(select.skip)
+        .find(|n| !names.contains(&n.as_str()))
+    {
         bail!("no integration test named {missing:?}; there are {names:?}");
     }
-    let tests = tests
+    let tests: Vec<PathBuf> = tests
         .into_iter()
-        .filter(|t| only.is_empty() || only.contains(&t.name))
+        .filter(|t| select.only.is_empty() || select.only.contains(&t.name))
+        .filter(|t| !select.skip.contains(&t.name))
         .map(|t| t.path.clone())
         .collect();
+    if tests.is_empty() {
+        bail!("--test/--skip-test left no integration test to run");
+    }
     Ok(Artifacts {
         enforcer,
         probe,

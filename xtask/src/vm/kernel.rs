@@ -7,7 +7,8 @@
 //! - `vmlinux` — the ELF kernel decompressed from `vmlinuz` (QEMU boots it through its PVH
 //!   entry, a few seconds faster under TCG than the bzImage), when that worked;
 //! - `modules/` — the modules to load, decompressed, in the load order `modprobe` gives;
-//! - `ready` — `release`, `image` and `module` lines.
+//! - `ready` — `key` (what was unpacked; a different one means the entry is stale),
+//!   `release`, `image` and `module` lines.
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
@@ -18,8 +19,9 @@ use anyhow::{Context as _, bail, ensure};
 
 use super::{KernelSpec, host_command, log};
 
-/// Modules (with their dependencies) the guest needs for its 9p shares.
-const ROOT_MODULES: &[&str] = &["9p", "9pnet_virtio", "virtio_pci"];
+/// Modules (with their dependencies) the guest needs: 9p shares, and an overlay (tmpfs over
+/// the read-only host root) so tests can write anywhere without touching the host.
+const ROOT_MODULES: &[&str] = &["9p", "9pnet_virtio", "virtio_pci", "overlay"];
 
 /// A kernel ready to boot.
 pub struct Kernel {
@@ -34,7 +36,7 @@ pub struct Kernel {
 pub fn prepare(spec: &KernelSpec, cache: &Path) -> anyhow::Result<Kernel> {
     let package = resolve(spec, cache)?;
     let dir = cache.join(&package);
-    if let Some(kernel) = read_ready(&dir)? {
+    if let Some(kernel) = read_ready(&dir, &cache_key(spec))? {
         log(format!("{package}: cached in {}", dir.display()));
         return Ok(kernel);
     }
@@ -126,10 +128,22 @@ fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     parts(a).cmp(&parts(b))
 }
 
-fn read_ready(dir: &Path) -> anyhow::Result<Option<Kernel>> {
+/// What an entry holds; changes when the module set does.
+fn cache_key(spec: &KernelSpec) -> String {
+    format!(
+        "{} in {}",
+        ROOT_MODULES.join(","),
+        spec.module_dirs.join(",")
+    )
+}
+
+fn read_ready(dir: &Path, key: &str) -> anyhow::Result<Option<Kernel>> {
     let Ok(text) = std::fs::read_to_string(dir.join("ready")) else {
         return Ok(None);
     };
+    if !text.lines().any(|l| l.strip_prefix("key ") == Some(key)) {
+        return Ok(None);
+    }
     let (mut release, mut image, mut modules) = (None, None, Vec::new());
     for line in text.lines() {
         match line.split_once(' ') {
@@ -189,7 +203,7 @@ fn unpack(spec: &KernelSpec, package: &str, dir: &Path) -> anyhow::Result<Kernel
 
     let modules_dir = dir.join("modules");
     std::fs::create_dir_all(&modules_dir)?;
-    let mut ready = format!("release {release}\n");
+    let mut ready = format!("key {}\nrelease {release}\n", cache_key(spec));
     for (i, m) in modules.iter().enumerate() {
         let name = m
             .file_name()
@@ -223,7 +237,7 @@ fn unpack(spec: &KernelSpec, package: &str, dir: &Path) -> anyhow::Result<Kernel
     };
     ready += &format!("image {image}\n");
     std::fs::write(dir.join("ready"), ready)?;
-    read_ready(dir)?.context("cache entry incomplete right after unpacking")
+    read_ready(dir, &cache_key(spec))?.context("cache entry incomplete right after unpacking")
 }
 
 /// `dpkg-deb --fsys-tarfile DEB | tar -x --wildcards PATTERNS`.
