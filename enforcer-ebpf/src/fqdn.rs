@@ -13,7 +13,7 @@ use aya_ebpf::{
     bindings::{
         BPF_ANY, BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
     },
-    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes},
+    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     macros::{cgroup_skb, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::SkBuffContext,
@@ -97,6 +97,9 @@ pub struct Scratch {
     /// verifier must not split paths per name length).
     qlen: u64,
     start: u64,
+    /// Rule slots of the exact and wildcard names the question name matches (volatile: written
+    /// by the `wildcard_step` callback).
+    mask: u64,
     /// A/AAAA answers collected by the parse loop, learned by a second loop (keeping helper
     /// calls out of the parse loop keeps its verification small).
     found: [Found; MAX_LEARNED],
@@ -106,7 +109,15 @@ pub struct Scratch {
     name_state: u64,
     /// Bytes of the DNS message in `pkt`.
     n: u64,
+    /// How the question name's scan ended (`Q_*`, volatile).
+    q_end: u64,
 }
+
+/// `Scratch::q_end` values.
+const Q_OPEN: usize = 0;
+const Q_ENDED: usize = 1;
+const Q_TRUNCATED: usize = 2;
+const Q_MALFORMED: usize = 3;
 
 /// `Scratch::name_state` values.
 const NAME_OPEN: usize = 0;
@@ -209,6 +220,88 @@ extern "C" fn answer_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     };
     s.found[k % MAX_LEARNED] = f;
     put(&mut s.n_found, k + 1);
+    0
+}
+
+/// One label of the question name (a `bpf_loop` callback): returns 0 to go on, 1 to stop with
+/// `Scratch::q_end` saying why.
+#[inline(never)]
+extern "C" fn qname_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(s) = FQDN_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: the per-CPU scratch value of this CPU; nothing else runs here while we do.
+    let s = unsafe { &mut *s };
+    let off = get(&s.cursor);
+    if off >= get(&s.n) {
+        put(&mut s.q_end, Q_TRUNCATED);
+        return 1;
+    }
+    let l = at(&s.pkt, off) as usize;
+    if l == 0 {
+        put(&mut s.q_end, Q_ENDED);
+        return 1;
+    }
+    if l & 0xc0 != 0 {
+        put(&mut s.q_end, Q_MALFORMED);
+        return 1;
+    }
+    put(&mut s.cursor, off + l + 1);
+    0
+}
+
+/// Byte `p` (0..NAME_KEY_LEN) of `Scratch::key` and `Scratch::name` (a `bpf_loop` callback):
+/// the question name's bytes lower-cased from `Scratch::start` on, zero before.
+#[inline(never)]
+extern "C" fn key_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(s) = FQDN_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: the per-CPU scratch value of this CPU; nothing else runs here while we do.
+    let s = unsafe { &mut *s };
+    let p = index as usize;
+    if p >= NAME_KEY_LEN {
+        return 1;
+    }
+    let start = get(&s.start);
+    let b = if p >= start && p - start < get(&s.qlen) {
+        lower(at(&s.pkt, 12 + (p - start)))
+    } else {
+        0
+    };
+    let i = opaque(p) & KEY_MASK;
+    s.key[i] = b;
+    s.name[i] = b;
+    0
+}
+
+/// One key position `i` (1..NAME_KEY_LEN) of the wildcard match (a `bpf_loop` callback, index
+/// `i - 1`): clears key byte `i - 1`, and at a label boundary looks the remaining suffix up in
+/// `FQDN_WILDCARD`, OR-ing its rules into `Scratch::mask`. Returns 0 to go on, 1 to stop.
+#[inline(never)]
+extern "C" fn wildcard_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(s) = FQDN_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: the per-CPU scratch value of this CPU; nothing else runs here while we do.
+    let s = unsafe { &mut *s };
+    let i = index as usize + 1;
+    if i >= NAME_KEY_LEN {
+        return 1;
+    }
+    if i <= get(&s.start) {
+        return 0;
+    }
+    // Clear byte i-1: every byte before `i` is now zero. (Indices go through `opaque`, see
+    // `at`: LLVM would index with the unbounded `index` register instead.)
+    s.key[opaque(i - 1) & KEY_MASK] = 0;
+    if i == get(&s.next) {
+        // SAFETY: the value is a plain u64 mask, copied out at once.
+        let m = unsafe { FQDN_WILDCARD.get(&s.key) }.copied().unwrap_or(0);
+        let mask = get(&s.mask) | m as usize;
+        put(&mut s.mask, mask);
+        put(&mut s.next, i + s.key[opaque(i) & KEY_MASK] as usize + 1);
+    }
     0
 }
 
@@ -365,7 +458,7 @@ fn learn(ctx: &SkBuffContext) -> Result<(), u32> {
     if r != 0 {
         return Err(NOTHING);
     }
-    parse(scratch, n, truncated, &settings)
+    parse(ctx, scratch, n, truncated, &settings)
 }
 
 /// True when the socket is connected (UDP `connect()`) to the packet's source address and
@@ -390,9 +483,24 @@ fn from_connected_peer(ctx: &SkBuffContext, v6_packet: bool) -> Result<bool, u32
     }
 }
 
+/// Byte `off` of the packet copy. The offset goes through [`opaque`] before the mask: after a
+/// check like `off < n` (with `n <= PKT_MAX`) LLVM knows the mask changes nothing and drops it,
+/// and verifiers before Linux 6.8 or so do not learn a bound from comparing two unknown
+/// registers, so the access would be refused as unbounded.
 #[inline(always)]
 fn at(buf: &[u8; PKT_MAX], off: usize) -> u8 {
-    buf[off & PKT_MASK]
+    buf[opaque(off) & PKT_MASK]
+}
+
+/// `x`, with every fact LLVM knew about it forgotten (a volatile round trip through the stack).
+#[inline(always)]
+fn opaque(x: usize) -> usize {
+    let mut v = 0usize;
+    // SAFETY: volatile accesses of a local.
+    unsafe {
+        core::ptr::write_volatile(&mut v, x);
+        core::ptr::read_volatile(&v)
+    }
 }
 
 #[inline(always)]
@@ -400,7 +508,13 @@ fn be16(buf: &[u8; PKT_MAX], off: usize) -> u16 {
     ((at(buf, off) as u16) << 8) | at(buf, off + 1) as u16
 }
 
-fn parse(s: &mut Scratch, n: usize, truncated: bool, settings: &FqdnSettings) -> Result<(), u32> {
+fn parse(
+    ctx: &SkBuffContext,
+    s: &mut Scratch,
+    n: usize,
+    truncated: bool,
+    settings: &FqdnSettings,
+) -> Result<(), u32> {
     let flags_hi = at(&s.pkt, 2);
     let flags_lo = at(&s.pkt, 3);
     // A response (QR), standard query (opcode 0), NOERROR, one question.
@@ -412,55 +526,63 @@ fn parse(s: &mut Scratch, n: usize, truncated: bool, settings: &FqdnSettings) ->
     }
     let answers = be16(&s.pkt, 6) as usize;
 
-    // The question name: plain labels (a compression pointer in the question is malformed).
+    // The question name: plain labels (a compression pointer in the question is malformed),
+    // one label per `bpf_loop` step (`qname_step`). The loops of this function are `bpf_loop`
+    // callbacks, verified once: Linux 6.1's verifier walks a plain loop iteration by iteration
+    // (and refuses a loop whose back-edge is a non-jump instruction's fall-through).
     put(&mut s.cursor, 12);
-    let mut ended = false;
-    for _ in 0..MAX_LABELS {
-        let off = get(&s.cursor);
-        if off >= n {
-            return Err(counter::TRUNCATED);
-        }
-        let l = at(&s.pkt, off) as usize;
-        if l == 0 {
-            ended = true;
-            break;
-        }
-        if l & 0xc0 != 0 {
-            return Err(counter::MALFORMED);
-        }
-        put(&mut s.cursor, off + l + 1);
+    put(&mut s.n, n);
+    put(&mut s.q_end, Q_OPEN);
+    // SAFETY: `qname_step` has the callback signature bpf_loop expects; it takes no context.
+    unsafe {
+        bpf_loop(
+            MAX_LABELS as u32,
+            qname_step as *const () as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    match get(&s.q_end) {
+        Q_ENDED => {}
+        Q_TRUNCATED => return Err(counter::TRUNCATED),
+        _ => return Err(counter::MALFORMED),
     }
     let off = get(&s.cursor);
-    if !ended || off <= 12 || off - 12 > NAME_KEY_LEN - 2 {
+    if off <= 12 || off - 12 > NAME_KEY_LEN - 2 {
         return Err(counter::MALFORMED);
     }
     put(&mut s.qlen, off - 12);
     put(&mut s.start, NAME_KEY_LEN - (off - 12));
-    s.key = [0; NAME_KEY_LEN];
-    for j in 0..NAME_KEY_LEN - 2 {
-        if j < get(&s.qlen) {
-            s.key[(get(&s.start) + j) & KEY_MASK] = lower(at(&s.pkt, 12 + j));
-        }
-    }
-    s.name = s.key;
+    // `key` and `name`: the name right-aligned, lower-cased, zeros before it (`key_step`).
+    // SAFETY: `key_step` has the callback signature bpf_loop expects; it takes no context.
+    unsafe {
+        bpf_loop(
+            NAME_KEY_LEN as u32,
+            key_step as *const () as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
 
     // Match: the whole name against exact names, then every proper suffix (zero the leading
-    // label, look up what remains) against wildcard names.
-    // SAFETY (both lookups): values are plain u64 masks, copied out at once.
-    let mut mask = unsafe { FQDN_EXACT.get(&s.key) }.copied().unwrap_or(0);
+    // label, look up what remains) against wildcard names, one key position per `bpf_loop`
+    // step (`wildcard_step`). A `for` loop here ended its body with the map lookup, which
+    // Linux 6.1's CFG check refuses as a back-edge from a non-jump instruction.
+    // SAFETY: the value is a plain u64 mask, copied out at once.
+    let exact = unsafe { FQDN_EXACT.get(&s.key) }.copied().unwrap_or(0);
+    put(&mut s.mask, exact as usize);
     let start = get(&s.start);
     put(&mut s.next, start + s.key[start & KEY_MASK] as usize + 1);
-    for i in 1..NAME_KEY_LEN {
-        if i <= get(&s.start) {
-            continue;
-        }
-        // Clear byte i-1: every byte before `i` is now zero.
-        s.key[(i - 1) & KEY_MASK] = 0;
-        if i == get(&s.next) {
-            mask |= unsafe { FQDN_WILDCARD.get(&s.key) }.copied().unwrap_or(0);
-            put(&mut s.next, i + s.key[i & KEY_MASK] as usize + 1);
-        }
-    }
+    // SAFETY: `wildcard_step` has the callback signature bpf_loop expects; it takes no context.
+    unsafe {
+        bpf_loop(
+            (NAME_KEY_LEN - 1) as u32,
+            wildcard_step as *const () as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    let mask = get(&s.mask) as u64;
     if mask == 0 {
         return Ok(());
     }
@@ -476,7 +598,6 @@ fn parse(s: &mut Scratch, n: usize, truncated: bool, settings: &FqdnSettings) ->
     // The answer section, one owner-name label or one record body per `bpf_loop` step: the
     // verifier checks the step once instead of walking every iteration of a loop.
     put(&mut s.name_state, NAME_OPEN);
-    put(&mut s.n, n);
     // SAFETY: `answer_step` has the callback signature bpf_loop expects; it takes no context.
     unsafe {
         bpf_loop(
@@ -498,7 +619,7 @@ fn parse(s: &mut Scratch, n: usize, truncated: bool, settings: &FqdnSettings) ->
         }
         store(&mut s.found[k], mask, now, settings);
     }
-    emit(s, mask);
+    emit(ctx, s, mask);
     Ok(())
 }
 
@@ -573,9 +694,11 @@ fn store(f: &mut Found, mask: u64, now: u64, settings: &FqdnSettings) {
 }
 
 /// Queues one event for the response, waking the agent only once a batch is queued (it also
-/// drains on a timer).
+/// drains on a timer). The event's cgroup is the receiving socket's (`bpf_skb_cgroup_id`):
+/// `bpf_get_current_cgroup_id` is not offered to cgroup_skb programs before Linux 6.2, and on
+/// the ingress path `current` is whatever task the softirq interrupted anyway.
 #[inline(always)]
-fn emit(s: &Scratch, rules: u64) {
+fn emit(ctx: &SkBuffContext, s: &Scratch, rules: u64) {
     let Some(mut slot) = FQDN_EVENTS.reserve::<LearnedEvent>(0) else {
         count(counter::LOST_EVENTS);
         return;
@@ -589,7 +712,7 @@ fn emit(s: &Scratch, rules: u64) {
             version: LEARNED_EVENT_VERSION,
             len: core::mem::size_of::<LearnedEvent>() as u32,
             ts_ns: bpf_ktime_get_ns(),
-            cgroup_id: bpf_get_current_cgroup_id(),
+            cgroup_id: bpf_skb_cgroup_id(ctx.skb.skb),
         };
         (*p).rules = rules;
         (*p).count = get(&s.n_found) as u32;
