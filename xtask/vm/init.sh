@@ -59,9 +59,14 @@ mount -t bpf bpf $R/sys/fs/bpf || die "mounting $R/sys/fs/bpf"
 mkdir -p $R/run/vm-test && mount --bind /results $R/run/vm-test || die "binding the share"
 
 echo "vm-init: kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
+# Make the overlay the root of the mount tree, as switch_root does (without exec'ing, so this
+# script still reports the result): in other mount namespaces (`ip netns exec`) paths then read
+# as they do on the host, e.g. /proc/PID/exe. This shell keeps the initramfs as its root.
+cd $R && mount --move . / || die "moving the overlay to /"
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb LANG=C.UTF-8 \
-    chroot $R /bin/sh /run/vm-test/run.sh
+    chroot . /bin/sh /run/vm-test/run.sh
 rc=$?
+cd /
 
 if [ "$rc" = 0 ]; then echo "VM-TEST RESULT: PASS"; else echo "VM-TEST RESULT: FAIL"; fi
 echo "$rc" >/results/rc

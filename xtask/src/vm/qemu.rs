@@ -19,6 +19,7 @@ pub struct Boot<'a> {
     pub rc_file: &'a Path,
     pub console_log: &'a Path,
     pub timeout: Duration,
+    pub smp: u32,
 }
 
 pub struct End {
@@ -66,7 +67,7 @@ pub fn boot(b: &Boot) -> anyhow::Result<End> {
         "none",
         "-no-reboot",
     ])
-    .args(["-m", "1G", "-smp", "1"])
+    .args(["-m", "1G", "-smp", &b.smp.to_string()])
     .args(accel)
     .arg("-kernel")
     .arg(b.kernel)
