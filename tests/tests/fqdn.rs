@@ -181,13 +181,15 @@ fn rotating_answers_with_ttl_1s_never_race_1000_rounds() {
         "the agent never resolved rotate.test"
     );
     assert!(agent_got.iter().all(|a| !received.contains(a)));
+    // Deny events name the FQDN from the agent's memory, which learned events feed
+    // asynchronously (drained every 50 ms): give the last round's events time to arrive. The
+    // wait also lets the agent install the answer it got last (the responder logs an answer
+    // before the agent has it; the agent re-resolves every second, TTL 1 s).
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         connect(&mut s.probe, *agent_got.last().unwrap()),
         Outcome::Errno(ECONNREFUSED)
     );
-    // Deny events name the FQDN from the agent's memory, which learned events feed
-    // asynchronously (drained every 50 ms): give the last round's events time to arrive.
-    std::thread::sleep(Duration::from_millis(300));
     // Never answered: denied by the default, named as such.
     assert_eq!(
         connect(&mut s.probe, "127.101.0.1".parse().unwrap()),
@@ -564,11 +566,8 @@ fn learned_addresses_survive_a_restart_and_follow_reloads() {
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out

@@ -414,23 +414,28 @@ impl State {
             }
             return;
         }
-        tracing::warn!(
-            "the fqdn rules changed: learned and resolved addresses are forgotten and resolved again"
-        );
         let resolved: Vec<IpAddr> = self.resolved.keys().copied().collect();
         self.resolved.clear();
-        for ip in resolved {
+        for &ip in &resolved {
             self.write_resolved(ip);
         }
+        let mut learned = 0u64;
         for (ip, entry) in self.maps.learned_entries() {
             if self.maps.remove_learned_if(ip, entry) {
-                self.stats.learned_removed += 1;
+                learned += 1;
             }
         }
+        self.stats.learned_removed += learned;
         self.learned.clear();
         self.learned_order.clear();
         self.names = names_of(&self.policy);
         self.learned_by_slot = vec![SlotLearned::default(); self.names.len()];
+        // Logged once the kernel maps no longer hold them (tests and operators may act on it).
+        tracing::warn!(
+            learned_removed = learned,
+            resolved_removed = resolved.len(),
+            "the fqdn rules changed: learned and resolved addresses are forgotten and resolved again"
+        );
     }
 
     fn on_answer(&mut self, slot: usize, answer: Answer) {
