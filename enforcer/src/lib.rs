@@ -17,3 +17,4 @@ pub mod policy;
 pub mod reference;
 pub mod run;
 pub mod targets;
+mod yaml;

@@ -26,7 +26,6 @@ mod gourl;
 mod host;
 mod report;
 mod suggest;
-mod yaml;
 
 #[cfg(test)]
 mod tests;
@@ -39,7 +38,26 @@ pub use extract::{Endpoint, EndpointKind, Origin, Value};
 pub use host::Host;
 pub use suggest::suggest;
 
+use serde_saphyr::DuplicateKeyPolicy;
+
 use crate::policy::{Location, Policy};
+use crate::yaml;
+
+/// How an Alertmanager configuration's YAML is read: duplicate keys are errors (as in
+/// Alertmanager's strict yaml.v2), booleans are YAML 1.1's; merge keys (`<<`) and anchors are
+/// common.
+const YAML: yaml::Settings = yaml::Settings {
+    duplicate_keys: DuplicateKeyPolicy::Error,
+    strict_booleans: false,
+    // Alertmanager's deepest paths (routes of routes) stay far below it.
+    max_depth: 64,
+    max_nodes: None,
+    max_events: None,
+    rewords: &[(
+        "multiple YAML documents",
+        "an Alertmanager configuration is one YAML document; remove the `---` separator",
+    )],
+};
 
 /// Why an Alertmanager configuration could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +126,7 @@ pub fn load(path: &Path) -> Result<AmConfig, AmConfigError> {
 
 /// Parses an Alertmanager configuration's text; `source_name` names it in locations.
 pub fn parse(text: &str, source_name: &str, base: &Path) -> Result<AmConfig, AmConfigError> {
-    let root = yaml::parse(text).map_err(|e| AmConfigError::Invalid {
+    let root = yaml::parse(text, &YAML).map_err(|e| AmConfigError::Invalid {
         location: Location {
             file: source_name.to_owned(),
             line: e.line,

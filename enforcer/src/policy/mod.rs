@@ -8,7 +8,6 @@
 
 mod parse;
 mod presets;
-mod yaml;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -4,8 +4,9 @@ use std::net::IpAddr;
 
 use enforcer_common::proto;
 use ipnet::IpNet;
+use serde_saphyr::DuplicateKeyPolicy;
 
-use super::yaml::{self, Kind, Node};
+use crate::yaml::{self, Kind, Node};
 mod alertmanager;
 mod dns;
 
@@ -33,9 +34,32 @@ const TARGET_KEYS: &[&str] = &["cgroup", "systemd_unit", "process"];
 const TARGET_EXPECTED: &str = "cgroup, systemd_unit, process";
 const PORT_EXPECTED: &str = "a number 1..=65535 or a range like \"8000-8080\"";
 
+/// How a policy's YAML is read.
+const YAML: yaml::Settings = yaml::Settings {
+    // The validator reports duplicates itself, with both positions.
+    duplicate_keys: DuplicateKeyPolicy::LastWins,
+    // `yes`/`on` stay strings, so `mode: yes` is "unknown mode" rather than a type error.
+    strict_booleans: true,
+    // A policy needs four levels.
+    max_depth: 32,
+    // Room for large generated blocklists (a `cidr` entry is three nodes, four events).
+    max_nodes: Some(2_000_000),
+    max_events: Some(5_000_000),
+    rewords: &[
+        (
+            "multiple YAML documents",
+            "a policy is one YAML document; remove the `---` separator",
+        ),
+        (
+            "Recursive references",
+            "an alias refers to a node that contains it",
+        ),
+    ],
+};
+
 pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     let cx = Cx { text, file };
-    let root = yaml::parse(text).map_err(|e| PolicyError::Invalid {
+    let root = yaml::parse(text, &YAML).map_err(|e| PolicyError::Invalid {
         location: cx.location(e.line, e.column),
         problem: Problem::Yaml { message: e.message },
     })?;
@@ -169,11 +193,7 @@ impl Cx<'_> {
 
     /// The node's source text (for plain scalars YAML typed as numbers).
     fn source(&self, node: &Node) -> Option<&str> {
-        let start = char_to_byte(self.text, node.offset)?;
-        let end = start + char_to_byte(self.text.get(start..)?, node.len)?;
-        self.text
-            .get(start..end)
-            .filter(|s| !s.is_empty() && !s.starts_with('*'))
+        node.source(self.text).filter(|s| !s.starts_with('*'))
     }
 
     /// A scalar as text, whatever YAML type it has (`mode: 1` is the text "1").
@@ -555,17 +575,6 @@ impl Cx<'_> {
             }
         })
     }
-}
-
-/// The byte offset of the `chars`-th character of `text` (its end when `chars` is its length).
-fn char_to_byte(text: &str, chars: usize) -> Option<usize> {
-    if text.is_ascii() {
-        return (chars <= text.len()).then_some(chars);
-    }
-    text.char_indices()
-        .map(|(i, _)| i)
-        .chain(std::iter::once(text.len()))
-        .nth(chars)
 }
 
 /// The ports two lists both allow (an empty list allows every port); `None` when disjoint.

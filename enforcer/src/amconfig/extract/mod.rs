@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 mod special;
 
-use super::yaml::{Kind, Node};
 use super::{AmConfigError, Problem};
 use crate::policy::Location;
+use crate::yaml::{Kind, Node};
 
 /// Alertmanager's built-in defaults (`DefaultGlobalConfig`) and fixed endpoints.
 pub const PAGERDUTY_DEFAULT: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -163,6 +163,15 @@ const YAML11_TRUE: &[&str] = &[
     "true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y",
 ];
 
+/// "a string", "a list", ... for messages; numbers and booleans are one kind here (their
+/// source text is what Alertmanager reads).
+fn found(node: &Node) -> &'static str {
+    match node.kind {
+        Kind::Bool(_) | Kind::Int(_) | Kind::Float(_) => "a number or boolean",
+        _ => node.found(),
+    }
+}
+
 /// The document being read.
 pub(super) struct Cx<'a> {
     pub text: &'a str,
@@ -195,7 +204,7 @@ impl Cx<'_> {
                 Problem::WrongType {
                     what: what.to_owned(),
                     expected: "a mapping",
-                    found: node.found(),
+                    found: found(node),
                 },
             )),
         }
@@ -210,7 +219,7 @@ impl Cx<'_> {
                 Problem::WrongType {
                     what: what.to_owned(),
                     expected: "a list",
-                    found: node.found(),
+                    found: found(node),
                 },
             )),
         }
@@ -223,7 +232,7 @@ impl Cx<'_> {
                 Problem::WrongType {
                     what: what.to_owned(),
                     expected: "a string",
-                    found: node.found(),
+                    found: found(node),
                 },
             )
         })

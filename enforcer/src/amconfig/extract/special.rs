@@ -5,7 +5,7 @@ use super::{
     Chain, Endpoint, EndpointKind, Origin, Receiver, SLACK_APP_DEFAULT, Value, YAML11_TRUE, chain,
 };
 use crate::amconfig::AmConfigError;
-use crate::amconfig::yaml::Node;
+use crate::yaml::Node;
 
 impl Receiver<'_> {
     /// Slack: a webhook `api_url`, or an app token posting to `app_url`.

@@ -216,7 +216,15 @@ fn bad_configurations_are_errors_with_positions() {
     assert!(matches!(error(""), (1, 1, Problem::Empty)));
     let (line, column, p) = error("receivers: 3\n");
     assert_eq!((line, column), (1, 12));
-    assert!(p.to_string().contains("receivers must be a list"), "{p}");
+    assert_eq!(
+        p.to_string(),
+        "receivers must be a list, found a number or boolean"
+    );
+    let (_, _, p) = error("receivers: yes\n");
+    assert_eq!(
+        p.to_string(),
+        "receivers must be a list, found a number or boolean"
+    );
     let (line, _, p) = error("receivers:\n- name: a\n  name: b\n");
     assert_eq!(line, 3, "{p}");
     let (line, column, p) = error("receivers:\n- name: r\n  webhook_configs:\n  - url: [1]\n");

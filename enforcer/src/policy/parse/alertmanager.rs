@@ -6,9 +6,9 @@
 //!   allow_own_dns: true         # the name servers of its own resolv.conf, port 53 (default true)
 //!   allow_cluster_peers: true   # its --cluster.peer addresses, on their ports (default true)
 //! ```
-use super::super::yaml::{Kind, Node};
 use super::{Cx, PolicyError};
 use crate::policy::AlertmanagerSettings;
+use crate::yaml::{Kind, Node};
 
 const KEYS: &[&str] = &["allow_own_dns", "allow_cluster_peers"];
 const EXPECTED: &str = "allow_own_dns, allow_cluster_peers";

@@ -10,8 +10,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use super::super::yaml::{Kind, Node};
 use super::{Cx, DnsSettings, PolicyError, Problem};
+use crate::yaml::{Kind, Node};
 
 const DNS_KEYS: &[&str] = &[
     "servers",

@@ -1,9 +1,9 @@
-//! An Alertmanager configuration as a tree of YAML nodes that remember where they are.
+//! A YAML document as a tree of nodes that remember where they are.
 //!
-//! The same technique as the policy parser (serde-saphyr's `Spanned<T>` records the line,
-//! column and character span of every node), kept separate because the policy's tree is
-//! private to it and Alertmanager's YAML has other needs: duplicate keys are errors (as in
-//! Alertmanager's strict yaml.v2), merge keys (`<<`) and anchors are common.
+//! serde-saphyr deserializes into this tree through `Spanned<T>` (which records the line,
+//! column and character span of every node, keys included); validation then walks the tree
+//! and can point at any key or value. The policy and the Alertmanager configuration both read
+//! their YAML this way, each with its own [`Settings`].
 
 use std::fmt;
 
@@ -11,15 +11,31 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::options::AliasLimits;
 use serde_saphyr::{Budget, DuplicateKeyPolicy, Options, Spanned};
 
-/// Nesting deeper than this is rejected; Alertmanager's deepest paths (routes of routes)
-/// stay far below it, and the limit keeps the recursive tree building off the stack's end.
-const MAX_DEPTH: usize = 64;
-/// Aliases may share `http_config` blocks between receivers, not expand into a billion laughs.
+/// Aliases may share blocks between entries (a policy's port lists, Alertmanager's
+/// `http_config`s), but not expand into a billion laughs.
 const MAX_REPLAYED_EVENTS: usize = 100_000;
+
+/// How one kind of document is parsed.
+pub(crate) struct Settings {
+    /// What a key given twice in one mapping does.
+    pub duplicate_keys: DuplicateKeyPolicy,
+    /// Only `true`/`false` are booleans (otherwise YAML 1.1's `yes`, `on`, ... are too).
+    pub strict_booleans: bool,
+    /// Nesting deeper than this is rejected by the parser's budget (which also keeps the
+    /// recursive tree building far from the stack's end).
+    pub max_depth: usize,
+    /// The parser's node budget; `None` keeps serde-saphyr's default.
+    pub max_nodes: Option<usize>,
+    /// The parser's event budget; `None` keeps serde-saphyr's default.
+    pub max_events: Option<usize>,
+    /// Parser messages reworded for the reader: a message starting with the first string
+    /// becomes the second.
+    pub rewords: &'static [(&'static str, &'static str)],
+}
 
 /// A YAML node with its position.
 #[derive(Debug)]
-pub(super) struct Node {
+pub(crate) struct Node {
     pub kind: Kind,
     /// 1-based line.
     pub line: usize,
@@ -31,22 +47,20 @@ pub(super) struct Node {
     pub len: usize,
 }
 
-/// A node's value. Plain scalars are typed by YAML's rules; [`Node::text`] gives the source
-/// spelling, which is what Alertmanager's yaml.v2 stores into a string field.
+/// A node's value. Plain scalars are typed by YAML's rules (`80` is an integer); keep the
+/// source text via [`Node::offset`]/[`Node::len`] (or [`Node::text`]) when the exact
+/// spelling matters.
 #[derive(Debug)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     Null,
-    Scalar(Scalar),
-    Seq(Vec<Node>),
-    /// Entries in document order.
-    Map(Vec<(Node, Node)>),
-}
-
-#[derive(Debug)]
-pub(super) enum Scalar {
+    Bool(bool),
+    Int(i128),
+    Float(f64),
     Str(String),
-    /// A number or boolean; its source text is what counts.
-    Other,
+    Seq(Vec<Node>),
+    /// Entries in document order; with [`DuplicateKeyPolicy::LastWins`] duplicate keys are
+    /// kept (the policy's validator reports them).
+    Map(Vec<(Node, Node)>),
 }
 
 impl Node {
@@ -54,14 +68,16 @@ impl Node {
     pub fn found(&self) -> &'static str {
         match self.kind {
             Kind::Null => "nothing",
-            Kind::Scalar(Scalar::Str(_)) => "a string",
-            Kind::Scalar(Scalar::Other) => "a number or boolean",
+            Kind::Bool(_) => "true/false",
+            Kind::Int(_) | Kind::Float(_) => "a number",
+            Kind::Str(_) => "a string",
             Kind::Seq(_) => "a list",
             Kind::Map(_) => "a mapping",
         }
     }
 
-    /// The value of `key` in a mapping (`None` for other nodes and absent keys).
+    /// The value of `key` in a mapping (`None` for other nodes and absent keys; the last
+    /// entry when a key is given twice).
     pub fn get(&self, key: &str) -> Option<&Node> {
         let Kind::Map(entries) = &self.kind else {
             return None;
@@ -69,7 +85,7 @@ impl Node {
         entries
             .iter()
             .rev()
-            .find(|(k, _)| matches!(&k.kind, Kind::Scalar(Scalar::Str(s)) if s == key))
+            .find(|(k, _)| matches!(&k.kind, Kind::Str(s) if s == key))
             .map(|(_, v)| v)
     }
 
@@ -78,27 +94,28 @@ impl Node {
         self.get(key).filter(|n| !matches!(n.kind, Kind::Null))
     }
 
+    /// The node's text in `document` (its character span); `None` when empty or out of range.
+    /// For an alias node the span may be the alias itself (`*name`).
+    pub fn source<'d>(&self, document: &'d str) -> Option<&'d str> {
+        let start = char_to_byte(document, self.offset)?;
+        let end = start + char_to_byte(document.get(start..)?, self.len)?;
+        document.get(start..end).filter(|s| !s.is_empty())
+    }
+
     /// A scalar's text as yaml.v2 would store it in a string field: the string itself, or
     /// the source spelling of a number or boolean. `None` for null and containers.
     pub fn text(&self, document: &str) -> Option<String> {
         match &self.kind {
-            Kind::Scalar(Scalar::Str(s)) => Some(s.clone()),
-            Kind::Scalar(Scalar::Other) => source(document, self.offset, self.len),
+            Kind::Str(s) => Some(s.clone()),
+            Kind::Bool(_) | Kind::Int(_) | Kind::Float(_) => {
+                self.source(document).map(str::to_owned)
+            }
             Kind::Null | Kind::Seq(_) | Kind::Map(_) => None,
         }
     }
 }
 
-/// The text at a character span of the document.
-fn source(document: &str, offset: usize, len: usize) -> Option<String> {
-    let start = char_to_byte(document, offset)?;
-    let end = start + char_to_byte(document.get(start..)?, len)?;
-    document
-        .get(start..end)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
+/// The byte offset of the `chars`-th character of `text` (its end when `chars` is its length).
 fn char_to_byte(text: &str, chars: usize) -> Option<usize> {
     if text.is_ascii() {
         return (chars <= text.len()).then_some(chars);
@@ -110,21 +127,25 @@ fn char_to_byte(text: &str, chars: usize) -> Option<usize> {
 }
 
 /// A YAML syntax error with its position (1-based; 1:1 when the parser gives none).
-pub(super) struct SyntaxError {
+pub(crate) struct SyntaxError {
     pub line: usize,
     pub column: usize,
     pub message: String,
 }
 
 /// Parses one YAML document. An empty document is [`Kind::Null`].
-pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
+pub(crate) fn parse(text: &str, settings: &Settings) -> Result<Node, SyntaxError> {
+    let defaults = Budget::default();
     let options = Options {
-        duplicate_keys: DuplicateKeyPolicy::Error,
+        duplicate_keys: settings.duplicate_keys,
+        strict_booleans: settings.strict_booleans,
         with_snippet: false,
         crop_radius: 0,
         budget: Some(Budget {
-            max_depth: MAX_DEPTH,
-            ..Budget::default()
+            max_depth: settings.max_depth,
+            max_nodes: settings.max_nodes.unwrap_or(defaults.max_nodes),
+            max_events: settings.max_events.unwrap_or(defaults.max_events),
+            ..defaults
         }),
         alias_limits: AliasLimits {
             max_total_replayed_events: MAX_REPLAYED_EVENTS,
@@ -149,11 +170,13 @@ pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
                     .unwrap_or(full)
             }
         };
-        let message = if message.starts_with("multiple YAML documents") {
-            "an Alertmanager configuration is one YAML document; remove the `---` separator"
-                .to_owned()
-        } else {
-            message
+        let message = match settings
+            .rewords
+            .iter()
+            .find(|(prefix, _)| message.starts_with(prefix))
+        {
+            Some((_, reworded)) => (*reworded).to_owned(),
+            None => message,
         };
         SyntaxError {
             line,
@@ -208,42 +231,43 @@ impl<'de> Visitor<'de> for KindVisitor {
         Kind::deserialize(deserializer)
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Kind, E> {
-        Ok(Kind::Scalar(Scalar::Other))
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Kind, E> {
+        Ok(Kind::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Kind, E> {
-        Ok(Kind::Scalar(Scalar::Other))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Kind, E> {
+        Ok(Kind::Int(v.into()))
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Kind, E> {
-        Ok(Kind::Scalar(Scalar::Other))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Kind, E> {
+        Ok(Kind::Int(v.into()))
     }
 
-    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Kind, E> {
-        Ok(Kind::Scalar(Scalar::Other))
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Kind, E> {
+        Ok(Kind::Int(v))
     }
 
-    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Kind, E> {
-        Ok(Kind::Scalar(Scalar::Other))
+    /// Beyond `i128` a number is kept as the nearest float (still a number; its exact
+    /// spelling stays available through [`Node::text`]). serde-saphyr 0.0.16's
+    /// `deserialize_any` hands over at most 64-bit integers, so this is for completeness.
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Kind, E> {
+        Ok(i128::try_from(v).map_or(Kind::Float(v as f64), Kind::Int))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Kind, E> {
-        Ok(Kind::Scalar(Scalar::Other))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Kind, E> {
+        Ok(Kind::Float(v))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Kind, E> {
-        Ok(Kind::Scalar(Scalar::Str(v.to_owned())))
+        Ok(Kind::Str(v.to_owned()))
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Kind, E> {
-        Ok(Kind::Scalar(Scalar::Str(v)))
+        Ok(Kind::Str(v))
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Kind, E> {
-        Ok(Kind::Scalar(Scalar::Str(
-            String::from_utf8_lossy(v).into_owned(),
-        )))
+        Ok(Kind::Str(String::from_utf8_lossy(v).into_owned()))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
