@@ -9,6 +9,11 @@ use enforcer_common::{DenyEvent, EVENT_VERSION, event_kind, hook, rule_id};
 
 use crate::policy::{Mode, Policy};
 
+/// IPv4-mapped and NAT64 (64:ff9b::/96) IPv6 addresses stand for their IPv4 address (the
+/// policy's [`normalize_addr`](crate::policy::normalize_addr), under the name the event and
+/// FQDN code use).
+pub use crate::policy::normalize_addr as normalise;
+
 /// tracing target of the event lines; the logging setup sends exactly this target to stdout.
 pub const TARGET: &str = "enforcer::events";
 
@@ -199,17 +204,6 @@ impl DenyView {
             fqdn = self.fqdn.as_deref(),
         );
     }
-}
-
-/// IPv4-mapped and NAT64 (64:ff9b::/96) IPv6 addresses stand for their IPv4 address.
-pub fn normalise(ip: IpAddr) -> IpAddr {
-    if let IpAddr::V6(v6) = ip {
-        let s = v6.segments();
-        if s[..6] == [0, 0, 0, 0, 0, 0xffff] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-            return IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32));
-        }
-    }
-    ip
 }
 
 fn protocol_name(p: u8) -> String {
