@@ -1,9 +1,6 @@
 //! The kernel side as the agent sees it: load the embedded object, attach the four programs to a
 //! cgroup, install compiled policies (double-buffered), read counters, hand out the event ring.
-use std::{
-    collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::collections::HashMap;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -13,7 +10,6 @@ use aya::{
     },
     programs::{
         CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId,
-        links::FdLink,
     },
 };
 use enforcer_common::{
@@ -24,7 +20,7 @@ use enforcer_common::{
 use crate::{
     cgroup::Cgroup,
     compile::Compiled,
-    pin::{self, Pins},
+    pin::{self, LinkPins, Pins},
 };
 
 /// The kernel object built by build.rs (aya-build) from `enforcer-ebpf`.
@@ -121,9 +117,6 @@ pub struct Enforcer {
     /// Whether the DNS-learning program loaded (see [`Enforcer::fqdn_learning`]).
     fqdn_learning: bool,
 }
-
-/// Distinguishes the link pins of successive attaches to the same cgroup.
-static ATTACH_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Enforcer {
     /// Loads the programs into the kernel (verifier included), without pinning; nothing is
@@ -289,36 +282,22 @@ impl Enforcer {
     /// fail); the kernel rejects attach flags on links, hence `CgroupAttachMode::Single`, which
     /// aya passes as 0.
     ///
-    /// Without pinning the links live as long as this value. With pinning each new link is
-    /// pinned under a fresh name first and only then are the links an earlier agent pinned for
-    /// this cgroup removed: at every moment at least one complete set is attached.
+    /// Without pinning the links live as long as this value. With pinning they are pinned as
+    /// [`LinkPins`] describes: the new set first, then the older pins of the cgroup go.
     pub fn attach(&mut self, cgroup: &Cgroup) -> Result<(), EbpfError> {
         let id = cgroup.id();
-        // bpffs refuses names with dots (EPERM): "<program>-<pid>-<n>".
-        let seq = format!(
-            "{}-{}",
-            std::process::id(),
-            ATTACH_SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let link_dir = self.pins.as_ref().map(|p| p.target_links(id));
-        if let Some(dir) = &link_dir {
-            std::fs::create_dir_all(dir).map_err(|source| pin::PinError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        let mut new_pins = Vec::new();
+        let mut link_pins = match &self.pins {
+            Some(p) => Some(LinkPins::new(p.target_links(id))?),
+            None => None,
+        };
         let mut held = Vec::new();
         // DNS learning first: no connect is decided while answers go unlearned.
-        if self.fqdn_learning {
-            match crate::fqdn::kernel::attach(&mut self.ebpf, cgroup, link_dir.as_deref(), &seq)? {
-                crate::fqdn::kernel::Attached::Pinned(path) => new_pins.push(path),
-                crate::fqdn::kernel::Attached::Held(link_id) => {
-                    if let Some(old) = self.fqdn_links.insert(id, link_id) {
-                        crate::fqdn::kernel::detach(&mut self.ebpf, old)?;
-                    }
-                }
-            }
+        if self.fqdn_learning
+            && let Some(link_id) =
+                crate::fqdn::kernel::attach(&mut self.ebpf, cgroup, link_pins.as_mut())?
+            && let Some(old) = self.fqdn_links.insert(id, link_id)
+        {
+            crate::fqdn::kernel::detach(&mut self.ebpf, old)?;
         }
         for name in PROGRAMS {
             let prog: &mut CgroupSockAddr = self
@@ -327,52 +306,25 @@ impl Enforcer {
                 .ok_or(EbpfError::MissingProgram { name })?
                 .try_into()
                 .map_err(|source| EbpfError::Program { name, source })?;
-            let cg = || cgroup.path.display().to_string();
             let link_id = prog
                 .attach(&cgroup.dir, CgroupAttachMode::Single)
                 .map_err(|source| EbpfError::Attach {
                     name,
-                    cgroup: cg(),
+                    cgroup: cgroup.path.display().to_string(),
                     source,
                 })?;
-            let Some(dir) = &link_dir else {
+            let Some(pins) = &mut link_pins else {
                 held.push((name, link_id));
                 continue;
             };
             let link = prog
                 .take_link(link_id)
                 .map_err(|source| EbpfError::Program { name, source })?;
-            let fd_link = FdLink::try_from(link).map_err(|source| EbpfError::Link {
-                name,
-                cgroup: cg(),
-                source,
-            })?;
-            let path = dir.join(format!("{name}-{seq}"));
-            fd_link.pin(&path).map_err(|source| EbpfError::Pin {
-                what: "link",
-                path: path.clone(),
-                source,
-            })?;
-            new_pins.push(path);
+            pins.pin(name, cgroup, link)?;
         }
-        if let Some(dir) = &link_dir {
-            for entry in std::fs::read_dir(dir).map_err(|source| pin::PinError::Io {
-                path: dir.clone(),
-                source,
-            })? {
-                let old = entry.map_err(|source| pin::PinError::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
-                if !new_pins.contains(&old.path()) {
-                    std::fs::remove_file(old.path()).map_err(|source| pin::PinError::Io {
-                        path: old.path(),
-                        source,
-                    })?;
-                }
-            }
-        } else {
-            self.links.entry(id).or_default().extend(held);
+        match link_pins {
+            Some(pins) => pins.remove_older()?,
+            None => self.links.entry(id).or_default().extend(held),
         }
         Ok(())
     }
@@ -566,6 +518,13 @@ pub fn comm_key(name: &str) -> [u8; COMM_LEN] {
     key
 }
 
+/// The text of a comm as the kernel holds it (a [`comm_key`], or the comm of an event): up to
+/// the first NUL, with bytes that are not UTF-8 (a name cut inside a character) replaced.
+pub fn comm_text(comm: &[u8]) -> String {
+    let n = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..n]).into_owned()
+}
+
 /// Removes every key of an LPM trie (keys are collected first: deleting while walking with
 /// get_next_key restarts the walk).
 fn clear_trie<const N: usize>(
@@ -576,4 +535,24 @@ fn clear_trie<const N: usize>(
         trie.remove(&key)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{comm_key, comm_text};
+
+    #[test]
+    fn comm_text_of_a_key_is_the_name_the_kernel_shows() {
+        assert_eq!(comm_text(&comm_key("curl")), "curl");
+        // The kernel keeps 15 bytes of the executable's name.
+        assert_eq!(
+            comm_text(&comm_key("a-very-long-name-x")),
+            "a-very-long-nam"
+        );
+        // Cut inside a character: the stray byte is replaced, as in a decoded event.
+        assert_eq!(
+            comm_text(&comm_key("abcdefghijklmné")),
+            "abcdefghijklmn\u{fffd}"
+        );
+    }
 }

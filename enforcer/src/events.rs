@@ -146,11 +146,6 @@ impl DenyView {
         } else {
             IpAddr::V6(Ipv6Addr::from(ev.dst_addr))
         };
-        let comm_len = ev
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(ev.comm.len());
         let decided_as = normalise(dst_ip);
         Self {
             event: if audit {
@@ -163,7 +158,7 @@ impl DenyView {
             tid: ev.tid,
             uid: ev.uid,
             gid: ev.gid,
-            comm: String::from_utf8_lossy(&ev.comm[..comm_len]).into_owned(),
+            comm: crate::ebpf::comm_text(&ev.comm),
             cgroup_id: ev.header.cgroup_id,
             hook: hook::name(ev.hook).unwrap_or("unknown"),
             family: if dst_ip.is_ipv4() { "ipv4" } else { "ipv6" },

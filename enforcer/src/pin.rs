@@ -7,9 +7,15 @@
 //! ```
 //! The layout version changes whenever a map's key or value layout changes, so an agent never
 //! adopts maps it cannot read.
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
+use aya::programs::links::{FdLink, LinkError};
 use enforcer_common::PIN_LAYOUT_VERSION;
+
+use crate::{cgroup::Cgroup, ebpf::EbpfError};
 
 /// Default bpffs directory of the agent.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/enforcer";
@@ -81,6 +87,78 @@ impl Pins {
         ensure_bpffs(&self.root)?;
         for dir in [self.maps_dir(), self.progs_dir(), self.links_dir()] {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        }
+        Ok(())
+    }
+}
+
+/// Distinguishes the link pins of successive attaches to the same cgroup.
+static ATTACH_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The bpf_links one attach pins for a target cgroup, in its directory
+/// ([`Pins::target_links`]), and the removal of the pins that attach replaces.
+///
+/// Fail closed: every new link is pinned under a fresh name first ([`LinkPins::pin`]), and
+/// only then does [`LinkPins::remove_older`] unlink the pins an earlier attach or an earlier
+/// agent left in the directory. Until its pin exists a link lives only in this process; a crash
+/// before the old pins go leaves the old set (and perhaps some new links too) attached, never
+/// none: at every moment at least one complete set is attached. The fresh name is
+/// `<program>-<pid>-<n>` because bpffs refuses names with dots (EPERM).
+pub struct LinkPins {
+    dir: PathBuf,
+    seq: String,
+    pinned: Vec<PathBuf>,
+}
+
+impl LinkPins {
+    /// Starts an attach's pins in `dir`, creating it when missing.
+    pub fn new(dir: PathBuf) -> Result<Self, PinError> {
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let seq = format!(
+            "{}-{}",
+            std::process::id(),
+            ATTACH_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        Ok(Self {
+            dir,
+            seq,
+            pinned: Vec::new(),
+        })
+    }
+
+    /// Pins `link`, the bpf_link of `program` just attached to `cgroup`, under its fresh name.
+    pub fn pin<L>(
+        &mut self,
+        program: &'static str,
+        cgroup: &Cgroup,
+        link: L,
+    ) -> Result<(), EbpfError>
+    where
+        FdLink: TryFrom<L, Error = LinkError>,
+    {
+        let fd_link = FdLink::try_from(link).map_err(|source| EbpfError::Link {
+            name: program,
+            cgroup: cgroup.path.display().to_string(),
+            source,
+        })?;
+        let path = self.dir.join(format!("{program}-{}", self.seq));
+        fd_link.pin(&path).map_err(|source| EbpfError::Pin {
+            what: "link",
+            path: path.clone(),
+            source,
+        })?;
+        self.pinned.push(path);
+        Ok(())
+    }
+
+    /// Unlinks every pin in the directory that [`LinkPins::pin`] did not make (this detaches
+    /// the links they held).
+    pub fn remove_older(self) -> Result<(), PinError> {
+        for entry in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let path = entry.map_err(io(&self.dir))?.path();
+            if !self.pinned.contains(&path) {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
         }
         Ok(())
     }

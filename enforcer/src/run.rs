@@ -17,7 +17,7 @@ use crate::{
     auto,
     cgroup::{Cgroup, CgroupError, cgroup2_mount},
     compile::{self, CompileError, Compiled},
-    ebpf::{EbpfError, Enforcer},
+    ebpf::{self, EbpfError, Enforcer},
     events::{self, DenyView, RuleBook},
     metrics::{self, Metrics, ResultLabels, TargetLabels},
     pin::Pins,
@@ -570,7 +570,7 @@ impl Agent {
                 .targets
                 .comms
                 .iter()
-                .find(|c| enforcer_common_comm(c) == comm)
+                .find(|c| ebpf::comm_text(&ebpf::comm_key(c)) == comm)
             {
                 return format!("process:{c}");
             }
@@ -601,11 +601,4 @@ impl Agent {
             Err(e) => tracing::error!(error = %chain(&e), "reading counters"),
         }
     }
-}
-
-/// The comm the kernel shows for an executable name (first 15 bytes).
-fn enforcer_common_comm(name: &str) -> String {
-    let key = crate::ebpf::comm_key(name);
-    let n = key.iter().position(|&b| b == 0).unwrap_or(key.len());
-    String::from_utf8_lossy(&key[..n]).into_owned()
 }

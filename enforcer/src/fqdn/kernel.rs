@@ -1,15 +1,10 @@
 //! The FQDN part of the kernel object: the DNS-learning program and the FQDN maps.
 use std::net::IpAddr;
 
-use std::path::{Path, PathBuf};
-
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLinkId,
-        links::FdLink,
-    },
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLinkId},
 };
 use enforcer_common::{
     ACTIVE_SETS,
@@ -17,7 +12,11 @@ use enforcer_common::{
 };
 
 use super::FqdnTables;
-use crate::{cgroup::Cgroup, ebpf::EbpfError, pin::Pins};
+use crate::{
+    cgroup::Cgroup,
+    ebpf::EbpfError,
+    pin::{LinkPins, Pins},
+};
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> EbpfError {
     move |source| EbpfError::Map { name, source }
@@ -54,26 +53,17 @@ pub fn load(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<(), EbpfError> {
     Ok(())
 }
 
-/// How [`attach`] left the link.
-pub enum Attached {
-    /// Pinned at this path (it lives in bpffs until removed).
-    Pinned(PathBuf),
-    /// Held by the program object (detached when the agent exits).
-    Held(CgroupSkbLinkId),
-}
-
 /// Attaches the DNS-learning program to the cgroup's ingress path with a bpf_link, like the
-/// connect programs: pinned as `<link_dir>/enforcer_dns_ingress-<seq>` when `link_dir` is given.
+/// connect programs: pinned with `link_pins` when given (as `enforcer_dns_ingress-<pid>-<n>`),
+/// otherwise held by the program object (detached when the agent exits) and its id returned.
 /// Called before the connect programs are attached, so no connect is ever decided while
 /// answers go unlearned.
 pub fn attach(
     ebpf: &mut Ebpf,
     cgroup: &Cgroup,
-    link_dir: Option<&Path>,
-    seq: &str,
-) -> Result<Attached, EbpfError> {
+    link_pins: Option<&mut LinkPins>,
+) -> Result<Option<CgroupSkbLinkId>, EbpfError> {
     let name = PROG_DNS_INGRESS;
-    let cg = || cgroup.path.display().to_string();
     let prog = program(ebpf)?;
     let link_id = prog
         .attach(
@@ -83,27 +73,17 @@ pub fn attach(
         )
         .map_err(|source| EbpfError::Attach {
             name,
-            cgroup: cg(),
+            cgroup: cgroup.path.display().to_string(),
             source,
         })?;
-    let Some(dir) = link_dir else {
-        return Ok(Attached::Held(link_id));
+    let Some(pins) = link_pins else {
+        return Ok(Some(link_id));
     };
     let link = prog
         .take_link(link_id)
         .map_err(|source| EbpfError::Program { name, source })?;
-    let fd_link = FdLink::try_from(link).map_err(|source| EbpfError::Link {
-        name,
-        cgroup: cg(),
-        source,
-    })?;
-    let path = dir.join(format!("{name}-{seq}"));
-    fd_link.pin(&path).map_err(|source| EbpfError::Pin {
-        what: "link",
-        path: path.clone(),
-        source,
-    })?;
-    Ok(Attached::Pinned(path))
+    pins.pin(name, cgroup, link)?;
+    Ok(None)
 }
 
 /// Detaches a link [`attach`] held.
