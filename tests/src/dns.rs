@@ -9,16 +9,16 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr, UdpSocket},
-    os::fd::AsRawFd as _,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicU32, Ordering},
     },
-    thread::JoinHandle,
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
+
+use crate::{Background, enter_netns};
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_CNAME: u16 = 5;
@@ -207,8 +207,7 @@ impl Log {
 /// A UDP responder on a thread; stopped (and joined) on drop.
 pub struct Responder {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: Background,
 }
 
 impl Responder {
@@ -221,10 +220,8 @@ impl Responder {
         answer: Arc<AnswerFn>,
         log: Arc<Log>,
     ) -> anyhow::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
-        let stop2 = stop.clone();
-        let thread = std::thread::spawn(move || {
+        let thread = Background::spawn(move |stop| {
             let sock = match bind_in(bind, netns_pid) {
                 Ok(s) => {
                     let _ = tx.send(s.local_addr().map_err(anyhow::Error::from));
@@ -236,7 +233,7 @@ impl Responder {
                 }
             };
             let mut buf = [0u8; 1500];
-            while !stop2.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let Ok((n, from)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
@@ -266,29 +263,15 @@ impl Responder {
         let addr = rx.recv().context("responder thread")??;
         Ok(Self {
             addr,
-            stop,
-            thread: Some(thread),
+            _thread: thread,
         })
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
 fn bind_in(bind: SocketAddr, netns_pid: Option<u32>) -> anyhow::Result<UdpSocket> {
     if let Some(pid) = netns_pid {
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-            .context("opening the probe's netns")?;
-        // SAFETY: setns on a namespace fd we opened; it moves only this thread.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns: {}", std::io::Error::last_os_error());
-        }
+        enter_netns(format!("/proc/{pid}/ns/net").as_ref())
+            .context("entering the probe's netns")?;
     }
     if !bind.ip().is_loopback() {
         bail!("test responders bind loopback only, not {bind}");

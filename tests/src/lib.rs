@@ -4,14 +4,19 @@
 //! Tests here touch kernel state; they must run one at a time (`.config/nextest.toml` puts
 //! them in a serial group) and need root.
 use std::{
-    io::{BufRead, BufReader, Write},
+    ffi::OsStr,
+    fs::File,
+    io::{BufRead, BufReader, Read as _, Write},
+    net::{TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio},
     sync::{
-        Mutex, OnceLock,
-        atomic::{AtomicU32, Ordering},
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU32, Ordering},
         mpsc::{Receiver, RecvTimeoutError, channel},
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -70,6 +75,20 @@ pub fn enforcer_bin() -> PathBuf {
         dir.join("enforcer")
     })
     .clone()
+}
+
+/// Runs the `enforcer` binary with `args` and waits for it: `(exit code, stdout, stderr)`, the
+/// code -1 when a signal ended it.
+pub fn run_enforcer(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(enforcer_bin())
+        .args(args)
+        .output()
+        .expect("running enforcer");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A unique name for this test process's kernel objects.
@@ -168,13 +187,59 @@ impl Outcome {
     }
 }
 
-/// Kills (SIGKILL) and reaps a child we started, by its PID, on drop.
-struct Reaped(Child);
+/// A process the test started, killed (SIGKILL, by its PID) and reaped on drop, also when the
+/// test panics. Nothing but that one PID is ever signalled, and not once it has been reaped.
+pub struct ChildGuard {
+    name: String,
+    child: Child,
+}
 
-impl Drop for Reaped {
+impl ChildGuard {
+    /// Guards `child`; `name` is what [`ChildGuard::assert_alive`] calls it.
+    pub fn new(name: impl Into<String>, child: Child) -> Self {
+        Self {
+            name: name.into(),
+            child,
+        }
+    }
+
+    /// Starts `cmd` with stdin from /dev/null and stdout and stderr both written to the file
+    /// `log` (created, or truncated).
+    pub fn spawn_logged(
+        name: impl Into<String>,
+        cmd: &mut Command,
+        log: &Path,
+    ) -> std::io::Result<Self> {
+        let log = File::create(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(Self::new(name, child))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the process has exited (it is reaped then).
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Panics when the process has exited.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited: {status}", self.name);
+        }
+    }
+}
+
+impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -182,7 +247,7 @@ impl Drop for Reaped {
 pub struct Probe {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
-    _child: Reaped,
+    child: ChildGuard,
 }
 
 impl Probe {
@@ -205,7 +270,7 @@ impl Probe {
         let mut probe = Self {
             stdin,
             stdout,
-            _child: Reaped(child),
+            child: ChildGuard::new("probe", child),
         };
         let first = probe.read_line()?;
         if first != "ready" {
@@ -215,7 +280,7 @@ impl Probe {
     }
 
     pub fn pid(&self) -> u32 {
-        self._child.0.id()
+        self.child.pid()
     }
 
     fn read_line(&mut self) -> anyhow::Result<String> {
@@ -378,6 +443,15 @@ impl Agent {
         self.stderr.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) until the agent's stderr contains `needle`; panics, showing the
+    /// stderr, when it does not.
+    pub fn wait_for_stderr(&self, needle: &str) {
+        let found = eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+            self.stderr_text().contains(needle).then_some(())
+        });
+        assert!(found.is_some(), "no {needle:?} in:\n{}", self.stderr_text());
+    }
+
     fn receive(&mut self, timeout: Duration) -> bool {
         match self.events.recv_timeout(timeout) {
             Ok(line) => {
@@ -531,5 +605,307 @@ pub fn fqdn_learning_supported() -> bool {
             false
         }
         Err(e) => panic!("loading the programs: {e}"),
+    }
+}
+
+/// Calls `f` every `every` until it gives a value; `None` once `timeout` has passed without one.
+pub fn eventually<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Polls `f` every 100 ms until it gives a value; panics, naming `what`, after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually(timeout, Duration::from_millis(100), f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// `GET http://{addr}{path}` with `Connection: close`, the whole request in one `write_all`;
+/// reads (5 s timeout) until the server closes and returns the whole response.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// The status code (0 when there is none) and the body of an HTTP response.
+pub fn status_and_body(response: &str) -> (u16, &str) {
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body)
+}
+
+/// A thread running until dropped: `body` gets a flag it must check (in its loop) and return
+/// when it is set; drop sets it and joins the thread.
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn spawn(body: impl FnOnce(&AtomicBool) + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || body(&stopped));
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request an [`HttpSink`] received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+}
+
+/// An HTTP server on a thread, on a listener the caller bound (inside a [`NetNs`] with
+/// [`NetNs::run`]): reads each request (its body by `Content-Length`), records it, answers 200
+/// with an empty body and closes. Stopped and joined on drop.
+pub struct HttpSink {
+    received: Arc<Mutex<Vec<Request>>>,
+    _thread: Background,
+}
+
+impl HttpSink {
+    pub fn start(listener: TcpListener) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        let thread = Background::spawn(move |stop| {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Ok(request) = Self::serve(stream) {
+                            log.lock().expect("sink").push(request);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(Self {
+            received,
+            _thread: thread,
+        })
+    }
+
+    fn serve(stream: TcpStream) -> std::io::Result<Request> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line)?;
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let mut stream = stream;
+        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        let mut words = request_line.split_whitespace();
+        Ok(Request {
+            method: words.next().unwrap_or_default().to_owned(),
+            path: words.next().unwrap_or_default().to_owned(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Request> {
+        self.received.lock().expect("sink").clone()
+    }
+}
+
+/// Environment variables by which Go's and Python's HTTP clients would send non-loopback URLs
+/// to a proxy; [`NetNs::command`] removes them.
+pub const PROXY_VARS: &[&str] = &[
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+/// Moves the calling thread (only it: the others, and the sockets they create, stay where they
+/// are) into the network namespace of the file `ns` (`/run/netns/NAME`, `/proc/PID/ns/net`).
+pub fn enter_netns(ns: &Path) -> std::io::Result<()> {
+    let ns = File::open(ns)?;
+    // SAFETY: setns(2) on a namespace file descriptor we hold open; CLONE_NEWNET only changes
+    // the calling thread's network namespace.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ip <args>`, which must succeed.
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A network namespace created for one test, with only `lo` up (no other interface, no route
+/// out). On drop, also when the test panics, it is deleted, with the `/etc/netns/NAME` that
+/// [`NetNs::resolv_conf`] wrote (and `/etc/netns` itself when that created it and it is empty).
+pub struct NetNs {
+    pub name: String,
+    /// `/etc/netns/NAME` once written, and whether `/etc/netns` was created for it.
+    etc: Option<(PathBuf, bool)>,
+}
+
+impl NetNs {
+    /// `ip netns add <prefix>-<unique>`, then `lo` up.
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        let name = unique(prefix);
+        ip(&["netns", "add", &name])?;
+        let ns = Self { name, etc: None };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip -n NAME <args>`, which must succeed.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Writes the namespace's own resolv.conf, `/etc/netns/NAME/resolv.conf` (which
+    /// `ip netns exec` bind-mounts over /etc/resolv.conf).
+    pub fn resolv_conf(&mut self, text: &str) -> anyhow::Result<()> {
+        let dir = Path::new("/etc/netns").join(&self.name);
+        if self.etc.is_none() {
+            let created_parent = !Path::new("/etc/netns").exists();
+            self.etc = Some((dir.clone(), created_parent));
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("resolv.conf"), text)?;
+        Ok(())
+    }
+
+    /// `ip netns exec NAME <program>`, without the [`PROXY_VARS`].
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        for var in PROXY_VARS {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Like [`NetNs::command`], but the process first joins `cgroup`: a shell writes its own
+    /// PID to `cgroup.procs`, then execs `ip netns exec`, which execs `program`. One PID
+    /// throughout, and every socket `program` creates belongs to the cgroup.
+    pub fn command_in_cgroup(&self, cgroup: &TestCgroup, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#,
+            "sh",
+        ])
+        .arg(&cgroup.path)
+        .args(["ip", "netns", "exec", &self.name])
+        .arg(program);
+        for var in PROXY_VARS {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// `ip netns exec NAME <args>` (without the [`PROXY_VARS`]), waited for.
+    pub fn output(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let (program, rest) = args.split_first().context("no program")?;
+        Ok(self.command(program).args(rest).output()?)
+    }
+
+    /// Moves the calling thread into the namespace (see [`enter_netns`]).
+    pub fn enter(&self) -> std::io::Result<()> {
+        enter_netns(&Path::new("/run/netns").join(&self.name))
+    }
+
+    /// Runs `f` on a thread inside the namespace (sockets it creates stay there); panics
+    /// when the thread cannot enter it or `f` panics.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                self.enter().expect("setns into the test namespace");
+                f()
+            })
+            .join()
+            .expect("thread in the test namespace panicked")
+        })
+    }
+
+    /// [`http_get`] from inside the namespace: `(status, body)`.
+    pub fn http_get(&self, addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+        let response = self.run(|| http_get(addr, path))?;
+        let (status, body) = status_and_body(&response);
+        Ok((status, body.to_owned()))
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("warning: {e}");
+        }
+        if let Some((dir, created_parent)) = &self.etc {
+            let _ = std::fs::remove_dir_all(dir);
+            if *created_parent {
+                let _ = std::fs::remove_dir("/etc/netns"); // only when empty
+            }
+        }
     }
 }

@@ -11,22 +11,19 @@
 //! which `ip netns exec` bind-mounts) names the test's own DNS responder on 127.0.0.53, and
 //! the webhook sink listens on 192.0.2.10 (TEST-NET-1, not in a blocked preset) on that `lo`.
 use std::{
-    fs::File,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket},
-    os::fd::AsRawFd as _,
+    net::{Ipv4Addr, TcpListener, UdpSocket},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+        atomic::{AtomicUsize, Ordering},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
-use integration_tests::{Agent, TempDir, TestCgroup, privileged, unique};
+use anyhow::bail;
+use integration_tests::{
+    Agent, Background, ChildGuard, HttpSink, NetNs, TempDir, TestCgroup, privileged,
+};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 const AMTOOL: &str = "/usr/bin/amtool";
@@ -56,120 +53,31 @@ fn runnable() -> bool {
     true
 }
 
-/// A network namespace with only `lo` up (plus the sink's address on it) and its own
-/// resolv.conf; deleted, with `/etc/netns/<name>`, on drop.
-struct Netns {
-    name: String,
-    etc: PathBuf,
-    /// Whether this guard created `/etc/netns` (then it removes it again when empty).
-    created_etc_netns: bool,
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output()?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-impl Netns {
-    fn new() -> anyhow::Result<Self> {
-        let name = unique("enforcer-amc");
-        let etc = Path::new("/etc/netns").join(&name);
-        let created_etc_netns = !Path::new("/etc/netns").exists();
-        ip(&["netns", "add", &name])?;
-        let ns = Self {
-            name,
-            etc,
-            created_etc_netns,
-        };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
-        let sink = format!("{SINK_ADDR}/32");
-        ip(&["-n", &ns.name, "addr", "add", &sink, "dev", "lo"])?;
-        std::fs::create_dir_all(&ns.etc)?;
-        std::fs::write(
-            ns.etc.join("resolv.conf"),
-            format!(
-                "# enforcer test namespace {}\nnameserver {DNS_ADDR}\n",
-                ns.name
-            ),
-        )?;
-        Ok(ns)
-    }
-
-    /// Runs `f` on a thread inside the namespace (sockets it creates stay there).
-    fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let path = Path::new("/run/netns").join(&self.name);
-        std::thread::spawn(move || -> anyhow::Result<T> {
-            let ns = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            // SAFETY: setns on a namespace fd we hold; it changes this thread only.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error()).context("setns");
-            }
-            Ok(f()?)
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
-    }
-
-    /// `ip netns exec <ns> <args>`, waited for.
-    fn exec(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Ok(Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()?)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
-            eprintln!("warning: {e}");
-        }
-        let _ = std::fs::remove_dir_all(&self.etc);
-        if self.created_etc_netns {
-            let _ = std::fs::remove_dir("/etc/netns"); // only when empty
-        }
-    }
-}
-
-/// A background thread serving one socket until dropped.
-struct Server {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// A network namespace created for the test: only `lo` up, plus the sink's address on it, and
+/// its own resolv.conf naming [`DNS_ADDR`]; deleted, with `/etc/netns/<name>`, on drop.
+fn netns() -> anyhow::Result<NetNs> {
+    let mut ns = NetNs::new("enforcer-amc")?;
+    ns.ip(&["addr", "add", &format!("{SINK_ADDR}/32"), "dev", "lo"])?;
+    let resolv = format!(
+        "# enforcer test namespace {}\nnameserver {DNS_ADDR}\n",
+        ns.name
+    );
+    ns.resolv_conf(&resolv)?;
+    Ok(ns)
 }
 
 /// The namespace's name server: answers A queries for [`SINK_NAME`] (→ [`SINK_ADDR`]) and
 /// [`PEER_NAME`] (→ 127.0.0.3), other types of those names with no answer, anything else
 /// with NXDOMAIN. Counts the queries for the sink's name.
-fn dns_responder(ns: &Netns, sink_queries: Arc<AtomicUsize>) -> anyhow::Result<Server> {
-    let socket = ns.run(|| {
+fn dns_responder(ns: &NetNs, sink_queries: Arc<AtomicUsize>) -> anyhow::Result<Background> {
+    let socket = ns.run(|| -> std::io::Result<UdpSocket> {
         let s = UdpSocket::bind((DNS_ADDR, 53))?;
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
         Ok(s)
     })?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    let thread = std::thread::spawn(move || {
+    Ok(Background::spawn(move |stop| {
         let mut buf = [0u8; 1500];
-        while !stopped.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) {
             let Ok((n, from)) = socket.recv_from(&mut buf) else {
                 continue;
             };
@@ -180,11 +88,7 @@ fn dns_responder(ns: &Netns, sink_queries: Arc<AtomicUsize>) -> anyhow::Result<S
                 let _ = socket.send_to(&reply, from);
             }
         }
-    });
-    Ok(Server {
-        stop,
-        thread: Some(thread),
-    })
+    }))
 }
 
 /// The reply to one DNS query, and the name asked for (lower case, no trailing dot).
@@ -230,72 +134,23 @@ fn dns_reply(query: &[u8]) -> Option<(Vec<u8>, String)> {
     Some((reply, name))
 }
 
-/// The webhook receiver behind [`SINK_NAME`]: records the body of every POST.
-fn webhook_sink(ns: &Netns, bodies: Arc<Mutex<Vec<String>>>) -> anyhow::Result<Server> {
-    let listener = ns.run(|| {
-        let l = TcpListener::bind((SINK_ADDR, SINK_PORT))?;
-        l.set_nonblocking(true)?;
-        Ok(l)
-    })?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    let thread = std::thread::spawn(move || {
-        while !stopped.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    if let Ok(body) = http_request(stream) {
-                        bodies.lock().expect("sink bodies").push(body);
-                    }
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
-    Ok(Server {
-        stop,
-        thread: Some(thread),
-    })
-}
-
-/// Reads one HTTP request, answers 200 and closes; returns the body.
-fn http_request(stream: TcpStream) -> std::io::Result<String> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            break;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    let mut stream = stream;
-    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
+/// The webhook receiver behind [`SINK_NAME`]: records every request.
+fn webhook_sink(ns: &NetNs) -> anyhow::Result<HttpSink> {
+    let listener = ns.run(|| TcpListener::bind((SINK_ADDR, SINK_PORT)))?;
+    Ok(HttpSink::start(listener)?)
 }
 
 /// One Alertmanager replica, started in the cgroup (before it creates a socket) and in the
 /// namespace; killed by its PID on drop.
 struct Replica {
-    child: Child,
+    child: ChildGuard,
     log: PathBuf,
 }
 
 impl Replica {
     /// `me`/`peer`: 127.0.0.2 or 127.0.0.3 (gossip on 9094, web on 9093).
     fn start(
-        ns: &Netns,
+        ns: &NetNs,
         cg: &TestCgroup,
         dir: &TempDir,
         me: &str,
@@ -320,23 +175,16 @@ impl Replica {
         }
         // The shell moves itself into the cgroup, then `ip netns exec` execs Alertmanager in
         // the same process: every socket it creates belongs to the enforced cgroup.
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg("echo $$ > \"$0/cgroup.procs\" && exec \"$@\"")
-            .arg(&cg.path)
-            .args(["ip", "netns", "exec", &ns.name, ALERTMANAGER])
-            .args(&args)
+        let mut cmd = ns.command_in_cgroup(cg, ALERTMANAGER);
+        cmd.args(&args)
             // The pure Go resolver reads /etc/resolv.conf (the namespace's) and nothing else.
-            .env("GODEBUG", "netdns=go")
-            .stdin(Stdio::null())
-            .stdout(File::create(&log)?)
-            .stderr(File::create(&log)?)
-            .spawn()?;
+            .env("GODEBUG", "netdns=go");
+        let child = ChildGuard::spawn_logged(format!("alertmanager {me}"), &mut cmd, &log)?;
         Ok(Self { child, log })
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     fn log_text(&self) -> String {
@@ -357,13 +205,6 @@ impl Replica {
             std::thread::sleep(Duration::from_millis(20));
         }
         bail!("pid {} never became {ALERTMANAGER}", self.pid())
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -394,12 +235,12 @@ receivers:
 }
 
 /// `amtool <args> --alertmanager.url=http://<at>:9093`, inside the namespace.
-fn amtool(ns: &Netns, at: &str, args: &[&str]) -> anyhow::Result<String> {
+fn amtool(ns: &NetNs, at: &str, args: &[&str]) -> anyhow::Result<String> {
     let url = format!("--alertmanager.url=http://{at}:9093");
     let mut all = vec![AMTOOL];
     all.extend_from_slice(args);
     all.push(&url);
-    let out = ns.exec(&all)?;
+    let out = ns.output(&all)?;
     if !out.status.success() {
         bail!(
             "amtool {}: {}",
@@ -411,17 +252,8 @@ fn amtool(ns: &Netns, at: &str, args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Retries `f` every 500 ms until it returns `Some`, for at most `timeout`.
-fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+fn eventually<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    integration_tests::eventually(timeout, Duration::from_millis(500), f)
 }
 
 /// Waits for a deny line matching `pred` (other lines are kept in `seen`).
@@ -454,12 +286,11 @@ fn embedded_default_keeps_an_alertmanager_cluster_gossiping_and_resolving() {
         return;
     }
     let cg = TestCgroup::new().unwrap();
-    let ns = Netns::new().unwrap();
+    let ns = netns().unwrap();
     let dir = TempDir::new().unwrap();
     let sink_queries = Arc::new(AtomicUsize::new(0));
     let _dns = dns_responder(&ns, sink_queries.clone()).unwrap();
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let _sink = webhook_sink(&ns, bodies.clone()).unwrap();
+    let sink = webhook_sink(&ns).unwrap();
     // The embedded default: 127.0.0.0/8 is blocked.
     let mut agent = Agent::start(None, &cg).unwrap();
 
@@ -550,11 +381,10 @@ fn embedded_default_keeps_an_alertmanager_cluster_gossiping_and_resolving() {
     )
     .unwrap();
     let delivered = eventually(Duration::from_secs(30), || {
-        let bodies = bodies.lock().unwrap();
-        bodies
-            .iter()
+        sink.received()
+            .into_iter()
+            .map(|r| r.body)
             .find(|b| b.contains("EnforcerNotifyTest"))
-            .cloned()
     });
     assert!(
         delivered.is_some(),
@@ -603,7 +433,7 @@ fn with_the_automatic_rules_off_gossip_to_the_peer_is_denied() {
         return;
     }
     let cg = TestCgroup::new().unwrap();
-    let ns = Netns::new().unwrap();
+    let ns = netns().unwrap();
     let dir = TempDir::new().unwrap();
     let policy = dir
         .write(
@@ -647,7 +477,7 @@ fn in_scope_mode_a_target_alertmanager_gets_its_rules() {
     }
     let scope = TestCgroup::new().unwrap();
     let workload = scope.child("workload").unwrap();
-    let ns = Netns::new().unwrap();
+    let ns = netns().unwrap();
     let dir = TempDir::new().unwrap();
     let policy = dir
         .write(

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use integration_tests::{TempDir, enforcer_bin};
+use integration_tests::{TempDir, run_enforcer};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/alertmanager")
@@ -19,18 +19,6 @@ fn fixtures() -> PathBuf {
 
 fn fixture(name: &str) -> String {
     fixtures().join(name).display().to_string()
-}
-
-fn enforcer(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(enforcer_bin())
-        .args(args)
-        .output()
-        .expect("running enforcer");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// `check` of a fixture against tests/fixtures/alertmanager/policy.yaml (or `policy`).
@@ -45,7 +33,7 @@ fn check(config: &str, policy: Option<&str>, extra: &[&str]) -> (i32, String, St
         &config,
     ];
     args.extend_from_slice(extra);
-    enforcer(&args)
+    run_enforcer(&args)
 }
 
 /// The report line of `receiver`'s `field`: `(STATUS, rest of the line)`.
@@ -467,7 +455,7 @@ fn resolve_decides_localhost_as_loopback_without_dns() {
     let am = dir
         .write("am.yml", "route:\n  receiver: r\nreceivers:\n- name: r\n  webhook_configs:\n  - url: http://localhost:9093/-/quit\n")
         .unwrap();
-    let (code, out, _) = enforcer(&[
+    let (code, out, _) = run_enforcer(&[
         "check",
         "--alertmanager-config",
         am.to_str().unwrap(),
@@ -501,7 +489,7 @@ fn suggested_policies_are_valid_and_pass_their_own_safe_configurations() {
         ("newer/templated.yml", true),
     ] {
         let (code, suggested, err) =
-            enforcer(&["suggest", "--alertmanager-config", &fixture(config)]);
+            run_enforcer(&["suggest", "--alertmanager-config", &fixture(config)]);
         assert_eq!(code, 0, "{config}: {err}");
         assert!(suggested.contains("REVIEW BEFORE USE"), "{suggested}");
         assert!(suggested.contains("default: deny"), "{suggested}");
@@ -509,7 +497,7 @@ fn suggested_policies_are_valid_and_pass_their_own_safe_configurations() {
             .write(&format!("{}.yaml", config.replace('/', "-")), &suggested)
             .unwrap();
         let path = path.to_str().unwrap();
-        let (code, out, err) = enforcer(&["check", "--policy", path]);
+        let (code, out, err) = run_enforcer(&["check", "--policy", path]);
         assert_eq!(
             code, 0,
             "{config}: suggested policy rejected: {err}\n{suggested}\n{out}"
@@ -517,7 +505,7 @@ fn suggested_policies_are_valid_and_pass_their_own_safe_configurations() {
         let (code, out, _) = check(config, Some(path), &[]);
         assert_eq!(code == 0, passes, "{config}:\n{suggested}\n{out}");
     }
-    let (_, suggested, _) = enforcer(&[
+    let (_, suggested, _) = run_enforcer(&[
         "suggest",
         "--alertmanager-config",
         &fixture("metadata-spellings.yml"),
@@ -548,7 +536,8 @@ fn broken_configurations_are_rejected_with_file_line_and_column() {
     for (name, text, at) in cases {
         let p = dir.write(name, text).unwrap();
         for cmd in ["check", "suggest"] {
-            let (code, out, err) = enforcer(&[cmd, "--alertmanager-config", p.to_str().unwrap()]);
+            let (code, out, err) =
+                run_enforcer(&[cmd, "--alertmanager-config", p.to_str().unwrap()]);
             assert_eq!(code, 1, "{name} accepted by {cmd}: {out}");
             let first = err.lines().next().unwrap_or_default();
             assert!(
@@ -558,7 +547,7 @@ fn broken_configurations_are_rejected_with_file_line_and_column() {
             assert!(!err.contains("panicked"), "{name}: {err}");
         }
     }
-    let (code, _, err) = enforcer(&["check", "--alertmanager-config", "/nonexistent/am.yml"]);
+    let (code, _, err) = run_enforcer(&["check", "--alertmanager-config", "/nonexistent/am.yml"]);
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/am.yml"), "{err}");
 }

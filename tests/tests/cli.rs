@@ -1,19 +1,5 @@
 //! The command line as a user meets it: `enforcer check` and `enforcer presets` (no root needed).
-use std::process::Command;
-
-use integration_tests::{TempDir, enforcer_bin};
-
-fn enforcer(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(enforcer_bin())
-        .args(args)
-        .output()
-        .expect("running enforcer");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use integration_tests::{TempDir, run_enforcer};
 
 #[test]
 fn check_accepts_a_valid_policy_and_prints_compiled_rules() {
@@ -21,7 +7,7 @@ fn check_accepts_a_valid_policy_and_prints_compiled_rules() {
     let p = dir
         .write("p.yaml", "mode: enforce\ndefault: deny\nblock:\n  - preset: cloud-metadata\nallow:\n  - cidr: 10.96.0.10/32\n    ports: [53]\n    protocols: [udp, tcp]\n")
         .unwrap();
-    let (code, out, err) = enforcer(&["check", "--policy", p.to_str().unwrap()]);
+    let (code, out, err) = run_enforcer(&["check", "--policy", p.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("169.254.169.254/32"), "{out}");
     assert!(out.contains("10.96.0.10/32"), "{out}");
@@ -33,7 +19,7 @@ fn check_lists_fqdn_rules_and_dns_settings() {
     let p = dir
         .write("p.yaml", "default: deny\nallow:\n  - fqdn: Hooks.Slack.com.\n    ports: [443]\n  - fqdn: \"*.pagerduty.com\"\ndns:\n  servers: [\"127.0.0.1:5353\"]\n  grace_period: 2m\n")
         .unwrap();
-    let (code, out, err) = enforcer(&["check", "--policy", p.to_str().unwrap()]);
+    let (code, out, err) = run_enforcer(&["check", "--policy", p.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     for needle in [
         "allow fqdn hooks.slack.com ports 443",
@@ -87,7 +73,7 @@ fn check_rejects_broken_policies_with_file_line_and_column() {
     ];
     for (name, text, at) in cases {
         let p = dir.write(name, text).unwrap();
-        let (code, out, err) = enforcer(&["check", "--policy", p.to_str().unwrap()]);
+        let (code, out, err) = run_enforcer(&["check", "--policy", p.to_str().unwrap()]);
         assert_ne!(code, 0, "{name} accepted: {out}");
         let first = err.lines().next().unwrap_or_default();
         assert!(
@@ -100,14 +86,14 @@ fn check_rejects_broken_policies_with_file_line_and_column() {
 
 #[test]
 fn check_reports_a_missing_file() {
-    let (code, _, err) = enforcer(&["check", "--policy", "/nonexistent/p.yaml"]);
+    let (code, _, err) = run_enforcer(&["check", "--policy", "/nonexistent/p.yaml"]);
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent/p.yaml"), "{err}");
 }
 
 #[test]
 fn presets_lists_both_presets() {
-    let (code, out, _) = enforcer(&["presets"]);
+    let (code, out, _) = run_enforcer(&["presets"]);
     assert_eq!(code, 0);
     for needle in [
         "private",

@@ -21,7 +21,7 @@ use std::{
 use integration_tests::{
     Agent, ECONNREFUSED, EPERM, Outcome, Probe, TempDir, TestCgroup,
     dns::{AnswerFn, Client, Fresh, Log, Record, Responder, TYPE_A, TYPE_AAAA, fixed},
-    privileged,
+    http_get, privileged,
 };
 
 const PORT: u16 = 8443;
@@ -336,7 +336,7 @@ fn learned_addresses_outlive_a_dns_outage_until_grace_expiry() {
     );
     let stderr = s.agent.stderr_text();
     assert!(stderr.contains("keeping its last answers"), "{stderr}");
-    let metrics = http_get(metrics_port, "/metrics");
+    let metrics = http_get(&metrics_addr, "/metrics").unwrap();
     assert!(
         metrics.contains("enforcer_fqdn_resolution_failures_total{name=\"grace.test\"} "),
         "{metrics}"
@@ -432,18 +432,6 @@ fn ingress_programs(cgroup: &std::path::Path) -> usize {
         .lines()
         .filter(|l| l.contains("ingress"))
         .count()
-}
-
-fn wait_for(agent: &Agent, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.stderr_text().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in:\n{}",
-            agent.stderr_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// With pinning, learned addresses survive an agent crash (the maps are adopted, the learning
@@ -544,7 +532,7 @@ fn learned_addresses_survive_a_restart_and_follow_reloads() {
     // Same names, other port: the learned address moves to the new port.
     write(&format!("  - fqdn: keep.test\n    ports: [{}]\n", PORT + 1));
     agent.signal(libc::SIGHUP);
-    wait_for(&agent, "\"message\":\"policy reloaded\"");
+    agent.wait_for_stderr("\"message\":\"policy reloaded\"");
     assert_eq!(connect(&mut probe, ip), Outcome::Errno(EPERM));
     assert_eq!(
         probe.connect("tcp", &ip.to_string(), PORT + 1).unwrap(),
@@ -556,19 +544,9 @@ fn learned_addresses_survive_a_restart_and_follow_reloads() {
         "  - fqdn: other.test\n    ports: [{PORT}]\n  - fqdn: keep.test\n    ports: [{PORT}]\n"
     ));
     agent.signal(libc::SIGHUP);
-    wait_for(&agent, "learned and resolved addresses are forgotten");
+    agent.wait_for_stderr("learned and resolved addresses are forgotten");
     assert_eq!(connect(&mut probe, ip), Outcome::Errno(EPERM));
     assert_eq!(resolve(&mut probe, "keep.test", "a", "127.0.0.53"), [ip]);
     assert_eq!(connect(&mut probe, ip), Outcome::Errno(ECONNREFUSED));
     drop(agent);
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }

@@ -1,7 +1,6 @@
 //! Production lifecycle on a real kernel: fail-closed across agent restarts (pins), reload
 //! without a gap, enforcement of a new target process from its first connect, metrics.
 use std::{
-    io::{Read as _, Write as _},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -12,7 +11,7 @@ use std::{
 use enforcer::{cgroup::Cgroup, compile, ebpf::Enforcer, policy};
 use integration_tests::{
     Agent, ENETUNREACH, EPERM, Outcome, PinDir, Probe, TempDir, TestCgroup, attached_programs,
-    privileged, probe_bin,
+    http_get, privileged, probe_bin,
 };
 
 /// Runs `probe.alternate(a1, a2, …)` in 100 ms chunks on a thread until `done` is set (the gap
@@ -213,7 +212,7 @@ fn reload_by_signal_and_file_change_and_rejected_policy_keeps_the_old_one() {
     // A broken policy: rejected with file:line:column, the old one stays.
     std::fs::write(&policy, "default: allow\nblock:\n  - cidr: 192.0.2.0/33\n").unwrap();
     agent.signal(libc::SIGHUP);
-    wait_for(&agent, "policy rejected");
+    agent.wait_for_stderr("policy rejected");
     let log = agent.stderr_text();
     assert!(log.contains(&format!("{}:3:11", policy.display())), "{log}");
     assert_eq!(
@@ -227,10 +226,7 @@ fn reload_by_signal_and_file_change_and_rejected_policy_keeps_the_old_one() {
 
     // A valid change is picked up without a signal.
     std::fs::write(&policy, "default: allow\nblock:\n  - cidr: 192.0.2.0/24\n").unwrap();
-    wait_for(
-        &agent,
-        "\"reason\":\"policy file changed\",\"generation\":2",
-    );
+    agent.wait_for_stderr("\"reason\":\"policy file changed\",\"generation\":2");
     assert_eq!(
         probe.connect("udp", "192.0.2.1", 53).unwrap(),
         Outcome::Errno(EPERM)
@@ -241,18 +237,6 @@ fn reload_by_signal_and_file_change_and_rejected_policy_keeps_the_old_one() {
     );
     let lines = agent.take_events(1, Duration::from_secs(5));
     assert_eq!(lines.last().unwrap()["rule"], "block cidr 192.0.2.0/24");
-}
-
-fn wait_for(agent: &Agent, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !agent.stderr_text().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in:\n{}",
-            agent.stderr_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A process of a `process:` target that starts while the agent runs is enforced from its very
@@ -308,15 +292,6 @@ fn a_new_target_process_is_enforced_from_its_first_connect() {
     );
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn metrics_endpoint_reports_decisions_denials_and_health() {
     if !privileged() {
@@ -340,9 +315,17 @@ fn metrics_endpoint_reports_decisions_denials_and_health() {
         Outcome::Errno(EPERM)
     );
     assert_eq!(agent.take_events(1, Duration::from_secs(5)).len(), 1);
-    assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
-    assert!(http_get(port, "/readyz").starts_with("HTTP/1.1 200"));
-    let m = http_get(port, "/metrics");
+    assert!(
+        http_get(&addr, "/healthz")
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        http_get(&addr, "/readyz")
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    let m = http_get(&addr, "/metrics").unwrap();
     for needle in [
         "enforcer_decisions_total{verdict=\"denied\",hook=\"connect4\"} 1",
         "enforcer_denials_total{rule=\"block preset:cloud-metadata 169.254.169.254/32\",target=\"cgroup:",
