@@ -125,14 +125,21 @@ const NAME_ENDED: usize = 1;
 
 type Found = LearnedAnswer;
 
+/// This CPU's scratch value, for the `bpf_loop` callbacks (they take no context).
+#[inline(always)]
+fn scratch() -> Option<&'static mut Scratch> {
+    let s = FQDN_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the per-CPU scratch value of this CPU; a cgroup_skb program is not preempted
+    // by another run of itself on the same CPU, so nothing else uses it while we do.
+    Some(unsafe { &mut *s })
+}
+
 /// One step of the answer section (a `bpf_loop` callback): returns 0 to go on, 1 to stop.
 #[inline(never)]
 extern "C" fn answer_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let Some(s) = FQDN_SCRATCH.get_ptr_mut(0) else {
+    let Some(s) = scratch() else {
         return 1;
     };
-    // SAFETY: the per-CPU scratch value of this CPU; nothing else runs here while we do.
-    let s = unsafe { &mut *s };
     let n = get(&s.n);
     let left = get(&s.left);
     if left == 0 || n > PKT_MAX {
@@ -227,11 +234,9 @@ extern "C" fn answer_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 /// `Scratch::q_end` saying why.
 #[inline(never)]
 extern "C" fn qname_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let Some(s) = FQDN_SCRATCH.get_ptr_mut(0) else {
+    let Some(s) = scratch() else {
         return 1;
     };
-    // SAFETY: the per-CPU scratch value of this CPU; nothing else runs here while we do.
-    let s = unsafe { &mut *s };
     let off = get(&s.cursor);
     if off >= get(&s.n) {
         put(&mut s.q_end, Q_TRUNCATED);
@@ -254,11 +259,9 @@ extern "C" fn qname_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 /// the question name's bytes lower-cased from `Scratch::start` on, zero before.
 #[inline(never)]
 extern "C" fn key_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let Some(s) = FQDN_SCRATCH.get_ptr_mut(0) else {
+    let Some(s) = scratch() else {
         return 1;
     };
-    // SAFETY: the per-CPU scratch value of this CPU; nothing else runs here while we do.
-    let s = unsafe { &mut *s };
     let p = index as usize;
     if p >= NAME_KEY_LEN {
         return 1;
@@ -280,11 +283,9 @@ extern "C" fn key_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 /// `FQDN_WILDCARD`, OR-ing its rules into `Scratch::mask`. Returns 0 to go on, 1 to stop.
 #[inline(never)]
 extern "C" fn wildcard_step(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let Some(s) = FQDN_SCRATCH.get_ptr_mut(0) else {
+    let Some(s) = scratch() else {
         return 1;
     };
-    // SAFETY: the per-CPU scratch value of this CPU; nothing else runs here while we do.
-    let s = unsafe { &mut *s };
     let i = index as usize + 1;
     if i >= NAME_KEY_LEN {
         return 1;
