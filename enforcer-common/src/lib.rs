@@ -227,7 +227,23 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 
 /// Programs skip the userspace wakeup until this much is queued; the agent also drains the ring
 /// on a short timer. A wakeup per event costs ~2.6 µs per denied call, no wakeup ~170 ns.
+/// A power of two: the deny programs wake the agent once each time the queued bytes cross a
+/// multiple of it (see [`wakeup_crossed`]).
 pub const EVENTS_WAKEUP_BYTES: u64 = (EVENTS_BYTES as u64) / 8;
+
+/// Bytes one [`DenyEvent`] takes in the ring: the record and the ring's 8-byte header,
+/// rounded up to 8.
+pub const DENY_RECORD_BYTES: u64 = (core::mem::size_of::<DenyEvent>() as u64 + 8).div_ceil(8) * 8;
+
+/// Whether queuing a record of `record` bytes, after which `avail` bytes are queued, crossed a
+/// multiple of [`EVENTS_WAKEUP_BYTES`]: the one record of each such step that wakes the
+/// consumer. Waking on every record past the threshold instead costs a wakeup per denied call
+/// during a flood, until the consumer has drained (measured: ~350 ns per deny instead of
+/// ~100 ns).
+#[inline(always)]
+pub fn wakeup_crossed(avail: u64, record: u64) -> bool {
+    avail / EVENTS_WAKEUP_BYTES != avail.saturating_sub(record) / EVENTS_WAKEUP_BYTES
+}
 
 /// Per-rule-set configuration.
 #[repr(C)]
@@ -321,4 +337,36 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::DenyEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_wakeup_per_step_of_queued_bytes() {
+        let rec = DENY_RECORD_BYTES;
+        assert_eq!(rec % 8, 0);
+        assert!(rec >= core::mem::size_of::<DenyEvent>() as u64 + 8);
+        // Queue records one by one into an ever-growing backlog: exactly one record per
+        // EVENTS_WAKEUP_BYTES step wakes the consumer.
+        let steps = 5;
+        let mut wakeups = 0;
+        let mut avail = 0;
+        while avail + rec <= steps * EVENTS_WAKEUP_BYTES {
+            avail += rec;
+            if wakeup_crossed(avail, rec) {
+                wakeups += 1;
+            }
+        }
+        assert_eq!(
+            wakeups,
+            steps - 1 + u64::from(avail == steps * EVENTS_WAKEUP_BYTES)
+        );
+        // A lone record in an empty ring never wakes; the one that reaches the step does.
+        assert!(!wakeup_crossed(rec, rec));
+        assert!(wakeup_crossed(EVENTS_WAKEUP_BYTES, rec));
+        assert!(wakeup_crossed(EVENTS_WAKEUP_BYTES + rec - 8, rec));
+        assert!(!wakeup_crossed(EVENTS_WAKEUP_BYTES + rec, rec));
+    }
 }

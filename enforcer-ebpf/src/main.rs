@@ -8,21 +8,23 @@
 
 mod fqdn;
 
+use core::ptr::addr_of_mut;
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns, generated,
     },
     macros::{cgroup_sock_addr, map},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::SockAddrContext,
 };
 use enforcer_common::{
-    ACTIVE_SETS, COMM_LEN, Config, DenyEvent, EVENT_VERSION, EVENTS_BYTES, EVENTS_WAKEUP_BYTES,
+    ACTIVE_SETS, COMM_LEN, Config, DENY_RECORD_BYTES, DenyEvent, EVENT_VERSION, EVENTS_BYTES,
     EventHeader, LpmValue, MAX_CGROUP_DEPTH, MAX_PREFIXES, MAX_TARGET_CGROUPS, MAX_TARGET_COMMS,
     V4_KEY_LEN, V4Filter, V6_KEY_LEN, action, counter, event_kind, hook, mode, proto, rule_id,
-    v4_filter_pos, verdict,
+    v4_filter_pos, verdict, wakeup_crossed,
 };
 
 #[map]
@@ -247,32 +249,40 @@ fn emit(
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    slot.write(DenyEvent {
-        header: EventHeader {
+    let p = slot.as_mut_ptr();
+    // SAFETY: `p` points at the reserved record, which this program owns until it submits;
+    // every field is written (in place: no copy of the whole event through the stack).
+    unsafe {
+        addr_of_mut!((*p).header).write(EventHeader {
             kind,
             version: EVENT_VERSION,
             len: core::mem::size_of::<DenyEvent>() as u32,
-            // SAFETY: plain helper call without arguments.
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            // SAFETY: plain helper call without arguments.
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        },
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        rule_id: rule,
-        generation,
-        dst_port: port,
-        hook,
-        protocol,
-        family,
-        _pad: 0,
-        dst_addr: *dst_addr,
-        comm: bpf_get_current_comm().unwrap_or([0u8; 16]),
-    });
-    // Wake the agent only once a batch is queued; it drains on a short timer otherwise.
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS_WAKEUP_BYTES {
+            ts_ns: bpf_ktime_get_ns(),
+            cgroup_id: bpf_get_current_cgroup_id(),
+        });
+        addr_of_mut!((*p).tgid).write((pid_tgid >> 32) as u32);
+        addr_of_mut!((*p).tid).write(pid_tgid as u32);
+        addr_of_mut!((*p).uid).write(uid_gid as u32);
+        addr_of_mut!((*p).gid).write((uid_gid >> 32) as u32);
+        addr_of_mut!((*p).rule_id).write(rule);
+        addr_of_mut!((*p).generation).write(generation);
+        addr_of_mut!((*p).dst_port).write(port);
+        addr_of_mut!((*p).hook).write(hook);
+        addr_of_mut!((*p).protocol).write(protocol);
+        addr_of_mut!((*p).family).write(family);
+        addr_of_mut!((*p)._pad).write(0);
+        addr_of_mut!((*p).dst_addr).write(*dst_addr);
+        // The helper writes the comm straight into the record (zero-filled on failure).
+        let comm = addr_of_mut!((*p).comm);
+        if generated::bpf_get_current_comm(comm.cast(), COMM_LEN as u32) != 0 {
+            comm.write([0u8; 16]);
+        }
+    }
+    // Wake the agent once per batch queued (the record that crosses a multiple of
+    // EVENTS_WAKEUP_BYTES); it drains on a short timer otherwise. The queued bytes include
+    // this reserved record.
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let flags = if wakeup_crossed(avail, DENY_RECORD_BYTES) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

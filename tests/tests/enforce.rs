@@ -118,6 +118,11 @@ fn embedded_default_denies_metadata_private_mapped_and_nat64_with_one_line_each(
         assert_eq!(ev["dst_port"], port, "{ev}");
         assert_eq!(ev["pid"], probe.pid(), "{ev}");
         assert_eq!(ev["comm"], "probe", "{ev}");
+        // The probe is single-threaded and runs as the test's user.
+        assert_eq!(ev["tid"], probe.pid(), "{ev}");
+        // SAFETY: plain getters.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        assert_eq!((&ev["uid"], &ev["gid"]), (&uid.into(), &gid.into()), "{ev}");
         assert_eq!(ev["cgroup_id"], cg.id(), "{ev}");
         assert!(ev["timestamp"].is_string(), "{ev}");
     }
