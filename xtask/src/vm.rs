@@ -484,11 +484,23 @@ fn target_dir() -> anyhow::Result<PathBuf> {
     }
     let meta: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
-    meta["target_directory"]
+    let dir = meta["target_directory"]
         .as_str()
         .map(PathBuf::from)
-        .context("cargo metadata has no target_directory")
+        .context("cargo metadata has no target_directory")?;
+    // The guest sees the host's root, except where it mounts its own filesystems.
+    if let Some(hidden) = GUEST_OWN_MOUNTS.iter().find(|m| dir.starts_with(m)) {
+        bail!(
+            "the target directory {} is under {hidden}, which the guest mounts afresh: it could \
+             not run the tests built there (use a checkout or CARGO_TARGET_DIR elsewhere)",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
+
+/// Where `xtask/vm/init.sh` mounts the guest's own filesystems over the host's root.
+const GUEST_OWN_MOUNTS: &[&str] = &["/run", "/proc", "/sys", "/dev"];
 
 fn cargo() -> std::ffi::OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())

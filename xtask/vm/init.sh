@@ -47,9 +47,10 @@ mount -t tmpfs tmpfs /rw && mkdir /rw/upper /rw/work || die "mounting the overla
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot ||
     die "mounting the overlay over the host root"
 
-# Inside the chroot: fresh pseudo filesystems, and tmpfs for /tmp and /run.
+# Inside the chroot: fresh pseudo filesystems, and a tmpfs for /run (no stale /run/netns).
+# /tmp stays the overlay's: writable already, and a tmpfs there would hide a checkout under
+# the host's /tmp, whose test executables the guest runs.
 R=/newroot
-mount -t tmpfs tmpfs $R/tmp || die "mounting $R/tmp"
 mount -t tmpfs tmpfs $R/run || die "mounting $R/run"
 mount -t proc proc $R/proc || die "mounting $R/proc"
 mount -t sysfs sysfs $R/sys || die "mounting $R/sys"
