@@ -59,7 +59,7 @@ mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || die "mounting $R/sys/fs/cgroup"
 mount -t bpf bpf $R/sys/fs/bpf || die "mounting $R/sys/fs/bpf"
 mkdir -p $R/run/vm-test && mount --bind /results $R/run/vm-test || die "binding the share"
 
-echo "vm-init: kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
+echo "vm-init: guest uname -r: $(uname -r); $(grep -c ^processor /proc/cpuinfo) CPU, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
 # Make the overlay the root of the mount tree, as switch_root does (without exec'ing, so this
 # script still reports the result): in other mount namespaces (`ip netns exec`) paths then read
 # as they do on the host, e.g. /proc/PID/exe. This shell keeps the initramfs as its root.
