@@ -526,30 +526,41 @@ pub fn attached_programs(cgroup: &Path) -> anyhow::Result<usize> {
         .count())
 }
 
-/// A bpffs directory for one test's pins; on drop `enforcer detach` semantics: every pin under
-/// it is removed (which detaches pinned links).
+/// A bpffs directory for one test's pins, in a bpffs instance of the test's own: mounted on
+/// a fresh directory under the temp dir, so the test never touches `/sys/fs/bpf` (whether it
+/// was mounted, and by whom, is shared state that concurrent test runs would race on). On
+/// drop, `enforcer detach` semantics: every pin under it is removed (which detaches pinned
+/// links), then the instance is unmounted and its directory removed.
 pub struct PinDir {
     pub path: PathBuf,
-    /// Whether bpffs was mounted at /sys/fs/bpf before the test (the agent mounts it when
-    /// missing; the guard then unmounts it again).
-    mounted_before: bool,
-}
-
-fn bpffs_mounted() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines().any(|l| {
-                l.split_whitespace().nth(4) == Some("/sys/fs/bpf") && l.contains(" - bpf ")
-            })
-        })
-        .unwrap_or(false)
+    /// Where the test's bpffs instance is mounted; `path` is a directory in it that the agent
+    /// creates (and `enforcer detach` removes).
+    mount: PathBuf,
 }
 
 impl PinDir {
     pub fn new() -> Self {
+        let mount = std::env::temp_dir().join(unique("enforcer-test-bpffs"));
+        std::fs::create_dir(&mount).unwrap_or_else(|e| panic!("creating {}: {e}", mount.display()));
+        let target = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mount(2) with valid NUL-terminated strings and no data.
+        let r = unsafe {
+            libc::mount(
+                c"bpffs".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            let _ = std::fs::remove_dir(&mount);
+            panic!("mounting a bpffs instance on {}: {e}", mount.display());
+        }
         Self {
-            path: Path::new("/sys/fs/bpf").join(unique("enforcer-test")),
-            mounted_before: bpffs_mounted(),
+            path: mount.join("enforcer"),
+            mount,
         }
     }
 
@@ -571,21 +582,17 @@ impl Drop for PinDir {
         {
             eprintln!("warning: removing pins under {}: {e}", self.path.display());
         }
-        if !self.mounted_before && bpffs_mounted() {
-            // Only the kernel's own *.debug iterators may remain; anything else is not ours.
-            let ours_only = std::fs::read_dir("/sys/fs/bpf")
-                .map(|d| {
-                    d.flatten()
-                        .all(|e| e.file_name().to_string_lossy().ends_with(".debug"))
-                })
-                .unwrap_or(false);
-            // SAFETY: umount2 with a valid NUL-terminated path.
-            if ours_only && unsafe { libc::umount2(c"/sys/fs/bpf".as_ptr(), 0) } != 0 {
-                eprintln!(
-                    "warning: unmounting /sys/fs/bpf: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
+        let target = std::ffi::CString::new(self.mount.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: umount2 with a valid NUL-terminated path. MNT_DETACH: a process the test
+        // could not end must not keep the mount (the instance goes when its last user does).
+        if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+            eprintln!(
+                "warning: unmounting {}: {}",
+                self.mount.display(),
+                std::io::Error::last_os_error()
+            );
+        } else if let Err(e) = std::fs::remove_dir(&self.mount) {
+            eprintln!("warning: removing {}: {e}", self.mount.display());
         }
     }
 }
