@@ -84,8 +84,29 @@ pub enum EbpfError {
     },
 }
 
-fn map_err(name: &'static str) -> impl Fn(MapError) -> EbpfError {
+pub(crate) fn map_err(name: &'static str) -> impl Fn(MapError) -> EbpfError {
     move |source| EbpfError::Map { name, source }
+}
+
+/// Makes the hash map `name` hold exactly `wanted`: every wanted entry is written before any
+/// other key is removed, so a key that stays is never missing in between.
+pub(crate) fn set_entries<K: aya::Pod + PartialEq, V: aya::Pod>(
+    map: &mut AyaHashMap<&mut MapData, K, V>,
+    name: &'static str,
+    wanted: &[(K, V)],
+) -> Result<(), EbpfError> {
+    for (key, value) in wanted {
+        map.insert(key, value, 0).map_err(map_err(name))?;
+    }
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.iter().any(|(w, _)| w == k))
+        .collect();
+    for key in stale {
+        map.remove(&key).map_err(map_err(name))?;
+    }
+    Ok(())
 }
 
 /// Totals of the per-CPU verdict counters.
@@ -232,38 +253,16 @@ impl Enforcer {
     /// and cgroup ids. New entries are added before stale ones are removed, so a target that
     /// stays a target is never uncovered.
     pub fn set_targets(&mut self, comms: &[String], cgroup_ids: &[u64]) -> Result<(), EbpfError> {
-        {
-            let name = map_names::TARGET_COMMS;
-            let mut map: AyaHashMap<&mut MapData, [u8; COMM_LEN], u32> =
-                AyaHashMap::try_from(self.map(name)?).map_err(map_err(name))?;
-            let want: Vec<[u8; COMM_LEN]> = comms.iter().map(|c| comm_key(c)).collect();
-            for key in &want {
-                map.insert(key, 1, 0).map_err(map_err(name))?;
-            }
-            let stale: Vec<_> = map
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !want.contains(k))
-                .collect();
-            for key in stale {
-                map.remove(&key).map_err(map_err(name))?;
-            }
-        }
+        let name = map_names::TARGET_COMMS;
+        let mut map: AyaHashMap<&mut MapData, [u8; COMM_LEN], u32> =
+            AyaHashMap::try_from(self.map(name)?).map_err(map_err(name))?;
+        let want: Vec<([u8; COMM_LEN], u32)> = comms.iter().map(|c| (comm_key(c), 1)).collect();
+        set_entries(&mut map, name, &want)?;
         let name = map_names::TARGET_CGROUPS;
         let mut map: AyaHashMap<&mut MapData, u64, u32> =
             AyaHashMap::try_from(self.map(name)?).map_err(map_err(name))?;
-        for id in cgroup_ids {
-            map.insert(id, 1, 0).map_err(map_err(name))?;
-        }
-        let stale: Vec<u64> = map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !cgroup_ids.contains(k))
-            .collect();
-        for key in stale {
-            map.remove(&key).map_err(map_err(name))?;
-        }
-        Ok(())
+        let want: Vec<(u64, u32)> = cgroup_ids.iter().map(|&id| (id, 1)).collect();
+        set_entries(&mut map, name, &want)
     }
 
     /// True when the DNS-learning program loaded: addresses the targets' own DNS answers carry

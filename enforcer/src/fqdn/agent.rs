@@ -826,15 +826,11 @@ impl State {
     /// Logs increases of the learning program's trouble counters.
     fn report_kernel_counters(&mut self) {
         let now = self.maps.counters();
-        let names = [
-            (counter::TRUNCATED, "truncated"),
-            (counter::MALFORMED, "malformed"),
-            (counter::MAP_FULL, "map_full"),
-            (counter::UNVERIFIED_PEER, "unverified_peer"),
-            (counter::LOST_EVENTS, "lost_events"),
-            (counter::TC_BIT, "tc_bit"),
-        ];
-        for (i, what) in names {
+        // Every counter but the two that count success.
+        let trouble = kernel_counter_names()
+            .into_iter()
+            .filter(|(i, _)| ![counter::MATCHED_RESPONSES, counter::LEARNED].contains(i));
+        for (i, what) in trouble {
             let (old, new) = (self.kernel_counters[i as usize], now[i as usize]);
             if new > old {
                 tracing::warn!(

@@ -14,13 +14,9 @@ use enforcer_common::{
 use super::FqdnTables;
 use crate::{
     cgroup::Cgroup,
-    ebpf::EbpfError,
+    ebpf::{EbpfError, map_err, set_entries},
     pin::{LinkPins, Pins},
 };
-
-fn map_err(name: &'static str) -> impl Fn(MapError) -> EbpfError {
-    move |source| EbpfError::Map { name, source }
-}
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut CgroupSkb, EbpfError> {
     let name = PROG_DNS_INGRESS;
@@ -135,17 +131,8 @@ pub fn install(ebpf: &mut Ebpf, tables: &FqdnTables, set: u32) -> Result<(), Ebp
     ] {
         let mut names: HashMap<&mut MapData, NameKey, u64> =
             HashMap::try_from(map(ebpf, name)?).map_err(map_err(name))?;
-        for (key, mask) in wanted {
-            names.insert(key, mask, 0).map_err(map_err(name))?;
-        }
-        let stale: Vec<NameKey> = names
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !wanted.contains_key(k))
-            .collect();
-        for key in stale {
-            names.remove(&key).map_err(map_err(name))?;
-        }
+        let wanted: Vec<(NameKey, u64)> = wanted.iter().map(|(k, m)| (*k, *m)).collect();
+        set_entries(&mut names, name, &wanted)?;
     }
     let name = map_names::SETTINGS;
     let mut settings: Array<&mut MapData, FqdnSettings> =
