@@ -280,6 +280,21 @@ fn peer(other: &str) -> Vec<String> {
     vec![format!("{other}:9094")]
 }
 
+/// Waits (10 s at most) until the agent has logged every one of the `expected` automatic rules.
+fn wait_for_auto_rules(agent: &Agent, expected: &[String]) {
+    let found = eventually(Duration::from_secs(10), || {
+        let log = agent.stderr_text();
+        expected
+            .iter()
+            .all(|r| log.contains(&format!("\"rule\":\"{r}\"")))
+            .then_some(())
+    });
+    assert!(
+        found.is_some(),
+        "automatic rules missing; expected {expected:#?}\nagent stderr:\n{}",
+        agent.stderr_text()
+    );
+}
 #[test]
 fn embedded_default_keeps_an_alertmanager_cluster_gossiping_and_resolving() {
     if !runnable() {
@@ -317,18 +332,7 @@ fn embedded_default_keeps_an_alertmanager_cluster_gossiping_and_resolving() {
             a.pid().min(b.pid())
         ),
     ];
-    let found = eventually(Duration::from_secs(10), || {
-        let log = agent.stderr_text();
-        expected
-            .iter()
-            .all(|r| log.contains(&format!("\"rule\":\"{r}\"")))
-            .then_some(())
-    });
-    assert!(
-        found.is_some(),
-        "automatic rules missing; expected {expected:#?}\nagent stderr:\n{}",
-        agent.stderr_text()
-    );
+    wait_for_auto_rules(&agent, &expected);
     let log = agent.stderr_text();
     assert!(
         log.contains("automatic rule added"),
@@ -500,18 +504,7 @@ fn in_scope_mode_a_target_alertmanager_gets_its_rules() {
             a.pid()
         ),
     ];
-    let found = eventually(Duration::from_secs(10), || {
-        let log = agent.stderr_text();
-        expected
-            .iter()
-            .all(|r| log.contains(&format!("\"rule\":\"{r}\"")))
-            .then_some(())
-    });
-    assert!(
-        found.is_some(),
-        "automatic rules missing; expected {expected:#?}\nagent stderr:\n{}",
-        agent.stderr_text()
-    );
+    wait_for_auto_rules(&agent, &expected);
     let refused = eventually(Duration::from_secs(20), || {
         a.log_text()
             .contains("127.0.0.3:9094: connect: connection refused")

@@ -45,6 +45,35 @@ struct Setup {
     _cg: TestCgroup,
 }
 
+/// A responder in the probe's network namespace, on `addr`, for the probe's queries.
+fn target_responder(
+    addr: &str,
+    probe: &Probe,
+    answer: &Arc<AnswerFn>,
+    log: &Arc<Log>,
+) -> Responder {
+    Responder::start(
+        addr.parse().unwrap(),
+        Some(probe.pid()),
+        Client::Target,
+        answer.clone(),
+        log.clone(),
+    )
+    .unwrap()
+}
+
+/// The agent's responder, on host loopback (the policy's `dns: servers:`).
+fn agent_responder(answer: Arc<AnswerFn>, log: &Arc<Log>) -> Responder {
+    Responder::start(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        Client::Agent,
+        answer,
+        log.clone(),
+    )
+    .unwrap()
+}
+
 /// Probe, both responders, then the agent with `rest` (the `allow:` list, after `allow:`) and
 /// extra `dns:` keys.
 fn setup(answer: Arc<AnswerFn>, block: &str, allow: &str, dns_extra: &str) -> Setup {
@@ -62,30 +91,9 @@ fn setup_args(
     let cg = TestCgroup::new().unwrap();
     let probe = Probe::spawn(&cg).unwrap();
     let log = Arc::new(Log::default());
-    let target_dns = Responder::start(
-        "127.0.0.53:53".parse().unwrap(),
-        Some(probe.pid()),
-        Client::Target,
-        answer.clone(),
-        log.clone(),
-    )
-    .unwrap();
-    let target_dns6 = Responder::start(
-        "[::1]:53".parse().unwrap(),
-        Some(probe.pid()),
-        Client::Target,
-        answer.clone(),
-        log.clone(),
-    )
-    .unwrap();
-    let agent_dns = Responder::start(
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        Client::Agent,
-        answer,
-        log.clone(),
-    )
-    .unwrap();
+    let target_dns = target_responder("127.0.0.53:53", &probe, &answer, &log);
+    let target_dns6 = target_responder("[::1]:53", &probe, &answer, &log);
+    let agent_dns = agent_responder(answer, &log);
     let dir = TempDir::new().unwrap();
     let text = policy(&agent_dns, &format!("{block}allow:\n{allow}"), dns_extra);
     let path = dir.write("p.yaml", &text).unwrap();
@@ -461,23 +469,9 @@ fn learned_addresses_survive_a_restart_and_follow_reloads() {
     let cg = TestCgroup::new().unwrap();
     let mut probe = Probe::spawn(&cg).unwrap();
     let log = Arc::new(Log::default());
-    let _target_dns = Responder::start(
-        "127.0.0.53:53".parse().unwrap(),
-        Some(probe.pid()),
-        Client::Target,
-        answer.clone(),
-        log.clone(),
-    )
-    .unwrap();
+    let _target_dns = target_responder("127.0.0.53:53", &probe, &answer, &log);
     // The agent's responder knows neither name: only learning can allow 127.90.0.1.
-    let agent_dns = Responder::start(
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        Client::Agent,
-        fixed(HashMap::new()),
-        log.clone(),
-    )
-    .unwrap();
+    let agent_dns = agent_responder(fixed(HashMap::new()), &log);
     let dir = TempDir::new().unwrap();
     let write = |allow: &str| {
         dir.write(
