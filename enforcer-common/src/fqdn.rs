@@ -103,8 +103,8 @@ pub const RESOLVED_CAPACITY: u32 = 65_536;
 /// Size of the learned-event ring buffer.
 pub const EVENTS_BYTES: u32 = 1 << 20;
 
-/// The learning program skips the agent's wakeup until this much is queued (the agent also
-/// drains on a short timer).
+/// The learning program wakes the agent once per this much queued (a power of two, see
+/// [`crate::wakeup_crossed`]); the agent also drains on a short timer.
 pub const EVENTS_WAKEUP_BYTES: u64 = (EVENTS_BYTES as u64) / 4;
 
 /// Value of the address maps: which FQDN rule slots the address was answered for, and until

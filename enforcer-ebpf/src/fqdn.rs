@@ -26,6 +26,7 @@ use enforcer_common::{
         MAX_RULES, NAME_KEY_LEN, NameKey, PORTS_CAPACITY, PortKey, RESOLVED_CAPACITY, class_index,
         counter, flags, status,
     },
+    ring_record_bytes, wakeup_crossed,
 };
 
 use crate::Dst;
@@ -721,7 +722,10 @@ fn emit(ctx: &SkBuffContext, s: &Scratch, rules: u64) {
         (*p).name = s.name;
         (*p).answers = s.found;
     }
-    let flags = if FQDN_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS_WAKEUP_BYTES {
+    // One wakeup per EVENTS_WAKEUP_BYTES queued, as on the deny path.
+    let avail = FQDN_EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let record = ring_record_bytes(core::mem::size_of::<LearnedEvent>());
+    let flags = if wakeup_crossed(avail, record, EVENTS_WAKEUP_BYTES) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -22,9 +22,9 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     ACTIVE_SETS, COMM_LEN, Config, DENY_RECORD_BYTES, DenyEvent, EVENT_VERSION, EVENTS_BYTES,
-    EventHeader, LpmValue, MAX_CGROUP_DEPTH, MAX_PREFIXES, MAX_TARGET_CGROUPS, MAX_TARGET_COMMS,
-    V4_KEY_LEN, V4Filter, V6_KEY_LEN, action, counter, event_kind, hook, mode, proto, rule_id,
-    v4_filter_pos, verdict, wakeup_crossed,
+    EVENTS_WAKEUP_BYTES, EventHeader, LpmValue, MAX_CGROUP_DEPTH, MAX_PREFIXES, MAX_TARGET_CGROUPS,
+    MAX_TARGET_COMMS, V4_KEY_LEN, V4Filter, V6_KEY_LEN, action, counter, event_kind, hook, mode,
+    proto, rule_id, v4_filter_pos, verdict, wakeup_crossed,
 };
 
 #[map]
@@ -282,7 +282,7 @@ fn emit(
     // EVENTS_WAKEUP_BYTES); it drains on a short timer otherwise. The queued bytes include
     // this reserved record.
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let flags = if wakeup_crossed(avail, DENY_RECORD_BYTES) {
+    let flags = if wakeup_crossed(avail, DENY_RECORD_BYTES, EVENTS_WAKEUP_BYTES) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

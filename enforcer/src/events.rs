@@ -12,7 +12,7 @@ use crate::policy::{Mode, Policy};
 /// IPv4-mapped and NAT64 (64:ff9b::/96) IPv6 addresses stand for their IPv4 address (the
 /// policy's [`normalize_addr`](crate::policy::normalize_addr), under the name the event and
 /// FQDN code use).
-pub use crate::policy::normalize_addr as normalise;
+use crate::policy::normalize_addr;
 
 /// tracing target of the event lines; the logging setup sends exactly this target to stdout.
 pub const TARGET: &str = "enforcer::events";
@@ -146,7 +146,7 @@ impl DenyView {
         } else {
             IpAddr::V6(Ipv6Addr::from(ev.dst_addr))
         };
-        let decided_as = normalise(dst_ip);
+        let decided_as = normalize_addr(dst_ip);
         Self {
             event: if audit {
                 "would_deny"

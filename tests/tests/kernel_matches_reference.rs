@@ -201,7 +201,7 @@ fn kernel_verdict_equals_reference_evaluator() {
         facts = FqdnFacts::default();
         if !policy.fqdns.is_empty() {
             for _ in 0..rng.random_range(0..8) {
-                let ip = events::normalise(destination(&mut rng));
+                let ip = enforcer::policy::normalize_addr(destination(&mut rng));
                 facts.add(ip, rng.random_range(0..policy.fqdns.len()));
             }
             for (ip, rules) in &facts.answered {

@@ -21,9 +21,8 @@ use tokio::{sync::oneshot, task::JoinSet};
 use super::{kernel::FqdnMaps, ktime_now_ns, names::key_name, recent::RecentNames};
 use crate::{
     ebpf::{EbpfError, Enforcer},
-    events::normalise,
     metrics::{Metrics, NameLabels},
-    policy::{DnsSettings, Policy, RuleAction},
+    policy::{DnsSettings, Policy, RuleAction, normalize_addr},
 };
 
 /// Addresses remembered for naming denied calls.
@@ -79,7 +78,7 @@ impl FqdnShared {
     /// The name `ip` (normalised) was recently answered for.
     pub fn name_of(&self, ip: IpAddr) -> Option<String> {
         let recent = self.recent.lock().ok()?;
-        recent.get(&normalise(ip)).map(str::to_owned)
+        recent.get(&normalize_addr(ip)).map(str::to_owned)
     }
 
     fn remember(&self, ip: IpAddr, name: &str) {
@@ -460,7 +459,7 @@ impl State {
                     .resolved
                     .iter_mut()
                     .filter_map(|(ip, slots)| {
-                        if ips.iter().any(|a| normalise(*a) == *ip) {
+                        if ips.iter().any(|a| normalize_addr(*a) == *ip) {
                             return None;
                         }
                         let e = slots.get_mut(&(slot as u32))?;
@@ -474,7 +473,7 @@ impl State {
                     self.write_resolved(ip);
                 }
                 for ip in ips {
-                    let ip = normalise(ip);
+                    let ip = normalize_addr(ip);
                     self.shared.remember(ip, &name);
                     if self.warn_if_blocked(&name, ip) {
                         continue;
