@@ -30,7 +30,7 @@ if ((${#missing[@]})); then
 fi
 
 # kubernetes-validate for deploy/kubernetes (also brings PyYAML and jsonschema, which
-# tests/tests/deploy.rs uses).
+# tests/tests/deploy_*.rs use).
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   log "pip install kubernetes-validate"
   python3 -m pip install --quiet kubernetes-validate==1.37.0 2>/dev/null \

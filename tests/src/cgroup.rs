@@ -1,0 +1,70 @@
+//! Child cgroups a test creates (and always removes), and what is attached to them.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use crate::unique;
+
+/// A child cgroup created for one test, removed on drop (after the processes the test put
+/// there have been ended).
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new() -> anyhow::Result<Self> {
+        let mount = enforcer::cgroup::cgroup2_mount()?;
+        let path = mount.join(unique("enforcer-test"));
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path })
+    }
+
+    /// A child cgroup of this one (removed on drop, before its parent).
+    pub fn child(&self, name: &str) -> anyhow::Result<TestCgroup> {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TestCgroup { path })
+    }
+
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&self.path).map(|m| m.ino()).unwrap_or(0)
+    }
+
+    pub fn path_str(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Processes exit asynchronously after kill/wait; retry the rmdir for a moment.
+        for _ in 0..100 {
+            match std::fs::remove_dir(&self.path) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        eprintln!(
+            "warning: could not remove test cgroup {}",
+            self.path.display()
+        );
+    }
+}
+
+/// Number of connect/sendmsg programs attached to a cgroup, as `bpftool cgroup show` lists them.
+pub fn attached_programs(cgroup: &Path) -> anyhow::Result<usize> {
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cgroup)
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("connect") || l.contains("sendmsg"))
+        .count())
+}

@@ -1,0 +1,156 @@
+//! The `probe` workload (`src/bin/probe.rs`): a process in the test cgroup and in an empty
+//! network namespace that makes the socket calls a test asks for, line by line.
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{ChildGuard, EPERM, TestCgroup, probe_bin};
+
+/// Outcome of one probe call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Errno(i32),
+}
+
+impl Outcome {
+    pub fn denied(self) -> bool {
+        self == Outcome::Errno(EPERM)
+    }
+}
+
+/// The workload: lives in the test cgroup and in its own empty network namespace.
+pub struct Probe {
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    child: ChildGuard,
+}
+
+impl Probe {
+    pub fn spawn(cgroup: &TestCgroup) -> anyhow::Result<Self> {
+        Self::spawn_exe(&probe_bin(), cgroup)
+    }
+
+    /// Like [`Probe::spawn`], running the probe from `exe` (a copy under another name gives
+    /// the process another comm).
+    pub fn spawn_exe(exe: &Path, cgroup: &TestCgroup) -> anyhow::Result<Self> {
+        let mut child = Command::new(exe)
+            .arg("--cgroup")
+            .arg(&cgroup.path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("spawning probe")?;
+        let stdin = child.stdin.take().context("probe stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("probe stdout")?);
+        let mut probe = Self {
+            stdin,
+            stdout,
+            child: ChildGuard::new("probe", child),
+        };
+        let first = probe.read_line()?;
+        if first != "ready" {
+            bail!("probe did not start: {first:?}");
+        }
+        Ok(probe)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    fn read_line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("probe exited");
+        }
+        Ok(line.trim_end().to_owned())
+    }
+
+    /// Sends one command line and returns the probe's reply line.
+    pub fn command_line(&mut self, cmd: &str) -> anyhow::Result<String> {
+        self.command(cmd)
+    }
+
+    fn command(&mut self, cmd: &str) -> anyhow::Result<String> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        self.read_line()
+    }
+
+    fn outcome(reply: &str) -> anyhow::Result<Outcome> {
+        if reply == "ok" {
+            return Ok(Outcome::Ok);
+        }
+        match reply.strip_prefix("errno ").and_then(|n| n.parse().ok()) {
+            Some(n) => Ok(Outcome::Errno(n)),
+            None => bail!("unexpected probe reply {reply:?}"),
+        }
+    }
+
+    /// connect() with a `proto` ("tcp" | "udp") socket of the address's family.
+    pub fn connect(&mut self, proto: &str, addr: &str, port: u16) -> anyhow::Result<Outcome> {
+        let reply = self.command(&format!("connect {proto} {addr} {port}"))?;
+        Self::outcome(&reply)
+    }
+
+    /// Unconnected UDP sendto().
+    pub fn sendto(&mut self, addr: &str, port: u16) -> anyhow::Result<Outcome> {
+        let reply = self.command(&format!("sendto udp {addr} {port}"))?;
+        Self::outcome(&reply)
+    }
+
+    /// `n` connects in a tight loop inside the probe; returns (EPERM count, other outcomes).
+    pub fn flood(
+        &mut self,
+        proto: &str,
+        addr: &str,
+        port: u16,
+        n: u64,
+    ) -> anyhow::Result<(u64, u64)> {
+        let reply = self.command(&format!("flood {proto} {addr} {port} {n}"))?;
+        let mut it = reply
+            .strip_prefix("ok ")
+            .context("flood failed")?
+            .split(' ');
+        let mut next = || {
+            it.next()
+                .and_then(|x| x.parse().ok())
+                .with_context(|| format!("bad reply {reply}"))
+        };
+        Ok((next()?, next()?))
+    }
+
+    /// Connects (UDP) to `a1`, `a2`, `a1`, ... for `ms` milliseconds; returns
+    /// [EPERM at a1, other at a1, EPERM at a2, other at a2].
+    pub fn alternate(
+        &mut self,
+        a1: &str,
+        a2: &str,
+        port: u16,
+        ms: u64,
+    ) -> anyhow::Result<[u64; 4]> {
+        let reply = self.command(&format!("alternate udp {a1} {a2} {port} {ms}"))?;
+        let v: Vec<u64> = reply
+            .strip_prefix("ok ")
+            .with_context(|| format!("alternate failed: {reply}"))?
+            .split(' ')
+            .map(|x| x.parse())
+            .collect::<Result<_, _>>()?;
+        v.try_into()
+            .map_err(|_| anyhow::anyhow!("bad reply {reply}"))
+    }
+
+    /// A TCP listener inside the probe's namespace; returns its port.
+    pub fn listen(&mut self, addr: &str) -> anyhow::Result<u16> {
+        let reply = self.command(&format!("listen tcp {addr} 0"))?;
+        reply
+            .strip_prefix("ok ")
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("listen failed: {reply}"))
+    }
+}

@@ -1,0 +1,72 @@
+//! The shipped deployment (`deploy/`), checked by the tools that will read it: the alert rules by
+//! `promtool check rules` / `promtool test rules`, every alert tested firing and silent.
+//! No root, no kernel state.
+//!
+//! A missing tool fails the test with the command that installs it (CI installs them all in
+//! `scripts/setup.sh`); nothing is skipped silently.
+use std::collections::BTreeSet;
+
+use integration_tests::deploy::{INSTALL_PROMTOOL, JOB, deploy, run, text, yaml_doc};
+use serde_json::Value;
+
+#[test]
+fn alert_rules_pass_promtool_check_and_test() {
+    let rules = deploy("prometheus/enforcer-rules.yml");
+    let tests = deploy("prometheus/enforcer-rules.test.yml");
+    let out = run(
+        "promtool",
+        &["check", "rules", rules.to_str().unwrap()],
+        INSTALL_PROMTOOL,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(
+        "promtool",
+        &["test", "rules", tests.to_str().unwrap()],
+        INSTALL_PROMTOOL,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("SUCCESS"), "{}", text(&out));
+
+    // Every alert is tested both firing and not firing.
+    let rules = yaml_doc(&rules);
+    let alerts: BTreeSet<String> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .filter_map(|r| r["alert"].as_str().map(str::to_owned))
+        .collect();
+    let tests = yaml_doc(&tests);
+    let cases: Vec<&Value> = tests["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().unwrap())
+        .collect();
+    for alert in &alerts {
+        let of = |firing: bool| {
+            cases.iter().any(|c| {
+                c["alertname"] == alert.as_str()
+                    && c["exp_alerts"]
+                        .as_array()
+                        .is_some_and(|a| a.is_empty() != firing)
+            })
+        };
+        assert!(of(true), "{alert}: no test case where it fires");
+        assert!(of(false), "{alert}: no test case where it stays silent");
+    }
+    for required in [
+        "enforcer_denials_total",
+        "enforcer_lost_events_total",
+        "up{job=\"alertmanager-egress-enforcer\"}",
+        "enforcer_target_attached",
+        "enforcer_fqdn_resolution_failures_total",
+        "enforcer_policy_last_reload_success",
+    ] {
+        assert!(
+            rules.to_string().contains(&required.replace('"', "\\\"")),
+            "no alert rule uses {required}"
+        );
+    }
+    assert!(rules.to_string().contains(JOB));
+}
