@@ -3,18 +3,15 @@
 //!
 //! `main.rs` only parses flags and dispatches; everything else lives here.
 
+pub mod agent;
 pub mod amconfig;
-pub mod auto;
 pub mod cgroup;
 pub mod compile;
-pub mod ebpf;
 pub mod events;
 pub mod fqdn;
+pub mod kernel;
 pub mod logging;
 pub mod metrics;
-pub mod pin;
 pub mod policy;
 pub mod reference;
-pub mod run;
-pub mod targets;
 mod yaml;

@@ -2,7 +2,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use enforcer::{amconfig, compile, policy, run};
+use enforcer::{agent, amconfig, compile, policy};
 
 /// eBPF egress enforcer for Prometheus Alertmanager.
 ///
@@ -46,7 +46,7 @@ enum Command {
         #[arg(long)]
         pin: bool,
         /// bpffs directory for --pin (bpffs is mounted at /sys/fs/bpf when missing).
-        #[arg(long, value_name = "DIR", default_value = enforcer::pin::DEFAULT_ROOT)]
+        #[arg(long, value_name = "DIR", default_value = enforcer::kernel::pin::DEFAULT_ROOT)]
         bpffs_dir: PathBuf,
         /// Address of the metrics endpoint (/metrics, /healthz, /readyz); `none` disables it.
         #[arg(long, value_name = "ADDR", default_value = enforcer::metrics::DEFAULT_ADDRESS)]
@@ -59,7 +59,7 @@ enum Command {
     /// programs and maps.
     Detach {
         /// bpffs directory the agent pinned into.
-        #[arg(long, value_name = "DIR", default_value = enforcer::pin::DEFAULT_ROOT)]
+        #[arg(long, value_name = "DIR", default_value = enforcer::kernel::pin::DEFAULT_ROOT)]
         bpffs_dir: PathBuf,
     },
     /// Validate a policy and print its rules and the compiled kernel entries; with
@@ -144,12 +144,12 @@ fn main() -> ExitCode {
                     Err(e) => return fail(&anyhow::anyhow!("--metrics-address {a:?}: {e}")),
                 },
             };
-            let opts = run::RunOptions {
+            let opts = agent::RunOptions {
                 policy,
                 cgroups: cgroup,
                 scope,
                 drain_interval: Duration::from_millis(drain_interval_ms),
-                pins: pin.then(|| enforcer::pin::Pins::new(bpffs_dir)),
+                pins: pin.then(|| enforcer::kernel::pin::Pins::new(bpffs_dir)),
                 metrics,
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -159,7 +159,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&anyhow::Error::new(e).context("starting the runtime")),
             };
-            match rt.block_on(run::run(opts)) {
+            match rt.block_on(agent::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %format_chain(&anyhow::Error::new(e)), "enforcer run failed");
@@ -175,7 +175,7 @@ fn main() -> ExitCode {
             format,
         } => {
             let options = amconfig::CheckOptions { resolve, strict };
-            let report = run::load_policy(policy.as_deref())
+            let report = agent::load_policy(policy.as_deref())
                 .map_err(anyhow::Error::new)
                 .and_then(|p| compile::compile(&p).map(|_| p).map_err(anyhow::Error::new))
                 .and_then(|p| {
@@ -207,7 +207,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&anyhow::Error::new(e)),
         },
         Command::Check { policy, .. } => {
-            let checked = run::load_policy(policy.as_deref())
+            let checked = agent::load_policy(policy.as_deref())
                 .map_err(anyhow::Error::new)
                 .and_then(|p| {
                     compile::compile(&p)
@@ -223,7 +223,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Detach { bpffs_dir } => {
-            match enforcer::pin::remove_all(&enforcer::pin::Pins::new(&bpffs_dir)) {
+            match enforcer::kernel::pin::remove_all(&enforcer::kernel::pin::Pins::new(&bpffs_dir)) {
                 Ok(links) => {
                     println!(
                         "removed {links} link(s) and every pin under {}",

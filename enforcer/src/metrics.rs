@@ -14,7 +14,7 @@ use prometheus_client::{
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::ebpf::Counters;
+use crate::kernel::Counters;
 
 /// Default listen address of the metrics endpoint.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9895";

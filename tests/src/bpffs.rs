@@ -55,7 +55,8 @@ impl Default for PinDir {
 impl Drop for PinDir {
     fn drop(&mut self) {
         if self.path.exists()
-            && let Err(e) = enforcer::pin::remove_all(&enforcer::pin::Pins::new(&self.path))
+            && let Err(e) =
+                enforcer::kernel::pin::remove_all(&enforcer::kernel::pin::Pins::new(&self.path))
         {
             eprintln!("warning: removing pins under {}: {e}", self.path.display());
         }

@@ -14,7 +14,7 @@ pub fn privileged() -> bool {
 /// caller skips when not.
 pub fn fqdn_learning_supported() -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    match enforcer::ebpf::Enforcer::load() {
+    match enforcer::kernel::Kernel::load() {
         Ok(e) if e.fqdn_learning() => true,
         Ok(_) => {
             eprintln!(

@@ -10,10 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enforcer::{
     cgroup::Cgroup,
-    compile,
-    ebpf::Enforcer,
-    events,
-    fqdn::kernel::FqdnMaps,
+    compile, events,
+    kernel::Kernel,
+    kernel::fqdn::FqdnMaps,
     policy,
     reference::{self, Decision, FqdnFacts},
 };
@@ -178,7 +177,7 @@ fn kernel_verdict_equals_reference_evaluator() {
     let mut rng = StdRng::seed_from_u64(seed);
 
     let cg = TestCgroup::new().unwrap();
-    let mut enforcer = Enforcer::load().unwrap();
+    let mut enforcer = Kernel::load().unwrap();
     let mut ring = enforcer.take_events().unwrap();
     let mut fqdn_maps = FqdnMaps::take(enforcer.object_mut()).unwrap();
     let mut facts = FqdnFacts::default();

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use enforcer::{cgroup::Cgroup, compile, ebpf::Enforcer, policy};
+use enforcer::{cgroup::Cgroup, compile, kernel::Kernel, policy};
 use integration_tests::{
     Agent, ENETUNREACH, EPERM, Outcome, PinDir, Probe, TempDir, TestCgroup, attached_programs,
     http_get, privileged, probe_bin,
@@ -164,7 +164,7 @@ fn one_thousand_reloads_never_open_a_gap() {
     .unwrap();
     let (ca, cb) = (compile::compile(&a).unwrap(), compile::compile(&b).unwrap());
     let cg = TestCgroup::new().unwrap();
-    let mut enforcer = Enforcer::load().unwrap();
+    let mut enforcer = Kernel::load().unwrap();
     enforcer.install(&ca, 1).unwrap();
     enforcer.attach(&Cgroup::open(&cg.path).unwrap()).unwrap();
     let probe = Probe::spawn(&cg).unwrap();

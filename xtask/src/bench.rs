@@ -26,7 +26,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{CgroupAttachMode, CgroupSockAddr},
 };
-use enforcer::{cgroup::Cgroup, ebpf::Enforcer};
+use enforcer::{cgroup::Cgroup, kernel::Kernel};
 use enforcer_common::hook;
 
 use self::{
@@ -99,7 +99,7 @@ struct Case<'a> {
     dsts: &'a [Ipv4Addr],
     expect_errno: i32,
     /// The enforcer whose counters must show the calls, and (deny path) its event ring.
-    enforcer: Option<&'a Enforcer>,
+    enforcer: Option<&'a Kernel>,
     deny: bool,
 }
 
@@ -122,7 +122,7 @@ fn bench(args: &Args) -> anyhow::Result<String> {
             && args.rounds > 0,
         "counts must be positive"
     );
-    if enforcer::ebpf::FLOOR_OBJECT.is_empty() {
+    if enforcer::kernel::FLOOR_OBJECT.is_empty() {
         bail!("built with AYA_BUILD_SKIP=1: no kernel programs to measure");
     }
     sys::catch_signals();
@@ -143,7 +143,7 @@ fn bench(args: &Args) -> anyhow::Result<String> {
 
     eprintln!("bench: loading and attaching the floor and two enforcers");
     let mut floor = aya::EbpfLoader::new()
-        .load(enforcer::ebpf::FLOOR_OBJECT)
+        .load(enforcer::kernel::FLOOR_OBJECT)
         .context("loading the floor object")?;
     {
         let prog: &mut CgroupSockAddr = floor
@@ -260,8 +260,8 @@ fn bench(args: &Args) -> anyhow::Result<String> {
 }
 
 /// Loads an enforcer, installs `p`, attaches it to `cg` and takes its event ring.
-fn enforcer_on(p: &BenchPolicy, cg: &Cgroup) -> anyhow::Result<(Enforcer, RingBuf<MapData>)> {
-    let mut e = Enforcer::load()?;
+fn enforcer_on(p: &BenchPolicy, cg: &Cgroup) -> anyhow::Result<(Kernel, RingBuf<MapData>)> {
+    let mut e = Kernel::load()?;
     e.install(&p.compiled, 1)?;
     e.attach(cg)?;
     let ring = e.take_events()?;
@@ -276,7 +276,7 @@ fn measure(
     calls: u64,
 ) -> anyhow::Result<(f64, u64)> {
     let stats_before = RunStats::of(case.prog_id)?;
-    let counters_before = case.enforcer.map(Enforcer::counters).transpose()?;
+    let counters_before = case.enforcer.map(Kernel::counters).transpose()?;
     let (out, drained) = match ring {
         None => (udp_workload(case, calls)?, 0),
         Some(ring) => {

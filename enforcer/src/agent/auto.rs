@@ -28,12 +28,12 @@ use enforcer_common::proto;
 use ipnet::IpNet;
 
 use crate::{
-    ebpf::comm_key,
+    agent::targets::{TargetSet, exe_name},
+    kernel::comm_key,
     policy::{
         AlertmanagerSettings, AutoKind, Location, Policy, PortRange, Rule, RuleAction, RuleSource,
         normalize_net,
     },
-    targets::{TargetSet, exe_name},
 };
 
 /// Executable names of Alertmanager (upstream and Debian's package).

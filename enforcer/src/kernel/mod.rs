@@ -17,11 +17,12 @@ use enforcer_common::{
     counter, hook, map_names, prog_names,
 };
 
-use crate::{
-    cgroup::Cgroup,
-    compile::Compiled,
-    pin::{self, LinkPins, Pins},
-};
+use crate::{cgroup::Cgroup, compile::Compiled};
+
+pub mod fqdn;
+pub mod pin;
+
+use pin::{LinkPins, Pins};
 
 /// The kernel object built by build.rs (aya-build) from `enforcer-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
@@ -38,7 +39,7 @@ const PROGRAMS: [&str; 4] = [
 ];
 
 #[derive(Debug, thiserror::Error)]
-pub enum EbpfError {
+pub enum KernelError {
     #[error("this agent was built with AYA_BUILD_SKIP=1 and carries no kernel programs")]
     NoObject,
     #[error("loading the eBPF object")]
@@ -84,8 +85,8 @@ pub enum EbpfError {
     },
 }
 
-pub(crate) fn map_err(name: &'static str) -> impl Fn(MapError) -> EbpfError {
-    move |source| EbpfError::Map { name, source }
+pub(crate) fn map_err(name: &'static str) -> impl Fn(MapError) -> KernelError {
+    move |source| KernelError::Map { name, source }
 }
 
 /// Makes the hash map `name` hold exactly `wanted`: every wanted entry is written before any
@@ -94,7 +95,7 @@ pub(crate) fn set_entries<K: aya::Pod + PartialEq, V: aya::Pod>(
     map: &mut AyaHashMap<&mut MapData, K, V>,
     name: &'static str,
     wanted: &[(K, V)],
-) -> Result<(), EbpfError> {
+) -> Result<(), KernelError> {
     for (key, value) in wanted {
         map.insert(key, value, 0).map_err(map_err(name))?;
     }
@@ -119,7 +120,7 @@ pub struct Counters {
 }
 
 /// The loaded programs and their maps.
-pub struct Enforcer {
+pub struct Kernel {
     ebpf: Ebpf,
     /// Rule set the programs read now.
     active: u32,
@@ -131,27 +132,27 @@ pub struct Enforcer {
     adopted: bool,
     /// Unpinned links per target cgroup id (only without pinning).
     links: HashMap<u64, Vec<(&'static str, CgroupSockAddrLinkId)>>,
-    /// Scope mode (see [`Config::scoped`]), written with the next [`Enforcer::install`].
+    /// Scope mode (see [`Config::scoped`]), written with the next [`Kernel::install`].
     scoped: bool,
     /// Unpinned links of the DNS-learning program per target cgroup id (only without pinning).
     fqdn_links: HashMap<u64, aya::programs::cgroup_skb::CgroupSkbLinkId>,
-    /// Whether the DNS-learning program loaded (see [`Enforcer::fqdn_learning`]).
+    /// Whether the DNS-learning program loaded (see [`Kernel::fqdn_learning`]).
     fqdn_learning: bool,
 }
 
-impl Enforcer {
+impl Kernel {
     /// Loads the programs into the kernel (verifier included), without pinning; nothing is
     /// attached yet.
-    pub fn load() -> Result<Self, EbpfError> {
+    pub fn load() -> Result<Self, KernelError> {
         Self::load_with(None)
     }
 
-    /// Like [`Enforcer::load`]. With `pins`, every map is pinned under it — or, when an earlier agent left pins there,
+    /// Like [`Kernel::load`]. With `pins`, every map is pinned under it — or, when an earlier agent left pins there,
     /// adopted as it is (rules, active set, counters, queued events), so a restarted agent
     /// continues exactly where the last one stopped.
-    pub fn load_with(pins: Option<Pins>) -> Result<Self, EbpfError> {
+    pub fn load_with(pins: Option<Pins>) -> Result<Self, KernelError> {
         if OBJECT.is_empty() {
-            return Err(EbpfError::NoObject);
+            return Err(KernelError::NoObject);
         }
         let mut loader = EbpfLoader::new();
         let mut adopted = false;
@@ -165,20 +166,20 @@ impl Enforcer {
                 loader.map_pin_path(name, p.map(name));
             }
         }
-        let mut ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;
+        let mut ebpf = loader.load(OBJECT).map_err(KernelError::Load)?;
         for name in PROGRAMS {
             let prog: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
-                .ok_or(EbpfError::MissingProgram { name })?
+                .ok_or(KernelError::MissingProgram { name })?
                 .try_into()
-                .map_err(|source| EbpfError::Program { name, source })?;
+                .map_err(|source| KernelError::Program { name, source })?;
             prog.load()
-                .map_err(|source| EbpfError::Program { name, source })?;
+                .map_err(|source| KernelError::Program { name, source })?;
             if let Some(p) = &pins {
                 // Program pins are for inspection (bpftool); the links keep programs alive.
                 let path = p.progs_dir().join(name);
                 let _ = std::fs::remove_file(&path);
-                prog.pin(&path).map_err(|source| EbpfError::Pin {
+                prog.pin(&path).map_err(|source| KernelError::Pin {
                     what: "program",
                     path,
                     source,
@@ -189,7 +190,7 @@ impl Enforcer {
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
         // a helper call), the connect programs still enforce, and FQDN rules are served by the
         // agent's own resolution alone.
-        let fqdn_learning = match crate::fqdn::kernel::load(&mut ebpf, pins.as_ref()) {
+        let fqdn_learning = match fqdn::load(&mut ebpf, pins.as_ref()) {
             Ok(()) => true,
             Err(e) => {
                 let mut reason = e.to_string();
@@ -219,30 +220,36 @@ impl Enforcer {
         };
         if adopted {
             let name = map_names::ACTIVE;
-            let active: Array<&MapData, u32> =
-                Array::try_from(this.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?)
-                    .map_err(map_err(name))?;
+            let active: Array<&MapData, u32> = Array::try_from(
+                this.ebpf
+                    .map(name)
+                    .ok_or(KernelError::MissingMap { name })?,
+            )
+            .map_err(map_err(name))?;
             this.active = active.get(&0, 0).map_err(map_err(name))? % ACTIVE_SETS;
             this.installed = true;
         }
         Ok(this)
     }
 
-    /// Scope mode: the programs decide only calls of target tasks (see [`Enforcer::set_targets`]).
-    /// Takes effect with the next [`Enforcer::install`].
+    /// Scope mode: the programs decide only calls of target tasks (see [`Kernel::set_targets`]).
+    /// Takes effect with the next [`Kernel::install`].
     pub fn set_scoped(&mut self, scoped: bool) {
         self.scoped = scoped;
     }
 
     /// The generation of the policy the programs read now (0 before any install).
-    pub fn generation(&self) -> Result<u32, EbpfError> {
+    pub fn generation(&self) -> Result<u32, KernelError> {
         if !self.installed {
             return Ok(0);
         }
         let name = map_names::CONFIG;
-        let config: Array<&MapData, Config> =
-            Array::try_from(self.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?)
-                .map_err(map_err(name))?;
+        let config: Array<&MapData, Config> = Array::try_from(
+            self.ebpf
+                .map(name)
+                .ok_or(KernelError::MissingMap { name })?,
+        )
+        .map_err(map_err(name))?;
         Ok(config
             .get(&self.active, 0)
             .map_err(map_err(name))?
@@ -252,7 +259,7 @@ impl Enforcer {
     /// Sets the scope-mode targets: task comms (names are cut to the kernel's 15 characters)
     /// and cgroup ids. New entries are added before stale ones are removed, so a target that
     /// stays a target is never uncovered.
-    pub fn set_targets(&mut self, comms: &[String], cgroup_ids: &[u64]) -> Result<(), EbpfError> {
+    pub fn set_targets(&mut self, comms: &[String], cgroup_ids: &[u64]) -> Result<(), KernelError> {
         let name = map_names::TARGET_COMMS;
         let mut map: AyaHashMap<&mut MapData, [u8; COMM_LEN], u32> =
             AyaHashMap::try_from(self.map(name)?).map_err(map_err(name))?;
@@ -283,7 +290,7 @@ impl Enforcer {
     ///
     /// Without pinning the links live as long as this value. With pinning they are pinned as
     /// [`LinkPins`] describes: the new set first, then the older pins of the cgroup go.
-    pub fn attach(&mut self, cgroup: &Cgroup) -> Result<(), EbpfError> {
+    pub fn attach(&mut self, cgroup: &Cgroup) -> Result<(), KernelError> {
         let id = cgroup.id();
         let mut link_pins = match &self.pins {
             Some(p) => Some(LinkPins::new(p.target_links(id))?),
@@ -292,22 +299,21 @@ impl Enforcer {
         let mut held = Vec::new();
         // DNS learning first: no connect is decided while answers go unlearned.
         if self.fqdn_learning
-            && let Some(link_id) =
-                crate::fqdn::kernel::attach(&mut self.ebpf, cgroup, link_pins.as_mut())?
+            && let Some(link_id) = fqdn::attach(&mut self.ebpf, cgroup, link_pins.as_mut())?
             && let Some(old) = self.fqdn_links.insert(id, link_id)
         {
-            crate::fqdn::kernel::detach(&mut self.ebpf, old)?;
+            fqdn::detach(&mut self.ebpf, old)?;
         }
         for name in PROGRAMS {
             let prog: &mut CgroupSockAddr = self
                 .ebpf
                 .program_mut(name)
-                .ok_or(EbpfError::MissingProgram { name })?
+                .ok_or(KernelError::MissingProgram { name })?
                 .try_into()
-                .map_err(|source| EbpfError::Program { name, source })?;
+                .map_err(|source| KernelError::Program { name, source })?;
             let link_id = prog
                 .attach(&cgroup.dir, CgroupAttachMode::Single)
-                .map_err(|source| EbpfError::Attach {
+                .map_err(|source| KernelError::Attach {
                     name,
                     cgroup: cgroup.path.display().to_string(),
                     source,
@@ -318,7 +324,7 @@ impl Enforcer {
             };
             let link = prog
                 .take_link(link_id)
-                .map_err(|source| EbpfError::Program { name, source })?;
+                .map_err(|source| KernelError::Program { name, source })?;
             pins.pin(name, cgroup, link)?;
         }
         match link_pins {
@@ -329,7 +335,7 @@ impl Enforcer {
     }
 
     /// Detaches the programs from the cgroup with inode `cgroup_id` (and removes its pins).
-    pub fn detach(&mut self, cgroup_id: u64) -> Result<(), EbpfError> {
+    pub fn detach(&mut self, cgroup_id: u64) -> Result<(), KernelError> {
         if let Some(p) = &self.pins {
             let dir = p.target_links(cgroup_id);
             if dir.exists() {
@@ -341,17 +347,17 @@ impl Enforcer {
             }
         }
         if let Some(link_id) = self.fqdn_links.remove(&cgroup_id) {
-            crate::fqdn::kernel::detach(&mut self.ebpf, link_id)?;
+            fqdn::detach(&mut self.ebpf, link_id)?;
         }
         for (name, link_id) in self.links.remove(&cgroup_id).unwrap_or_default() {
             let prog: &mut CgroupSockAddr = self
                 .ebpf
                 .program_mut(name)
-                .ok_or(EbpfError::MissingProgram { name })?
+                .ok_or(KernelError::MissingProgram { name })?
                 .try_into()
-                .map_err(|source| EbpfError::Program { name, source })?;
+                .map_err(|source| KernelError::Program { name, source })?;
             prog.detach(link_id)
-                .map_err(|source| EbpfError::Program { name, source })?;
+                .map_err(|source| KernelError::Program { name, source })?;
         }
         Ok(())
     }
@@ -359,7 +365,7 @@ impl Enforcer {
     /// Installs `compiled` without a moment where programs see a partial policy: the rule set
     /// the programs do not read is cleared and filled, then `ACTIVE` is flipped to it.
     /// (The first install fills set 0 before anything is attached.)
-    pub fn install(&mut self, compiled: &Compiled, generation: u32) -> Result<(), EbpfError> {
+    pub fn install(&mut self, compiled: &Compiled, generation: u32) -> Result<(), KernelError> {
         let target = if self.installed {
             (self.active + 1) % ACTIVE_SETS
         } else {
@@ -409,7 +415,7 @@ impl Enforcer {
             };
             config.set(target, value, 0).map_err(map_err(name))?;
         }
-        crate::fqdn::kernel::install(&mut self.ebpf, &compiled.fqdn, target)?;
+        fqdn::install(&mut self.ebpf, &compiled.fqdn, target)?;
         {
             let name = map_names::ACTIVE;
             let mut active: Array<&mut MapData, u32> =
@@ -426,12 +432,15 @@ impl Enforcer {
     }
 
     /// Sums the per-CPU counters.
-    pub fn counters(&self) -> Result<Counters, EbpfError> {
+    pub fn counters(&self) -> Result<Counters, KernelError> {
         let name = map_names::COUNTERS;
-        let map = self.ebpf.map(name).ok_or(EbpfError::MissingMap { name })?;
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(KernelError::MissingMap { name })?;
         let counters: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).map_err(map_err(name))?;
-        let total = |i: u32| -> Result<u64, EbpfError> {
+        let total = |i: u32| -> Result<u64, KernelError> {
             Ok(counters.get(&i, 0).map_err(map_err(name))?.iter().sum())
         };
         let mut out = Counters::default();
@@ -446,12 +455,12 @@ impl Enforcer {
     }
 
     /// Takes the event ring buffer out of the object (once).
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, EbpfError> {
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
         let name = map_names::EVENTS;
         let map = self
             .ebpf
             .take_map(name)
-            .ok_or(EbpfError::MissingMap { name })?;
+            .ok_or(KernelError::MissingMap { name })?;
         RingBuf::try_from(map).map_err(map_err(name))
     }
 
@@ -460,10 +469,10 @@ impl Enforcer {
         &mut self.ebpf
     }
 
-    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, EbpfError> {
+    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, KernelError> {
         self.ebpf
             .map_mut(name)
-            .ok_or(EbpfError::MissingMap { name })
+            .ok_or(KernelError::MissingMap { name })
     }
 }
 

@@ -14,16 +14,19 @@ use tokio::{
 };
 
 use crate::{
-    auto,
     cgroup::{Cgroup, CgroupError, cgroup2_mount},
     compile::{self, CompileError, Compiled},
-    ebpf::{self, EbpfError, Enforcer},
     events::{self, DenyView, RuleBook},
+    kernel::{self, Kernel, KernelError, pin::Pins},
     metrics::{self, Metrics, ResultLabels, TargetLabels},
-    pin::Pins,
     policy::{self, Policy, PolicyError, Rule},
-    targets::{self, TargetSet},
 };
+
+pub mod auto;
+pub mod fqdn;
+pub mod targets;
+
+use targets::TargetSet;
 
 /// Validated options of `enforcer run`.
 #[derive(Debug, Clone)]
@@ -54,9 +57,9 @@ pub enum RunError {
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
-    Ebpf(#[from] EbpfError),
+    Ebpf(#[from] KernelError),
     #[error(transparent)]
-    Fqdn(#[from] crate::fqdn::FqdnError),
+    Fqdn(#[from] fqdn::FqdnError),
     #[error("no target: give --cgroup PATH or a `targets:` list in the policy")]
     NoTarget,
     #[error("setting up {what}")]
@@ -86,7 +89,7 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
 /// The running agent's state.
 struct Agent {
     opts: RunOptions,
-    enforcer: Enforcer,
+    enforcer: Kernel,
     /// The policy file's policy (or the embedded default), as validated.
     base: Arc<Policy>,
     /// The installed policy: `base` and the automatic rules of [`Agent::auto`].
@@ -106,7 +109,7 @@ struct Agent {
     stamp: Option<(SystemTime, u64, u64)>,
     lost_reported: u64,
     /// The FQDN allowlist's agent (its own resolution, learned-address bookkeeping).
-    fqdn: Option<crate::fqdn::FqdnAgent>,
+    fqdn: Option<fqdn::FqdnAgent>,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
@@ -131,7 +134,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         tracing::info!("--cgroup given: the policy's targets are not used");
     }
 
-    let mut enforcer = Enforcer::load_with(opts.pins.clone())?;
+    let mut enforcer = Kernel::load_with(opts.pins.clone())?;
     enforcer.set_scoped(scoped);
     let generation = enforcer.generation()?.wrapping_add(1).max(1);
     let mut agent = Agent {
@@ -158,7 +161,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     let compiled = agent.install(&policy)?;
     // Takes the FQDN maps and resolves the allowlisted names once, before attaching.
-    let fqdn = crate::fqdn::FqdnAgent::start(
+    let fqdn = fqdn::FqdnAgent::start(
         &mut agent.enforcer,
         agent.policy.clone(),
         Some(metrics.clone()),
@@ -570,7 +573,7 @@ impl Agent {
                 .targets
                 .comms
                 .iter()
-                .find(|c| ebpf::comm_text(&ebpf::comm_key(c)) == comm)
+                .find(|c| kernel::comm_text(&kernel::comm_key(c)) == comm)
             {
                 return format!("process:{c}");
             }

@@ -15,7 +15,8 @@ use std::{
 use aya::programs::links::{FdLink, LinkError};
 use enforcer_common::PIN_LAYOUT_VERSION;
 
-use crate::{cgroup::Cgroup, ebpf::EbpfError};
+use super::KernelError;
+use crate::cgroup::Cgroup;
 
 /// Default bpffs directory of the agent.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/enforcer";
@@ -132,17 +133,17 @@ impl LinkPins {
         program: &'static str,
         cgroup: &Cgroup,
         link: L,
-    ) -> Result<(), EbpfError>
+    ) -> Result<(), KernelError>
     where
         FdLink: TryFrom<L, Error = LinkError>,
     {
-        let fd_link = FdLink::try_from(link).map_err(|source| EbpfError::Link {
+        let fd_link = FdLink::try_from(link).map_err(|source| KernelError::Link {
             name: program,
             cgroup: cgroup.path.display().to_string(),
             source,
         })?;
         let path = self.dir.join(format!("{program}-{}", self.seq));
-        fd_link.pin(&path).map_err(|source| EbpfError::Pin {
+        fd_link.pin(&path).map_err(|source| KernelError::Pin {
             what: "link",
             path: path.clone(),
             source,

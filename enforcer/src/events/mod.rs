@@ -62,7 +62,7 @@ pub fn decode(bytes: &[u8]) -> Result<DenyEvent, DecodeError> {
 pub struct RuleBook {
     by_generation: BTreeMap<u32, Arc<Policy>>,
     /// Recently answered names of addresses (while the FQDN agent runs).
-    fqdn: Option<Arc<crate::fqdn::FqdnShared>>,
+    fqdn: Option<Arc<crate::agent::fqdn::FqdnShared>>,
 }
 
 impl RuleBook {
@@ -76,7 +76,7 @@ impl RuleBook {
     }
 
     /// Lets deny events name the FQDN their address was recently answered for.
-    pub fn set_fqdn(&mut self, shared: Arc<crate::fqdn::FqdnShared>) {
+    pub fn set_fqdn(&mut self, shared: Arc<crate::agent::fqdn::FqdnShared>) {
         self.fqdn = Some(shared);
     }
 
@@ -158,7 +158,7 @@ impl DenyView {
             tid: ev.tid,
             uid: ev.uid,
             gid: ev.gid,
-            comm: crate::ebpf::comm_text(&ev.comm),
+            comm: crate::kernel::comm_text(&ev.comm),
             cgroup_id: ev.header.cgroup_id,
             hook: hook::name(ev.hook).unwrap_or("unknown"),
             family: if dst_ip.is_ipv4() { "ipv4" } else { "ipv6" },

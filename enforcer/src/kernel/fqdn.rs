@@ -11,36 +11,36 @@ use enforcer_common::{
     fqdn::{FqdnEntry, FqdnSettings, NameKey, PROG_DNS_INGRESS, PortKey, counter, map_names},
 };
 
-use super::FqdnTables;
-use crate::{
-    cgroup::Cgroup,
-    ebpf::{EbpfError, map_err, set_entries},
+use super::{
+    KernelError, map_err,
     pin::{LinkPins, Pins},
+    set_entries,
 };
+use crate::{cgroup::Cgroup, fqdn::FqdnTables};
 
-fn program(ebpf: &mut Ebpf) -> Result<&mut CgroupSkb, EbpfError> {
+fn program(ebpf: &mut Ebpf) -> Result<&mut CgroupSkb, KernelError> {
     let name = PROG_DNS_INGRESS;
     ebpf.program_mut(name)
-        .ok_or(EbpfError::MissingProgram { name })?
+        .ok_or(KernelError::MissingProgram { name })?
         .try_into()
-        .map_err(|source| EbpfError::Program { name, source })
+        .map_err(|source| KernelError::Program { name, source })
 }
 
-fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, EbpfError> {
-    ebpf.map_mut(name).ok_or(EbpfError::MissingMap { name })
+fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, KernelError> {
+    ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })
 }
 
 /// Loads the DNS-learning program (verifier included); with pinning, pins it for inspection
 /// like the connect programs (its links keep it alive).
-pub fn load(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<(), EbpfError> {
+pub fn load(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<(), KernelError> {
     let name = PROG_DNS_INGRESS;
     let prog = program(ebpf)?;
     prog.load()
-        .map_err(|source| EbpfError::Program { name, source })?;
+        .map_err(|source| KernelError::Program { name, source })?;
     if let Some(p) = pins {
         let path = p.progs_dir().join(name);
         let _ = std::fs::remove_file(&path);
-        prog.pin(&path).map_err(|source| EbpfError::Pin {
+        prog.pin(&path).map_err(|source| KernelError::Pin {
             what: "program",
             path,
             source,
@@ -58,7 +58,7 @@ pub fn attach(
     ebpf: &mut Ebpf,
     cgroup: &Cgroup,
     link_pins: Option<&mut LinkPins>,
-) -> Result<Option<CgroupSkbLinkId>, EbpfError> {
+) -> Result<Option<CgroupSkbLinkId>, KernelError> {
     let name = PROG_DNS_INGRESS;
     let prog = program(ebpf)?;
     let link_id = prog
@@ -67,7 +67,7 @@ pub fn attach(
             CgroupSkbAttachType::Ingress,
             CgroupAttachMode::Single,
         )
-        .map_err(|source| EbpfError::Attach {
+        .map_err(|source| KernelError::Attach {
             name,
             cgroup: cgroup.path.display().to_string(),
             source,
@@ -77,23 +77,23 @@ pub fn attach(
     };
     let link = prog
         .take_link(link_id)
-        .map_err(|source| EbpfError::Program { name, source })?;
+        .map_err(|source| KernelError::Program { name, source })?;
     pins.pin(name, cgroup, link)?;
     Ok(None)
 }
 
 /// Detaches a link [`attach`] held.
-pub fn detach(ebpf: &mut Ebpf, link_id: CgroupSkbLinkId) -> Result<(), EbpfError> {
+pub fn detach(ebpf: &mut Ebpf, link_id: CgroupSkbLinkId) -> Result<(), KernelError> {
     let name = PROG_DNS_INGRESS;
     program(ebpf)?
         .detach(link_id)
-        .map_err(|source| EbpfError::Program { name, source })
+        .map_err(|source| KernelError::Program { name, source })
 }
 
 /// Writes the port tables of rule set `set` (read by the verdict only after `ACTIVE` flips to
 /// it), then the allowlisted names and the learning settings. Names are added before stale ones
 /// are removed, so a name in both policies is never missing.
-pub fn install(ebpf: &mut Ebpf, tables: &FqdnTables, set: u32) -> Result<(), EbpfError> {
+pub fn install(ebpf: &mut Ebpf, tables: &FqdnTables, set: u32) -> Result<(), KernelError> {
     let set = set % ACTIVE_SETS;
     {
         let name = map_names::ANY_PORT;
@@ -156,22 +156,28 @@ pub struct FqdnMaps {
 }
 
 impl FqdnMaps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, EbpfError> {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, KernelError> {
         fn take_hash<const N: usize>(
             ebpf: &mut Ebpf,
             name: &'static str,
-        ) -> Result<HashMap<MapData, [u8; N], FqdnEntry>, EbpfError> {
-            let m = ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })?;
+        ) -> Result<HashMap<MapData, [u8; N], FqdnEntry>, KernelError> {
+            let m = ebpf
+                .take_map(name)
+                .ok_or(KernelError::MissingMap { name })?;
             HashMap::try_from(m).map_err(map_err(name))
         }
         let counters = {
             let name = map_names::COUNTERS;
-            let m = ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })?;
+            let m = ebpf
+                .take_map(name)
+                .ok_or(KernelError::MissingMap { name })?;
             PerCpuArray::try_from(m).map_err(map_err(name))?
         };
         let events = {
             let name = map_names::EVENTS;
-            let m = ebpf.take_map(name).ok_or(EbpfError::MissingMap { name })?;
+            let m = ebpf
+                .take_map(name)
+                .ok_or(KernelError::MissingMap { name })?;
             RingBuf::try_from(m).map_err(map_err(name))?
         };
         Ok(Self {

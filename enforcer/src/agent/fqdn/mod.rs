@@ -1,5 +1,10 @@
 //! The agent side of the FQDN allowlist: its own resolution of every exact allowlisted name,
 //! the bookkeeping of what the kernel learned, and the bounds on both.
+//!
+//! Addresses reach the verdict two ways, in two maps with one writer each: the kernel learns
+//! the answers the protected process receives (before the process can read them, so there is
+//! no race), and the agent resolves every exact name itself (so a name the process has not
+//! looked up yet, or looks up over a path the kernel cannot parse, still works).
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -18,12 +23,16 @@ use hickory_resolver::{
 };
 use tokio::{sync::oneshot, task::JoinSet};
 
-use super::{kernel::FqdnMaps, ktime_now_ns, names::key_name, recent::RecentNames};
 use crate::{
-    ebpf::{EbpfError, Enforcer},
+    fqdn::names::key_name,
+    kernel::{Kernel, KernelError, fqdn::FqdnMaps},
     metrics::{Metrics, NameLabels},
     policy::{DnsSettings, Policy, RuleAction, normalize_addr},
 };
+
+pub mod recent;
+
+use recent::RecentNames;
 
 /// Addresses remembered for naming denied calls.
 const RECENT_CAPACITY: usize = 8192;
@@ -48,7 +57,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum FqdnError {
     #[error(transparent)]
-    Ebpf(#[from] EbpfError),
+    Ebpf(#[from] KernelError),
     #[error("reading the system resolver configuration (set `dns: servers:` in the policy)")]
     ResolverConfig(#[source] hickory_resolver::ResolveError),
 }
@@ -100,7 +109,7 @@ impl FqdnAgent {
     /// Takes the FQDN maps out of `enforcer`, resolves every exact name once (waiting at most a
     /// few seconds) and starts the background task. Call it before attaching.
     pub async fn start(
-        enforcer: &mut Enforcer,
+        enforcer: &mut Kernel,
         policy: Arc<Policy>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, FqdnError> {
@@ -870,6 +879,17 @@ async fn resolve(resolver: TokioResolver, slot: usize, name: String) -> (usize, 
         Err(e) => Err(e.to_string()),
     };
     (slot, answer)
+}
+
+/// `bpf_ktime_get_ns()` as userspace reads it (CLOCK_MONOTONIC), in nanoseconds.
+pub fn ktime_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Counters of the learning program by name, for the final summary.
