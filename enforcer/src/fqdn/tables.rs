@@ -38,12 +38,6 @@ impl FqdnTables {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FqdnCompileError {
-    #[error("{location}: {count} fqdn rules; at most {max} are supported")]
-    TooManyRules {
-        location: Location,
-        count: usize,
-        max: u32,
-    },
     #[error("{location}: fqdn {name} does not fit a DNS name")]
     Name { location: Location, name: String },
 }
@@ -53,14 +47,10 @@ pub fn rule_id(policy: &Policy, slot: usize) -> u32 {
     (policy.rules.len() + slot) as u32
 }
 
+/// The FQDN tables of `policy`, whose rule count [`crate::compile::Capacity::check`] has
+/// checked against [`MAX_RULES`] (one bit per rule).
 pub fn compile(policy: &Policy) -> Result<FqdnTables, FqdnCompileError> {
-    if policy.fqdns.len() > MAX_RULES as usize {
-        return Err(FqdnCompileError::TooManyRules {
-            location: policy.fqdns[MAX_RULES as usize].location.clone(),
-            count: policy.fqdns.len(),
-            max: MAX_RULES,
-        });
-    }
+    debug_assert!(policy.fqdns.len() <= MAX_RULES as usize);
     let mut tables = FqdnTables {
         settings: FqdnSettings {
             grace_ns: policy.dns.grace_period.as_nanos() as u64,

@@ -13,8 +13,8 @@ use aya::{
     },
 };
 use enforcer_common::{
-    ACTIVE_SETS, COMM_LEN, Config, LpmValue, V4_FILTER_WORDS, V4_KEY_LEN, V4Filter, V6_KEY_LEN,
-    counter, hook, map_names, prog_names,
+    ACTIVE_SETS, COMM_LEN, Config, LpmValue, V4_KEY_LEN, V4Filter, V6_KEY_LEN, counter, hook,
+    map_names, prog_names,
 };
 
 use crate::{cgroup::Cgroup, compile::Compiled};
@@ -397,10 +397,8 @@ impl Kernel {
             let name = map_names::V4_FILTER;
             let mut filter: Array<&mut MapData, V4Filter> =
                 Array::try_from(self.map(name)?).map_err(map_err(name))?;
-            // Boxed: 2 MiB must not pass through the stack.
-            let words = v4_filter(compiled);
             filter
-                .set(target, words.as_ref(), 0)
+                .set(target, compiled.v4_filter.words(), 0)
                 .map_err(map_err(name))?;
         }
         {
@@ -490,31 +488,6 @@ fn wait_for_readers() {
     if r != 0 || cpus <= 1 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-}
-
-/// The IPv4 prefilter of `compiled`: every /24 block that any IPv4 entry touches.
-pub fn v4_filter(compiled: &Compiled) -> Box<V4Filter> {
-    let mut words: Box<V4Filter> = vec![0u64; V4_FILTER_WORDS]
-        .into_boxed_slice()
-        .try_into()
-        .expect("V4_FILTER_WORDS words");
-    for (net, _) in &compiled.v4 {
-        let first = u32::from(net.network()) >> 8;
-        let blocks = 1u64 << 24u8.saturating_sub(net.prefix_len());
-        let (mut block, end) = (u64::from(first), u64::from(first) + blocks);
-        while block < end {
-            // Whole words at a time where the range allows (a /8 covers 65,536 blocks).
-            let (w, b) = ((block >> 6) as usize, block & 63);
-            if b == 0 && end - block >= 64 {
-                words[w] = u64::MAX;
-                block += 64;
-            } else {
-                words[w] |= 1 << b;
-                block += 1;
-            }
-        }
-    }
-    words
 }
 
 /// The kernel's comm of a process whose executable is `name`: the first 15 bytes, NUL padded.

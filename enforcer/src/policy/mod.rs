@@ -498,8 +498,6 @@ pub enum Problem {
         /// Such as `1..=65536`.
         range: String,
     },
-    #[error("{count} fqdn rules; at most {max} are supported")]
-    TooManyFqdns { count: usize, max: u32 },
 }
 
 /// Parses and validates a policy; `source_name` is what locations in errors and rules name.

@@ -10,8 +10,6 @@ use crate::yaml::{self, Kind, Node};
 mod alertmanager;
 mod dns;
 
-use enforcer_common::fqdn::MAX_RULES as MAX_FQDN_RULES;
-
 use super::{
     DefaultVerdict, DnsSettings, FqdnRule, Location, Mode, Policy, PolicyError, PortRange, Problem,
     Rule, RuleAction, RuleSource, Target, merge_port_ranges, normalize_net, presets,
@@ -125,13 +123,6 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             "allow" => {
                 for entry in cx.entries(value, "allow")? {
                     cx.rule_entry(entry, RuleAction::Allow, &mut policy)?;
-                    if policy.fqdns.len() > MAX_FQDN_RULES as usize {
-                        let problem = Problem::TooManyFqdns {
-                            count: policy.fqdns.len(),
-                            max: MAX_FQDN_RULES,
-                        };
-                        return Err(cx.err(entry, problem));
-                    }
                 }
             }
             "alertmanager" => policy.alertmanager = cx.alertmanager(value)?,

@@ -1,0 +1,194 @@
+//! Policy → LPM map entries.
+//!
+//! The kernel does one longest-prefix lookup per call and walks that entry's clauses in order,
+//! so the entry of every distinct rule prefix `P` carries the clauses of every rule whose CIDR
+//! contains `P` (rule CIDRs that contain one address are always nested):
+//!
+//! - every ALLOW clause first, by rule id (the first matching allow rule decides);
+//! - then BLOCK clauses from the most specific rule prefix to the least, ties by rule id.
+//!
+//! Prefixes are sorted by (address, length), which visits every prefix after the prefixes
+//! containing it; a stack of the enclosing entries gives each prefix its parent's clause list,
+//! so an entry costs O(own rules + [`MAX_CLAUSES`]) and the whole compile O(n log n).
+//! Clauses after a catch-all clause (every port, every protocol) can never match and are left
+//! out.
+//!
+//! [`Compiled`] owns every step between a validated policy and the kernel maps: the LPM entries
+//! ([`build`]), the IPv4 /24 prefilter ([`prefilter`]), the FQDN tables, and the capacity check
+//! ([`capacity`]) that `enforcer check` and `enforcer run` share. It is computed once and carried
+//! to the loader, which only copies it into the maps.
+
+mod build;
+pub mod capacity;
+pub mod prefilter;
+mod render;
+#[cfg(test)]
+mod tests;
+
+pub use capacity::{Capacity, CapacityError, Usage};
+pub use prefilter::V4Prefilter;
+pub use render::render;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use enforcer_common::{LpmValue, action, proto, rule_id, verdict};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::policy::{Location, Policy, normalize_addr};
+
+/// What goes into the kernel maps for one policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiled {
+    /// [`enforcer_common::mode`] code.
+    pub mode: u32,
+    /// [`enforcer_common::verdict`] code used when no clause matches.
+    pub default_verdict: u32,
+    /// IPv4 entries, sorted by (network address, prefix length).
+    pub v4: Vec<(Ipv4Net, LpmValue)>,
+    /// IPv6 entries, sorted by (network address, prefix length).
+    pub v6: Vec<(Ipv6Net, LpmValue)>,
+    /// The IPv4 prefilter: every /24 block that an entry of `v4` touches.
+    pub v4_filter: V4Prefilter,
+    /// Entries used and available per map, checked against the kernel maps' sizes.
+    pub capacity: Capacity,
+    /// The `fqdn` rules: allowlisted names and per-rule clauses (step 4).
+    pub fqdn: crate::fqdn::FqdnTables,
+}
+
+/// A rule named in a [`CompileError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleRef {
+    pub id: u32,
+    pub description: String,
+    pub location: Location,
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rule {} ({}) at {}",
+            self.id, self.description, self.location
+        )
+    }
+}
+
+/// Why a valid policy does not fit the kernel maps.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "{location}: addresses in {prefix} need {clauses} clauses, more than the {max} a map entry \
+         holds; rules covering {prefix}: {}",
+        join(rules)
+    )]
+    TooManyClauses {
+        /// Where the most specific rule covering the prefix is.
+        location: Location,
+        prefix: IpNet,
+        clauses: usize,
+        max: usize,
+        /// Every rule whose CIDR contains the prefix, most specific first.
+        rules: Vec<RuleRef>,
+    },
+    #[error("{count} rules; rule ids must stay below {max}")]
+    TooManyRules { count: usize, max: u32 },
+    #[error(transparent)]
+    Capacity(#[from] CapacityError),
+    #[error(transparent)]
+    Fqdn(#[from] crate::fqdn::FqdnCompileError),
+}
+
+fn join(rules: &[RuleRef]) -> String {
+    rules
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Compiles a policy into LPM entries.
+pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
+    if policy.rules.len() + policy.fqdns.len() >= rule_id::DEFAULT as usize {
+        return Err(CompileError::TooManyRules {
+            count: policy.rules.len(),
+            max: rule_id::DEFAULT,
+        });
+    }
+    let mut v4_items = Vec::new();
+    let mut v6_items = Vec::new();
+    for (id, rule) in policy.rules.iter().enumerate() {
+        // Checked above: every index fits below rule_id::DEFAULT.
+        let id = id as u32;
+        match rule.net {
+            IpNet::V4(net) => v4_items.push((key4(net.network()), net.prefix_len() + 96, id)),
+            IpNet::V6(net) => v6_items.push((u128::from(net.network()), net.prefix_len(), id)),
+        }
+    }
+    let v4: Vec<(Ipv4Net, LpmValue)> = build::build(policy, v4_items, true)?
+        .into_iter()
+        .map(|(addr, len, value)| {
+            let net = Ipv4Net::new(Ipv4Addr::from(addr as u32), len - 96);
+            (net.expect("IPv4 prefix length <= 32"), value)
+        })
+        .collect();
+    let v6: Vec<(Ipv6Net, LpmValue)> = build::build(policy, v6_items, false)?
+        .into_iter()
+        .map(|(addr, len, value)| {
+            (
+                Ipv6Net::new(Ipv6Addr::from(addr), len).expect("IPv6 prefix length <= 128"),
+                value,
+            )
+        })
+        .collect();
+    let capacity = Capacity::of(v4.len(), v6.len(), policy.fqdns.len());
+    capacity.check(policy)?;
+    Ok(Compiled {
+        mode: policy.mode.code(),
+        default_verdict: policy.default.code(),
+        v4_filter: V4Prefilter::of(v4.iter().map(|(net, _)| *net)),
+        v4,
+        v6,
+        capacity,
+        fqdn: crate::fqdn::tables::compile(policy)?,
+    })
+}
+
+/// IPv4 addresses are keyed like `::a.b.c.d/(96 + len)`, so one implementation serves both
+/// families.
+fn key4(addr: Ipv4Addr) -> u128 {
+    u32::from(addr) as u128
+}
+
+/// What the kernel does with the maps, in userspace: normalise the address, skip the LPM walk
+/// for an IPv4 address whose /24 block the prefilter does not mark, take the longest matching
+/// prefix, and let the first matching clause decide ([`LpmValue::first_match`], the kernel's own
+/// code); otherwise the default. Returns (verdict code, rule id); a default verdict reports
+/// [`rule_id::DEFAULT`].
+pub fn lookup(compiled: &Compiled, addr: IpAddr, port: u16, ip_protocol: u8) -> (u32, u32) {
+    let value = match normalize_addr(addr) {
+        IpAddr::V4(a) if !compiled.v4_filter.covers(a) => None,
+        IpAddr::V4(a) => (0..=32u8).rev().find_map(|len| {
+            let net = Ipv4Net::new(a, len).ok()?.trunc();
+            let i = compiled
+                .v4
+                .binary_search_by(|(n, _)| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))
+                .ok()?;
+            Some(&compiled.v4[i].1)
+        }),
+        IpAddr::V6(a) => (0..=128u8).rev().find_map(|len| {
+            let net = Ipv6Net::new(a, len).ok()?.trunc();
+            let i = compiled
+                .v6
+                .binary_search_by(|(n, _)| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))
+                .ok()?;
+            Some(&compiled.v6[i].1)
+        }),
+    };
+    let class = proto::class(u32::from(ip_protocol));
+    match value.and_then(|v| v.first_match(port, class)) {
+        Some(c) if c.action == action::ALLOW => (verdict::ALLOW, c.rule_id),
+        Some(c) => (verdict::DENY, c.rule_id),
+        None => (compiled.default_verdict, rule_id::DEFAULT),
+    }
+}
