@@ -32,7 +32,10 @@ pub use child::{Background, ChildGuard};
 pub use http::{HttpSink, Request, http_get, status_and_body};
 pub use netns::{NetNs, PROXY_VARS, enter_netns};
 pub use poll::{eventually, wait_for};
-pub use privilege::{fqdn_learning_supported, privileged};
+pub use privilege::{
+    ALLOW_SKIP_VAR, SKIP_LOG_VAR, cannot_run, fqdn_learning_supported, installed, privileged,
+    skip_allowed,
+};
 pub use tempdir::TempDir;
 pub use workload::{Outcome, Probe};
 

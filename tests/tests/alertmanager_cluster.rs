@@ -22,7 +22,7 @@ use std::{
 
 use anyhow::bail;
 use integration_tests::{
-    Agent, Background, ChildGuard, HttpSink, NetNs, TempDir, TestCgroup, privileged,
+    Agent, Background, ChildGuard, HttpSink, NetNs, TempDir, TestCgroup, installed, privileged,
 };
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
@@ -39,18 +39,11 @@ const PEER_NAME: &str = "peer-b.amc.test";
 const BLOCKED_URL: &str = "http://127.0.0.9:8080/-/quit";
 const LOOPBACK_RULE: &str = "block preset:private 127.0.0.0/8";
 
-/// Skips (with a message) when root or Alertmanager is missing.
+/// Needs root and Alertmanager: fails without them, unless a skip is asked for
+/// (`ENFORCER_TESTS_ALLOW_SKIP=1`).
 fn runnable() -> bool {
-    if !privileged() {
-        return false;
-    }
-    for bin in [ALERTMANAGER, AMTOOL] {
-        if !Path::new(bin).exists() {
-            eprintln!("SKIP: {bin} is not installed (apt-get install prometheus-alertmanager)");
-            return false;
-        }
-    }
-    true
+    const INSTALL: &str = "apt-get install prometheus-alertmanager";
+    privileged() && installed(ALERTMANAGER, INSTALL) && installed(AMTOOL, INSTALL)
 }
 
 /// A network namespace created for the test: only `lo` up, plus the sink's address on it, and

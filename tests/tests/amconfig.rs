@@ -72,7 +72,9 @@ fn amtool_accepts_every_fixture_alertmanager_0_25_knows() {
         {
             Ok(out) => out,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                eprintln!("SKIP: amtool not installed (apt-get install prometheus-alertmanager)");
+                integration_tests::cannot_run(
+                    "amtool is not installed (apt-get install prometheus-alertmanager)",
+                );
                 return;
             }
             Err(e) => panic!("running amtool: {e}"),
