@@ -11,7 +11,7 @@ pub enum CgroupError {
     NoCgroup2Mount,
     #[error("reading /proc/self/mountinfo")]
     MountInfo(#[source] std::io::Error),
-    #[error("cgroup {path}: {source}")]
+    #[error("cgroup {path}")]
     Open {
         path: PathBuf,
         #[source]

@@ -15,3 +15,16 @@ pub mod metrics;
 pub mod policy;
 pub mod reference;
 mod yaml;
+
+/// An error and its sources, outermost first, joined by `": "`: the one way errors are
+/// printed (each error's own message names only what it adds; its cause is its source).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -162,7 +162,7 @@ fn main() -> ExitCode {
             match rt.block_on(agent::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %format_chain(&anyhow::Error::new(e)), "enforcer run failed");
+                    tracing::error!(error = %enforcer::error_chain(&e), "enforcer run failed");
                     ExitCode::FAILURE
                 }
             }
@@ -241,15 +241,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn format_chain(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
-}
-
 /// Prints the error chain on stderr; policy errors start with `file:line:column:`.
 fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("{}", format_chain(e));
+    eprintln!("{}", enforcer::error_chain(e.as_ref()));
     ExitCode::FAILURE
 }

@@ -16,6 +16,7 @@ use tokio::{
 use crate::{
     cgroup::{Cgroup, CgroupError, cgroup2_mount},
     compile::{self, CompileError, Compiled},
+    error_chain,
     events::{self, DenyView, RuleBook},
     kernel::{self, Kernel, KernelError, pin::Pins},
     metrics::{self, Metrics, ResultLabels, TargetLabels},
@@ -226,10 +227,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 if agent.scoped
                     && let Err(e) = agent.refresh_targets()
                 {
-                    tracing::error!(error = %chain(&e), "updating targets");
+                    tracing::error!(error = %error_chain(&e), "updating targets");
                 }
                 if let Err(e) = agent.refresh_auto() {
-                    tracing::error!(error = %chain(&e), "updating the automatic rules");
+                    tracing::error!(error = %error_chain(&e), "updating the automatic rules");
                 }
             }
         }
@@ -264,17 +265,6 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     Ok(())
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 impl Agent {
     /// Installs `base` (a new policy file) with the automatic rules of the targets found
     /// now, as generation [`Agent::generation`]; returns what went into the maps.
@@ -306,7 +296,7 @@ impl Agent {
                 Err(e) => {
                     fits = false;
                     tracing::error!(
-                        error = %chain(&e),
+                        error = %error_chain(&e),
                         "the automatic rules for Alertmanager's own needs do not fit the maps; \
                          installing the policy without them"
                     );
@@ -534,7 +524,7 @@ impl Agent {
                 self.metrics.last_reload_success.set(0);
                 tracing::error!(
                     reason = why,
-                    error = %chain(&e),
+                    error = %error_chain(&e),
                     generation = self.generation,
                     "policy rejected; the running policy stays in force"
                 );
@@ -601,7 +591,7 @@ impl Agent {
                     self.lost_reported = c.lost_events;
                 }
             }
-            Err(e) => tracing::error!(error = %chain(&e), "reading counters"),
+            Err(e) => tracing::error!(error = %error_chain(&e), "reading counters"),
         }
     }
 }

@@ -4,13 +4,8 @@ use std::collections::HashMap;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        Array, HashMap as AyaHashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf,
-        lpm_trie::Key,
-    },
-    programs::{
-        CgroupAttachMode, CgroupSockAddr, ProgramError, cgroup_sock_addr::CgroupSockAddrLinkId,
-    },
+    maps::{Array, HashMap as AyaHashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId},
 };
 use enforcer_common::{
     ACTIVE_SETS, COMM_LEN, Config, LpmValue, V4_KEY_LEN, V4Filter, V6_KEY_LEN, counter, hook,
@@ -19,9 +14,15 @@ use enforcer_common::{
 
 use crate::{cgroup::Cgroup, compile::Compiled};
 
+mod comm;
+mod error;
 pub mod fqdn;
+mod maps;
 pub mod pin;
 
+pub use comm::{comm_key, comm_text};
+pub use error::{KernelError, map_err};
+pub use maps::{Counters, clear_trie, set_entries};
 use pin::{LinkPins, Pins};
 
 /// The kernel object built by build.rs (aya-build) from `enforcer-ebpf`.
@@ -37,87 +38,6 @@ const PROGRAMS: [&str; 4] = [
     prog_names::SENDMSG4,
     prog_names::SENDMSG6,
 ];
-
-#[derive(Debug, thiserror::Error)]
-pub enum KernelError {
-    #[error("this agent was built with AYA_BUILD_SKIP=1 and carries no kernel programs")]
-    NoObject,
-    #[error("loading the eBPF object")]
-    Load(#[source] aya::EbpfError),
-    #[error("program {name} is missing from the eBPF object")]
-    MissingProgram { name: &'static str },
-    #[error("map {name} is missing from the eBPF object")]
-    MissingMap { name: &'static str },
-    #[error("program {name}")]
-    Program {
-        name: &'static str,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("attaching {name} to {cgroup}")]
-    Attach {
-        name: &'static str,
-        cgroup: String,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("map {name}")]
-    Map {
-        name: &'static str,
-        #[source]
-        source: MapError,
-    },
-    #[error(transparent)]
-    PinDir(#[from] pin::PinError),
-    #[error("pinning {what} at {path}")]
-    Pin {
-        what: &'static str,
-        path: std::path::PathBuf,
-        #[source]
-        source: aya::pin::PinError,
-    },
-    #[error("converting the {name} link of {cgroup} for pinning")]
-    Link {
-        name: &'static str,
-        cgroup: String,
-        #[source]
-        source: aya::programs::links::LinkError,
-    },
-}
-
-pub(crate) fn map_err(name: &'static str) -> impl Fn(MapError) -> KernelError {
-    move |source| KernelError::Map { name, source }
-}
-
-/// Makes the hash map `name` hold exactly `wanted`: every wanted entry is written before any
-/// other key is removed, so a key that stays is never missing in between.
-pub(crate) fn set_entries<K: aya::Pod + PartialEq, V: aya::Pod>(
-    map: &mut AyaHashMap<&mut MapData, K, V>,
-    name: &'static str,
-    wanted: &[(K, V)],
-) -> Result<(), KernelError> {
-    for (key, value) in wanted {
-        map.insert(key, value, 0).map_err(map_err(name))?;
-    }
-    let stale: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !wanted.iter().any(|(w, _)| w == k))
-        .collect();
-    for key in stale {
-        map.remove(&key).map_err(map_err(name))?;
-    }
-    Ok(())
-}
-
-/// Totals of the per-CPU verdict counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub allowed: [u64; hook::COUNT],
-    pub denied: [u64; hook::COUNT],
-    pub would_deny: [u64; hook::COUNT],
-    pub lost_events: u64,
-}
 
 /// The loaded programs and their maps.
 pub struct Kernel {
@@ -193,12 +113,7 @@ impl Kernel {
         let fqdn_learning = match fqdn::load(&mut ebpf, pins.as_ref()) {
             Ok(()) => true,
             Err(e) => {
-                let mut reason = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    reason = format!("{reason}: {s}");
-                    src = s.source();
-                }
+                let reason = crate::error_chain(&e);
                 tracing::warn!(
                     error = %reason.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""),
                     "the DNS-learning program does not load on this kernel: FQDN rules fall back to \
@@ -340,7 +255,7 @@ impl Kernel {
             let dir = p.target_links(cgroup_id);
             if dir.exists() {
                 pin::remove_dir_pins(&dir)?;
-                std::fs::remove_dir(&dir).map_err(|source| pin::PinError::Io {
+                std::fs::remove_dir(&dir).map_err(|source| KernelError::Io {
                     path: dir.clone(),
                     source,
                 })?;
@@ -487,53 +402,5 @@ fn wait_for_readers() {
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     if r != 0 || cpus <= 1 {
         std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
-/// The kernel's comm of a process whose executable is `name`: the first 15 bytes, NUL padded.
-pub fn comm_key(name: &str) -> [u8; COMM_LEN] {
-    let mut key = [0u8; COMM_LEN];
-    let bytes = name.as_bytes();
-    let n = bytes.len().min(COMM_LEN - 1);
-    key[..n].copy_from_slice(&bytes[..n]);
-    key
-}
-
-/// The text of a comm as the kernel holds it (a [`comm_key`], or the comm of an event): up to
-/// the first NUL, with bytes that are not UTF-8 (a name cut inside a character) replaced.
-pub fn comm_text(comm: &[u8]) -> String {
-    let n = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..n]).into_owned()
-}
-
-/// Removes every key of an LPM trie (keys are collected first: deleting while walking with
-/// get_next_key restarts the walk).
-fn clear_trie<const N: usize>(
-    trie: &mut LpmTrie<&mut MapData, [u8; N], LpmValue>,
-) -> Result<(), MapError> {
-    let keys = trie.keys().collect::<Result<Vec<_>, _>>()?;
-    for key in keys {
-        trie.remove(&key)?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{comm_key, comm_text};
-
-    #[test]
-    fn comm_text_of_a_key_is_the_name_the_kernel_shows() {
-        assert_eq!(comm_text(&comm_key("curl")), "curl");
-        // The kernel keeps 15 bytes of the executable's name.
-        assert_eq!(
-            comm_text(&comm_key("a-very-long-name-x")),
-            "a-very-long-nam"
-        );
-        // Cut inside a character: the stray byte is replaced, as in a decoded event.
-        assert_eq!(
-            comm_text(&comm_key("abcdefghijklmné")),
-            "abcdefghijklmn\u{fffd}"
-        );
     }
 }

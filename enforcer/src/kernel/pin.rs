@@ -23,20 +23,8 @@ pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/enforcer";
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
-#[derive(Debug, thiserror::Error)]
-pub enum PinError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not on a bpf filesystem and no bpffs could be mounted there")]
-    NotBpffs { path: PathBuf },
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> PinError + '_ {
-    move |source| PinError::Io {
+fn io(path: &Path) -> impl Fn(std::io::Error) -> KernelError + '_ {
+    move |source| KernelError::Io {
         path: path.to_owned(),
         source,
     }
@@ -84,7 +72,7 @@ impl Pins {
 
     /// Makes sure the directories exist on a bpf filesystem, mounting bpffs at the closest
     /// missing mount point (`/sys/fs/bpf` normally) when needed.
-    pub fn prepare(&self) -> Result<(), PinError> {
+    pub fn prepare(&self) -> Result<(), KernelError> {
         ensure_bpffs(&self.root)?;
         for dir in [self.maps_dir(), self.progs_dir(), self.links_dir()] {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -113,7 +101,7 @@ pub struct LinkPins {
 
 impl LinkPins {
     /// Starts an attach's pins in `dir`, creating it when missing.
-    pub fn new(dir: PathBuf) -> Result<Self, PinError> {
+    pub fn new(dir: PathBuf) -> Result<Self, KernelError> {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let seq = format!(
             "{}-{}",
@@ -154,7 +142,7 @@ impl LinkPins {
 
     /// Unlinks every pin in the directory that [`LinkPins::pin`] did not make (this detaches
     /// the links they held).
-    pub fn remove_older(self) -> Result<(), PinError> {
+    pub fn remove_older(self) -> Result<(), KernelError> {
         for entry in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let path = entry.map_err(io(&self.dir))?.path();
             if !self.pinned.contains(&path) {
@@ -177,7 +165,7 @@ fn is_bpffs(path: &Path) -> bool {
 
 /// `root` (or its existing ancestor chain) must be on bpffs; mount one at `/sys/fs/bpf` when
 /// nothing is mounted there.
-fn ensure_bpffs(root: &Path) -> Result<(), PinError> {
+fn ensure_bpffs(root: &Path) -> Result<(), KernelError> {
     let mut probe = root.to_path_buf();
     while !probe.exists() {
         if !probe.pop() {
@@ -201,7 +189,7 @@ fn ensure_bpffs(root: &Path) -> Result<(), PinError> {
             )
         };
         if r != 0 {
-            return Err(PinError::Io {
+            return Err(KernelError::Io {
                 path: mount_point.to_owned(),
                 source: std::io::Error::last_os_error(),
             });
@@ -209,14 +197,14 @@ fn ensure_bpffs(root: &Path) -> Result<(), PinError> {
         tracing::info!(path = "/sys/fs/bpf", "mounted bpffs");
         return Ok(());
     }
-    Err(PinError::NotBpffs {
+    Err(KernelError::NotBpffs {
         path: root.to_owned(),
     })
 }
 
 /// Removes every pin under the installation (links first: that detaches the programs), then
 /// the directories. Returns the number of links removed.
-pub fn remove_all(pins: &Pins) -> Result<usize, PinError> {
+pub fn remove_all(pins: &Pins) -> Result<usize, KernelError> {
     let mut links = 0;
     let links_dir = pins.links_dir();
     if links_dir.exists() {
@@ -244,7 +232,7 @@ pub fn remove_all(pins: &Pins) -> Result<usize, PinError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) if dir == pins.root && e.raw_os_error() == Some(libc::EBUSY) => {}
             Err(e) => {
-                return Err(PinError::Io {
+                return Err(KernelError::Io {
                     path: dir,
                     source: e,
                 });
@@ -255,7 +243,7 @@ pub fn remove_all(pins: &Pins) -> Result<usize, PinError> {
 }
 
 /// Unlinks every pin file in `dir`; returns how many.
-pub fn remove_dir_pins(dir: &Path) -> Result<usize, PinError> {
+pub fn remove_dir_pins(dir: &Path) -> Result<usize, KernelError> {
     let mut n = 0;
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();

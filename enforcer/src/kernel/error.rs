@@ -1,0 +1,64 @@
+//! The one error type of the kernel layer (loading, attaching, maps, pins).
+use std::path::PathBuf;
+
+use aya::{maps::MapError, programs::ProgramError};
+
+/// What went wrong in the kernel layer. Each variant names what it was doing; the cause is its
+/// [`source`](std::error::Error::source), printed once by [`crate::error_chain`].
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("this agent was built with AYA_BUILD_SKIP=1 and carries no kernel programs")]
+    NoObject,
+    #[error("loading the eBPF object")]
+    Load(#[source] aya::EbpfError),
+    #[error("program {name} is missing from the eBPF object")]
+    MissingProgram { name: &'static str },
+    #[error("map {name} is missing from the eBPF object")]
+    MissingMap { name: &'static str },
+    #[error("program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching {name} to {cgroup}")]
+    Attach {
+        name: &'static str,
+        cgroup: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not on a bpf filesystem and no bpffs could be mounted there")]
+    NotBpffs { path: PathBuf },
+    #[error("pinning {what} at {path}")]
+    Pin {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("converting the {name} link of {cgroup} for pinning")]
+    Link {
+        name: &'static str,
+        cgroup: String,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+}
+
+/// Adds the map's name to an error of one of its operations.
+pub fn map_err(name: &'static str) -> impl Fn(MapError) -> KernelError {
+    move |source| KernelError::Map { name, source }
+}
