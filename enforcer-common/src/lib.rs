@@ -5,6 +5,9 @@
 #![no_std]
 
 pub mod fqdn;
+pub mod rules;
+
+pub use rules::{V4_KEY_LEN, V6_KEY_LEN, direction};
 
 /// Map names, as the kernel object declares them and the agent looks them up.
 pub mod map_names {
@@ -45,7 +48,7 @@ pub mod map_names {
 
 /// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
 /// pinned map changes shape: an agent only adopts pins of its own layout version.
-pub const PIN_LAYOUT_VERSION: u32 = 2;
+pub const PIN_LAYOUT_VERSION: u32 = 3;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.
@@ -328,11 +331,6 @@ pub struct DenyEvent {
     pub dst_addr: [u8; 16],
     pub comm: [u8; 16],
 }
-
-/// LPM trie key for IPv4 (`prefix_len` host order, address network order).
-pub const V4_KEY_LEN: usize = 4;
-/// LPM trie key for IPv6.
-pub const V6_KEY_LEN: usize = 16;
 
 #[cfg(feature = "user")]
 mod pod {

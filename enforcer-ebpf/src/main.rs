@@ -1,40 +1,33 @@
 //! cgroup sock_addr programs: every connect() and unconnected sendmsg() of the protected cgroup
-//! gets one verdict from [`decide`], following DESIGN.md's decision order:
-//! normalise (IPv4-mapped, NAT64) → LPM entry clauses (allow before block) → FQDN-learned
-//! addresses ([`fqdn`]) → policy default. Denials (or would-be denials in audit mode) are counted and
+//! gets one verdict from [`decide`], the composition of three steps of the decision order:
+//! [`normalise`] (IPv4-mapped, NAT64) → [`policy::can_egress`] (LPM entry clauses over a
+//! direction-tagged key, allow before block, then FQDN-learned addresses ([`fqdn`]) and the
+//! policy default) → [`report`]. Denials (or would-be denials in audit mode) are counted and
 //! queued on a ring buffer without a userspace wakeup per event.
 #![no_std]
 #![no_main]
 
 mod fqdn;
+mod policy;
 
 use core::ptr::addr_of_mut;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_sock_addr},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns, generated,
     },
     macros::{cgroup_sock_addr, map},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::SockAddrContext,
 };
 use enforcer_common::{
     ACTIVE_SETS, COMM_LEN, Config, DENY_RECORD_BYTES, DenyEvent, EVENT_VERSION, EVENTS_BYTES,
-    EVENTS_WAKEUP_BYTES, EventHeader, LpmValue, MAX_CGROUP_DEPTH, MAX_PREFIXES, MAX_TARGET_CGROUPS,
-    MAX_TARGET_COMMS, V4_KEY_LEN, V4Filter, V6_KEY_LEN, action, counter, event_kind, hook, mode,
-    proto, rule_id, v4_filter_pos, verdict, wakeup_crossed,
+    EVENTS_WAKEUP_BYTES, EventHeader, MAX_CGROUP_DEPTH, MAX_TARGET_CGROUPS, MAX_TARGET_COMMS,
+    counter, event_kind, hook, mode, proto, wakeup_crossed,
 };
 
-#[map]
-static V4_RULES_0: LpmTrie<[u8; V4_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
-#[map]
-static V4_RULES_1: LpmTrie<[u8; V4_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
-#[map]
-static V6_RULES_0: LpmTrie<[u8; V6_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
-#[map]
-static V6_RULES_1: LpmTrie<[u8; V6_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(ACTIVE_SETS, 0);
 #[map]
@@ -43,8 +36,6 @@ static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
-#[map]
-static V4_FILTER: Array<V4Filter> = Array::with_max_entries(ACTIVE_SETS, 0);
 #[map]
 static TARGET_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(MAX_TARGET_COMMS, 0);
 #[map]
@@ -75,36 +66,57 @@ pub fn enforcer_sendmsg6(ctx: SockAddrContext) -> i32 {
     decide(&ctx, hook::SENDMSG6)
 }
 
-/// The destination after normalisation: IPv4 (also for mapped and NAT64 IPv6) or IPv6.
-enum Dst {
+/// An address after normalisation: IPv4 (also for mapped and NAT64 IPv6) or IPv6.
+pub enum Dst {
     V4([u8; 4]),
     V6([u8; 16]),
 }
 
-/// The one verdict function of all four hooks.
+/// One egress call, normalised once.
+struct Call {
+    dst: Dst,
+    /// The destination as the caller passed it (IPv4 in the first 4 bytes), for the event.
+    raw: [u8; 16],
+    port: u16,
+    /// IP protocol number of the socket.
+    protocol: u32,
+}
+
+/// The one verdict function of all four egress hooks: normalise → rule verdict → report.
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
-    // SAFETY: the kernel hands every sock_addr program a valid `bpf_sock_addr`.
-    let sa = unsafe { &*ctx.sock_addr };
-    let set = match ACTIVE.get(0) {
-        Some(s) => *s % ACTIVE_SETS,
-        None => 0,
-    };
-    let Some(cfg) = CONFIG.get(set) else {
+    let Some((set, cfg)) = active_config() else {
         // Unreachable for an array index below max_entries; deny rather than guess.
         return DENY;
     };
     if cfg.scoped != 0 && !is_target() {
         return ALLOW;
     }
-    let port = u16::from_be(sa.user_port as u16);
-    let proto_class = proto::class(sa.protocol);
+    // SAFETY: the kernel hands every sock_addr program a valid `bpf_sock_addr`.
+    let call = normalise(unsafe { &*ctx.sock_addr }, hook);
+    let denied_by = policy::can_egress(set, cfg, &call.dst, call.port, proto::class(call.protocol));
+    report(hook, cfg, &call, denied_by)
+}
 
+/// The rule set programs read now and its configuration.
+#[inline(always)]
+pub fn active_config() -> Option<(u32, &'static Config)> {
+    let set = match ACTIVE.get(0) {
+        Some(s) => *s % ACTIVE_SETS,
+        None => 0,
+    };
+    CONFIG.get(set).map(|cfg| (set, cfg))
+}
+
+/// Step 1 of the decision order: the destination as one address, mapped and NAT64 IPv6 as the
+/// IPv4 address they carry.
+#[inline(always)]
+fn normalise(sa: &bpf_sock_addr, hook: u8) -> Call {
+    let port = u16::from_be(sa.user_port as u16);
+    let mut raw = [0u8; 16];
     // `hook` is a constant in each inlined copy: an IPv4 program never touches user_ip6 (the
     // verifier rejects that context access for connect4/sendmsg4), and vice versa.
-    let v4_hook = hook == hook::CONNECT4 || hook == hook::SENDMSG4;
-    let mut raw = [0u8; 16];
-    let dst = if v4_hook {
+    let dst = if is_v4_hook(hook) {
         let a = sa.user_ip4.to_ne_bytes();
         raw[0..4].copy_from_slice(&a);
         Dst::V4(a)
@@ -128,73 +140,46 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
             Dst::V6(raw)
         }
     };
-
-    let entry = match dst {
-        Dst::V4(a) => {
-            let (word, bit) = v4_filter_pos(a);
-            // A missing filter (cannot happen for an index below max_entries) means "look".
-            let covered = V4_FILTER.get(set).is_none_or(|f| f[word] & bit != 0);
-            if !covered {
-                None
-            } else {
-                let key = Key::new(32, a);
-                if set == 0 {
-                    V4_RULES_0.get(&key)
-                } else {
-                    V4_RULES_1.get(&key)
-                }
-            }
-        }
-        Dst::V6(a) => {
-            let key = Key::new(128, a);
-            if set == 0 {
-                V6_RULES_0.get(&key)
-            } else {
-                V6_RULES_1.get(&key)
-            }
-        }
-    };
-
-    let denied_by = match entry.and_then(|e| e.first_match(port, proto_class)) {
-        Some(c) if c.action == action::ALLOW => None,
-        Some(c) => Some(c.rule_id),
-        // Step 4, FQDN-learned addresses: consulted only when no clause matched and only when
-        // the default would deny (otherwise the verdict is "allow" either way).
-        None if cfg.default_verdict == verdict::DENY
-            && !fqdn::allows(&dst, set, port, proto_class) =>
-        {
-            Some(rule_id::DEFAULT)
-        }
-        None => None,
-    };
-
-    match denied_by {
-        None => {
-            count(counter::index(counter::ALLOWED, hook));
-            ALLOW
-        }
-        Some(rule) => {
-            let audit = cfg.mode == mode::AUDIT;
-            let (base, kind) = if audit {
-                (counter::WOULD_DENY, event_kind::WOULD_DENY)
-            } else {
-                (counter::DENIED, event_kind::DENIED)
-            };
-            count(counter::index(base, hook));
-            let family = if v4_hook { AF_INET } else { AF_INET6 };
-            emit(
-                hook,
-                family,
-                &raw,
-                sa.protocol as u8,
-                kind,
-                rule,
-                cfg.generation,
-                port,
-            );
-            if audit { ALLOW } else { DENY }
-        }
+    Call {
+        dst,
+        raw,
+        port,
+        protocol: sa.protocol,
     }
+}
+
+#[inline(always)]
+fn is_v4_hook(hook: u8) -> bool {
+    hook == hook::CONNECT4 || hook == hook::SENDMSG4
+}
+
+/// Counts the verdict, queues an event for a denial (or would-be denial in audit mode) and
+/// returns what the hook answers.
+#[inline(always)]
+fn report(hook: u8, cfg: &Config, call: &Call, denied_by: Option<u32>) -> i32 {
+    let Some(rule) = denied_by else {
+        count(counter::index(counter::ALLOWED, hook));
+        return ALLOW;
+    };
+    let audit = cfg.mode == mode::AUDIT;
+    let (base, kind) = if audit {
+        (counter::WOULD_DENY, event_kind::WOULD_DENY)
+    } else {
+        (counter::DENIED, event_kind::DENIED)
+    };
+    count(counter::index(base, hook));
+    let family = if is_v4_hook(hook) { AF_INET } else { AF_INET6 };
+    emit(
+        hook,
+        family,
+        &call.raw,
+        call.protocol as u8,
+        kind,
+        rule,
+        cfg.generation,
+        call.port,
+    );
+    if audit { ALLOW } else { DENY }
 }
 
 /// Scope mode: is the current task one the policy targets? By comm (the executable name the

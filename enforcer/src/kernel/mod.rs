@@ -8,8 +8,9 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId},
 };
 use enforcer_common::{
-    ACTIVE_SETS, COMM_LEN, Config, LpmValue, V4_KEY_LEN, V4Filter, V6_KEY_LEN, counter, hook,
-    map_names, prog_names,
+    ACTIVE_SETS, COMM_LEN, Config, LpmValue, V4_KEY_LEN, V4Filter, V6_KEY_LEN, counter, direction,
+    hook, map_names, prog_names,
+    rules::{key_prefix_len, v4_key, v6_key},
 };
 
 use crate::{cgroup::Cgroup, compile::Compiled};
@@ -294,7 +295,10 @@ impl Kernel {
                 LpmTrie::try_from(self.map(name)?).map_err(map_err(name))?;
             clear_trie(&mut v4).map_err(map_err(name))?;
             for (net, value) in &compiled.v4 {
-                let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
+                let key = Key::new(
+                    key_prefix_len(u32::from(net.prefix_len())),
+                    v4_key(direction::EGRESS, net.network().octets()),
+                );
                 v4.insert(&key, value, 0).map_err(map_err(name))?;
             }
         }
@@ -304,7 +308,10 @@ impl Kernel {
                 LpmTrie::try_from(self.map(name)?).map_err(map_err(name))?;
             clear_trie(&mut v6).map_err(map_err(name))?;
             for (net, value) in &compiled.v6 {
-                let key = Key::new(u32::from(net.prefix_len()), net.network().octets());
+                let key = Key::new(
+                    key_prefix_len(u32::from(net.prefix_len())),
+                    v6_key(direction::EGRESS, net.network().octets()),
+                );
                 v6.insert(&key, value, 0).map_err(map_err(name))?;
             }
         }

@@ -1,0 +1,100 @@
+//! The verdict core shared by every direction, in the manner of cilium's
+//! `__policy_can_access(…, dir)`: one lookup over a direction-tagged rule key
+//! ([`enforcer_common::rules`]) and thin per-direction wrappers around it.
+//!
+//! - [`can_access`]: longest prefix of (direction, address), first clause matching port and
+//!   protocol class. Nothing else.
+//! - [`can_egress`]: what a target may reach — the IPv4 prefilter, [`can_access`] in
+//!   [`direction::EGRESS`], then FQDN-learned addresses and the policy default.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LpmTrie, lpm_trie::Key},
+};
+use enforcer_common::{
+    ACTIVE_SETS, Clause, Config, LpmValue, MAX_PREFIXES, V4_KEY_LEN, V4Filter, V6_KEY_LEN, action,
+    direction, rule_id,
+    rules::{key_prefix_len, v4_key, v6_key},
+    v4_filter_pos, verdict,
+};
+
+use crate::{Dst, fqdn};
+
+#[map]
+static V4_RULES_0: LpmTrie<[u8; V4_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map]
+static V4_RULES_1: LpmTrie<[u8; V4_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map]
+static V6_RULES_0: LpmTrie<[u8; V6_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map]
+static V6_RULES_1: LpmTrie<[u8; V6_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map]
+static V4_FILTER: Array<V4Filter> = Array::with_max_entries(ACTIVE_SETS, 0);
+
+/// The one rule lookup of both directions: the first clause of the longest-prefix entry for
+/// (`dir`, `addr`) in rule set `set` that matches `port` (host order) and `proto_class`.
+#[inline(always)]
+pub fn can_access(
+    set: u32,
+    dir: u8,
+    addr: &Dst,
+    port: u16,
+    proto_class: u8,
+) -> Option<&'static Clause> {
+    let entry = match addr {
+        Dst::V4(a) => {
+            let key = Key::new(key_prefix_len(32), v4_key(dir, *a));
+            if set == 0 {
+                V4_RULES_0.get(&key)
+            } else {
+                V4_RULES_1.get(&key)
+            }
+        }
+        Dst::V6(a) => {
+            let key = Key::new(key_prefix_len(128), v6_key(dir, *a));
+            if set == 0 {
+                V6_RULES_0.get(&key)
+            } else {
+                V6_RULES_1.get(&key)
+            }
+        }
+    };
+    entry.and_then(|e| e.first_match(port, proto_class))
+}
+
+/// Egress (DESIGN.md's decision order after normalisation): the rule id that denies `dst`, or
+/// `None` when it is allowed.
+#[inline(always)]
+pub fn can_egress(set: u32, cfg: &Config, dst: &Dst, port: u16, proto_class: u8) -> Option<u32> {
+    let clause = if egress_prefilter_covers(set, dst) {
+        can_access(set, direction::EGRESS, dst, port, proto_class)
+    } else {
+        None
+    };
+    match clause {
+        Some(c) if c.action == action::ALLOW => None,
+        Some(c) => Some(c.rule_id),
+        // Step 4, FQDN-learned addresses: consulted only when no clause matched and only when
+        // the default would deny (otherwise the verdict is "allow" either way).
+        None if cfg.default_verdict == verdict::DENY
+            && !fqdn::allows(dst, set, port, proto_class) =>
+        {
+            Some(rule_id::DEFAULT)
+        }
+        None => None,
+    }
+}
+
+/// The IPv4 egress prefilter: false proves no egress entry can match `dst` (its /24 block is
+/// in no entry), which skips the LPM walk. IPv6 is always looked up.
+#[inline(always)]
+fn egress_prefilter_covers(set: u32, dst: &Dst) -> bool {
+    match dst {
+        Dst::V4(a) => {
+            let (word, bit) = v4_filter_pos(*a);
+            // A missing filter (cannot happen for an index below max_entries) means "look".
+            V4_FILTER.get(set).is_none_or(|f| f[word] & bit != 0)
+        }
+        Dst::V6(_) => true,
+    }
+}
