@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod compile;
 pub mod events;
 pub mod fqdn;
+pub mod input;
 pub mod kernel;
 pub mod logging;
 pub mod metrics;

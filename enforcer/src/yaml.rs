@@ -8,6 +8,7 @@
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::budget::BudgetBreach;
 use serde_saphyr::options::AliasLimits;
 use serde_saphyr::{Budget, DuplicateKeyPolicy, Options, Spanned};
 
@@ -133,8 +134,31 @@ pub(crate) struct SyntaxError {
     pub message: String,
 }
 
-/// Parses one YAML document. An empty document is [`Kind::Null`].
+/// The first control character other than tab, line feed and carriage return, with its
+/// position. YAML parsers disagree on them (a NUL ends the text for C-string readers, so a
+/// policy or an alertmanager.yml would be read shorter than it is), so both documents refuse
+/// them outright.
+pub(crate) fn control_character(text: &str) -> Option<SyntaxError> {
+    let at = text.find(|c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))?;
+    let c = text[at..].chars().next()?;
+    let before = &text[..at];
+    Some(SyntaxError {
+        line: before.matches('\n').count() + 1,
+        column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+        message: format!(
+            "control character U+{:04X} is not allowed (only tab, line feed and carriage return \
+             are)",
+            u32::from(c)
+        ),
+    })
+}
+
+/// Parses one YAML document. An empty document is [`Kind::Null`]. Control characters are
+/// refused first ([`control_character`]).
 pub(crate) fn parse(text: &str, settings: &Settings) -> Result<Node, SyntaxError> {
+    if let Some(e) = control_character(text) {
+        return Err(e);
+    }
     let defaults = Budget::default();
     let options = Options {
         duplicate_keys: settings.duplicate_keys,
@@ -153,6 +177,7 @@ pub(crate) fn parse(text: &str, settings: &Settings) -> Result<Node, SyntaxError
         },
         ..Options::default()
     };
+    let budget = options.budget.clone().unwrap_or_default();
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
         let e = e.without_snippet();
         let (line, column) = match e.location() {
@@ -160,6 +185,15 @@ pub(crate) fn parse(text: &str, settings: &Settings) -> Result<Node, SyntaxError
             _ => (1, 1),
         };
         let message = match e {
+            serde_saphyr::Error::Budget { breach, .. } => budget_words(breach, &budget),
+            // The parser's own limit for flow collections, met only beyond `max_depth`.
+            serde_saphyr::Error::Message { msg, .. } if msg.starts_with("recursion limit") => {
+                format!("nested deeper than {} levels", budget.max_depth)
+            }
+            serde_saphyr::Error::Message { msg, .. } if msg.starts_with("alias replay") => format!(
+                "aliases expand to more than {} YAML events (an alias bomb?)",
+                MAX_REPLAYED_EVENTS
+            ),
             serde_saphyr::Error::Message { msg, .. }
             | serde_saphyr::Error::HookError { msg, .. } => msg.clone(),
             other => {
@@ -184,6 +218,34 @@ pub(crate) fn parse(text: &str, settings: &Settings) -> Result<Node, SyntaxError
             message,
         }
     })
+}
+
+/// A budget breach as a sentence ("nested deeper than 32 levels"), not Rust debug output.
+fn budget_words(breach: &BudgetBreach, budget: &Budget) -> String {
+    match breach {
+        BudgetBreach::Depth { .. } => format!("nested deeper than {} levels", budget.max_depth),
+        BudgetBreach::Nodes { .. } => format!("more than {} YAML nodes", budget.max_nodes),
+        BudgetBreach::Events { .. } => format!("more than {} YAML events", budget.max_events),
+        BudgetBreach::Aliases { .. } => format!("more than {} aliases", budget.max_aliases),
+        BudgetBreach::Anchors { .. } => format!("more than {} anchors", budget.max_anchors),
+        BudgetBreach::Documents { .. } => {
+            format!("more than {} YAML documents", budget.max_documents)
+        }
+        BudgetBreach::ScalarBytes { .. } => format!(
+            "more than {} bytes of values in all",
+            budget.max_total_scalar_bytes
+        ),
+        BudgetBreach::MergeKeys { .. } => {
+            format!("more than {} merge keys (`<<`)", budget.max_merge_keys)
+        }
+        BudgetBreach::AliasAnchorRatio { aliases, anchors } => format!(
+            "{aliases} aliases for {anchors} anchors: more than {} aliases per anchor (an alias \
+             bomb?)",
+            budget.alias_anchor_ratio_multiplier
+        ),
+        BudgetBreach::InputBytes { .. } => "the document is too large".to_owned(),
+        BudgetBreach::SequenceUnbalanced => "unbalanced structure (truncated input?)".to_owned(),
+    }
 }
 
 fn to_usize(v: u64) -> usize {

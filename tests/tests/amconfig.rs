@@ -418,15 +418,47 @@ fn templated_hosts_warn_and_fail_only_when_strict() {
 
 #[test]
 fn unknown_receiver_kinds_fail() {
-    let (code, out, _) = check("newer/unknown-kind.yml", None, &[]);
+    // Alertmanager's strict decoding refuses the file; so does check, naming the key.
+    let (code, out, err) = check("newer/unknown-kind.yml", None, &[]);
     assert_eq!(code, 1, "{out}");
-    assert_line(
-        &out,
-        "jsm",
-        "jsmops_configs[0]",
-        "INVALID",
-        "unknown receiver kind",
+    assert!(
+        err.contains(
+            "unknown key \"jsmops_configs\" in receivers[0]; Alertmanager refuses keys it does not know"
+        ),
+        "{err}"
     );
+}
+
+/// Files Alertmanager refuses (issue 11): check refuses them too, and so does amtool.
+#[test]
+fn what_alertmanager_refuses_check_refuses() {
+    let dir = TempDir::new().unwrap();
+    let cases: [(&str, &[u8], &str); 5] = [
+        ("nul.yml", b"route:\n  receiver: r\nreceivers:\n- name: r\n\0\n- name: meta\n  webhook_configs:\n  - url: http://169.254.169.254/\n", ":5:1: invalid YAML: control character U+0000"),
+        ("foo.yml", b"foo: bar\n", ":1:1: unknown key \"foo\" in the configuration"),
+        ("typo.yml", b"route:\n  receiver: r\nrecievers:\n- name: r\n", "(did you mean \"receivers\"?)"),
+        ("inner.yml", b"route:\n  receiver: r\nreceivers:\n- name: r\n  webhook_configs:\n  - url: https://x.example/\n    timout: 5s\n", "unknown key \"timout\" in receivers[0].webhook_configs[0]"),
+        ("empty-receivers.yml", b"route:\n  receiver: r\nreceivers: []\n", "no receivers"),
+    ];
+    for (name, body, needle) in cases {
+        let path = dir.path.join(name);
+        std::fs::write(&path, body).unwrap();
+        let path = path.display().to_string();
+        let (code, out, err) = run_enforcer(&["check", "--alertmanager-config", &path]);
+        assert_eq!(code, 1, "{name}: {out}{err}");
+        assert!(err.contains(needle), "{name}: {err}");
+        if let Ok(o) = Command::new("amtool")
+            .arg("check-config")
+            .arg(&path)
+            .output()
+        {
+            assert!(!o.status.success(), "amtool accepted {name}");
+        }
+    }
+    // The policy file given by mistake.
+    let (code, _, err) = run_enforcer(&["check", "--alertmanager-config", &fixture("policy.yaml")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown key"), "{err}");
 }
 
 #[test]

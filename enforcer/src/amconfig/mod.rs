@@ -25,6 +25,7 @@ mod extract;
 mod gourl;
 mod host;
 mod report;
+mod schema;
 mod suggest;
 
 #[cfg(test)]
@@ -41,7 +42,7 @@ pub use suggest::suggest;
 use serde_saphyr::DuplicateKeyPolicy;
 
 use crate::policy::{Location, Policy};
-use crate::yaml;
+use crate::yaml::{self, Kind};
 
 /// How an Alertmanager configuration's YAML is read: duplicate keys are errors (as in
 /// Alertmanager's strict yaml.v2), booleans are YAML 1.1's; merge keys (`<<`) and anchors are
@@ -62,11 +63,11 @@ const YAML: yaml::Settings = yaml::Settings {
 /// Why an Alertmanager configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum AmConfigError {
-    #[error("{path}: cannot read Alertmanager configuration: {source}")]
+    #[error("{path}: cannot read the Alertmanager configuration")]
     Read {
         path: String,
         #[source]
-        source: std::io::Error,
+        source: crate::input::ReadError,
     },
     #[error("{location}: {problem}")]
     Invalid {
@@ -80,7 +81,7 @@ pub enum AmConfigError {
 pub enum Problem {
     #[error("the Alertmanager configuration is not UTF-8 text")]
     NotUtf8,
-    #[error("invalid YAML: {message}")]
+    #[error("invalid YAML: {}", crate::input::cut(message))]
     Yaml { message: String },
     #[error("the Alertmanager configuration is empty")]
     Empty,
@@ -90,6 +91,20 @@ pub enum Problem {
         expected: &'static str,
         found: &'static str,
     },
+    #[error(
+        "unknown key \"{key}\" in {within}{}; Alertmanager refuses keys it does not know",
+        suggestion.as_ref().map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default()
+    )]
+    UnknownKey {
+        key: String,
+        within: String,
+        suggestion: Option<String>,
+    },
+    #[error(
+        "no receivers: Alertmanager needs at least one (the root route's); is this an \
+         alertmanager.yml?"
+    )]
+    NoReceivers,
 }
 
 /// The destinations of one Alertmanager configuration.
@@ -104,18 +119,18 @@ pub struct AmConfig {
 /// Reads an Alertmanager configuration; `*_file` fields are read relative to its directory.
 pub fn load(path: &Path) -> Result<AmConfig, AmConfigError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| AmConfigError::Read {
-        path: name.clone(),
-        source,
-    })?;
+    let bytes = crate::input::read_capped(path, MAX_CONFIG_BYTES, "an Alertmanager configuration")
+        .map_err(|source| AmConfigError::Read {
+            path: name.clone(),
+            source,
+        })?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let before = std::str::from_utf8(valid).unwrap_or_default();
+        let (line, column) = crate::input::position(e.as_bytes(), e.utf8_error().valid_up_to());
         AmConfigError::Invalid {
             location: Location {
                 file: name.clone(),
-                line: before.matches('\n').count() + 1,
-                column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+                line,
+                column,
             },
             problem: Problem::NotUtf8,
         }
@@ -123,6 +138,12 @@ pub fn load(path: &Path) -> Result<AmConfig, AmConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&text, &name, base)
 }
+
+/// The largest alertmanager.yml read.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// The largest file a `*_file` field may name (a URL, a password, a token).
+pub const MAX_FIELD_FILE_BYTES: u64 = 64 << 10;
 
 /// Parses an Alertmanager configuration's text; `source_name` names it in locations.
 pub fn parse(text: &str, source_name: &str, base: &Path) -> Result<AmConfig, AmConfigError> {
@@ -134,6 +155,9 @@ pub fn parse(text: &str, source_name: &str, base: &Path) -> Result<AmConfig, AmC
         },
         problem: Problem::Yaml { message: e.message },
     })?;
+    if let Kind::Map(_) = root.kind {
+        schema::check(source_name, &root)?;
+    }
     let cx = extract::Cx {
         text,
         file: source_name,

@@ -59,7 +59,10 @@ pub(super) fn text(report: &Report) -> String {
                 .destination
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), ToString::to_string);
-            [clean(&f.receiver), field_column(f), dest]
+            // Cut to ~100 characters: a padded column wider than 65,535 would panic, and a
+            // name that long is an attack on the reader anyway.
+            [&clean(&f.receiver), &field_column(f), &dest]
+                .map(|c| crate::input::cut(c).into_owned())
         })
         .collect();
     let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);

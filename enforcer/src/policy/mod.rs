@@ -391,11 +391,11 @@ impl Policy {
 /// Why a policy was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{path}: cannot read policy: {source}")]
+    #[error("{path}: cannot read the policy")]
     Read {
         path: String,
         #[source]
-        source: std::io::Error,
+        source: crate::input::ReadError,
     },
     #[error("{location}: {problem}")]
     Invalid {
@@ -427,7 +427,7 @@ impl PolicyError {
 pub enum Problem {
     #[error("policy is not UTF-8 text")]
     NotUtf8,
-    #[error("invalid YAML: {message}")]
+    #[error("invalid YAML: {}", crate::input::cut(message))]
     Yaml { message: String },
     #[error(
         "policy is empty: it needs at least `default: allow|deny` and a `block` or `allow` list"
@@ -439,31 +439,52 @@ pub enum Problem {
         expected: &'static str,
         found: &'static str,
     },
-    #[error("unknown key \"{key}\" (expected one of: {expected})")]
+    #[error(
+        "unknown key \"{}\" (expected one of: {expected})",
+        crate::input::cut(key)
+    )]
     UnknownKey { key: String, expected: &'static str },
-    #[error("duplicate key \"{key}\" (first given at line {first_line}, column {first_column})")]
+    #[error(
+        "duplicate key \"{}\" (first given at line {first_line}, column {first_column})",
+        crate::input::cut(key)
+    )]
     DuplicateKey {
         key: String,
         first_line: usize,
         first_column: usize,
     },
-    #[error("unknown mode \"{value}\" (expected enforce or audit)")]
+    #[error(
+        "unknown mode \"{}\" (expected enforce or audit)",
+        crate::input::cut(value)
+    )]
     UnknownMode { value: String },
-    #[error("unknown default \"{value}\" (expected allow or deny)")]
+    #[error(
+        "unknown default \"{}\" (expected allow or deny)",
+        crate::input::cut(value)
+    )]
     UnknownDefault { value: String },
-    #[error("invalid CIDR \"{value}\": {reason}")]
+    #[error("invalid CIDR \"{}\": {reason}", crate::input::cut(value))]
     InvalidCidr { value: String, reason: String },
-    #[error("CIDR \"{value}\" has host bits set; did you mean {suggestion}?")]
+    #[error(
+        "CIDR \"{}\" has host bits set; did you mean {suggestion}?",
+        crate::input::cut(value)
+    )]
     HostBitsSet { value: String, suggestion: IpNet },
-    #[error("unknown preset \"{name}\" (known: {known})")]
+    #[error("unknown preset \"{}\" (known: {known})", crate::input::cut(name))]
     UnknownPreset { name: String, known: String },
     #[error("port {port} out of range 1..=65535")]
     PortOutOfRange { port: String },
-    #[error("invalid port \"{value}\": expected a number 1..=65535 or a range like \"8000-8080\"")]
+    #[error(
+        "invalid port \"{}\": expected a number 1..=65535 or a range like \"8000-8080\"",
+        crate::input::cut(value)
+    )]
     InvalidPort { value: String },
     #[error("port range {lo}-{hi} is reversed (did you mean {hi}-{lo}?)")]
     ReversedPortRange { lo: u16, hi: u16 },
-    #[error("unknown protocol \"{value}\" (expected tcp or udp)")]
+    #[error(
+        "unknown protocol \"{}\" (expected tcp or udp)",
+        crate::input::cut(value)
+    )]
     UnknownProtocol { value: String },
     #[error("{what} is empty; leave `{what}` out to match every {item}")]
     EmptyList {
@@ -479,19 +500,21 @@ pub enum Problem {
     MissingKey { expected: &'static str },
     #[error("\"fqdn\" is only allowed in `allow`; block addresses with `cidr` or `preset`")]
     FqdnInBlock,
-    #[error("invalid domain name \"{value}\": {reason}")]
+    #[error("invalid domain name \"{}\": {reason}", crate::input::cut(value))]
     InvalidFqdn { value: String, reason: String },
     #[error("{what} must not be empty")]
     EmptyValue { what: &'static str },
     #[error(
-        "invalid name server \"{value}\": expected an address with an optional port, such as 127.0.0.1:5353 or [::1]:53"
+        "invalid name server \"{}\": expected an address with an optional port, such as 127.0.0.1:5353 or [::1]:53",
+        crate::input::cut(value)
     )]
     InvalidServer { value: String },
     #[error(
-        "invalid duration \"{value}\": expected seconds or a number with a unit (ms, s, m, h), such as 300 or 5m"
+        "invalid duration \"{}\": expected seconds or a number with a unit (ms, s, m, h), such as 300 or 5m",
+        crate::input::cut(value)
     )]
     InvalidDuration { value: String },
-    #[error("{what} {value} is out of range {range}")]
+    #[error("{what} {} is out of range {range}", crate::input::cut(value))]
     OutOfRange {
         what: &'static str,
         value: String,
@@ -505,21 +528,24 @@ pub fn parse_policy(text: &str, source_name: &str) -> Result<Policy, PolicyError
     parse::parse(text, source_name)
 }
 
-/// Reads and parses a policy file.
+/// The largest policy file read (twice what two full maps of /32 lines take).
+pub const MAX_POLICY_BYTES: u64 = 32 << 20;
+
+/// Reads and parses a policy file: a regular file of at most [`MAX_POLICY_BYTES`], opened
+/// without blocking.
 pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
-        path: name.clone(),
-        source,
-    })?;
+    let bytes =
+        crate::input::read_capped(path, MAX_POLICY_BYTES, "a policy file").map_err(|source| {
+            PolicyError::Read {
+                path: name.clone(),
+                source,
+            }
+        })?;
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {
-            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            // Every prefix up to valid_up_to is valid UTF-8, so this cannot fail.
-            let before = std::str::from_utf8(valid).unwrap_or_default();
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let (line, column) = crate::input::position(e.as_bytes(), e.utf8_error().valid_up_to());
             return Err(PolicyError::Invalid {
                 location: Location {
                     file: name,

@@ -380,23 +380,28 @@ impl Cx<'_> {
             Some((addr, len)) => (addr, Some(len)),
             None => (trimmed, None),
         };
-        let addr: IpAddr = addr_text
-            .parse()
-            .map_err(|_| invalid(format!("\"{addr_text}\" is not an IPv4 or IPv6 address")))?;
+        let addr: IpAddr = addr_text.parse().map_err(|_| {
+            invalid(format!(
+                "\"{}\" is not an IPv4 or IPv6 address",
+                crate::input::cut(addr_text)
+            ))
+        })?;
         let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len_text {
             None => max,
             Some(text) => {
                 if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(invalid(format!(
-                        "prefix length \"{text}\" is not a number 0..={max}"
+                        "prefix length \"{}\" is not a number 0..={max}",
+                        crate::input::cut(text)
                     )));
                 }
                 match text.parse::<u8>() {
                     Ok(len) if len <= max => len,
                     _ => {
                         return Err(invalid(format!(
-                            "prefix length {text} is longer than {max}"
+                            "prefix length {} is longer than {max}",
+                            crate::input::cut(text)
                         )));
                     }
                 }
@@ -612,18 +617,25 @@ pub(super) fn parse_fqdn(value: &str) -> Result<(String, bool), String> {
             );
         }
         if label.len() > 63 {
-            return Err(format!("label \"{label}\" is longer than 63 characters"));
+            return Err(format!(
+                "label \"{}\" is longer than 63 characters",
+                crate::input::cut(label)
+            ));
         }
         if !label
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
             return Err(format!(
-                "label \"{label}\" may only contain letters, digits and '-'"
+                "label \"{}\" may only contain letters, digits and '-'",
+                crate::input::cut(label)
             ));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("label \"{label}\" starts or ends with '-'"));
+            return Err(format!(
+                "label \"{}\" starts or ends with '-'",
+                crate::input::cut(label)
+            ));
         }
     }
     Ok((name.to_ascii_lowercase(), wildcard))

@@ -244,10 +244,19 @@ impl Cx<'_> {
         } else {
             self.base.join(path)
         };
-        let content = match std::fs::read_to_string(&full) {
+        let read = crate::input::read_capped(
+            &full,
+            crate::amconfig::MAX_FIELD_FILE_BYTES,
+            "a file named by a `*_file` field",
+        )
+        .map_err(|e| format!("cannot read {}: {e}", full.display()))
+        .and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", full.display()))
+        });
+        let content = match read {
             Ok(s) if s.trim().is_empty() => Err(format!("{} is empty", full.display())),
             Ok(s) => Ok(s.trim().to_owned()),
-            Err(e) => Err(format!("cannot read {}: {e}", full.display())),
+            Err(e) => Err(e),
         };
         Value::File {
             path: path.to_owned(),

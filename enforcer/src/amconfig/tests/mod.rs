@@ -3,6 +3,7 @@
 
 mod config;
 mod decide;
+mod hostile;
 mod suggest;
 mod urls;
 
