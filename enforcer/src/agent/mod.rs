@@ -8,23 +8,26 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
 };
 
 use crate::{
-    cgroup::{Cgroup, CgroupError, cgroup2_mount},
+    cgroup::{CgroupError, cgroup2_mount},
     compile::{self, CompileError, Compiled},
     error_chain,
     events::{self, DenyView, RuleBook},
-    kernel::{self, Kernel, KernelError, pin::Pins},
-    metrics::{self, Metrics, ResultLabels, TargetLabels},
+    kernel::{Kernel, KernelError, pin::Pins},
+    metrics::{self, Metrics},
     policy::{self, Policy, PolicyError, Rule},
 };
 
+mod attach;
 pub mod auto;
 pub mod fqdn;
+mod install;
 pub mod targets;
 
 use targets::TargetSet;
@@ -90,9 +93,13 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
 /// The running agent's state.
 struct Agent {
     opts: RunOptions,
-    enforcer: Kernel,
+    /// The loaded programs and maps.
+    kernel: Kernel,
     /// The policy file's policy (or the embedded default), as validated.
     base: Arc<Policy>,
+    /// `base` compiled (once, when it was loaded): installed as it is while there are no
+    /// automatic rules, and whenever the automatic rules do not fit the maps.
+    base_compiled: Arc<Compiled>,
     /// The installed policy: `base` and the automatic rules of [`Agent::auto`].
     policy: Arc<Policy>,
     /// The automatic rules last derived from the running Alertmanager targets (installed,
@@ -100,21 +107,43 @@ struct Agent {
     auto: Vec<Rule>,
     /// What the automatic rules could not cover, already warned about (by pid).
     warned: BTreeSet<auto::Warning>,
+    /// The generation the programs read (or, during an install, the one being written).
     generation: u32,
+    /// The installed policies events may still refer to, by generation.
     rules: RuleBook,
     metrics: Arc<Metrics>,
     /// Scope mode: the current targets; direct mode: unused.
     targets: TargetSet,
     /// Scope mode: true; direct mode: false.
     scoped: bool,
+    /// The policy file's identity when it was last loaded (see [`file_stamp`]).
     stamp: Option<(SystemTime, u64, u64)>,
+    /// Lost events already reported.
     lost_reported: u64,
     /// The FQDN allowlist's agent (its own resolution, learned-address bookkeeping).
     fqdn: Option<fqdn::FqdnAgent>,
 }
 
+/// The signals `run` stops or reloads on.
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, RunError> {
+        let io = |what| move |source| RunError::Io { what, source };
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?,
+            term: signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?,
+            hup: signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?,
+        })
+    }
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
-    let io = |what| move |source| RunError::Io { what, source };
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = opts.metrics {
         let listener_metrics = metrics.clone();
@@ -124,54 +153,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
         });
     }
-    let policy = Arc::new(load_policy(opts.policy.as_deref())?);
-    // The file alone must fit the maps (its errors name the file, not a running process).
-    compile::compile(&policy)?;
-    let scoped = opts.cgroups.is_empty();
-    if scoped && policy.targets.is_empty() {
-        return Err(RunError::NoTarget);
-    }
-    if !scoped && !policy.targets.is_empty() {
-        tracing::info!("--cgroup given: the policy's targets are not used");
-    }
-
-    let mut enforcer = Kernel::load_with(opts.pins.clone())?;
-    enforcer.set_scoped(scoped);
-    let generation = enforcer.generation()?.wrapping_add(1).max(1);
-    let mut agent = Agent {
-        stamp: opts.policy.as_deref().and_then(file_stamp),
-        opts,
-        enforcer,
-        base: policy.clone(),
-        policy: policy.clone(),
-        auto: Vec::new(),
-        warned: BTreeSet::new(),
-        generation,
-        rules: RuleBook::default(),
-        metrics: metrics.clone(),
-        targets: TargetSet::default(),
-        scoped,
-        lost_reported: 0,
-        fqdn: None,
-    };
-    if agent.enforcer.adopted() {
-        tracing::info!(
-            generation = generation - 1,
-            "adopted pinned maps of an earlier agent"
-        );
-    }
-    let compiled = agent.install(&policy)?;
-    // Takes the FQDN maps and resolves the allowlisted names once, before attaching.
-    let fqdn = fqdn::FqdnAgent::start(
-        &mut agent.enforcer,
-        agent.policy.clone(),
-        Some(metrics.clone()),
-    )
-    .await?;
-    agent.rules.set_fqdn(fqdn.shared());
-    agent.fqdn = Some(fqdn);
-
-    let ring = agent.enforcer.take_events()?;
+    let (mut agent, compiled) = Agent::start(opts, metrics.clone()).await?;
+    let ring = agent.kernel.take_events()?;
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -179,9 +162,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             what: "event ring buffer polling",
             source: e.into(),
         })?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io("SIGINT handler"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io("SIGTERM handler"))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(io("SIGHUP handler"))?;
+    let mut signals = Signals::new()?;
 
     agent.attach_all()?;
     metrics.set_ready(true);
@@ -189,7 +170,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         mode = agent.policy.mode.as_str(),
         policy = %agent.policy.source,
         generation = agent.generation,
-        targets = if scoped { "policy targets (scope mode)" } else { "--cgroup" },
+        targets = if agent.scoped { "policy targets (scope mode)" } else { "--cgroup" },
         rules = agent.policy.rules.len(),
         auto_rules = agent.auto.len(),
         v4_prefixes = compiled.v4.len(),
@@ -197,343 +178,153 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         pinned = agent.opts.pins.as_ref().map(|p| p.root().display().to_string()),
         "ready"
     );
-
-    let mut tick = tokio::time::interval(agent.opts.drain_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut slow = tokio::time::interval(Duration::from_millis(250));
-    slow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let signal_name = loop {
-        tokio::select! {
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sighup.recv() => agent.reload("SIGHUP"),
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(io("event ring buffer polling"))?;
-                agent.drain(guard.get_inner_mut());
-                guard.clear_ready();
-            }
-            _ = tick.tick() => {
-                agent.drain(ring.get_mut());
-                agent.report_counters();
-            }
-            _ = slow.tick() => {
-                if let Some(path) = agent.opts.policy.clone() {
-                    let stamp = file_stamp(&path);
-                    if stamp.is_some() && stamp != agent.stamp {
-                        agent.stamp = stamp;
-                        agent.reload("policy file changed");
-                    }
-                }
-                if agent.scoped
-                    && let Err(e) = agent.refresh_targets()
-                {
-                    tracing::error!(error = %error_chain(&e), "updating targets");
-                }
-                if let Err(e) = agent.refresh_auto() {
-                    tracing::error!(error = %error_chain(&e), "updating the automatic rules");
-                }
-            }
-        }
-    };
+    let signal_name = agent.serve(&mut ring, &mut signals).await?;
     metrics.set_ready(false);
-    agent.drain(ring.get_mut());
-    agent.report_counters();
-    let totals = agent.enforcer.counters()?;
-    if let Some(fqdn) = agent.fqdn.take() {
-        let fqdn_totals = fqdn.stop().await;
-        tracing::info!(?fqdn_totals, "fqdn agent stopped");
-    }
-    let pinned = agent
-        .opts
-        .pins
-        .as_ref()
-        .map(|p| p.root().display().to_string());
-    drop(agent); // without pinning this detaches the programs
-    tracing::info!(
-        signal = signal_name,
-        allowed = totals.allowed.iter().sum::<u64>(),
-        denied = totals.denied.iter().sum::<u64>(),
-        would_deny = totals.would_deny.iter().sum::<u64>(),
-        lost_events = totals.lost_events,
-        "{}",
-        match &pinned {
-            Some(dir) =>
-                format!("exiting; enforcement stays pinned in {dir} (`enforcer detach` removes it)"),
-            None => "detached".to_owned(),
-        }
-    );
-    Ok(())
+    agent.stop(ring.get_mut(), signal_name).await
 }
 
 impl Agent {
-    /// Installs `base` (a new policy file) with the automatic rules of the targets found
-    /// now, as generation [`Agent::generation`]; returns what went into the maps.
-    fn install(&mut self, base: &Arc<Policy>) -> Result<Compiled, RunError> {
-        // Targets first: a reload that adds a target covers it before the new rules apply.
-        if self.scoped {
-            self.targets = self.resolve_targets(base)?;
-            self.enforcer
-                .set_targets(&self.targets.comms, &self.targets.cgroup_ids())?;
+    /// Loads and compiles the policy, loads the programs (or adopts pinned ones), installs
+    /// the first generation and starts the FQDN agent; nothing is attached yet. Returns what
+    /// went into the maps.
+    async fn start(
+        opts: RunOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, Arc<Compiled>), RunError> {
+        let policy = Arc::new(load_policy(opts.policy.as_deref())?);
+        // The file alone must fit the maps (its errors name the file, not a running process).
+        let compiled = Arc::new(compile::compile(&policy)?);
+        let scoped = opts.cgroups.is_empty();
+        if scoped && policy.targets.is_empty() {
+            return Err(RunError::NoTarget);
         }
-        let auto = self.derive_auto(base);
-        let compiled = self.install_with(base, auto)?;
-        self.base = base.clone();
-        self.metrics.last_reload_success.set(1);
-        Ok(compiled)
-    }
-
-    /// Compiles `base` + `auto` and writes it into the maps as generation
-    /// [`Agent::generation`]. Automatic rules that do not fit the maps are logged and left
-    /// out (the file's rules alone always fit: checked when the file was loaded).
-    fn install_with(&mut self, base: &Arc<Policy>, auto: Vec<Rule>) -> Result<Compiled, RunError> {
-        let mut fits = true;
-        let (policy, compiled) = if auto.is_empty() {
-            (base.clone(), compile::compile(base)?)
-        } else {
-            let policy = auto::with_auto_rules(base, &auto);
-            match compile::compile(&policy) {
-                Ok(compiled) => (Arc::new(policy), compiled),
-                Err(e) => {
-                    fits = false;
-                    tracing::error!(
-                        error = %error_chain(&e),
-                        "the automatic rules for Alertmanager's own needs do not fit the maps; \
-                         installing the policy without them"
-                    );
-                    (base.clone(), compile::compile(base)?)
-                }
-            }
+        if !scoped && !policy.targets.is_empty() {
+            tracing::info!("--cgroup given: the policy's targets are not used");
+        }
+        let mut kernel = Kernel::load_with(opts.pins.clone())?;
+        kernel.set_scoped(scoped);
+        let mut agent = Agent {
+            stamp: opts.policy.as_deref().and_then(file_stamp),
+            opts,
+            generation: kernel.generation()?,
+            kernel,
+            base: policy.clone(),
+            base_compiled: compiled.clone(),
+            policy: policy.clone(),
+            auto: Vec::new(),
+            warned: BTreeSet::new(),
+            rules: RuleBook::default(),
+            metrics: metrics.clone(),
+            targets: TargetSet::default(),
+            scoped,
+            lost_reported: 0,
+            fqdn: None,
         };
-        self.enforcer.install(&compiled, self.generation)?;
-        self.rules.insert(self.generation, policy.clone());
-        if let Some(fqdn) = &self.fqdn {
-            fqdn.update(policy.clone());
+        if agent.kernel.adopted() {
+            tracing::info!(
+                generation = agent.generation,
+                "adopted pinned maps of an earlier agent"
+            );
         }
-        self.policy = policy;
-        self.log_auto_changes(&auto, fits);
-        self.auto = auto;
-        self.metrics
-            .policy_generation
-            .set(i64::from(self.generation));
-        Ok(compiled)
+        let installed = agent.as_next_generation(|a| a.install(policy, compiled))?;
+        // Takes the FQDN maps and resolves the allowlisted names once, before attaching.
+        let fqdn =
+            fqdn::FqdnAgent::start(&mut agent.kernel, agent.policy.clone(), Some(metrics)).await?;
+        agent.rules.set_fqdn(fqdn.shared());
+        agent.fqdn = Some(fqdn);
+        Ok((agent, installed))
     }
 
-    /// The automatic rules for the Alertmanager targets running now (empty when `base`
-    /// turns them off); warns once per process about what it cannot cover (a `--cluster.peer`
-    /// given by DNS name, an unreadable resolv.conf).
-    fn derive_auto(&mut self, base: &Policy) -> Vec<Rule> {
-        let settings = base.alertmanager;
-        if !settings.allow_own_dns && !settings.allow_cluster_peers {
-            return Vec::new();
-        }
-        let proc_root = Path::new("/proc");
-        let pids = if self.scoped {
-            match cgroup2_mount() {
-                Ok(mount) => {
-                    let mount = mount.canonicalize().unwrap_or(mount);
-                    let scope = self.opts.scope.clone().unwrap_or_else(|| mount.clone());
-                    let scope = scope.canonicalize().unwrap_or(scope);
-                    auto::scope_pids(proc_root, &mount, &scope, &self.targets)
+    /// Drains events, follows the policy file, the targets and the automatic rules until
+    /// SIGINT or SIGTERM; returns the signal's name.
+    async fn serve(
+        &mut self,
+        ring: &mut AsyncFd<RingBuf<MapData>>,
+        signals: &mut Signals,
+    ) -> Result<&'static str, RunError> {
+        let mut tick = tokio::time::interval(self.opts.drain_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut slow = tokio::time::interval(Duration::from_millis(250));
+        slow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = signals.int.recv() => return Ok("SIGINT"),
+                _ = signals.term.recv() => return Ok("SIGTERM"),
+                _ = signals.hup.recv() => self.reload("SIGHUP"),
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.map_err(|source| RunError::Io {
+                        what: "event ring buffer polling",
+                        source,
+                    })?;
+                    self.drain(guard.get_inner_mut());
+                    guard.clear_ready();
                 }
-                Err(_) => Vec::new(),
-            }
-        } else {
-            auto::cgroup_pids(&self.opts.cgroups)
-        };
-        let derived = auto::derive(proc_root, &pids, settings);
-        self.warned.retain(|w| pids.binary_search(&w.pid).is_ok());
-        for w in derived.warnings {
-            if !self.warned.contains(&w) {
-                tracing::warn!(
-                    pid = w.pid,
-                    subject = %w.subject,
-                    "not allowed automatically: {}",
-                    w.reason
-                );
-                self.warned.insert(w);
+                _ = tick.tick() => {
+                    self.drain(ring.get_mut());
+                    self.report_counters();
+                }
+                _ = slow.tick() => self.follow(),
             }
         }
-        derived.rules
     }
 
-    /// Re-derives the automatic rules; installs a new generation only when they changed.
-    fn refresh_auto(&mut self) -> Result<(), RunError> {
-        let base = self.base.clone();
-        let auto = self.derive_auto(&base);
-        if auto == self.auto {
-            return Ok(());
+    /// The slow tick: a changed policy file, new or gone targets, changed automatic rules.
+    fn follow(&mut self) {
+        if let Some(path) = self.opts.policy.clone() {
+            let stamp = file_stamp(&path);
+            if stamp.is_some() && stamp != self.stamp {
+                self.stamp = stamp;
+                self.reload("policy file changed");
+            }
         }
-        let previous = self.generation;
-        self.generation = self.generation.wrapping_add(1).max(1);
-        if let Err(e) = self.install_with(&base, auto) {
-            self.generation = previous;
-            return Err(e);
+        if self.scoped
+            && let Err(e) = self.refresh_targets()
+        {
+            tracing::error!(error = %error_chain(&e), "updating targets");
         }
+        if let Err(e) = self.refresh_auto() {
+            tracing::error!(error = %error_chain(&e), "updating the automatic rules");
+        }
+    }
+
+    /// Drains the last events, stops the FQDN agent and, without pinning, detaches.
+    async fn stop(
+        mut self,
+        ring: &mut RingBuf<MapData>,
+        signal_name: &'static str,
+    ) -> Result<(), RunError> {
+        self.drain(ring);
+        self.report_counters();
+        let totals = self.kernel.counters()?;
+        if let Some(fqdn) = self.fqdn.take() {
+            let fqdn_totals = fqdn.stop().await;
+            tracing::info!(?fqdn_totals, "fqdn agent stopped");
+        }
+        let pinned = self
+            .opts
+            .pins
+            .as_ref()
+            .map(|p| p.root().display().to_string());
+        drop(self); // without pinning this detaches the programs
         tracing::info!(
-            generation = self.generation,
-            auto_rules = self.auto.len(),
-            "automatic rules changed; policy installed"
+            signal = signal_name,
+            allowed = totals.allowed.iter().sum::<u64>(),
+            denied = totals.denied.iter().sum::<u64>(),
+            would_deny = totals.would_deny.iter().sum::<u64>(),
+            lost_events = totals.lost_events,
+            "{}",
+            match &pinned {
+                Some(dir) => format!(
+                    "exiting; enforcement stays pinned in {dir} (`enforcer detach` removes it)"
+                ),
+                None => "detached".to_owned(),
+            }
         );
         Ok(())
     }
 
-    /// One stderr line per automatic rule added or removed.
-    fn log_auto_changes(&self, now: &[Rule], installed: bool) {
-        let log = |rule: &Rule, what: &str| {
-            tracing::info!(
-                rule = %rule,
-                pid = auto::auto_pid(rule),
-                source = auto::auto_kind(rule).map(|k| k.as_str()),
-                address = %rule.net.addr(),
-                ports = %rule.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-                "automatic rule {what}"
-            );
-        };
-        let added = if installed {
-            "added"
-        } else {
-            "derived but not installed"
-        };
-        for rule in now.iter().filter(|r| !self.auto.contains(r)) {
-            log(rule, added);
-        }
-        for rule in self.auto.iter().filter(|r| !now.contains(r)) {
-            log(rule, "removed");
-        }
-    }
-
-    fn resolve_targets(&self, policy: &Policy) -> Result<TargetSet, RunError> {
-        Ok(targets::resolve(
-            &policy.targets,
-            &cgroup2_mount()?,
-            Path::new("/proc"),
-        ))
-    }
-
-    /// Attaches to every target: the --cgroup list, or the scope cgroup.
-    fn attach_all(&mut self) -> Result<(), RunError> {
-        if self.scoped {
-            let scope = match &self.opts.scope {
-                Some(p) => Cgroup::open_scope(p)?,
-                None => Cgroup::open_scope(&cgroup2_mount()?)?,
-            };
-            self.enforcer.attach(&scope)?;
-            tracing::info!(scope = %scope.path.display(), "attached (scope mode)");
-            self.publish_targets();
-        } else {
-            self.metrics
-                .targets_configured
-                .set(self.opts.cgroups.len() as i64);
-            for path in self.opts.cgroups.clone() {
-                let cg = Cgroup::open(&path)?;
-                self.enforcer.attach(&cg)?;
-                self.metrics
-                    .target_attached
-                    .get_or_create(&TargetLabels {
-                        target: format!("cgroup:{}", cg.path.display()),
-                    })
-                    .set(1);
-                tracing::info!(cgroup = %cg.path.display(), cgroup_id = cg.id(), "attached");
-            }
-            self.metrics
-                .targets_attached
-                .set(self.opts.cgroups.len() as i64);
-        }
-        Ok(())
-    }
-
-    fn publish_targets(&self) {
-        let m = &self.metrics;
-        m.targets_configured.set(self.targets.configured as i64);
-        m.target_attached.clear();
-        for t in self.targets.cgroups.values() {
-            m.target_attached
-                .get_or_create(&TargetLabels {
-                    target: t.label.clone(),
-                })
-                .set(1);
-        }
-        for label in &self.targets.missing {
-            m.target_attached
-                .get_or_create(&TargetLabels {
-                    target: label.clone(),
-                })
-                .set(0);
-        }
-        // A configured target counts as attached when something matched it.
-        let attached = self
-            .targets
-            .configured
-            .saturating_sub(self.targets.missing.len());
-        m.targets_attached.set(attached as i64);
-    }
-
-    /// Re-scans targets (new/restarted processes, units that appeared or went away).
-    fn refresh_targets(&mut self) -> Result<(), RunError> {
-        let now = self.resolve_targets(&self.base.clone())?;
-        if now != self.targets {
-            self.enforcer.set_targets(&now.comms, &now.cgroup_ids())?;
-            for (id, t) in &now.cgroups {
-                if !self.targets.cgroups.contains_key(id) {
-                    tracing::info!(target = %t.label, cgroup = %t.path.display(), cgroup_id = id, "target found");
-                }
-            }
-            for (id, t) in &self.targets.cgroups {
-                if !now.cgroups.contains_key(id) {
-                    tracing::info!(target = %t.label, cgroup = %t.path.display(), cgroup_id = id, "target gone");
-                }
-            }
-            self.targets = now;
-            self.publish_targets();
-        }
-        Ok(())
-    }
-
-    /// Loads, validates and installs the policy file again; a rejected policy keeps the
-    /// running one.
-    fn reload(&mut self, why: &'static str) {
-        let Some(path) = self.opts.policy.clone() else {
-            tracing::info!(reason = why, "no policy file to reload (embedded default)");
-            return;
-        };
-        let result = policy::load_policy(&path)
-            .map_err(RunError::from)
-            .and_then(|p| compile::compile(&p).map(|_| p).map_err(RunError::from))
-            .and_then(|p| {
-                let previous = self.generation;
-                self.generation = self.generation.wrapping_add(1).max(1);
-                let r = self.install(&Arc::new(p));
-                if r.is_err() {
-                    self.generation = previous;
-                }
-                r.map(drop)
-            });
-        match result {
-            Ok(()) => {
-                self.metrics
-                    .reloads
-                    .get_or_create(&ResultLabels { result: "success" })
-                    .inc();
-                tracing::info!(reason = why, generation = self.generation, policy = %path.display(), "policy reloaded");
-            }
-            Err(e) => {
-                self.metrics
-                    .reloads
-                    .get_or_create(&ResultLabels { result: "failure" })
-                    .inc();
-                self.metrics.last_reload_success.set(0);
-                tracing::error!(
-                    reason = why,
-                    error = %error_chain(&e),
-                    generation = self.generation,
-                    "policy rejected; the running policy stays in force"
-                );
-            }
-        }
-    }
-
     /// Writes every queued event as a JSON line.
-    fn drain(&self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
+    fn drain(&self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             match events::decode(&item) {
                 Ok(ev) => {
@@ -553,31 +344,9 @@ impl Agent {
         }
     }
 
-    /// The target a denied task belongs to, for logs and metrics.
-    fn target_of(&self, cgroup_id: u64, comm: &str) -> String {
-        if self.scoped {
-            if let Some(t) = self.targets.cgroups.get(&cgroup_id) {
-                return t.label.clone();
-            }
-            if let Some(c) = self
-                .targets
-                .comms
-                .iter()
-                .find(|c| kernel::comm_text(&kernel::comm_key(c)) == comm)
-            {
-                return format!("process:{c}");
-            }
-            return "scope".to_owned();
-        }
-        match self.opts.cgroups.as_slice() {
-            [one] => format!("cgroup:{}", one.display()),
-            _ => format!("cgroup-id:{cgroup_id}"),
-        }
-    }
-
     /// Mirrors kernel counters into metrics and reports lost events.
     fn report_counters(&mut self) {
-        match self.enforcer.counters() {
+        match self.kernel.counters() {
             Ok(c) => {
                 self.metrics.observe_counters(&c);
                 if c.lost_events > self.lost_reported {

@@ -1,0 +1,122 @@
+//! The agent's targets: attaching to the `--cgroup` list or the scope cgroup, following the
+//! policy's `targets:` in scope mode, and naming the target a denied task belongs to.
+use std::path::Path;
+
+use super::{Agent, RunError, TargetSet, targets};
+use crate::{
+    cgroup::{Cgroup, cgroup2_mount},
+    kernel,
+    metrics::TargetLabels,
+    policy::Policy,
+};
+
+impl Agent {
+    pub(super) fn resolve_targets(&self, policy: &Policy) -> Result<TargetSet, RunError> {
+        Ok(targets::resolve(
+            &policy.targets,
+            &cgroup2_mount()?,
+            Path::new("/proc"),
+        ))
+    }
+
+    /// Attaches to every target: the --cgroup list, or the scope cgroup.
+    pub(super) fn attach_all(&mut self) -> Result<(), RunError> {
+        if self.scoped {
+            let scope = match &self.opts.scope {
+                Some(p) => Cgroup::open_scope(p)?,
+                None => Cgroup::open_scope(&cgroup2_mount()?)?,
+            };
+            self.kernel.attach(&scope)?;
+            tracing::info!(scope = %scope.path.display(), "attached (scope mode)");
+            self.publish_targets();
+        } else {
+            self.metrics
+                .targets_configured
+                .set(self.opts.cgroups.len() as i64);
+            for path in self.opts.cgroups.clone() {
+                let cg = Cgroup::open(&path)?;
+                self.kernel.attach(&cg)?;
+                self.metrics
+                    .target_attached
+                    .get_or_create(&TargetLabels {
+                        target: format!("cgroup:{}", cg.path.display()),
+                    })
+                    .set(1);
+                tracing::info!(cgroup = %cg.path.display(), cgroup_id = cg.id(), "attached");
+            }
+            self.metrics
+                .targets_attached
+                .set(self.opts.cgroups.len() as i64);
+        }
+        Ok(())
+    }
+
+    fn publish_targets(&self) {
+        let m = &self.metrics;
+        m.targets_configured.set(self.targets.configured as i64);
+        m.target_attached.clear();
+        for t in self.targets.cgroups.values() {
+            m.target_attached
+                .get_or_create(&TargetLabels {
+                    target: t.label.clone(),
+                })
+                .set(1);
+        }
+        for label in &self.targets.missing {
+            m.target_attached
+                .get_or_create(&TargetLabels {
+                    target: label.clone(),
+                })
+                .set(0);
+        }
+        // A configured target counts as attached when something matched it.
+        let attached = self
+            .targets
+            .configured
+            .saturating_sub(self.targets.missing.len());
+        m.targets_attached.set(attached as i64);
+    }
+
+    /// Re-scans targets (new/restarted processes, units that appeared or went away).
+    pub(super) fn refresh_targets(&mut self) -> Result<(), RunError> {
+        let now = self.resolve_targets(&self.base.clone())?;
+        if now != self.targets {
+            self.kernel.set_targets(&now.comms, &now.cgroup_ids())?;
+            for (id, t) in &now.cgroups {
+                if !self.targets.cgroups.contains_key(id) {
+                    tracing::info!(target = %t.label, cgroup = %t.path.display(), cgroup_id = id, "target found");
+                }
+            }
+            for (id, t) in &self.targets.cgroups {
+                if !now.cgroups.contains_key(id) {
+                    tracing::info!(target = %t.label, cgroup = %t.path.display(), cgroup_id = id, "target gone");
+                }
+            }
+            self.targets = now;
+            self.publish_targets();
+        }
+        Ok(())
+    }
+
+    /// The target a denied task belongs to, for logs and metrics.
+    pub(super) fn target_of(&self, cgroup_id: u64, comm: &str) -> String {
+        if self.scoped {
+            if let Some(t) = self.targets.cgroups.get(&cgroup_id) {
+                return t.label.clone();
+            }
+            if let Some(c) = self
+                .targets
+                .comms
+                .iter()
+                .find(|c| kernel::comm_text(&kernel::comm_key(c)) == comm)
+            {
+                return format!("process:{c}");
+            }
+            return "scope".to_owned();
+        }
+        match self.opts.cgroups.as_slice() {
+            [one] => format!("cgroup:{}", one.display()),
+            _ => format!("cgroup-id:{cgroup_id}"),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Installing a policy as a new generation: the file's policy with the automatic rules of the
+//! targets running now, compiled once, written double-buffered; a reload that fails keeps the
+//! running generation.
+use std::{path::Path, sync::Arc};
+
+use super::{Agent, RunError, auto, cgroup2_mount};
+use crate::{
+    compile::{self, Compiled},
+    error_chain,
+    metrics::ResultLabels,
+    policy::{self, Policy, Rule},
+};
+
+/// The generation after `g` (0 means "nothing installed", so it is skipped on wrap-around).
+fn next_generation(g: u32) -> u32 {
+    g.wrapping_add(1).max(1)
+}
+
+impl Agent {
+    /// Runs `install` as the next generation; when it fails, the generation stays the one
+    /// running (the double-buffered maps never flipped to it).
+    pub(super) fn as_next_generation<T>(
+        &mut self,
+        install: impl FnOnce(&mut Self) -> Result<T, RunError>,
+    ) -> Result<T, RunError> {
+        let previous = self.generation;
+        self.generation = next_generation(previous);
+        let result = install(self);
+        if result.is_err() {
+            self.generation = previous;
+        }
+        result
+    }
+
+    /// Installs `base` (a policy file, compiled once into `compiled`) with the automatic rules
+    /// of the targets found now, as generation [`Agent::generation`]; returns what went into
+    /// the maps.
+    pub(super) fn install(
+        &mut self,
+        base: Arc<Policy>,
+        compiled: Arc<Compiled>,
+    ) -> Result<Arc<Compiled>, RunError> {
+        // Targets first: a reload that adds a target covers it before the new rules apply.
+        if self.scoped {
+            self.targets = self.resolve_targets(&base)?;
+            self.kernel
+                .set_targets(&self.targets.comms, &self.targets.cgroup_ids())?;
+        }
+        let auto = self.derive_auto(&base);
+        let installed = self.install_with(&base, &compiled, auto)?;
+        self.base = base;
+        self.base_compiled = compiled;
+        self.metrics.last_reload_success.set(1);
+        Ok(installed)
+    }
+
+    /// Writes `base` + `auto` into the maps as generation [`Agent::generation`]. Without
+    /// automatic rules that is `compiled` as it is; with them, the combined policy is compiled,
+    /// and when it does not fit the maps the automatic rules are logged and left out (the
+    /// file's rules alone always fit: `compiled` exists).
+    fn install_with(
+        &mut self,
+        base: &Arc<Policy>,
+        compiled: &Arc<Compiled>,
+        auto: Vec<Rule>,
+    ) -> Result<Arc<Compiled>, RunError> {
+        let mut fits = true;
+        let (policy, installed) = if auto.is_empty() {
+            (base.clone(), compiled.clone())
+        } else {
+            let policy = auto::with_auto_rules(base, &auto);
+            match compile::compile(&policy) {
+                Ok(with_auto) => (Arc::new(policy), Arc::new(with_auto)),
+                Err(e) => {
+                    fits = false;
+                    tracing::error!(
+                        error = %error_chain(&e),
+                        "the automatic rules for Alertmanager's own needs do not fit the maps; \
+                         installing the policy without them"
+                    );
+                    (base.clone(), compiled.clone())
+                }
+            }
+        };
+        self.kernel.install(&installed, self.generation)?;
+        self.rules.insert(self.generation, policy.clone());
+        if let Some(fqdn) = &self.fqdn {
+            fqdn.update(policy.clone());
+        }
+        self.policy = policy;
+        self.log_auto_changes(&auto, fits);
+        self.auto = auto;
+        self.metrics
+            .policy_generation
+            .set(i64::from(self.generation));
+        Ok(installed)
+    }
+
+    /// The automatic rules for the Alertmanager targets running now (empty when `base`
+    /// turns them off); warns once per process about what it cannot cover (a `--cluster.peer`
+    /// given by DNS name, an unreadable resolv.conf).
+    pub(super) fn derive_auto(&mut self, base: &Policy) -> Vec<Rule> {
+        let settings = base.alertmanager;
+        if !settings.allow_own_dns && !settings.allow_cluster_peers {
+            return Vec::new();
+        }
+        let proc_root = Path::new("/proc");
+        let pids = if self.scoped {
+            match cgroup2_mount() {
+                Ok(mount) => {
+                    let mount = mount.canonicalize().unwrap_or(mount);
+                    let scope = self.opts.scope.clone().unwrap_or_else(|| mount.clone());
+                    let scope = scope.canonicalize().unwrap_or(scope);
+                    auto::scope_pids(proc_root, &mount, &scope, &self.targets)
+                }
+                Err(_) => Vec::new(),
+            }
+        } else {
+            auto::cgroup_pids(&self.opts.cgroups)
+        };
+        let derived = auto::derive(proc_root, &pids, settings);
+        self.warned.retain(|w| pids.binary_search(&w.pid).is_ok());
+        for w in derived.warnings {
+            if !self.warned.contains(&w) {
+                tracing::warn!(
+                    pid = w.pid,
+                    subject = %w.subject,
+                    "not allowed automatically: {}",
+                    w.reason
+                );
+                self.warned.insert(w);
+            }
+        }
+        derived.rules
+    }
+
+    /// Re-derives the automatic rules; installs a new generation only when they changed.
+    pub(super) fn refresh_auto(&mut self) -> Result<(), RunError> {
+        let (base, compiled) = (self.base.clone(), self.base_compiled.clone());
+        let auto = self.derive_auto(&base);
+        if auto == self.auto {
+            return Ok(());
+        }
+        self.as_next_generation(|a| a.install_with(&base, &compiled, auto))?;
+        tracing::info!(
+            generation = self.generation,
+            auto_rules = self.auto.len(),
+            "automatic rules changed; policy installed"
+        );
+        Ok(())
+    }
+
+    /// One stderr line per automatic rule added or removed.
+    fn log_auto_changes(&self, now: &[Rule], installed: bool) {
+        let log = |rule: &Rule, what: &str| {
+            tracing::info!(
+                rule = %rule,
+                pid = auto::auto_pid(rule),
+                source = auto::auto_kind(rule).map(|k| k.as_str()),
+                address = %rule.net.addr(),
+                ports = %rule.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                "automatic rule {what}"
+            );
+        };
+        let added = if installed {
+            "added"
+        } else {
+            "derived but not installed"
+        };
+        for rule in now.iter().filter(|r| !self.auto.contains(r)) {
+            log(rule, added);
+        }
+        for rule in self.auto.iter().filter(|r| !now.contains(r)) {
+            log(rule, "removed");
+        }
+    }
+
+    /// Loads, validates and compiles the policy file again and installs it; a rejected policy
+    /// keeps the running one.
+    pub(super) fn reload(&mut self, why: &'static str) {
+        let Some(path) = self.opts.policy.clone() else {
+            tracing::info!(reason = why, "no policy file to reload (embedded default)");
+            return;
+        };
+        let result = policy::load_policy(&path)
+            .map_err(RunError::from)
+            .and_then(|p| {
+                let compiled = compile::compile(&p)?;
+                Ok((Arc::new(p), Arc::new(compiled)))
+            })
+            .and_then(|(p, c)| self.as_next_generation(|a| a.install(p, c)));
+        match result {
+            Ok(_) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabels { result: "success" })
+                    .inc();
+                tracing::info!(reason = why, generation = self.generation, policy = %path.display(), "policy reloaded");
+            }
+            Err(e) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&ResultLabels { result: "failure" })
+                    .inc();
+                self.metrics.last_reload_success.set(0);
+                tracing::error!(
+                    reason = why,
+                    error = %error_chain(&e),
+                    generation = self.generation,
+                    "policy rejected; the running policy stays in force"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_generation;
+
+    #[test]
+    fn generations_count_up_and_skip_zero_on_wrap_around() {
+        assert_eq!(next_generation(0), 1);
+        assert_eq!(next_generation(41), 42);
+        // 0 means "nothing installed"; the generation after the last is 1.
+        assert_eq!(next_generation(u32::MAX), 1);
+    }
+}
