@@ -239,7 +239,7 @@ fn kernel_verdict_equals_reference_evaluator() {
             };
             let mut evs = Vec::new();
             while let Some(item) = ring.next() {
-                evs.push(events::decode(&item).unwrap());
+                evs.push(events::decode::<enforcer_common::DenyEvent>(&item).unwrap());
             }
             match want {
                 Decision::Deny { rule } => {

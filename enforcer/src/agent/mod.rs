@@ -9,6 +9,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
+use enforcer_common::DenyEvent;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{Signal, SignalKind, signal},
@@ -18,7 +19,7 @@ use crate::{
     cgroup::{CgroupError, cgroup2_mount},
     compile::{self, CompileError, Compiled},
     error_chain,
-    events::{self, DenyView, RuleBook},
+    events::{self, DenyView, LostView, RuleBook},
     kernel::{Kernel, KernelError, pin::Pins},
     metrics::{self, Metrics},
     policy::{self, Policy, PolicyError, Rule},
@@ -230,7 +231,7 @@ impl Agent {
         // Takes the FQDN maps and resolves the allowlisted names once, before attaching.
         let fqdn =
             fqdn::FqdnAgent::start(&mut agent.kernel, agent.policy.clone(), Some(metrics)).await?;
-        agent.rules.set_fqdn(fqdn.shared());
+        agent.rules.set_names(fqdn.shared());
         agent.fqdn = Some(fqdn);
         Ok((agent, installed))
     }
@@ -326,18 +327,17 @@ impl Agent {
     /// Writes every queued event as a JSON line.
     fn drain(&self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
-            match events::decode(&item) {
+            match events::decode::<DenyEvent>(&item) {
                 Ok(ev) => {
-                    let view = DenyView::new(&ev, &self.rules);
-                    let target = self.target_of(ev.header.cgroup_id, &view.comm);
+                    let view = DenyView::new(&ev, &self.rules, |id, comm| self.target_of(id, comm));
                     self.metrics
                         .denials
                         .get_or_create(&metrics::DenialLabels {
                             rule: view.rule.clone(),
-                            target: target.clone(),
+                            target: view.target.clone(),
                         })
                         .inc();
-                    view.log(&target);
+                    events::emit(&view);
                 }
                 Err(e) => tracing::error!(error = %e, "undecodable event"),
             }
@@ -351,7 +351,7 @@ impl Agent {
                 self.metrics.observe_counters(&c);
                 if c.lost_events > self.lost_reported {
                     let lost = c.lost_events - self.lost_reported;
-                    tracing::warn!(target: events::TARGET, event = "events_lost", lost, lost_total = c.lost_events);
+                    events::emit(&LostView::new(lost, c.lost_events));
                     tracing::warn!(
                         lost,
                         lost_total = c.lost_events,

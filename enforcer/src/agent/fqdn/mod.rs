@@ -10,9 +10,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use enforcer_common::fqdn::{
-    EVENT_LEARNED, FqdnEntry, LEARNED_EVENT_VERSION, LearnedEvent, counter, status,
-};
+use enforcer_common::fqdn::{FqdnEntry, counter};
 use hickory_resolver::{
     TokioResolver,
     config::{
@@ -24,7 +22,10 @@ use hickory_resolver::{
 use tokio::{sync::oneshot, task::JoinSet};
 
 use crate::{
-    fqdn::names::key_name,
+    events::{
+        AddressNames,
+        learned::{self, AnswerView, LearnedView},
+    },
     kernel::{Kernel, KernelError, fqdn::FqdnMaps},
     metrics::{Metrics, NameLabels},
     policy::{DnsSettings, Policy, RuleAction, normalize_addr},
@@ -83,13 +84,15 @@ pub struct FqdnShared {
     recent: Mutex<RecentNames>,
 }
 
-impl FqdnShared {
+impl AddressNames for FqdnShared {
     /// The name `ip` (normalised) was recently answered for.
-    pub fn name_of(&self, ip: IpAddr) -> Option<String> {
+    fn name_of(&self, ip: IpAddr) -> Option<String> {
         let recent = self.recent.lock().ok()?;
         recent.get(&normalize_addr(ip)).map(str::to_owned)
     }
+}
 
+impl FqdnShared {
     fn remember(&self, ip: IpAddr, name: &str) {
         if let Ok(mut r) = self.recent.lock() {
             r.insert(ip, name);
@@ -353,14 +356,14 @@ impl State {
                 }
                 guard = async { ring.as_mut()?.readable_mut().await.ok() }, if ring.is_some() => {
                     if let Some(mut guard) = guard {
-                        let events = read_events(guard.get_inner_mut());
+                        let events = learned::read_all(guard.get_inner_mut());
                         guard.clear_ready();
                         self.on_events(events);
                     }
                 }
                 _ = drain.tick() => {
                     if let Some(r) = ring.as_mut() {
-                        let events = read_events(r.get_mut());
+                        let events = learned::read_all(r.get_mut());
                         self.on_events(events);
                     }
                 }
@@ -381,7 +384,7 @@ impl State {
             .collect();
         tracing::info!(kernel = %kernel.join(" "), "DNS learning totals");
         if let Some(r) = ring.as_mut() {
-            let events = read_events(r.get_mut());
+            let events = learned::read_all(r.get_mut());
             self.on_events(events);
         }
         self.report_kernel_counters();
@@ -620,38 +623,29 @@ impl State {
         true
     }
 
-    fn on_events(&mut self, events: Vec<LearnedEvent>) {
+    fn on_events(&mut self, events: Vec<LearnedView>) {
         for ev in events {
             self.on_learned(&ev);
         }
     }
 
-    fn on_learned(&mut self, ev: &LearnedEvent) {
+    fn on_learned(&mut self, ev: &LearnedView) {
         self.stats.learned_events += 1;
-        let name = key_name(&ev.name);
-        let count = (ev.count as usize).min(ev.answers.len());
-        for a in &ev.answers[..count] {
-            let ip = if a.v4 != 0 {
-                IpAddr::from(a.addr[0].to_ne_bytes())
-            } else {
-                let mut b = [0u8; 16];
-                for (chunk, w) in b.chunks_exact_mut(4).zip(a.addr) {
-                    chunk.copy_from_slice(&w.to_ne_bytes());
-                }
-                IpAddr::from(b)
-            };
-            self.shared.remember(ip, &name);
-            self.warn_if_blocked(&name, ip);
-            if a.status == u32::from(status::MAP_FULL) {
+        let name = &ev.name;
+        for &AnswerView {
+            ip,
+            map_full,
+            entry,
+        } in &ev.answers
+        {
+            self.shared.remember(ip, name);
+            self.warn_if_blocked(name, ip);
+            if map_full {
                 tracing::warn!(fqdn = %name, address = %ip, "learned-address map is full; this answer was not stored");
                 continue;
             }
             self.stamp += 1;
             let stamp = self.stamp;
-            let entry = FqdnEntry {
-                expires_ns: a.entry_expires_ns,
-                rules: a.entry_rules,
-            };
             self.learned.insert(ip, Learned { entry, stamp });
             self.learned_order.push_back((stamp, ip));
             for slot in 0..self.learned_by_slot.len() {
@@ -851,21 +845,6 @@ impl State {
         }
         self.kernel_counters = now;
     }
-}
-
-/// Every queued learned event.
-fn read_events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<LearnedEvent> {
-    let mut events = Vec::new();
-    while let Some(item) = ring.next() {
-        if item.len() >= std::mem::size_of::<LearnedEvent>() {
-            // SAFETY: length checked; LearnedEvent is plain integers, any bit pattern is valid.
-            let ev: LearnedEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            if ev.header.kind == EVENT_LEARNED && ev.header.version == LEARNED_EVENT_VERSION {
-                events.push(ev);
-            }
-        }
-    }
-    events
 }
 
 async fn resolve(resolver: TokioResolver, slot: usize, name: String) -> (usize, Answer) {
