@@ -17,7 +17,14 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static kmod cpio
   # systemd-analyze verify of deploy/systemd (promtool comes with prometheus)
   systemd
+  # the agent's image (cargo xtask image) and tests/tests/container.rs; crun, podman's
+  # default runtime, refuses hybrid cgroup hosts, so the test runs runc
+  podman runc
 )
+
+# `kubectl kustomize deploy/kubernetes` (tests/tests/container.rs); a kubectl from another
+# source (Google's Cloud SDK packages one) conflicts with Debian's, so keep whichever is there.
+command -v kubectl >/dev/null 2>&1 || APT_PACKAGES+=(kubernetes-client)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -43,6 +50,12 @@ fi
 if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
   log "rustup component add rust-src"
   rustup component add rust-src
+fi
+
+# The agent's image holds a static binary: the musl target (cargo xtask image).
+if ! rustup target list --installed 2>/dev/null | grep -qx 'x86_64-unknown-linux-musl'; then
+  log "rustup target add x86_64-unknown-linux-musl"
+  rustup target add x86_64-unknown-linux-musl
 fi
 
 if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then

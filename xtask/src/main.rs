@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod image;
 mod vm;
 
 #[derive(Parser)]
@@ -20,6 +21,8 @@ enum Command {
     VmTest(vm::VmTestArgs),
     /// Measures the connect4 program's cost per call (bpf_stats) and its connect() overhead.
     Bench(bench::Args),
+    /// Builds the agent's OCI image (static musl binary, FROM scratch) with podman.
+    Image(image::Args),
 }
 
 fn main() -> ExitCode {
@@ -27,5 +30,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::VmTest(args) => vm::run(&args).exit_code(),
         Command::Bench(args) => bench::run(&args),
+        Command::Image(args) => image::run(&args),
     }
 }

@@ -184,9 +184,16 @@ fn render(
          # (port 9094): the agent allows the name servers of its own resolv.conf and its literal\n\
          # --cluster.peer addresses automatically (`alertmanager:` below); peers given by DNS\n\
          # name need a cidr rule (example at the end).\n\
-         mode: enforce\n\
+         #\n\
+         # Audit mode first: nothing is denied; each call enforce mode would deny is logged as a\n\
+         # `would_deny` line. Switch to `mode: enforce` once real traffic shows none to keep.\n\
+         mode: audit\n\
          default: deny\n\
          alertmanager:\n  allow_own_dns: true\n  allow_cluster_peers: true\n\
+         # Whom to enforce, by executable name (upstream `alertmanager`, Debian's package\n\
+         # `prometheus-alertmanager`), wherever it runs: `enforcer run` without --cgroup, as the\n\
+         # Kubernetes DaemonSet and the systemd unit run it.\n\
+         targets:\n  - process: [alertmanager, prometheus-alertmanager]\n\
          block:\n  - preset: private\n  - preset: cloud-metadata\n\
          allow:\n",
         clean(&config.source)

@@ -75,3 +75,19 @@ fn an_empty_configuration_suggests_a_valid_deny_all() {
     let p = policy(&text);
     assert!(p.fqdns.is_empty());
 }
+
+#[test]
+fn suggestions_start_in_audit_mode_and_name_their_targets() {
+    let p = policy(&suggest(&config(AM)));
+    assert_eq!(p.mode, crate::policy::Mode::Audit);
+    let names: Vec<&str> = p
+        .targets
+        .iter()
+        .flat_map(|t| match t {
+            crate::policy::Target::Process { names, .. } => names.as_slice(),
+            _ => &[],
+        })
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names, ["alertmanager", "prometheus-alertmanager"]);
+}
