@@ -11,27 +11,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use enforcer_common::fqdn::{FqdnEntry, counter};
-use hickory_resolver::{
-    TokioResolver,
-    config::{
-        LookupIpStrategy, NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig,
-    },
-    name_server::TokioConnectionProvider,
-    proto::xfer::Protocol,
-};
-use tokio::{sync::oneshot, task::JoinSet};
+use hickory_resolver::TokioResolver;
+use tokio::sync::oneshot;
 
 use crate::{
-    events::{
-        AddressNames,
-        learned::{self, AnswerView, LearnedView},
-    },
+    events::AddressNames,
     kernel::{Kernel, KernelError, fqdn::FqdnMaps},
-    metrics::{Metrics, NameLabels},
-    policy::{DnsSettings, Policy, RuleAction, normalize_addr},
+    metrics::Metrics,
+    policy::{Policy, normalize_addr},
 };
 
+mod learned;
 pub mod recent;
+mod resolver;
+mod task;
 
 use recent::RecentNames;
 
@@ -123,7 +116,7 @@ impl FqdnAgent {
         // Without a usable resolver configuration the agent still runs: learning from the
         // process's own answers does not need it.
         let resolver = if policy.fqdns.iter().any(|f| !f.wildcard) {
-            match resolver(&policy.dns) {
+            match resolver::resolver(&policy.dns) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::error!(
@@ -206,35 +199,16 @@ fn names_of(policy: &Policy) -> Vec<Name> {
         .collect()
 }
 
-fn resolver(dns: &DnsSettings) -> Result<TokioResolver, FqdnError> {
-    let mut builder = if dns.servers.is_empty() {
-        TokioResolver::builder_tokio().map_err(FqdnError::ResolverConfig)?
-    } else {
-        let mut group = NameServerConfigGroup::new();
-        for &server in &dns.servers {
-            group.push(NameServerConfig::new(server, Protocol::Udp));
-            group.push(NameServerConfig::new(server, Protocol::Tcp));
-        }
-        let config = ResolverConfig::from_parts(None, vec![], group);
-        TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-    };
-    let opts = builder.options_mut();
-    opts.timeout = Duration::from_secs(2);
-    opts.attempts = 1;
-    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    // The target reads its own hosts file; the agent's would only add confusion.
-    opts.use_hosts_file = ResolveHosts::Never;
-    opts.ndots = 0;
-    Ok(builder.build())
-}
-
 /// One FQDN rule slot as the agent tracks it.
 struct Name {
     name: String,
     /// Exact names are resolved by the agent; wildcards only learned.
     resolve: bool,
+    /// When the next resolution is due.
     next: Instant,
+    /// A resolution is running.
     in_flight: bool,
+    /// Consecutive failed resolutions (0 after an answer); sets the backoff.
     failures: u32,
     /// Addresses of the last good answer (normalised, blocked ones left out).
     current: Vec<IpAddr>,
@@ -250,14 +224,18 @@ impl Name {
 /// A learned address as the agent last saw it in an event.
 #[derive(Clone, Copy)]
 struct Learned {
+    /// The entry the kernel wrote (removal only happens while the map still holds it).
     entry: FqdnEntry,
+    /// The stamp of the answer that carried it (see [`State::learned_order`]).
     stamp: u64,
 }
 
 /// The learned addresses of one slot, oldest first.
 #[derive(Clone, Default)]
 struct SlotLearned {
+    /// The slot's learned addresses with the stamp of their latest answer.
     live: HashMap<IpAddr, u64>,
+    /// (stamp, address) in arrival order; stale pairs (stamp no longer in `live`) are skipped.
     order: VecDeque<(u64, IpAddr)>,
 }
 
@@ -265,599 +243,43 @@ struct SlotLearned {
 type Answer = Result<(Vec<IpAddr>, Instant), String>;
 
 struct State {
+    /// The installed policy (its `fqdns` define the rule slots, its `dns` the bounds).
     policy: Arc<Policy>,
+    /// The kernel's FQDN maps: learned (kernel-written) and resolved (agent-written) addresses.
     maps: FqdnMaps,
+    /// The resolver for the exact names; `None` when the policy has none, or when no resolver
+    /// configuration could be read (then only the targets' own answers are learned).
     resolver: Option<TokioResolver>,
+    /// One entry per FQDN rule slot, in the policy's order (slot i = bit i of a rule mask).
     names: Vec<Name>,
-    /// The agent's own answers: address → slot → expiry (ktime ns).
+    /// The agent's own answers: address → slot → expiry (ktime ns). The resolved map's entry
+    /// of an address is derived from this (latest expiry, union of slots).
     resolved: HashMap<IpAddr, HashMap<u32, u64>>,
+    /// Every learned address the agent knows of, with the entry the kernel wrote and the
+    /// stamp of the event that carried it (a later event for the address has a higher stamp).
     learned: HashMap<IpAddr, Learned>,
+    /// Per slot: its learned addresses, oldest first, for `max_addresses_per_name`.
     learned_by_slot: Vec<SlotLearned>,
+    /// All learned (stamp, address) in arrival order, for `max_addresses`. Entries whose
+    /// stamp no longer matches `learned` are stale (the address was refreshed or removed)
+    /// and skipped; the queue is compacted when it grows past four times the bound.
     learned_order: VecDeque<(u64, IpAddr)>,
+    /// The last stamp handed out (one per learned answer).
     stamp: u64,
+    /// Totals returned when the task stops.
     stats: FqdnStats,
+    /// The recent address → name memory deny events read.
     shared: Arc<FqdnShared>,
+    /// When each (name, address) inside a block range was last warned about (at most 1,024
+    /// pairs, each warned at most once a minute).
     warned: HashMap<(String, IpAddr), Instant>,
+    /// When every learned entry in the kernel was last checked (also those whose event was
+    /// lost).
     last_full_scan: Instant,
+    /// The learning program's counters as last reported (increases are logged).
     kernel_counters: [u64; counter::COUNT as usize],
     /// `enforcer_fqdn_addresses` and `enforcer_fqdn_resolution_failures_total{name}`.
     metrics: Option<Arc<Metrics>>,
-}
-
-impl State {
-    async fn initial_resolution(&mut self) {
-        let Some(resolver) = self.resolver.clone() else {
-            return;
-        };
-        let mut jobs = JoinSet::new();
-        for (slot, n) in self.names.iter().enumerate().filter(|(_, n)| n.resolve) {
-            jobs.spawn(resolve(resolver.clone(), slot, n.name.clone()));
-        }
-        let deadline = tokio::time::Instant::now() + INITIAL_RESOLUTION;
-        while let Ok(Some(done)) = tokio::time::timeout_at(deadline, jobs.join_next()).await {
-            if let Ok((slot, answer)) = done {
-                self.on_answer(slot, answer);
-            }
-        }
-        // Names still resolving are retried by the task.
-    }
-
-    async fn run(
-        mut self,
-        mut stop: oneshot::Receiver<()>,
-        mut policy: tokio::sync::watch::Receiver<Arc<Policy>>,
-    ) -> FqdnStats {
-        let mut drain = tokio::time::interval(DRAIN_EVERY);
-        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut jobs: JoinSet<(usize, Answer)> = JoinSet::new();
-        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
-        // the AsyncFd owns the ring buffer.
-        let mut ring = match self.maps.events.take().map(|r| {
-            // SAFETY: as above.
-            unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(r, tokio::io::Interest::READABLE)
-            }
-            .map_err(|e| e.to_string())
-        }) {
-            Some(Ok(ring)) => Some(ring),
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "polling the learned-event ring buffer; draining on the timer only");
-                None
-            }
-            None => None,
-        };
-        loop {
-            let now = Instant::now();
-            if let Some(resolver) = &self.resolver {
-                for (slot, n) in self.names.iter_mut().enumerate() {
-                    if n.resolve && !n.in_flight && n.next <= now {
-                        n.in_flight = true;
-                        jobs.spawn(resolve(resolver.clone(), slot, n.name.clone()));
-                    }
-                }
-            }
-            let next = self
-                .names
-                .iter()
-                .filter(|n| n.resolve && !n.in_flight)
-                .map(|n| n.next)
-                .min()
-                .unwrap_or(now + MAX_REFRESH);
-            tokio::select! {
-                _ = &mut stop => break,
-                changed = policy.changed() => {
-                    if changed.is_ok() {
-                        let new = policy.borrow_and_update().clone();
-                        jobs.abort_all();
-                        self.on_policy(new);
-                    }
-                }
-                guard = async { ring.as_mut()?.readable_mut().await.ok() }, if ring.is_some() => {
-                    if let Some(mut guard) = guard {
-                        let events = learned::read_all(guard.get_inner_mut());
-                        guard.clear_ready();
-                        self.on_events(events);
-                    }
-                }
-                _ = drain.tick() => {
-                    if let Some(r) = ring.as_mut() {
-                        let events = learned::read_all(r.get_mut());
-                        self.on_events(events);
-                    }
-                }
-                _ = sweep.tick() => self.sweep(),
-                Some(done) = jobs.join_next(), if !jobs.is_empty() => {
-                    if let Ok((slot, answer)) = done {
-                        self.on_answer(slot, answer);
-                    }
-                }
-                _ = tokio::time::sleep_until(next.into()) => {}
-            }
-        }
-        jobs.abort_all();
-        let totals = self.maps.counters();
-        let kernel: Vec<String> = kernel_counter_names()
-            .iter()
-            .map(|(i, name)| format!("{name}={}", totals[*i as usize]))
-            .collect();
-        tracing::info!(kernel = %kernel.join(" "), "DNS learning totals");
-        if let Some(r) = ring.as_mut() {
-            let events = learned::read_all(r.get_mut());
-            self.on_events(events);
-        }
-        self.report_kernel_counters();
-        self.stats
-    }
-
-    /// A reloaded policy. Same names in the same order: the slots keep their meaning, only
-    /// ports, protocols, blocks and DNS settings change. Otherwise the slots were renumbered,
-    /// so every learned and resolved address is forgotten (removed from the kernel maps) and
-    /// the names are resolved again; the process's next resolution re-learns its answers.
-    fn on_policy(&mut self, new: Arc<Policy>) {
-        let key = |p: &Policy| -> Vec<(String, bool)> {
-            p.fqdns
-                .iter()
-                .map(|f| (f.name.clone(), f.wildcard))
-                .collect()
-        };
-        let same_names = key(&self.policy) == key(&new);
-        let servers_changed = self.policy.dns.servers != new.dns.servers;
-        self.policy = new;
-        if servers_changed || self.resolver.is_none() {
-            self.resolver = if self.policy.fqdns.iter().any(|f| !f.wildcard) {
-                match resolver(&self.policy.dns) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::error!(error = %e, "building the resolver for the reloaded policy");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-        }
-        if same_names {
-            for n in &mut self.names {
-                n.in_flight = false;
-                n.next = Instant::now();
-            }
-            return;
-        }
-        let resolved: Vec<IpAddr> = self.resolved.keys().copied().collect();
-        self.resolved.clear();
-        for &ip in &resolved {
-            self.write_resolved(ip);
-        }
-        let mut learned = 0u64;
-        for (ip, entry) in self.maps.learned_entries() {
-            if self.maps.remove_learned_if(ip, entry) {
-                learned += 1;
-            }
-        }
-        self.stats.learned_removed += learned;
-        self.learned.clear();
-        self.learned_order.clear();
-        self.names = names_of(&self.policy);
-        self.learned_by_slot = vec![SlotLearned::default(); self.names.len()];
-        // Logged once the kernel maps no longer hold them (tests and operators may act on it).
-        tracing::warn!(
-            learned_removed = learned,
-            resolved_removed = resolved.len(),
-            "the fqdn rules changed: learned and resolved addresses are forgotten and resolved again"
-        );
-    }
-
-    fn on_answer(&mut self, slot: usize, answer: Answer) {
-        let now = Instant::now();
-        let grace_ns = self.policy.dns.grace_period.as_nanos() as u64;
-        let ktime = ktime_now_ns();
-        let Some(n) = self.names.get_mut(slot) else {
-            return;
-        };
-        n.in_flight = false;
-        let name = n.name.clone();
-        match answer {
-            Ok((ips, valid_until)) => {
-                self.stats.resolutions += 1;
-                n.failures = 0;
-                n.current.clear();
-                let ttl = valid_until.saturating_duration_since(now);
-                n.next = now + (ttl * 3 / 4).clamp(MIN_REFRESH, MAX_REFRESH);
-                let expires = ktime + ttl.as_nanos() as u64 + grace_ns;
-                // Addresses that left the answer set stay for the grace period at most.
-                let left: Vec<IpAddr> = self
-                    .resolved
-                    .iter_mut()
-                    .filter_map(|(ip, slots)| {
-                        if ips.iter().any(|a| normalize_addr(*a) == *ip) {
-                            return None;
-                        }
-                        let e = slots.get_mut(&(slot as u32))?;
-                        (*e > ktime + grace_ns).then(|| {
-                            *e = ktime + grace_ns;
-                            *ip
-                        })
-                    })
-                    .collect();
-                for ip in left {
-                    self.write_resolved(ip);
-                }
-                for ip in ips {
-                    let ip = normalize_addr(ip);
-                    self.shared.remember(ip, &name);
-                    if self.warn_if_blocked(&name, ip) {
-                        continue;
-                    }
-                    self.names[slot].current.push(ip);
-                    let slots = self.resolved.entry(ip).or_default();
-                    let e = slots.entry(slot as u32).or_default();
-                    *e = (*e).max(expires);
-                    self.write_resolved(ip);
-                }
-                self.bound_resolved(slot);
-            }
-            Err(error) => {
-                self.stats.dns_failures += 1;
-                if let Some(m) = &self.metrics {
-                    m.fqdn_resolution_failures
-                        .get_or_create(&NameLabels { name: name.clone() })
-                        .inc();
-                }
-                n.failures += 1;
-                let backoff = MIN_REFRESH * 2u32.saturating_pow(n.failures.min(8));
-                n.next = now + backoff.min(MAX_BACKOFF);
-                let kept = n.current.len();
-                // Keep the last good answer while the name servers fail: never flush it (the
-                // sweep keeps extending it by the grace period until an answer comes).
-                self.keep_current(slot, ktime + grace_ns);
-                tracing::warn!(
-                    fqdn = %name,
-                    error = %error,
-                    failures = self.stats.dns_failures,
-                    kept_addresses = kept,
-                    "resolving an allowlisted name failed; keeping its last answers"
-                );
-            }
-        }
-    }
-
-    /// Drops the oldest addresses of `slot` beyond `max_addresses_per_name`, then the
-    /// soonest-expiring beyond `max_addresses`.
-    fn bound_resolved(&mut self, slot: usize) {
-        let slot = slot as u32;
-        let mut of_slot: Vec<(u64, IpAddr)> = self
-            .resolved
-            .iter()
-            .filter_map(|(ip, s)| s.get(&slot).map(|e| (*e, *ip)))
-            .collect();
-        let max = self.policy.dns.max_addresses_per_name;
-        if of_slot.len() > max {
-            of_slot.sort_unstable();
-            let excess = of_slot.len() - max;
-            for &(_, ip) in &of_slot[..excess] {
-                if let Some(s) = self.resolved.get_mut(&ip) {
-                    s.remove(&slot);
-                }
-                self.write_resolved(ip);
-            }
-            self.stats.evicted_per_name += excess as u64;
-            tracing::warn!(fqdn = %self.names[slot as usize].name, dropped = excess, max, "name has more addresses than max_addresses_per_name; dropped the oldest");
-        }
-        let total = self.policy.dns.max_addresses;
-        if self.resolved.len() > total {
-            let mut all: Vec<(u64, IpAddr)> = self
-                .resolved
-                .iter()
-                .map(|(ip, s)| (s.values().copied().max().unwrap_or(0), *ip))
-                .collect();
-            all.sort_unstable();
-            let excess = all.len() - total;
-            for &(_, ip) in &all[..excess] {
-                self.resolved.remove(&ip);
-                self.write_resolved(ip);
-            }
-            self.stats.evicted_total += excess as u64;
-            tracing::warn!(
-                dropped = excess,
-                max = total,
-                "more resolved addresses than max_addresses; dropped the soonest-expiring"
-            );
-        }
-    }
-
-    /// Writes the agent's map entry of `ip` from its slots (removing it when none is left).
-    fn write_resolved(&mut self, ip: IpAddr) {
-        let entry = match self.resolved.get(&ip) {
-            Some(slots) if !slots.is_empty() => Some(FqdnEntry {
-                expires_ns: slots.values().copied().max().unwrap_or(0),
-                rules: slots.keys().fold(0u64, |m, s| m | (1u64 << s)),
-            }),
-            _ => {
-                self.resolved.remove(&ip);
-                None
-            }
-        };
-        if let Err(e) = self.maps.set_resolved(ip, entry) {
-            self.stats.map_errors += 1;
-            tracing::error!(address = %ip, error = %e, "writing the resolved-address map");
-        }
-    }
-
-    /// Warns (at most once a minute per name and address) when `ip` is inside a block range;
-    /// returns whether it is.
-    fn warn_if_blocked(&mut self, name: &str, ip: IpAddr) -> bool {
-        let Some(rule) = self
-            .policy
-            .rules
-            .iter()
-            .filter(|r| r.action == RuleAction::Block && r.net.contains(&ip))
-            .max_by_key(|r| r.net.prefix_len())
-        else {
-            return false;
-        };
-        self.stats.blocked_answers += 1;
-        let key = (name.to_owned(), ip);
-        let now = Instant::now();
-        if self
-            .warned
-            .get(&key)
-            .is_some_and(|t| now.duration_since(*t) < WARN_EVERY)
-        {
-            return true;
-        }
-        if self.warned.len() >= 1024 {
-            self.warned
-                .retain(|_, t| now.duration_since(*t) < WARN_EVERY);
-        }
-        if self.warned.len() < 1024 {
-            self.warned.insert(key, now);
-        }
-        tracing::warn!(
-            fqdn = %name,
-            address = %ip,
-            rule = %rule,
-            "DNS answer for an allowlisted name is inside a blocked range (possible DNS rebinding); it allows nothing"
-        );
-        true
-    }
-
-    fn on_events(&mut self, events: Vec<LearnedView>) {
-        for ev in events {
-            self.on_learned(&ev);
-        }
-    }
-
-    fn on_learned(&mut self, ev: &LearnedView) {
-        self.stats.learned_events += 1;
-        let name = &ev.name;
-        for &AnswerView {
-            ip,
-            map_full,
-            entry,
-        } in &ev.answers
-        {
-            self.shared.remember(ip, name);
-            self.warn_if_blocked(name, ip);
-            if map_full {
-                tracing::warn!(fqdn = %name, address = %ip, "learned-address map is full; this answer was not stored");
-                continue;
-            }
-            self.stamp += 1;
-            let stamp = self.stamp;
-            self.learned.insert(ip, Learned { entry, stamp });
-            self.learned_order.push_back((stamp, ip));
-            for slot in 0..self.learned_by_slot.len() {
-                if ev.rules & (1u64 << slot) != 0 {
-                    let s = &mut self.learned_by_slot[slot];
-                    s.live.insert(ip, stamp);
-                    s.order.push_back((stamp, ip));
-                }
-            }
-        }
-        self.bound_learned(ev.rules);
-    }
-
-    /// Applies `max_addresses_per_name` (to the slots in `touched`) and `max_addresses` to the
-    /// learned addresses: the oldest are removed from the kernel map, but only when their entry
-    /// is unchanged since the agent saw it and belongs to that one name.
-    fn bound_learned(&mut self, touched: u64) {
-        let max = self.policy.dns.max_addresses_per_name;
-        for slot in 0..self.learned_by_slot.len() {
-            if touched & (1u64 << slot) == 0 {
-                continue;
-            }
-            let mut dropped = 0u64;
-            while self.learned_by_slot[slot].live.len() > max {
-                let s = &mut self.learned_by_slot[slot];
-                let Some((stamp, ip)) = s.order.pop_front() else {
-                    break;
-                };
-                if s.live.get(&ip) != Some(&stamp) {
-                    continue;
-                }
-                s.live.remove(&ip);
-                dropped += 1;
-                self.evict_learned(ip, Some(slot));
-            }
-            let s = &mut self.learned_by_slot[slot];
-            if s.order.len() > 4 * max.max(16) {
-                let live = &s.live;
-                s.order.retain(|(stamp, ip)| live.get(ip) == Some(stamp));
-            }
-            if dropped > 0 {
-                self.stats.evicted_per_name += dropped;
-                tracing::warn!(fqdn = %self.names[slot].name, dropped, max, "name has more learned addresses than max_addresses_per_name; removed the oldest");
-            }
-        }
-        let total = self.policy.dns.max_addresses;
-        let mut dropped = 0u64;
-        while self.learned.len() > total {
-            let Some((stamp, ip)) = self.learned_order.pop_front() else {
-                break;
-            };
-            if self.learned.get(&ip).map(|l| l.stamp) != Some(stamp) {
-                continue;
-            }
-            dropped += 1;
-            self.evict_learned(ip, None);
-        }
-        if self.learned_order.len() > 4 * total.max(16) {
-            let learned = &self.learned;
-            self.learned_order
-                .retain(|(stamp, ip)| learned.get(ip).map(|l| l.stamp) == Some(*stamp));
-        }
-        if dropped > 0 {
-            self.stats.evicted_total += dropped;
-            tracing::warn!(
-                dropped,
-                max = total,
-                "more learned addresses than max_addresses; removed the oldest"
-            );
-        }
-    }
-
-    /// Forgets `ip` and removes its kernel entry if that entry is still what the agent saw and
-    /// holds no other name than `slot` (`None`: any).
-    fn evict_learned(&mut self, ip: IpAddr, slot: Option<usize>) {
-        let Some(l) = self.learned.get(&ip).copied() else {
-            return;
-        };
-        let only_this = slot.is_none_or(|s| l.entry.rules == 1u64 << s);
-        if only_this && self.maps.remove_learned_if(ip, l.entry) {
-            self.stats.learned_removed += 1;
-        }
-        if only_this {
-            self.forget_learned(ip, l.entry.rules);
-        }
-    }
-
-    fn forget_learned(&mut self, ip: IpAddr, rules: u64) {
-        self.learned.remove(&ip);
-        for (slot, s) in self.learned_by_slot.iter_mut().enumerate() {
-            if rules & (1u64 << slot) != 0 {
-                s.live.remove(&ip);
-            }
-        }
-    }
-
-    /// Extends the expiry of `slot`'s last good answer to at least `until`.
-    fn keep_current(&mut self, slot: usize, until: u64) {
-        let ips = self.names[slot].current.clone();
-        for ip in ips {
-            let Some(e) = self
-                .resolved
-                .get_mut(&ip)
-                .and_then(|s| s.get_mut(&(slot as u32)))
-            else {
-                continue;
-            };
-            if *e < until {
-                *e = until;
-                self.write_resolved(ip);
-            }
-        }
-    }
-
-    fn sweep(&mut self) {
-        let now = ktime_now_ns();
-        let grace_ns = self.policy.dns.grace_period.as_nanos() as u64;
-        for slot in 0..self.names.len() {
-            if self.names[slot].stale() {
-                self.keep_current(slot, now + grace_ns.max(2 * SWEEP_EVERY.as_nanos() as u64));
-            }
-        }
-        // The agent's entries: drop names whose answers (and grace) ran out.
-        let expired: Vec<IpAddr> = self
-            .resolved
-            .iter_mut()
-            .filter_map(|(ip, slots)| {
-                let before = slots.len();
-                slots.retain(|_, e| *e > now);
-                (slots.len() != before).then_some(*ip)
-            })
-            .collect();
-        for ip in expired {
-            self.write_resolved(ip);
-        }
-        // Learned entries long expired: the kernel ignores them; removing frees their slot.
-        let stale: Vec<(IpAddr, FqdnEntry)> = self
-            .learned
-            .iter()
-            .filter(|(_, l)| l.entry.expires_ns + LEARNED_SWEEP_MARGIN_NS < now)
-            .map(|(ip, l)| (*ip, l.entry))
-            .collect();
-        for (ip, seen) in stale {
-            match self.maps.learned(ip) {
-                Some(current) if current != seen => {
-                    // Refreshed by the kernel after the event we saw (its event is queued).
-                    if let Some(l) = self.learned.get_mut(&ip) {
-                        l.entry = current;
-                    }
-                }
-                Some(_) => {
-                    if self.maps.remove_learned_if(ip, seen) {
-                        self.stats.learned_removed += 1;
-                    }
-                    self.forget_learned(ip, seen.rules);
-                }
-                None => self.forget_learned(ip, seen.rules),
-            }
-        }
-        if self.last_full_scan.elapsed() >= FULL_SCAN_EVERY {
-            self.last_full_scan = Instant::now();
-            for (ip, entry) in self.maps.learned_entries() {
-                if entry.expires_ns + LEARNED_SWEEP_MARGIN_NS < now
-                    && !self.learned.contains_key(&ip)
-                    && self.maps.remove_learned_if(ip, entry)
-                {
-                    self.stats.learned_removed += 1;
-                }
-            }
-        }
-        self.report_kernel_counters();
-        if let Some(m) = &self.metrics {
-            let mut all: std::collections::HashSet<IpAddr> =
-                self.resolved.keys().copied().collect();
-            all.extend(self.learned.keys().copied());
-            m.fqdn_addresses.set(all.len() as i64);
-        }
-    }
-
-    /// Logs increases of the learning program's trouble counters.
-    fn report_kernel_counters(&mut self) {
-        let now = self.maps.counters();
-        // Every counter but the two that count success.
-        let trouble = kernel_counter_names()
-            .into_iter()
-            .filter(|(i, _)| ![counter::MATCHED_RESPONSES, counter::LEARNED].contains(i));
-        for (i, what) in trouble {
-            let (old, new) = (self.kernel_counters[i as usize], now[i as usize]);
-            if new > old {
-                tracing::warn!(
-                    counter = what,
-                    new = new - old,
-                    total = new,
-                    "DNS learning: responses not (fully) learned"
-                );
-            }
-        }
-        self.kernel_counters = now;
-    }
-}
-
-async fn resolve(resolver: TokioResolver, slot: usize, name: String) -> (usize, Answer) {
-    resolver.clear_cache();
-    let answer = match resolver.lookup_ip(format!("{name}.")).await {
-        Ok(lookup) => Ok((lookup.iter().collect(), lookup.valid_until())),
-        // NXDOMAIN / no A or AAAA: an answer with no addresses (the old ones age out).
-        Err(e) if e.is_no_records_found() => {
-            Ok((Vec::new(), Instant::now() + Duration::from_secs(30)))
-        }
-        Err(e) => Err(e.to_string()),
-    };
-    (slot, answer)
 }
 
 /// `bpf_ktime_get_ns()` as userspace reads it (CLOCK_MONOTONIC), in nanoseconds.
