@@ -209,10 +209,15 @@ pub struct LearnedEvent {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain #[repr(C)] integer structs with explicit padding; any bit pattern is valid.
+    // Each type: plain #[repr(C)] integers with explicit padding, so any bit pattern is valid.
+    // SAFETY: FqdnEntry is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::FqdnEntry {}
+    // SAFETY: FqdnSettings is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::FqdnSettings {}
+    // SAFETY: PortKey is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::PortKey {}
+    // SAFETY: LearnedEvent is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::LearnedEvent {}
+    // SAFETY: LearnedAnswer is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::LearnedAnswer {}
 }

@@ -334,11 +334,16 @@ pub struct DenyEvent {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain #[repr(C)] integer structs with explicit padding; any bit pattern is valid.
+    // Each type: plain #[repr(C)] integers with explicit padding, so any bit pattern is valid.
+    // SAFETY: Clause is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::Clause {}
+    // SAFETY: LpmValue is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::LpmValue {}
+    // SAFETY: Config is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: EventHeader is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::EventHeader {}
+    // SAFETY: DenyEvent is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::DenyEvent {}
 }
 

@@ -11,7 +11,7 @@ use crate::{
 };
 
 impl Agent {
-    pub(super) fn resolve_targets(&self, policy: &Policy) -> Result<TargetSet, RunError> {
+    pub(super) fn resolve_targets(policy: &Policy) -> Result<TargetSet, RunError> {
         Ok(targets::resolve(
             &policy.targets,
             &cgroup2_mount()?,
@@ -79,7 +79,7 @@ impl Agent {
 
     /// Re-scans targets (new/restarted processes, units that appeared or went away).
     pub(super) fn refresh_targets(&mut self) -> Result<(), RunError> {
-        let now = self.resolve_targets(&self.base.clone())?;
+        let now = Self::resolve_targets(&self.base)?;
         if now != self.targets {
             self.kernel.set_targets(&now.comms, &now.cgroup_ids())?;
             for (id, t) in &now.cgroups {

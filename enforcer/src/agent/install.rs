@@ -42,7 +42,7 @@ impl Agent {
     ) -> Result<Arc<Compiled>, RunError> {
         // Targets first: a reload that adds a target covers it before the new rules apply.
         if self.scoped {
-            self.targets = self.resolve_targets(&base)?;
+            self.targets = Self::resolve_targets(&base)?;
             self.kernel
                 .set_targets(&self.targets.comms, &self.targets.cgroup_ids())?;
         }

@@ -181,6 +181,10 @@ pub fn exe_name(proc_dir: &Path) -> Option<String> {
 /// `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/cri-containerd-….scope`
 /// → the path up to the pod segment; cgroupfs-driver layouts (`/kubepods/burstable/pod<uid>/…`)
 /// too.
+#[expect(
+    clippy::case_sensitive_file_extension_comparisons,
+    reason = "`.slice` is a systemd unit type, whose names are case-sensitive"
+)]
 pub fn pod_ancestor(cgroup: &str) -> Option<String> {
     let parts: Vec<&str> = cgroup.split('/').collect();
     let i = parts.iter().position(|p| {

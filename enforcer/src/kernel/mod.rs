@@ -41,6 +41,10 @@ const PROGRAMS: [&str; 4] = [
 ];
 
 /// The loaded programs and their maps.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "four independent facts about the loaded object, not a state machine"
+)]
 pub struct Kernel {
     ebpf: Ebpf,
     /// Rule set the programs read now.

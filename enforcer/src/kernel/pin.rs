@@ -21,7 +21,7 @@ use crate::cgroup::Cgroup;
 /// Default bpffs directory of the agent.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/enforcer";
 
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> KernelError + '_ {
     move |source| KernelError::Io {
@@ -158,8 +158,9 @@ fn is_bpffs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: statfs with a valid NUL-terminated path and a zeroed out-struct.
+    // SAFETY: statfs is a struct of integers, for which all-zero bytes are a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a live statfs the call writes.
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == BPF_FS_MAGIC
 }
 

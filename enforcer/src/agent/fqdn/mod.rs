@@ -183,12 +183,12 @@ impl FqdnAgent {
 }
 
 /// The slots of `policy`, all due for resolution now.
-fn names_of(policy: &Policy) -> Vec<Name> {
+fn names_of(policy: &Policy) -> Vec<Slot> {
     let now = Instant::now();
     policy
         .fqdns
         .iter()
-        .map(|f| Name {
+        .map(|f| Slot {
             name: f.name.clone(),
             resolve: !f.wildcard,
             next: now,
@@ -200,7 +200,7 @@ fn names_of(policy: &Policy) -> Vec<Name> {
 }
 
 /// One FQDN rule slot as the agent tracks it.
-struct Name {
+struct Slot {
     name: String,
     /// Exact names are resolved by the agent; wildcards only learned.
     resolve: bool,
@@ -214,7 +214,7 @@ struct Name {
     current: Vec<IpAddr>,
 }
 
-impl Name {
+impl Slot {
     /// Resolution is overdue or failing: its last good answer must not age out meanwhile.
     fn stale(&self) -> bool {
         self.failures > 0 || self.in_flight
@@ -251,7 +251,7 @@ struct State {
     /// configuration could be read (then only the targets' own answers are learned).
     resolver: Option<TokioResolver>,
     /// One entry per FQDN rule slot, in the policy's order (slot i = bit i of a rule mask).
-    names: Vec<Name>,
+    names: Vec<Slot>,
     /// The agent's own answers: address → slot → expiry (ktime ns). The resolved map's entry
     /// of an address is derived from this (latest expiry, union of slots).
     resolved: HashMap<IpAddr, HashMap<u32, u64>>,

@@ -101,7 +101,7 @@ impl State {
                         self.on_answer(slot, answer);
                     }
                 }
-                _ = tokio::time::sleep_until(next.into()) => {}
+                () = tokio::time::sleep_until(next.into()) => {}
             }
         }
         jobs.abort_all();
