@@ -65,6 +65,8 @@ pub struct Metrics {
     pub last_reload_success: Gauge,
     pub fqdn_addresses: Gauge,
     pub fqdn_resolution_failures: Family<NameLabels, Counter>,
+    /// The integrity watchdog's metrics (`enforcer_integrity_*`).
+    pub integrity: Arc<crate::integrity::IntegrityMetrics>,
     ready: AtomicBool,
     /// Kernel counter totals already added to `decisions`/`lost_events`.
     seen: Mutex<Counters>,
@@ -145,6 +147,7 @@ impl Metrics {
             "Failed resolutions of allowlisted names",
             fqdn_resolution_failures.clone(),
         );
+        let integrity = Arc::new(crate::integrity::IntegrityMetrics::register(&mut registry));
         let build_info = Family::<VersionLabels, Gauge>::default();
         registry.register("build_info", "Version of the agent", build_info.clone());
         build_info
@@ -165,6 +168,7 @@ impl Metrics {
             last_reload_success,
             fqdn_addresses,
             fqdn_resolution_failures,
+            integrity,
             ready: AtomicBool::new(false),
             seen: Mutex::new(Counters::default()),
         }

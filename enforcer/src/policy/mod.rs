@@ -6,6 +6,7 @@
 //! presets are expanded into one [`Rule`] per range. A rule's index in [`Policy::rules`] is
 //! its id in the kernel maps and in events.
 
+mod integrity;
 mod parse;
 mod presets;
 
@@ -16,6 +17,7 @@ use std::path::Path;
 use enforcer_common::{action, mode, proto, rule_id, verdict};
 use ipnet::{IpNet, Ipv4Net};
 
+pub use integrity::{ApiSettings, BasicAuth, IntegritySettings, NotifyUrl, Selector, TlsSettings};
 pub use presets::{PRESETS_VERSION, Preset, PresetEntry, preset, presets, render_presets};
 
 /// `mode:` — whether a deny verdict is enforced or only logged.
@@ -332,6 +334,8 @@ pub struct Policy {
     pub alertmanager: AlertmanagerSettings,
     /// `dns:` — how the agent resolves the `fqdn` rules.
     pub dns: DnsSettings,
+    /// `integrity:` — the watchdog of the Alertmanager targets' APIs.
+    pub integrity: IntegritySettings,
 }
 
 /// `dns:` — the agent's resolution of allowlisted names.
@@ -521,6 +525,10 @@ pub enum Problem {
         /// Such as `1..=65536`.
         range: String,
     },
+    #[error("invalid protected selector: {reason}")]
+    InvalidSelector { reason: String },
+    #[error("invalid notify url: {reason} (the URL is not repeated here: it may hold a secret)")]
+    InvalidNotifyUrl { reason: &'static str },
 }
 
 /// Parses and validates a policy; `source_name` is what locations in errors and rules name.

@@ -9,6 +9,7 @@ use serde_saphyr::DuplicateKeyPolicy;
 use crate::yaml::{self, Kind, Node};
 mod alertmanager;
 mod dns;
+mod integrity;
 
 use super::{
     DefaultVerdict, DnsSettings, FqdnRule, Location, Mode, Policy, PolicyError, PortRange, Problem,
@@ -23,8 +24,9 @@ const TOP_KEYS: &[&str] = &[
     "targets",
     "alertmanager",
     "dns",
+    "integrity",
 ];
-const TOP_EXPECTED: &str = "mode, default, block, allow, targets, alertmanager, dns";
+const TOP_EXPECTED: &str = "mode, default, block, allow, targets, alertmanager, dns, integrity";
 const ENTRY_KEYS: &[&str] = &["cidr", "preset", "fqdn", "ports", "protocols"];
 const BLOCK_EXPECTED: &str = "cidr, preset, ports, protocols";
 const ALLOW_EXPECTED: &str = "cidr, preset, fqdn, ports, protocols";
@@ -70,7 +72,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     let fields = cx.fields(&root, "the policy", TOP_KEYS, TOP_EXPECTED)?;
     if !fields
         .iter()
-        .any(|f| !matches!(f.name, "targets" | "alertmanager" | "dns"))
+        .any(|f| !matches!(f.name, "targets" | "alertmanager" | "dns" | "integrity"))
     {
         return Err(cx.err(&root, Problem::Empty));
     }
@@ -83,6 +85,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         targets: Vec::new(),
         alertmanager: Default::default(),
         dns: DnsSettings::default(),
+        integrity: super::IntegritySettings::with_defaults(file),
     };
     for field in fields {
         let value = field.value;
@@ -127,6 +130,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             }
             "alertmanager" => policy.alertmanager = cx.alertmanager(value)?,
             "dns" => policy.dns = cx.dns(value)?,
+            "integrity" => policy.integrity = cx.integrity(value)?,
             _ => {
                 for entry in cx.entries(value, "targets")? {
                     policy.targets.push(cx.target(entry)?);

@@ -48,6 +48,7 @@ pub(super) fn policy(default: DefaultVerdict, mut rules: Vec<Rule>) -> Policy {
         targets: vec![],
         alertmanager: Default::default(),
         dns: Default::default(),
+        integrity: Default::default(),
     }
 }
 

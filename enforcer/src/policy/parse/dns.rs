@@ -82,7 +82,11 @@ impl Cx<'_> {
         }
     }
 
-    fn duration(&self, node: &Node, what: &'static str) -> Result<Duration, PolicyError> {
+    pub(super) fn duration(
+        &self,
+        node: &Node,
+        what: &'static str,
+    ) -> Result<Duration, PolicyError> {
         let value = self.text(node, what, "a duration such as 300 or 5m")?;
         let invalid = || {
             self.err(

@@ -1,0 +1,157 @@
+//! `integrity:` — the watchdog that reads each Alertmanager target's API (see
+//! [`crate::integrity`]). On by default; every field has a default.
+use std::{fmt, path::PathBuf, time::Duration};
+
+use super::Location;
+use crate::matchers::Matcher;
+
+/// `integrity:` as validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntegritySettings {
+    /// `enabled` (default true): watch every target that is Alertmanager.
+    pub enabled: bool,
+    /// `interval` (default 10s): how often each target's API is read.
+    pub interval: Duration,
+    /// `max_silence_duration` (default 24h): a longer silence is a finding.
+    pub max_silence_duration: Duration,
+    /// `unreachable_after` (default 3): failed reads in a row before `api_unreachable`.
+    pub unreachable_after: u32,
+    /// `protected` (default `alertname="Watchdog"`, `severity="critical"`): alerts no silence
+    /// may mute.
+    pub protected: Vec<Selector>,
+    /// `notify`: where every finding is POSTed, by the agent itself.
+    pub notify: Vec<NotifyUrl>,
+    /// `notify_repeat` (default 1h): a finding that persists is sent again this often.
+    pub notify_repeat: Duration,
+    /// `notify_queue` (default 1000): notifications waiting for delivery; beyond it the oldest
+    /// are dropped (and counted).
+    pub notify_queue: usize,
+    /// `api`: credentials and TLS for APIs behind `--web.config.file`.
+    pub api: ApiSettings,
+}
+
+impl IntegritySettings {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+    pub const DEFAULT_MAX_SILENCE: Duration = Duration::from_secs(24 * 3600);
+    pub const DEFAULT_PROTECTED: [&str; 2] = ["alertname=\"Watchdog\"", "severity=\"critical\""];
+    pub const DEFAULT_REPEAT: Duration = Duration::from_secs(3600);
+    pub const DEFAULT_QUEUE: usize = 1000;
+    pub const MAX_QUEUE: usize = 100_000;
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+    /// The defaults, with `protected` read from [`Self::DEFAULT_PROTECTED`].
+    pub fn with_defaults(file: &str) -> Self {
+        let protected = Self::DEFAULT_PROTECTED
+            .iter()
+            .map(|text| Selector {
+                text: (*text).to_owned(),
+                // The defaults are constants checked by a unit test.
+                matchers: crate::matchers::parse_selector(text).unwrap_or_default(),
+                location: Location {
+                    file: file.to_owned(),
+                    line: 0,
+                    column: 0,
+                },
+            })
+            .collect();
+        Self {
+            enabled: true,
+            interval: Self::DEFAULT_INTERVAL,
+            max_silence_duration: Self::DEFAULT_MAX_SILENCE,
+            unreachable_after: 3,
+            protected,
+            notify: Vec::new(),
+            notify_repeat: Self::DEFAULT_REPEAT,
+            notify_queue: Self::DEFAULT_QUEUE,
+            api: ApiSettings::default(),
+        }
+    }
+}
+
+impl Default for IntegritySettings {
+    fn default() -> Self {
+        Self::with_defaults(super::DEFAULT_POLICY_NAME)
+    }
+}
+
+/// One `protected` selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selector {
+    /// As written.
+    pub text: String,
+    pub matchers: Vec<Matcher>,
+    pub location: Location,
+}
+
+/// A notify URL. Its `Display` and `Debug` never show credentials, path or query (a webhook's
+/// secret usually lives in one of them): only `scheme://host:port`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotifyUrl {
+    url: url::Url,
+}
+
+impl NotifyUrl {
+    /// An `http` or `https` URL with a host; the error says why not (without the URL).
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        let url = url::Url::parse(text.trim()).map_err(|_| "not a valid URL")?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("the scheme must be http or https");
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("the URL has no host");
+        }
+        Ok(Self { url })
+    }
+
+    /// The full URL, to send to (never to log).
+    pub fn secret_full(&self) -> &url::Url {
+        &self.url
+    }
+
+    /// `scheme://host:port`, safe to log.
+    pub fn redacted(&self) -> String {
+        let port = self.url.port_or_known_default().unwrap_or(0);
+        let host = self.url.host_str().unwrap_or_default();
+        format!("{}://{host}:{port}", self.url.scheme())
+    }
+}
+
+impl fmt::Display for NotifyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for NotifyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NotifyUrl({})", self.redacted())
+    }
+}
+
+/// `api:` — how the watchdog authenticates to the targets' APIs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// `basic_auth: {username, password_file}`.
+    pub basic_auth: Option<BasicAuth>,
+    /// `bearer_token_file`.
+    pub bearer_token_file: Option<PathBuf>,
+    /// `tls:` present: the APIs speak HTTPS.
+    pub tls: Option<TlsSettings>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub username: String,
+    /// Read at each request (rotated secrets apply without a reload).
+    pub password_file: PathBuf,
+}
+
+/// `api.tls:`
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `ca_file`: PEM certificates to trust (default: Mozilla's roots, compiled in).
+    pub ca_file: Option<PathBuf>,
+    /// `server_name`: the name the certificate must carry (default: the listen address).
+    pub server_name: Option<String>,
+}
