@@ -146,9 +146,7 @@ impl Matcher {
     fn start(&self) -> StateID {
         let config = start::Config::new().anchored(Anchored::Yes);
         // An anchored start state exists: the DFA is built with StartKind::Anchored.
-        self.dfa
-            .start_state(&config)
-            .unwrap_or_else(|_| StateID::ZERO)
+        self.dfa.start_state(&config).unwrap_or(StateID::ZERO)
     }
 }
 

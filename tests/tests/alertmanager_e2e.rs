@@ -208,6 +208,16 @@ fn alertmanager_notifies_the_sink_and_the_metadata_receiver_is_denied() {
     // 3. The enforcer's JSON lines: one per attempt, each the metadata service, decided by the
     // cloud-metadata rule; nothing else Alertmanager did was denied.
     let events = agent.take_events(1, Duration::from_secs(10));
+    // The integrity watchdog (on by default) read the running configuration through the API
+    // and named the injected receiver, out of band of the kernel's denials.
+    let (integrity, events): (Vec<_>, Vec<_>) =
+        events.into_iter().partition(|e| e["event"] == "integrity");
+    assert!(
+        integrity.iter().any(|e| e["finding"] == "receiver_denied"
+            && e["receiver"] == "injected"
+            && e["destination"] == "http://169.254.169.254:80"),
+        "no receiver_denied finding for the injected receiver: {integrity:?}"
+    );
     assert!(
         !events.is_empty(),
         "no deny line; agent stderr:\n{}",

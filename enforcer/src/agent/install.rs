@@ -3,7 +3,7 @@
 //! running generation.
 use std::{path::Path, sync::Arc};
 
-use super::{Agent, RunError, auto, cgroup2_mount};
+use super::{Agent, RunError, auto};
 use crate::{
     compile::{self, Compiled},
     error_chain,
@@ -48,6 +48,9 @@ impl Agent {
         }
         let auto = self.derive_auto(&base);
         let installed = self.install_with(&base, &compiled, auto)?;
+        if let Some(w) = &self.watchdog {
+            w.set_policy(base.clone());
+        }
         self.base = base;
         self.base_compiled = compiled;
         self.metrics.last_reload_success.set(1);
@@ -105,19 +108,7 @@ impl Agent {
             return Vec::new();
         }
         let proc_root = Path::new("/proc");
-        let pids = if self.scoped {
-            match cgroup2_mount() {
-                Ok(mount) => {
-                    let mount = mount.canonicalize().unwrap_or(mount);
-                    let scope = self.opts.scope.clone().unwrap_or_else(|| mount.clone());
-                    let scope = scope.canonicalize().unwrap_or(scope);
-                    auto::scope_pids(proc_root, &mount, &scope, &self.targets)
-                }
-                Err(_) => Vec::new(),
-            }
-        } else {
-            auto::cgroup_pids(&self.opts.cgroups)
-        };
+        let pids = self.target_pids();
         let derived = auto::derive(proc_root, &pids, settings);
         self.warned.retain(|w| pids.binary_search(&w.pid).is_ok());
         for w in derived.warnings {

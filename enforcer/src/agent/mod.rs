@@ -16,7 +16,7 @@ use tokio::{
 };
 
 use crate::{
-    cgroup::{CgroupError, cgroup2_mount},
+    cgroup::CgroupError,
     compile::{self, CompileError, Compiled},
     error_chain,
     events::{self, DenyView, LostView, RuleBook},
@@ -30,6 +30,7 @@ pub mod auto;
 pub mod fqdn;
 mod install;
 pub mod targets;
+mod watchdog;
 
 use targets::TargetSet;
 
@@ -123,6 +124,8 @@ struct Agent {
     lost_reported: u64,
     /// The FQDN allowlist's agent (its own resolution, learned-address bookkeeping).
     fqdn: Option<fqdn::FqdnAgent>,
+    /// The integrity watchdog of the Alertmanager targets' APIs.
+    watchdog: Option<crate::integrity::Watchdog>,
 }
 
 /// The signals `run` stops or reloads on.
@@ -166,6 +169,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut signals = Signals::new()?;
 
     agent.attach_all()?;
+    agent.watchdog = Some(crate::integrity::Watchdog::start(
+        agent.base.clone(),
+        metrics.integrity.clone(),
+    ));
+    agent.refresh_watchdog();
     metrics.set_ready(true);
     tracing::info!(
         mode = agent.policy.mode.as_str(),
@@ -220,6 +228,7 @@ impl Agent {
             scoped,
             lost_reported: 0,
             fqdn: None,
+            watchdog: None,
         };
         if agent.kernel.adopted() {
             tracing::info!(
@@ -286,6 +295,7 @@ impl Agent {
         if let Err(e) = self.refresh_auto() {
             tracing::error!(error = %error_chain(&e), "updating the automatic rules");
         }
+        self.refresh_watchdog();
     }
 
     /// Drains the last events, stops the FQDN agent and, without pinning, detaches.

@@ -269,6 +269,10 @@ impl SilenceBook {
         }
         self.known = next;
         self.read_once = true;
+        out.states
+            .sort_by(|a, b| (a.finding, &a.key).cmp(&(b.finding, &b.key)));
+        out.changes
+            .sort_by(|a, b| (a.finding, &a.key).cmp(&(b.finding, &b.key)));
         out
     }
 

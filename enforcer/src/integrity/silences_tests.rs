@@ -75,7 +75,11 @@ fn breadth_and_length_findings_hold_while_the_silence_lives() {
             FindingKind::SilenceTooLong
         ]
     );
-    let everything = &seen.states[0];
+    let everything = seen
+        .states
+        .iter()
+        .find(|f| f.finding == FindingKind::SilenceMatchesEverything)
+        .unwrap();
     assert_eq!(everything.details["silence_id"], "a");
     assert_eq!(everything.details["matchers"], r#"{alertname=~".+"}"#);
     assert_eq!(everything.details["created_by"], "eve");

@@ -155,3 +155,64 @@ pub struct TlsSettings {
     /// `server_name`: the name the certificate must carry (default: the listen address).
     pub server_name: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_policy;
+
+    #[test]
+    fn defaults_are_on_and_protect_the_watchdog_and_critical_alerts() {
+        let s = IntegritySettings::default();
+        assert!(s.enabled);
+        assert_eq!(s.interval, Duration::from_secs(10));
+        let texts: Vec<&str> = s.protected.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(texts, IntegritySettings::DEFAULT_PROTECTED);
+        assert!(s.protected.iter().all(|p| p.matchers.len() == 1));
+        assert_eq!(crate::policy::default_policy().integrity, s);
+    }
+
+    #[test]
+    fn the_section_is_read_with_every_field() {
+        let p = parse_policy(
+            "default: allow\nintegrity:\n  interval: 1s\n  max_silence_duration: 2h\n  \
+             unreachable_after: 5\n  protected: ['{team=\"sec\", severity=~\"page|critical\"}']\n  \
+             notify:\n    - url: https://user:pw@hooks.example.com/x?token=t\n  notify_repeat: 5m\n  \
+             notify_queue: 10\n  api:\n    basic_auth: {username: w, password_file: /p}\n    \
+             tls: {ca_file: /ca.pem, server_name: am}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let s = p.integrity;
+        assert_eq!(s.interval, Duration::from_secs(1));
+        assert_eq!(s.max_silence_duration, Duration::from_secs(7200));
+        assert_eq!(s.unreachable_after, 5);
+        assert_eq!(s.protected[0].matchers.len(), 2);
+        assert_eq!(s.notify[0].to_string(), "https://hooks.example.com:443");
+        assert!(!format!("{:?}", s.notify).contains("token"));
+        assert_eq!(s.notify_repeat, Duration::from_secs(300));
+        assert_eq!(s.notify_queue, 10);
+        assert_eq!(s.api.basic_auth.unwrap().username, "w");
+        assert_eq!(s.api.tls.unwrap().server_name.as_deref(), Some("am"));
+    }
+
+    #[test]
+    fn bad_values_name_the_position_and_never_echo_a_url() {
+        let err = |text: &str| parse_policy(text, "p.yaml").unwrap_err().to_string();
+        let e = err("default: allow\nintegrity:\n  protected: ['severity=critical']\n");
+        assert!(
+            e.starts_with("p.yaml:3:15: invalid protected selector"),
+            "{e}"
+        );
+        let e = err("default: allow\nintegrity:\n  notify:\n    - url: ftp://x/tok3n\n");
+        assert!(e.starts_with("p.yaml:4:12: invalid notify url"), "{e}");
+        assert!(!e.contains("tok3n"), "{e}");
+        let e = err("default: allow\nintegrity:\n  interval: 1ms\n");
+        assert!(
+            e.starts_with("p.yaml:3:13: interval 1ms is out of range"),
+            "{e}"
+        );
+        let e = err("default: allow\nintegrity:\n  intervall: 1s\n");
+        assert!(e.contains("unknown key \"intervall\""), "{e}");
+    }
+}

@@ -4,7 +4,8 @@ use super::*;
 
 #[test]
 fn unknown_keys_name_the_expected_ones() {
-    let expected_top = "(expected one of: mode, default, block, allow, targets, alertmanager, dns)";
+    let expected_top =
+        "(expected one of: mode, default, block, allow, targets, alertmanager, dns, integrity)";
     assert_err(
         "mode: enforce\nblok:\n  - preset: private\n",
         2,
