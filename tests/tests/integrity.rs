@@ -27,7 +27,7 @@ use std::{
 };
 
 use integration_tests::{
-    Agent, ChildGuard, HttpSink, NetNs, TempDir, TestCgroup, privileged, wait_for,
+    Agent, ChildGuard, HttpSink, NetNs, TempDir, TestCgroup, installed, privileged, wait_for,
 };
 use serde_json::Value;
 
@@ -144,7 +144,11 @@ impl Findings<'_> {
 
 #[test]
 fn the_silence_attack_and_a_tampered_configuration_are_caught_and_sent_out_of_band() {
-    if !privileged() {
+    let setup = "scripts/setup.sh installs Debian's prometheus-alertmanager";
+    if !privileged()
+        || !installed("/usr/bin/prometheus-alertmanager", setup)
+        || !installed("/usr/bin/amtool", setup)
+    {
         return;
     }
     let ns = NetNs::new("enforcer-integ").unwrap();
