@@ -265,7 +265,7 @@ impl SilenceBook {
         }
         for k in next.values().filter(|k| k.silence.live()) {
             *out.breadth.entry(k.breadth).or_default() += 1;
-            self.states(k, settings, at, &mut out.states);
+            Self::states(k, settings, at, &mut out.states);
         }
         self.known = next;
         self.read_once = true;
@@ -276,7 +276,7 @@ impl SilenceBook {
         out
     }
 
-    fn states(&self, k: &Known, settings: &IntegritySettings, at: &Source, out: &mut Vec<Finding>) {
+    fn states(k: &Known, settings: &IntegritySettings, at: &Source, out: &mut Vec<Finding>) {
         let s = &k.silence;
         let with = |mut d: Map<String, Value>, extra: Map<String, Value>| {
             d.extend(extra);

@@ -82,7 +82,8 @@ impl Watchdog {
         self.policy.send_replace(policy);
     }
 
-    pub async fn stop(self) {
+    /// Ends the watchdog (as dropping it does).
+    pub fn stop(self) {
         self.task.abort();
     }
 }
@@ -250,7 +251,7 @@ async fn run(
         reporter.publish();
         let pause = policy.integrity.interval.saturating_sub(started.elapsed());
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep(pause) => {}
             r = targets.changed() => if r.is_err() { return },
             r = policy_rx.changed() => if r.is_err() { return },
         }
