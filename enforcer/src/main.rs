@@ -141,7 +141,13 @@ fn main() -> ExitCode {
                 "none" => None,
                 a => match a.parse() {
                     Ok(addr) => Some(addr),
-                    Err(e) => return fail(&anyhow::anyhow!("--metrics-address {a:?}: {e}")),
+                    Err(e) => {
+                        return fail(&anyhow::anyhow!(
+                            "--metrics-address {}: {e}; expected IP:PORT such as 127.0.0.1:9895 \
+                             or [::1]:9895 (an address, not a host name), or `none`",
+                            enforcer::input::quote(a)
+                        ));
+                    }
                 },
             };
             let opts = agent::RunOptions {
@@ -217,13 +223,24 @@ fn main() -> ExitCode {
             match checked {
                 Ok((p, c)) => {
                     print!("{}", compile::render(&p, &c));
+                    for w in check_warnings(&p) {
+                        eprintln!("warning: {w}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
             }
         }
         Command::Detach { bpffs_dir } => {
-            match enforcer::kernel::pin::remove_all(&enforcer::kernel::pin::Pins::new(&bpffs_dir)) {
+            let pins = enforcer::kernel::pin::Pins::new(&bpffs_dir);
+            if !pins.exists() {
+                return fail(&anyhow::anyhow!(
+                    "nothing is pinned under {}: no enforcer pins there (give the --bpffs-dir \
+                     that `enforcer run --pin` used)",
+                    bpffs_dir.display()
+                ));
+            }
+            match enforcer::kernel::pin::remove_all(&pins) {
                 Ok(links) => {
                     println!(
                         "removed {links} link(s) and every pin under {}",
@@ -245,4 +262,28 @@ fn main() -> ExitCode {
 fn fail(e: &anyhow::Error) -> ExitCode {
     eprintln!("{}", enforcer::error_chain(e.as_ref()));
     ExitCode::FAILURE
+}
+
+/// The policy's warnings, and where its cgroup targets are on this machine.
+fn check_warnings(p: &policy::Policy) -> Vec<String> {
+    let mut out: Vec<String> = policy::lint::warnings(p)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let Ok(mount) = enforcer::cgroup::cgroup2_mount() else {
+        return out;
+    };
+    for t in &p.targets {
+        if let policy::Target::Cgroup { path, location } = t {
+            match policy::targets::cgroup_on_host(path, &mount) {
+                Err(why) => out.push(format!("{location}: {why}")),
+                Ok(full) if !full.is_dir() => out.push(format!(
+                    "{location}: cgroup {} does not exist on this machine (yet)",
+                    full.display()
+                )),
+                Ok(_) => {}
+            }
+        }
+    }
+    out
 }

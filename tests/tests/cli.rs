@@ -88,7 +88,158 @@ fn check_rejects_broken_policies_with_file_line_and_column() {
 fn check_reports_a_missing_file() {
     let (code, _, err) = run_enforcer(&["check", "--policy", "/nonexistent/p.yaml"]);
     assert_ne!(code, 0);
-    assert!(err.contains("/nonexistent/p.yaml"), "{err}");
+    // The OS error once (issue 11 case 7).
+    assert_eq!(
+        err.trim_end(),
+        "/nonexistent/p.yaml: cannot read the policy: No such file or directory (os error 2)"
+    );
+}
+
+/// Issue 11, the command-line cases: a NUL that used to cut the policy short, a FIFO the
+/// agent used to block on, /dev/zero, a 10 MB value echoed whole, limits in debug output.
+#[test]
+fn check_refuses_hostile_policy_files_quickly_and_briefly() {
+    let dir = TempDir::new().unwrap();
+    let nul = dir
+        .write(
+            "nul.yaml",
+            "default: allow\nblock:\n  - preset: cloud-metadata\n\0 - cidr: 10.0.0.0/8\n",
+        )
+        .unwrap();
+    let (code, _, err) = run_enforcer(&["check", "--policy", nul.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!(
+            "{}:4:1: invalid YAML: control character U+0000 is not allowed",
+            nul.display()
+        )),
+        "{err}"
+    );
+    let fifo = dir.path.join("fifo.yaml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let (code, _, err) = run_enforcer(&["check", "--policy", fifo.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot read the policy: is a FIFO, not a regular file"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let (code, _, err) = run_enforcer(&["check", "--policy", "/dev/zero"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is a character device, not a regular file"),
+        "{err}"
+    );
+    let long = dir
+        .write("long.yaml", &format!("mode: {}\n", "x".repeat(10_000_000)))
+        .unwrap();
+    let (code, _, err) = run_enforcer(&["check", "--policy", long.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.len() < 400, "{} bytes of stderr", err.len());
+    let deep = dir
+        .write("deep.yaml", &format!("{}a\n", "- ".repeat(40)))
+        .unwrap();
+    let (_, _, err) = run_enforcer(&["check", "--policy", deep.to_str().unwrap()]);
+    assert!(
+        err.contains("invalid YAML: nested deeper than 32 levels"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_prints_targets_capacity_and_warnings() {
+    let dir = TempDir::new().unwrap();
+    let p = dir
+        .write(
+            "p.yaml",
+            "default: allow\nblock:\n  - preset: private\nallow:\n  - cidr: 0.0.0.0/0\n  - fqdn: \"*.com\"\ntargets:\n  - process: [prometheus-alertmanager]\n  - cgroup: enforcer-no-such-cgroup.slice\n",
+        )
+        .unwrap();
+    let (code, out, err) = run_enforcer(&["check", "--policy", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    for needle in [
+        "targets (2):",
+        "  process prometheus-alertmanager  (",
+        "execs are matched by \"prometheus-aler\"",
+        "capacity (used of available, per rule set): IPv4 entries ",
+        " of 262,144; IPv6 entries ",
+        "; fqdn rules 1 of 64",
+    ] {
+        assert!(out.contains(needle), "{needle} missing:\n{out}");
+    }
+    for needle in [
+        ":5:5: allow 0.0.0.0/0 contains every IPv4 block range",
+        ":6:5: fqdn \"*.com\" names a public suffix",
+        "enforcer-no-such-cgroup.slice does not exist on this machine (yet)",
+    ] {
+        assert!(err.contains(needle), "{needle} missing:\n{err}");
+    }
+    let only_mode = dir.write("m.yaml", "mode: enforce\n").unwrap();
+    let (code, _, err) = run_enforcer(&["check", "--policy", only_mode.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(err.contains(":1:1: this policy enforces nothing"), "{err}");
+    let (code, _, err) = run_enforcer(&["check", "--policy", "/dev/null"]);
+    assert_eq!(code, 1, "{err}");
+}
+
+#[test]
+fn check_and_run_refuse_a_policy_that_does_not_fit_the_maps() {
+    // Issue 13 item 5 / issue 17: 270,000 /32s used to pass check and fail in run (ENOSPC).
+    let dir = TempDir::new().unwrap();
+    let mut yaml = String::from("default: allow\nblock:\n");
+    for i in 0..270_000u32 {
+        yaml.push_str(&format!(
+            "  - cidr: {}/32\n",
+            std::net::Ipv4Addr::from(0x0b00_0000 + i)
+        ));
+    }
+    let p = dir.write("feed.yaml", &yaml).unwrap();
+    let (code, _, err) = run_enforcer(&["check", "--policy", p.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "{}: the policy needs 270,000 IPv4 map entries, more than the 262,144 the kernel map \
+             holds; remove at least 7,856 IPv4 prefixes (adjacent prefixes may be merged into \
+             shorter ones)",
+            p.display()
+        )
+    );
+    // `run` goes through the same check before touching the kernel (no root needed to see it).
+    let (code, _, err) = run_enforcer(&[
+        "run",
+        "--policy",
+        p.to_str().unwrap(),
+        "--metrics-address",
+        "none",
+        "--cgroup",
+        "/nonexistent",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the policy needs 270,000 IPv4 map entries"),
+        "{err}"
+    );
+}
+
+#[test]
+fn detach_fails_when_nothing_is_pinned_there() {
+    let (code, _, err) = run_enforcer(&["detach", "--bpffs-dir", "/typo"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("nothing is pinned under /typo"), "{err}");
+}
+
+#[test]
+fn metrics_address_errors_say_the_form_wanted() {
+    let (code, _, err) = run_enforcer(&["run", "--metrics-address", "localhost:9895"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--metrics-address \"localhost:9895\": invalid socket address syntax; expected IP:PORT such as 127.0.0.1:9895"),
+        "{err}"
+    );
 }
 
 #[test]

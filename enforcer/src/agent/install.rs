@@ -45,6 +45,17 @@ impl Agent {
             self.targets = Self::resolve_targets(&base)?;
             self.kernel
                 .set_targets(&self.targets.comms, &self.targets.cgroup_ids())?;
+            // Also a metric: target_attached{target} = 0 (publish_targets).
+            for label in &self.targets.missing {
+                tracing::warn!(
+                    target = %label,
+                    "target matches nothing yet: nothing is enforced for it until it appears \
+                     (check the name, unit or cgroup path)"
+                );
+            }
+        }
+        for w in policy::lint::warnings(&base) {
+            tracing::warn!(policy = %base.source, "{w}");
         }
         let auto = self.derive_auto(&base);
         let installed = self.install_with(&base, &compiled, auto)?;

@@ -48,14 +48,14 @@ pub fn resolve(targets: &[Target], mount: &Path, proc_root: &Path) -> TargetSet 
     for t in targets {
         match t {
             Target::Cgroup { path, .. } => {
-                let p = Path::new(path);
-                let full = if p.is_absolute() {
-                    p.to_owned()
-                } else {
-                    mount.join(p)
-                };
                 let label = format!("cgroup:{path}");
-                add_cgroup(&mut set, label, full);
+                match crate::policy::targets::cgroup_on_host(path, mount) {
+                    Ok(full) => add_cgroup(&mut set, label, full),
+                    Err(why) => {
+                        tracing::warn!(target = %label, "{why}");
+                        set.missing.push(label);
+                    }
+                }
             }
             Target::SystemdUnit { name, .. } => {
                 let label = format!("systemd_unit:{name}");

@@ -46,6 +46,7 @@ pub fn render(policy: &Policy, compiled: &Compiled) -> String {
             let _ = writeln!(out, "  {id:>4}  {f}  ({})", f.location);
         }
     }
+    crate::policy::targets::render(&mut out, policy);
     let am = policy.alertmanager;
     if am.allow_own_dns || am.allow_cluster_peers {
         let _ = writeln!(

@@ -45,6 +45,11 @@ impl Pins {
         &self.root
     }
 
+    /// Whether anything of this layout is pinned under the root (`detach` refuses otherwise).
+    pub fn exists(&self) -> bool {
+        self.versioned().exists()
+    }
+
     fn versioned(&self) -> PathBuf {
         self.root.join(format!("v{PIN_LAYOUT_VERSION}"))
     }

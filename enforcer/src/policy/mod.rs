@@ -7,8 +7,10 @@
 //! its id in the kernel maps and in events.
 
 mod integrity;
+pub mod lint;
 mod parse;
 mod presets;
+pub mod targets;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -508,6 +510,8 @@ pub enum Problem {
     InvalidFqdn { value: String, reason: String },
     #[error("{what} must not be empty")]
     EmptyValue { what: &'static str },
+    #[error("invalid target \"{}\": {reason}", crate::input::cut(value))]
+    InvalidTarget { value: String, reason: String },
     #[error(
         "invalid name server \"{}\": expected an address with an optional port, such as 127.0.0.1:5353 or [::1]:53",
         crate::input::cut(value)

@@ -553,24 +553,47 @@ impl Cx<'_> {
             }
             Ok(text)
         };
+        let invalid = |node: &Node, value: &str, reason: String| {
+            self.err(
+                node,
+                Problem::InvalidTarget {
+                    value: value.to_owned(),
+                    reason,
+                },
+            )
+        };
         Ok(match field.name {
-            "cgroup" => Target::Cgroup {
-                path: non_empty("cgroup", value, "a cgroup path")?,
-                location,
-            },
-            "systemd_unit" => Target::SystemdUnit {
-                name: non_empty("systemd_unit", value, "a unit name")?,
-                location,
-            },
+            "cgroup" => {
+                let path = non_empty("cgroup", value, "a cgroup path")?;
+                if let Some(reason) = super::targets::cgroup_problem(&path) {
+                    return Err(invalid(value, &path, reason));
+                }
+                Target::Cgroup { path, location }
+            }
+            "systemd_unit" => {
+                let name = non_empty("systemd_unit", value, "a unit name")?;
+                if let Some(reason) = super::targets::unit_problem(&name) {
+                    return Err(invalid(value, &name, reason));
+                }
+                Target::SystemdUnit { name, location }
+            }
             _ => {
                 let items = self.list(value, "process")?;
                 if items.is_empty() {
                     return Err(self.err(value, Problem::EmptyValue { what: "process" }));
                 }
-                let names = items
-                    .into_iter()
-                    .map(|item| non_empty("process", item, "an executable name"))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut names = Vec::with_capacity(items.len());
+                for item in items {
+                    // `process: [1]` is a number, not an executable name.
+                    if !matches!(item.kind, Kind::Str(_)) {
+                        return Err(self.wrong_type(item, "a process name", "an executable name"));
+                    }
+                    let name = non_empty("process", item, "an executable name")?;
+                    if let Some(reason) = super::targets::process_problem(&name) {
+                        return Err(invalid(item, &name, reason));
+                    }
+                    names.push(name);
+                }
                 Target::Process { names, location }
             }
         })

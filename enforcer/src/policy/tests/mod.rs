@@ -7,6 +7,7 @@ mod errors;
 mod files;
 mod fqdn;
 mod hostile;
+mod lint;
 mod presets;
 mod shape;
 mod targets;

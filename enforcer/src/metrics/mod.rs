@@ -1,20 +1,18 @@
-//! OpenMetrics endpoint (`/metrics`), liveness (`/healthz`) and readiness (`/readyz`).
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+//! OpenMetrics endpoint (`/metrics`), liveness (`/healthz`) and readiness (`/readyz`): the
+//! metrics here, the HTTP server in [`http`].
+
+mod http;
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
 };
 
+use crate::kernel::Counters;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-use crate::kernel::Counters;
 
 /// Default listen address of the metrics endpoint.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9895";
@@ -210,115 +208,4 @@ impl Metrics {
     }
 }
 
-/// How long a client has to send its request head.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// The longest request head read; a longer one is answered from what fits.
-const MAX_HEAD: usize = 8192;
-
-/// Reads the request head (up to the blank line, however many segments it arrives in, at most
-/// [`MAX_HEAD`] bytes). `None` when the client closed or failed before sending a request line.
-/// Reading the whole head matters: closing a socket with unread data resets the connection,
-/// and the client may lose the response.
-async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    (!head.is_empty()).then_some(head)
-}
-
-/// Serves the endpoints on `addr` until the task is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening");
-    loop {
-        let (mut stream, _) = listener.accept().await?;
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let Ok(Some(head)) =
-                tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await
-            else {
-                return;
-            };
-            let request = String::from_utf8_lossy(&head);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, ctype, body) = match path {
-                "/metrics" => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.encode(),
-                ),
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
-                    ("200 OK", "text/plain", "ready\n".to_owned())
-                }
-                "/readyz" => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "not ready\n".to_owned(),
-                ),
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /metrics, /healthz or /readyz\n".to_owned(),
-                ),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::io::AsyncWriteExt as _;
-
-    use super::*;
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
-
-    #[test]
-    fn the_request_head_is_read_across_segments() {
-        block_on(async {
-            let (mut client, mut server) = tokio::io::duplex(64);
-            let writer = tokio::spawn(async move {
-                for part in ["GET /met", "rics HTTP/1.1\r\n", "Host: x\r\n", "\r\n"] {
-                    client.write_all(part.as_bytes()).await.unwrap();
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                client
-            });
-            let head = read_head(&mut server).await.unwrap();
-            assert_eq!(head, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-            drop(writer.await.unwrap());
-        });
-    }
-
-    #[test]
-    fn a_closed_or_endless_client_ends_the_read() {
-        block_on(async {
-            let (client, mut server) = tokio::io::duplex(64);
-            drop(client);
-            assert_eq!(read_head(&mut server).await, None);
-
-            let (mut client, mut server) = tokio::io::duplex(MAX_HEAD * 2);
-            client.write_all(&[b'a'; MAX_HEAD + 100]).await.unwrap();
-            let head = read_head(&mut server).await.unwrap();
-            assert!(head.len() >= MAX_HEAD && head.len() < MAX_HEAD + 1024);
-        });
-    }
-}
+pub use http::{bind, serve, serve_on};
