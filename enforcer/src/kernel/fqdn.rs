@@ -12,9 +12,9 @@ use enforcer_common::{
 };
 
 use super::{
-    KernelError, map_err,
+    error::{KernelError, map_err},
+    maps::set_entries,
     pin::{LinkPins, Pins},
-    set_entries,
 };
 use crate::{cgroup::Cgroup, fqdn::FqdnTables};
 

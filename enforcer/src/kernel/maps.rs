@@ -3,7 +3,7 @@
 use aya::maps::{HashMap as AyaHashMap, LpmTrie, MapData, MapError};
 use enforcer_common::{LpmValue, hook};
 
-use super::{KernelError, map_err};
+use super::error::{KernelError, map_err};
 
 /// Makes the hash map `name` hold exactly `wanted`: every wanted entry is written before any
 /// other key is removed, so a key that stays is never missing in between.

@@ -15,7 +15,7 @@ use std::{
 use aya::programs::links::{FdLink, LinkError};
 use enforcer_common::PIN_LAYOUT_VERSION;
 
-use super::KernelError;
+use super::error::KernelError;
 use crate::cgroup::Cgroup;
 
 /// Default bpffs directory of the agent.
