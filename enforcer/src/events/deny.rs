@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     kernel::comm_text,
-    policy::{Mode, Policy, normalize_addr},
+    policy::{Policy, normalize_addr},
 };
 
 /// The names addresses were recently answered for by DNS (the FQDN agent keeps them).
@@ -66,10 +66,6 @@ impl RuleBook {
         };
         cidr.or_else(fqdn)
             .unwrap_or_else(|| format!("rule #{rule} of policy generation {generation}"))
-    }
-
-    pub fn mode(&self, generation: u32) -> Option<Mode> {
-        self.by_generation.get(&generation).map(|p| p.mode)
     }
 }
 
