@@ -31,3 +31,29 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{io, path::PathBuf};
+
+    use super::error_chain;
+    use crate::{cgroup::CgroupError, kernel::KernelError};
+
+    #[test]
+    fn an_error_chain_prints_each_cause_once() {
+        let io = || io::Error::new(io::ErrorKind::NotFound, "No such file or directory");
+        let e = KernelError::Io {
+            path: PathBuf::from("/sys/fs/bpf/x"),
+            source: io(),
+        };
+        assert_eq!(error_chain(&e), "/sys/fs/bpf/x: No such file or directory");
+        let e = CgroupError::Open {
+            path: PathBuf::from("/sys/fs/cgroup/x"),
+            source: io(),
+        };
+        assert_eq!(
+            error_chain(&e),
+            "cgroup /sys/fs/cgroup/x: No such file or directory"
+        );
+    }
+}
