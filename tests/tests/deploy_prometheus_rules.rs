@@ -62,6 +62,9 @@ fn alert_rules_pass_promtool_check_and_test() {
         "enforcer_target_attached",
         "enforcer_fqdn_resolution_failures_total",
         "enforcer_policy_last_reload_success",
+        "enforcer_integrity_active_findings",
+        "enforcer_integrity_findings_total",
+        "enforcer_integrity_notifications_total",
     ] {
         assert!(
             rules.to_string().contains(&required.replace('"', "\\\"")),

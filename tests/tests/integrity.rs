@@ -23,11 +23,13 @@
 use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use integration_tests::{
-    Agent, ChildGuard, HttpSink, NetNs, TempDir, TestCgroup, installed, privileged, wait_for,
+    Agent, ChildGuard, HttpSink, NetNs, TempDir, TestCgroup, http_get, installed, privileged,
+    wait_for,
 };
 use serde_json::Value;
 
@@ -100,6 +102,36 @@ fn amtool_silence(ns: &NetNs, matcher: &str, duration: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Starts Alertmanager in `cg` inside `ns` (joined before exec) and waits until it is ready.
+fn start_alertmanager(ns: &NetNs, cg: &TestCgroup, tmp: &TempDir, config: &Path) -> ChildGuard {
+    let mut cmd = ns.command_in_cgroup(cg, "prometheus-alertmanager");
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.path={}",
+            tmp.path.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={AM_ADDR}"))
+        .arg("--cluster.listen-address=");
+    let log = tmp.path.join("alertmanager.log");
+    let mut am = ChildGuard::spawn_logged("prometheus-alertmanager", &mut cmd, &log)
+        .expect("prometheus-alertmanager (scripts/setup.sh installs it)");
+    wait_for(Duration::from_secs(30), "Alertmanager's /-/ready", || {
+        am.assert_alive();
+        matches!(ns.http_get(AM_ADDR, "/-/ready"), Ok((200, _))).then_some(())
+    });
+    am
+}
+
+/// The value of one series of the agent's /metrics.
+fn agent_metric(addr: &str, series: &str) -> Option<f64> {
+    let response = http_get(addr, "/metrics").ok()?;
+    response.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
 /// The agent's integrity lines, collected across calls.
 struct Findings<'a> {
     agent: &'a mut Agent,
@@ -159,24 +191,15 @@ fn the_silence_attack_and_a_tampered_configuration_are_caught_and_sent_out_of_ba
     let sink = HttpSink::start(sink_listener).unwrap();
     let policy_path = tmp.write("policy.yaml", &policy(notify_port)).unwrap();
     let config = tmp.write("alertmanager.yml", CONFIG).unwrap();
-    let mut agent = Agent::start(Some(&policy_path), &cg).unwrap();
-
-    let am_log = tmp.path.join("alertmanager.log");
-    let mut am_cmd = ns.command_in_cgroup(&cg, "prometheus-alertmanager");
-    am_cmd
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.path={}",
-            tmp.path.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={AM_ADDR}"))
-        .arg("--cluster.listen-address=");
-    let mut am = ChildGuard::spawn_logged("prometheus-alertmanager", &mut am_cmd, &am_log)
-        .expect("prometheus-alertmanager (scripts/setup.sh installs it)");
-    wait_for(Duration::from_secs(30), "Alertmanager's /-/ready", || {
-        am.assert_alive();
-        matches!(ns.http_get(AM_ADDR, "/-/ready"), Ok((200, _))).then_some(())
-    });
+    let metrics_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let cg_path = cg.path_str();
+    let args = ["--cgroup", &cg_path, "--metrics-address", &metrics_addr];
+    let mut agent = Agent::start_args(Some(&policy_path), &args).unwrap();
+    let am = start_alertmanager(&ns, &cg, &tmp, &config);
     agent.wait_for_stderr("integrity watchdog: watching");
     let mut findings = Findings {
         agent: &mut agent,
@@ -286,6 +309,52 @@ fn the_silence_attack_and_a_tampered_configuration_are_caught_and_sent_out_of_ba
             .find(|r| r.body.contains("receiver_denied") && r.body.contains("collector"))
     });
 
+    // The metrics count each finding once by kind, and the silences by breadth.
+    for (series, want) in [
+        (
+            "enforcer_integrity_findings_total{kind=\"silence_matches_everything\"}",
+            2.0,
+        ),
+        (
+            "enforcer_integrity_findings_total{kind=\"silence_broadened\"}",
+            1.0,
+        ),
+        (
+            "enforcer_integrity_findings_total{kind=\"config_changed\"}",
+            1.0,
+        ),
+        (
+            "enforcer_integrity_active_findings{kind=\"receiver_denied\"}",
+            1.0,
+        ),
+        (
+            "enforcer_integrity_notifications_total{result=\"sent\"}",
+            1.0,
+        ),
+    ] {
+        let got = agent_metric(&metrics_addr, series);
+        assert!(
+            got.is_some_and(|v| v >= want),
+            "{series}: {got:?}, want >= {want}"
+        );
+    }
+    let labels = format!(
+        "target=\"cgroup:{}\",pid=\"{}\"",
+        cg.path.display(),
+        am.pid()
+    );
+    let narrow = format!("enforcer_integrity_silences{{{labels},breadth=\"narrow\"}}");
+    assert_eq!(
+        agent_metric(&metrics_addr, &narrow),
+        Some(1.0),
+        "the DiskFull silence"
+    );
+    let read = format!("enforcer_integrity_last_successful_read_timestamp_seconds{{{labels}}}");
+    assert!(
+        agent_metric(&metrics_addr, &read).is_some_and(|t| t > 1.7e9),
+        "{read}"
+    );
+
     // 7. The API stops answering.
     // SAFETY: kill(2) on the PID of the Alertmanager this test started.
     unsafe { libc::kill(am.pid() as i32, libc::SIGSTOP) };
@@ -340,4 +409,49 @@ fn the_silence_attack_and_a_tampered_configuration_are_caught_and_sent_out_of_ba
     );
     drop(findings);
     agent.stop();
+}
+
+/// Scope mode (policy `targets:`, programs at a scope cgroup): the Alertmanager targets are
+/// watched the same way, and named by their target.
+#[test]
+fn scope_mode_watches_the_alertmanager_targets_too() {
+    let setup = "scripts/setup.sh installs Debian's prometheus-alertmanager";
+    if !privileged()
+        || !installed("/usr/bin/prometheus-alertmanager", setup)
+        || !installed("/usr/bin/amtool", setup)
+    {
+        return;
+    }
+    let ns = NetNs::new("enforcer-integ-scope").unwrap();
+    let scope = TestCgroup::new().unwrap();
+    let workload = scope.child("workload").unwrap();
+    let tmp = TempDir::new().unwrap();
+    let sink_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let notify_port = sink_listener.local_addr().unwrap().port();
+    let sink = HttpSink::start(sink_listener).unwrap();
+    let text = format!(
+        "{}targets:\n  - process: [prometheus-alertmanager]\n",
+        policy(notify_port)
+    );
+    let policy_path = tmp.write("policy.yaml", &text).unwrap();
+    let config = tmp.write("alertmanager.yml", CONFIG).unwrap();
+    let mut agent = Agent::start_args(Some(&policy_path), &["--scope", &scope.path_str()]).unwrap();
+    let am = start_alertmanager(&ns, &workload, &tmp, &config);
+    agent.wait_for_stderr("integrity watchdog: watching");
+    let mut findings = Findings {
+        agent: &mut agent,
+        seen: Vec::new(),
+    };
+    let t = Instant::now();
+    let broad = amtool_silence(&ns, "alertname=~\".+\"", "2h");
+    let f = findings.expect("silence_matches_everything", t, |f| {
+        f["silence_id"] == broad
+    });
+    assert_eq!(f["target"], "process:prometheus-alertmanager", "{f}");
+    assert_eq!(f["pid"], am.pid(), "{f}");
+    wait_for(Duration::from_secs(5), "the out-of-band POST", || {
+        sink.received()
+            .into_iter()
+            .find(|r| r.body.contains("silence_matches_everything") && r.body.contains(&broad))
+    });
 }
