@@ -19,6 +19,7 @@ pub mod deploy;
 pub mod dns;
 mod http;
 mod netns;
+pub mod podman;
 mod poll;
 mod privilege;
 mod tempdir;

@@ -23,17 +23,19 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     time::Duration,
 };
 
 use integration_tests::{
-    PinDir, TempDir, TestCgroup, enter_netns, installed, privileged, unique, wait_for,
+    PinDir, TempDir, TestCgroup, enter_netns, installed,
+    podman::{INSTALL, LogsOnFailure, Podman, PodmanCgroups, Remove, text},
+    privileged, unique, wait_for,
 };
 use serde_json::Value;
 
-/// The image name `cargo xtask image` gives by default, which the kustomization renders.
 const METADATA_RULE: &str = "block preset:cloud-metadata 169.254.169.254/32";
+/// The image name `cargo xtask image` gives by default, which the kustomization renders.
 const IMAGE_NAME: &str = "localhost/alertmanager-egress-enforcer";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const UNREACHABLE: &str = "dial tcp 169.254.169.254:80: connect: network is unreachable";
@@ -46,7 +48,6 @@ const AM_CONFIG: &str = "route:\n  receiver: injected\n  group_by: [alertname]\n
 /// Alertmanager's API, in its container's network namespace, and the alert the test posts.
 const AM: &str = "127.0.0.1:9093";
 const ALERT: &str = r#"[{"labels":{"alertname":"ContainerTest","severity":"critical"}}]"#;
-const SETUP: &str = "scripts/setup.sh installs podman, runc, kubectl and prometheus-alertmanager";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,21 +56,13 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `kubectl kustomize deploy/kubernetes`, as JSON documents (PyYAML, as tests/tests/deploy.rs).
 fn rendered() -> Vec<Value> {
     let out = Command::new("kubectl")
         .args(["kustomize", "deploy/kubernetes"])
         .current_dir(repo())
         .output()
-        .unwrap_or_else(|e| panic!("kubectl: {e}; {SETUP}"));
+        .unwrap_or_else(|e| panic!("kubectl: {e}; {INSTALL}"));
     assert!(out.status.success(), "kubectl kustomize: {}", text(&out));
     let mut py = Command::new("python3")
         .args([
@@ -108,138 +101,11 @@ fn kustomize_renders_the_image_cargo_xtask_image_builds() {
     );
 }
 
-/// podman with runc (crun refuses hybrid cgroup hosts) and a containers.conf without default
-/// ulimits (setrlimit is not permitted on these machines).
-struct Podman {
-    conf: PathBuf,
-}
-
-impl Podman {
-    fn new(dir: &Path) -> Self {
-        let conf = dir.join("containers.conf");
-        std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
-        Self { conf }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &self.conf)
-            .args(["--runtime", "runc"])
-            .args(args);
-        c
-    }
-
-    fn output(&self, args: &[&str]) -> Output {
-        self.cmd(args)
-            .output()
-            .unwrap_or_else(|e| panic!("podman: {e}; {SETUP}"))
-    }
-
-    /// Runs podman; panics with its output unless it succeeds; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "podman {}: {}",
-            args.join(" "),
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    /// stdout and stderr of a container so far.
-    fn logs(&self, name: &str) -> String {
-        text(&self.output(&["logs", name]))
-    }
-
-    fn pid(&self, name: &str) -> u32 {
-        self.ok(&["inspect", "--format", "{{.State.Pid}}", name])
-            .parse()
-            .unwrap()
-    }
-}
-
-/// Removes a container (or an image) on drop.
-struct Remove<'a> {
-    podman: &'a Podman,
-    args: &'static [&'static str],
-    name: String,
-}
-
-impl Remove<'_> {
-    fn container<'a>(podman: &'a Podman, name: &str) -> Remove<'a> {
-        Remove {
-            podman,
-            args: &["rm", "--force", "--time=0"],
-            name: name.to_owned(),
-        }
-    }
-
-    fn image<'a>(podman: &'a Podman, name: &str) -> Remove<'a> {
-        Remove {
-            podman,
-            args: &["rmi", "--force"],
-            name: name.to_owned(),
-        }
-    }
-}
-
-impl Drop for Remove<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .podman
-            .cmd(self.args)
-            .arg(&self.name)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-/// The cgroups podman creates for `--cgroup-parent` under the test's cgroup, in every
-/// hierarchy (the v1 controllers of a hybrid host too), removed deepest first on drop.
-struct PodmanCgroups(String);
-
-impl Drop for PodmanCgroups {
-    fn drop(&mut self) {
-        fn remove(dir: &Path) {
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        remove(&e.path());
-                    }
-                }
-            }
-            for _ in 0..100 {
-                match std::fs::remove_dir(dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => return,
-                }
-            }
-            eprintln!("warning: could not remove cgroup {}", dir.display());
-        }
-        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-            return;
-        };
-        for h in hierarchies.flatten() {
-            // cpu and cpuacct are often symlinks to one hierarchy: remove it once.
-            if h.file_type().is_ok_and(|t| t.is_dir()) {
-                let dir = h.path().join(&self.0);
-                if dir.exists() {
-                    remove(&dir);
-                }
-            }
-        }
-    }
-}
-
 /// Assembles a root filesystem for Debian's Alertmanager: the binary as `/bin/alertmanager`
 /// (upstream images' name), the shared libraries `ldd` lists, its templates and configuration.
 fn alertmanager_rootfs(root: &Path) {
     let binary = Path::new("/usr/bin/prometheus-alertmanager");
-    assert!(binary.exists(), "{} missing; {SETUP}", binary.display());
+    assert!(binary.exists(), "{} missing; {INSTALL}", binary.display());
     let ldd = Command::new("ldd").arg(binary).output().unwrap();
     assert!(ldd.status.success(), "ldd: {}", text(&ldd));
     let libs: Vec<PathBuf> = String::from_utf8_lossy(&ldd.stdout)
@@ -312,33 +178,11 @@ fn count(podman: &Podman, container: &str, what: &str) -> usize {
     podman.logs(container).matches(what).count()
 }
 
-/// Prints both containers' logs when the test fails.
-struct LogsOnFailure<'a>(&'a Podman, Vec<String>);
-
-impl Drop for LogsOnFailure<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for name in &self.1 {
-                let logs = self.0.logs(name);
-                let tail: Vec<&str> = logs.lines().rev().take(25).collect();
-                eprintln!("--- podman logs {name} (last lines)");
-                for l in tail.iter().rev() {
-                    eprintln!("{l}");
-                }
-            }
-        }
-    }
-}
-
-fn running(podman: &Podman, name: &str) -> bool {
-    podman.ok(&["inspect", "--format", "{{.State.Running}}", name]) == "true"
-}
-
 /// Polls `f` for up to `secs` seconds, failing the test if the container `alive` exits.
 fn await_in(podman: &Podman, alive: &str, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     wait_for(Duration::from_secs(secs), what, || {
         assert!(
-            running(podman, alive),
+            podman.running(alive),
             "container {alive} exited while waiting for {what}"
         );
         f().then_some(())
@@ -350,7 +194,7 @@ fn the_image_enforces_on_alertmanager_in_another_container_as_the_daemonset_runs
     let ready = privileged()
         && ["podman", "runc", "kubectl", "prometheus-alertmanager"]
             .iter()
-            .all(|t| installed(&format!("/usr/bin/{t}"), SETUP));
+            .all(|t| installed(&format!("/usr/bin/{t}"), INSTALL));
     if !ready {
         return;
     }
@@ -568,7 +412,7 @@ fn the_image_enforces_on_alertmanager_in_another_container_as_the_daemonset_runs
     // 3. The agent container is killed: the pinned links keep denying.
     podman.ok(&["kill", "--signal", "KILL", &agent1]);
     wait_for(Duration::from_secs(30), "the agent to die", || {
-        (!running(&podman, &agent1)).then_some(())
+        (!podman.running(&agent1)).then_some(())
     });
     let links = std::fs::read_dir(enforcer::kernel::pin::Pins::new(&pins.path).links_dir())
         .map_or(0, Iterator::count);
