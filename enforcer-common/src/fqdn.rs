@@ -135,6 +135,9 @@ pub mod flags {
     /// Learn only from responses delivered to a connected UDP socket whose peer is the
     /// response's source (the name server the socket queried; our connect hook vetted it).
     pub const REQUIRE_CONNECTED_PEER: u32 = 1;
+    /// Scope mode: learn only from a socket on which a target sent a DNS query (marked by the
+    /// connect/sendmsg programs in `TARGET_SOCKETS`); every other packet leaves at once.
+    pub const REQUIRE_TARGET_SOCKET: u32 = 2;
 }
 
 /// Indexes into the `FQDN_COUNTERS` per-CPU array.

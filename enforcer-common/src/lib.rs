@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod fqdn;
+pub mod identity;
 pub mod rules;
 
 pub use rules::{V4_KEY_LEN, V6_KEY_LEN, direction};
@@ -25,13 +26,12 @@ pub mod map_names {
     pub const EVENTS: &str = "EVENTS";
     /// `Array<V4Filter>`, one entry per rule set: the IPv4 /24 blocks any LPM entry touches.
     pub const V4_FILTER: &str = "V4_FILTER";
-    /// `HashMap<[u8; COMM_LEN], u32>`: comms of `process:` targets (scope mode).
-    pub const TARGET_COMMS: &str = "TARGET_COMMS";
-    /// `HashMap<u64, u32>`: cgroup ids whose processes are targets (scope mode).
-    pub const TARGET_CGROUPS: &str = "TARGET_CGROUPS";
+    /// `HashMap<AutoKey, u32>`: automatic rules, per target process (see [`crate::AutoKey`]).
+    pub const AUTO_ALLOW: &str = "AUTO_ALLOW";
 
-    /// Every map of the object (all are pinned when the agent runs with pinning).
-    pub const ALL: [&str; 11] = [
+    /// Every map of this module (all are pinned when the agent runs with pinning; so are
+    /// [`crate::identity::map_names::ALL`] and [`crate::fqdn::map_names::ALL`]).
+    pub const ALL: [&str; 10] = [
         V4_RULES[0],
         V4_RULES[1],
         V6_RULES[0],
@@ -40,15 +40,14 @@ pub mod map_names {
         ACTIVE,
         COUNTERS,
         EVENTS,
-        TARGET_COMMS,
-        TARGET_CGROUPS,
+        AUTO_ALLOW,
         V4_FILTER,
     ];
 }
 
 /// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
 /// pinned map changes shape: an agent only adopts pins of its own layout version.
-pub const PIN_LAYOUT_VERSION: u32 = 3;
+pub const PIN_LAYOUT_VERSION: u32 = 4;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.
@@ -264,19 +263,34 @@ pub struct Config {
     /// Policy generation, echoed in events so userspace names the rule of the right policy.
     pub generation: u32,
     /// Nonzero: the programs are attached at a scope cgroup and decide only calls of target
-    /// tasks (comm in `TARGET_COMMS`, or a cgroup or ancestor in `TARGET_CGROUPS`); every
-    /// other call passes untouched and uncounted.
+    /// processes (tgid in `TARGET_TASKS`, see [`crate::identity`]); every other call passes
+    /// untouched and uncounted.
     pub scoped: u32,
 }
 
-/// Capacity of `TARGET_COMMS` (process names of `process:` targets).
-pub const MAX_TARGET_COMMS: u32 = 256;
-/// Capacity of `TARGET_CGROUPS` (cgroup ids of `cgroup:`/`systemd_unit:` targets in scope mode).
-pub const MAX_TARGET_CGROUPS: u32 = 4096;
-/// Deepest cgroup level the scope filter looks at for target ancestors.
-pub const MAX_CGROUP_DEPTH: i32 = 16;
-/// Length of a task's comm (TASK_COMM_LEN), the key of `TARGET_COMMS`.
+/// Length of a task's comm (TASK_COMM_LEN), as events carry it.
 pub const COMM_LEN: usize = 16;
+
+/// Key of `AUTO_ALLOW`: an automatic rule (a name server of a target's own resolv.conf on
+/// port 53, a literal `--cluster.peer` on its port) opens this address and port for the one
+/// process it was read from, `tgid`. The value is the [`proto`] mask allowed. The programs
+/// consult it only for a call the policy would deny, as an explicit allow of that process
+/// (decision step 2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AutoKey {
+    pub tgid: u32,
+    /// Host order.
+    pub port: u16,
+    /// 1: IPv4 address in the first 4 bytes of `addr` (the rest zero); 0: IPv6.
+    pub v4: u8,
+    pub _pad: u8,
+    /// Network order.
+    pub addr: [u8; 16],
+}
+
+/// Capacity of `AUTO_ALLOW` (the agent bounds the rules of each process far below this).
+pub const MAX_AUTO_RULES: u32 = 4096;
 
 /// Event kinds in [`EventHeader::kind`].
 pub mod event_kind {
@@ -345,6 +359,7 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     // SAFETY: DenyEvent is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::DenyEvent {}
+    unsafe impl aya::Pod for super::AutoKey {}
 }
 
 #[cfg(test)]

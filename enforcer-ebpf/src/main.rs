@@ -7,7 +7,9 @@
 #![no_std]
 #![no_main]
 
+mod auto;
 mod fqdn;
+mod identity;
 mod policy;
 
 use core::ptr::addr_of_mut;
@@ -15,17 +17,16 @@ use core::ptr::addr_of_mut;
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_sock_addr},
     helpers::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns, generated,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_ns, generated,
     },
     macros::{cgroup_sock_addr, map},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
     programs::SockAddrContext,
 };
 use enforcer_common::{
     ACTIVE_SETS, COMM_LEN, Config, DENY_RECORD_BYTES, DenyEvent, EVENT_VERSION, EVENTS_BYTES,
-    EVENTS_WAKEUP_BYTES, EventHeader, MAX_CGROUP_DEPTH, MAX_TARGET_CGROUPS, MAX_TARGET_COMMS,
-    counter, event_kind, hook, mode, proto, wakeup_crossed,
+    EVENTS_WAKEUP_BYTES, EventHeader, counter, event_kind, hook, mode, proto, wakeup_crossed,
 };
 
 #[map]
@@ -36,10 +37,6 @@ static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
-#[map]
-static TARGET_COMMS: HashMap<[u8; COMM_LEN], u32> = HashMap::with_max_entries(MAX_TARGET_COMMS, 0);
-#[map]
-static TARGET_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGET_CGROUPS, 0);
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -89,12 +86,19 @@ fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
         // Unreachable for an array index below max_entries; deny rather than guess.
         return DENY;
     };
-    if cfg.scoped != 0 && !is_target() {
+    // Scope mode: one lookup by process; everything that is not a target leaves here.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if cfg.scoped != 0 && !identity::is_target(tgid) {
         return ALLOW;
     }
     // SAFETY: the kernel hands every sock_addr program a valid `bpf_sock_addr`.
     let call = normalise(unsafe { &*ctx.sock_addr }, hook);
-    let denied_by = policy::can_egress(set, cfg, &call.dst, call.port, proto::class(call.protocol));
+    let proto_class = proto::class(call.protocol);
+    if cfg.scoped != 0 {
+        identity::mark_dns_socket(ctx, tgid, call.port, proto_class);
+    }
+    let denied_by = policy::can_egress(set, cfg, &call.dst, call.port, proto_class)
+        .filter(|_| !auto::allows(tgid, &call.dst, call.port, proto_class));
     report(hook, cfg, &call, denied_by)
 }
 
@@ -180,31 +184,6 @@ fn report(hook: u8, cfg: &Config, call: &Call, denied_by: Option<u32>) -> i32 {
         call.port,
     );
     if audit { ALLOW } else { DENY }
-}
-
-/// Scope mode: is the current task one the policy targets? By comm (the executable name the
-/// kernel set at exec, so a new process is recognised from its first instruction), or by its
-/// cgroup or any ancestor of it.
-#[inline(always)]
-fn is_target() -> bool {
-    if let Ok(comm) = bpf_get_current_comm() {
-        // SAFETY: read-only lookup; the value is not used.
-        if unsafe { TARGET_COMMS.get(&comm) }.is_some() {
-            return true;
-        }
-    }
-    for level in 1..MAX_CGROUP_DEPTH {
-        // SAFETY: plain helper call.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-        if id == 0 {
-            break;
-        }
-        // SAFETY: read-only lookup; the value is not used.
-        if unsafe { TARGET_CGROUPS.get(&id) }.is_some() {
-            return true;
-        }
-    }
-    false
 }
 
 #[inline(always)]

@@ -23,6 +23,7 @@ pub mod podman;
 mod poll;
 mod privilege;
 mod tempdir;
+pub mod uring;
 mod workload;
 
 pub use agent::Agent;

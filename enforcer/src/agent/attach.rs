@@ -95,6 +95,25 @@ impl Agent {
             self.targets = now;
             self.publish_targets();
         }
+        // Also every time: a process moved into a target cgroup by another task and not
+        // exec'd since (the kernel marks everything else itself).
+        self.seed_target_tasks()
+    }
+
+    /// Marks the running processes that are targets (by executable name, target cgroup, or
+    /// descent from one) in the kernel; the identity tracepoints cover what starts later.
+    pub(super) fn seed_target_tasks(&mut self) -> Result<(), RunError> {
+        let mount = cgroup2_mount()?;
+        let cgroups: Vec<String> = self
+            .targets
+            .cgroups
+            .values()
+            .filter_map(|t| t.path.strip_prefix(&mount).ok())
+            .map(|rel| format!("/{}", rel.display()))
+            .collect();
+        let tgids =
+            targets::scan_tasks(std::path::Path::new("/proc"), &self.targets.comms, &cgroups);
+        self.kernel.add_target_tasks(&tgids)?;
         Ok(())
     }
 

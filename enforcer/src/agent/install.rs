@@ -53,6 +53,7 @@ impl Agent {
                      (check the name, unit or cgroup path)"
                 );
             }
+            self.seed_target_tasks()?;
         }
         for w in policy::lint::warnings(&base) {
             tracing::warn!(policy = %base.source, "{w}");

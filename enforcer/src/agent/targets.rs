@@ -1,7 +1,7 @@
 //! Turning the policy's `targets:` into what the kernel filters on: process names (comms) and
 //! cgroup ids, found under the cgroup v2 mount and by scanning `/proc`.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
@@ -194,9 +194,86 @@ pub fn pod_ancestor(cgroup: &str) -> Option<String> {
     (i + 1 < parts.len()).then(|| parts[..=i].join("/"))
 }
 
+/// The processes under `proc_root` that are targets by what they run or where they live:
+/// executable (basename of `/proc/PID/exe`) in `names`, or cgroup at or below one of
+/// `cgroups` (paths relative to the cgroup v2 mount, as `/proc/PID/cgroup` gives them) — and
+/// every descendant of such a process (children inherit, whatever they exec'd since).
+pub fn scan_tasks(proc_root: &Path, names: &[String], cgroups: &[String]) -> Vec<u32> {
+    let mut parent = BTreeMap::new();
+    let mut hit = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let dir = proc_root.join(pid.to_string());
+        if let Some(ppid) = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|s| stat_ppid(&s))
+        {
+            parent.insert(pid, ppid);
+        }
+        let by_name = exe_name(&dir).is_some_and(|n| names.contains(&n));
+        let by_cgroup = !cgroups.is_empty()
+            && std::fs::read_to_string(dir.join("cgroup"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+                })
+                .is_some_and(|cg| cgroups.iter().any(|t| under(&cg, t)));
+        if by_name || by_cgroup {
+            hit.insert(pid);
+        }
+    }
+    let mut out = Vec::new();
+    for &pid in parent.keys() {
+        let mut p = pid;
+        // The parent chain ends at pid 1 (or 0); a bound guards against a cycle of reused pids.
+        for _ in 0..4096 {
+            if hit.contains(&p) {
+                out.push(pid);
+                break;
+            }
+            match parent.get(&p) {
+                Some(&pp) if pp != 0 && pp != p => p = pp,
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+/// Whether cgroup path `cg` is `target` or below it.
+fn under(cg: &str, target: &str) -> bool {
+    let t = target.trim_end_matches('/');
+    cg == t || cg.strip_prefix(t).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The ppid field of `/proc/PID/stat` (after the parenthesised comm, which may hold spaces).
+fn stat_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_ppid_survives_odd_comms() {
+        assert_eq!(stat_ppid("42 (a b) c) S 7 42 42 0"), Some(7));
+        assert_eq!(stat_ppid("1 (init) S 0 1 1"), Some(0));
+    }
+
+    #[test]
+    fn cgroup_paths_are_below_only_at_a_separator() {
+        assert!(under("/a/b", "/a"));
+        assert!(under("/a", "/a/"));
+        assert!(!under("/ab", "/a"));
+    }
 
     #[test]
     fn pod_cgroups_are_found_for_both_drivers() {

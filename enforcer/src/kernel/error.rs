@@ -49,6 +49,13 @@ pub enum KernelError {
         #[source]
         source: aya::pin::PinError,
     },
+    #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed")]
+    Tracefs {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason} (the identity programs read that layout)")]
+    TracepointFormat { path: PathBuf, reason: String },
     #[error("converting the {name} link of {cgroup} for pinning")]
     Link {
         name: &'static str,

@@ -78,7 +78,7 @@ pub fn attach(
     let link = prog
         .take_link(link_id)
         .map_err(|source| KernelError::Program { name, source })?;
-    pins.pin(name, cgroup, link)?;
+    pins.pin(name, &cgroup.path, link)?;
     Ok(None)
 }
 
@@ -93,7 +93,12 @@ pub fn detach(ebpf: &mut Ebpf, link_id: CgroupSkbLinkId) -> Result<(), KernelErr
 /// Writes the port tables of rule set `set` (read by the verdict only after `ACTIVE` flips to
 /// it), then the allowlisted names and the learning settings. Names are added before stale ones
 /// are removed, so a name in both policies is never missing.
-pub fn install(ebpf: &mut Ebpf, tables: &FqdnTables, set: u32) -> Result<(), KernelError> {
+pub fn install(
+    ebpf: &mut Ebpf,
+    tables: &FqdnTables,
+    set: u32,
+    scoped: bool,
+) -> Result<(), KernelError> {
     let set = set % ACTIVE_SETS;
     {
         let name = map_names::ANY_PORT;
@@ -137,7 +142,12 @@ pub fn install(ebpf: &mut Ebpf, tables: &FqdnTables, set: u32) -> Result<(), Ker
     let name = map_names::SETTINGS;
     let mut settings: Array<&mut MapData, FqdnSettings> =
         Array::try_from(map(ebpf, name)?).map_err(map_err(name))?;
-    settings.set(0, tables.settings, 0).map_err(map_err(name))
+    let mut value = tables.settings;
+    if scoped {
+        // Only a target's DNS socket teaches (see `enforcer_common::identity`).
+        value.flags |= enforcer_common::fqdn::flags::REQUIRE_TARGET_SOCKET;
+    }
+    settings.set(0, value, 0).map_err(map_err(name))
 }
 
 /// The address maps of one family.

@@ -4,12 +4,12 @@ use std::collections::HashMap;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as AyaHashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId},
 };
 use enforcer_common::{
-    ACTIVE_SETS, COMM_LEN, Config, LpmValue, V4_KEY_LEN, V4Filter, V6_KEY_LEN, counter, direction,
-    hook, map_names, prog_names,
+    ACTIVE_SETS, Config, LpmValue, V4_KEY_LEN, V4Filter, V6_KEY_LEN, counter, direction, hook,
+    map_names, prog_names,
     rules::{key_prefix_len, v4_key, v6_key},
 };
 
@@ -18,6 +18,7 @@ use crate::{cgroup::Cgroup, compile::Compiled};
 mod comm;
 mod error;
 pub mod fqdn;
+pub mod identity;
 mod maps;
 pub mod pin;
 
@@ -63,6 +64,10 @@ pub struct Kernel {
     fqdn_links: HashMap<u64, aya::programs::cgroup_skb::CgroupSkbLinkId>,
     /// Whether the DNS-learning program loaded (see [`Kernel::fqdn_learning`]).
     fqdn_learning: bool,
+    /// The identity tracepoints' links once attached (empty when pinned: the pins hold them).
+    identity_links: Option<Vec<aya::programs::trace_point::TracePointLinkId>>,
+    /// Why the identity programs cannot run here (their tracepoint layout was not read).
+    identity_error: Option<KernelError>,
 }
 
 impl Kernel {
@@ -80,6 +85,16 @@ impl Kernel {
             return Err(KernelError::NoObject);
         }
         let mut loader = EbpfLoader::new();
+        // The identity programs read tracepoint fields at offsets that differ between kernels.
+        // Without them (no tracefs) the agent still enforces in direct mode; scope mode
+        // refuses to start (see `set_targets`).
+        let (offsets, identity_error) = match identity::field_offsets() {
+            Ok(o) => (o, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        for (global, offset) in &offsets {
+            loader.override_global(global, offset, true);
+        }
         let mut adopted = false;
         if let Some(p) = &pins {
             p.prepare()?;
@@ -87,6 +102,7 @@ impl Kernel {
             for name in map_names::ALL
                 .iter()
                 .chain(&enforcer_common::fqdn::map_names::ALL)
+                .chain(&enforcer_common::identity::map_names::ALL)
             {
                 loader.map_pin_path(name, p.map(name));
             }
@@ -111,6 +127,7 @@ impl Kernel {
                 })?;
             }
         }
+        identity::load(&mut ebpf, pins.as_ref())?;
         // The DNS-learning program is an addition to enforcement, not a part of it: where the
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
         // a helper call), the connect programs still enforce, and FQDN rules are served by the
@@ -137,6 +154,8 @@ impl Kernel {
             scoped: false,
             fqdn_links: HashMap::new(),
             fqdn_learning,
+            identity_links: None,
+            identity_error,
         };
         if adopted {
             let name = map_names::ACTIVE;
@@ -176,20 +195,30 @@ impl Kernel {
             .generation)
     }
 
-    /// Sets the scope-mode targets: task comms (names are cut to the kernel's 15 characters)
-    /// and cgroup ids. New entries are added before stale ones are removed, so a target that
-    /// stays a target is never uncovered.
-    pub fn set_targets(&mut self, comms: &[String], cgroup_ids: &[u64]) -> Result<(), KernelError> {
-        let name = map_names::TARGET_COMMS;
-        let mut map: AyaHashMap<&mut MapData, [u8; COMM_LEN], u32> =
-            AyaHashMap::try_from(self.map(name)?).map_err(map_err(name))?;
-        let want: Vec<([u8; COMM_LEN], u32)> = comms.iter().map(|c| (comm_key(c), 1)).collect();
-        set_entries(&mut map, name, &want)?;
-        let name = map_names::TARGET_CGROUPS;
-        let mut map: AyaHashMap<&mut MapData, u64, u32> =
-            AyaHashMap::try_from(self.map(name)?).map_err(map_err(name))?;
-        let want: Vec<(u64, u32)> = cgroup_ids.iter().map(|&id| (id, 1)).collect();
-        set_entries(&mut map, name, &want)
+    /// Sets the scope-mode targets: executable names and cgroup ids (see [`identity`]). New
+    /// entries are added before stale ones are removed, so a target that stays a target is
+    /// never uncovered. The first call attaches the identity tracepoints.
+    pub fn set_targets(&mut self, names: &[String], cgroup_ids: &[u64]) -> Result<(), KernelError> {
+        if let Some(e) = self.identity_error.take() {
+            return Err(e);
+        }
+        identity::set_targets(&mut self.ebpf, names, cgroup_ids)?;
+        if self.identity_links.is_none() {
+            self.identity_links = Some(identity::attach(&mut self.ebpf, self.pins.as_ref())?);
+        }
+        Ok(())
+    }
+
+    /// Marks processes found running (by a scan of `/proc`) as targets. Call after
+    /// [`Kernel::set_targets`]: from then on the kernel tracks every exec, fork and cgroup move
+    /// itself, so no process falls between the scan and the tracepoints.
+    pub fn add_target_tasks(&mut self, tgids: &[u32]) -> Result<(), KernelError> {
+        identity::add_tasks(&mut self.ebpf, tgids)
+    }
+
+    /// Whether the kernel treats process `tgid` as a target (scope mode).
+    pub fn is_target(&self, tgid: u32) -> Result<bool, KernelError> {
+        identity::is_target(&self.ebpf, tgid)
     }
 
     /// True when the DNS-learning program loaded: addresses the targets' own DNS answers carry
@@ -245,7 +274,7 @@ impl Kernel {
             let link = prog
                 .take_link(link_id)
                 .map_err(|source| KernelError::Program { name, source })?;
-            pins.pin(name, cgroup, link)?;
+            pins.pin(name, &cgroup.path, link)?;
         }
         match link_pins {
             Some(pins) => pins.remove_older()?,
@@ -339,7 +368,7 @@ impl Kernel {
             };
             config.set(target, value, 0).map_err(map_err(name))?;
         }
-        fqdn::install(&mut self.ebpf, &compiled.fqdn, target)?;
+        fqdn::install(&mut self.ebpf, &compiled.fqdn, target, self.scoped)?;
         {
             let name = map_names::ACTIVE;
             let mut active: Array<&mut MapData, u32> =

@@ -124,7 +124,7 @@ impl LinkPins {
     pub fn pin<L>(
         &mut self,
         program: &'static str,
-        cgroup: &Cgroup,
+        target: &Path,
         link: L,
     ) -> Result<(), KernelError>
     where
@@ -132,7 +132,7 @@ impl LinkPins {
     {
         let fd_link = FdLink::try_from(link).map_err(|source| KernelError::Link {
             name: program,
-            cgroup: cgroup.path.display().to_string(),
+            cgroup: target.display().to_string(),
             source,
         })?;
         let path = self.dir.join(format!("{program}-{}", self.seq));

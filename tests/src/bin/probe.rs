@@ -15,9 +15,15 @@
 //!                              (N times: resolve A, then TCP connect() to every answer)
 //! alternate udp A1 A2 PORT MS  → ok EPERM1 OTHER1 EPERM2 OTHER2  (connects to A1, A2, A1, ...
 //!                                 for MS milliseconds)
+//! uring connect|sendmsg ADDR PORT async|sqpoll → ok | errno N
+//!                              (TCP connect / UDP sendmsg through io_uring, on an io-wq worker
+//!                               or the ring's SQPOLL thread)
 //! ```
 //! With `--first-connect tcp|udp ADDR PORT` it does that one call right after entering the
-//! namespace and exits with the result on stdout instead of reading commands. With
+//! namespace and exits with the result on stdout instead of reading commands; `--first CMD`
+//! does the same for any one command line. Before that command: `--rename NAME` renames the
+//! process (prctl PR_SET_NAME), `--reexec` re-executes it through `/proc/self/exe` (comm
+//! `exe`), `--spawn PATH` runs the command in a child that execs PATH (another probe binary). With
 //! `--netns PATH` (e.g. `/proc/PID/ns/net` of another probe) it joins that empty namespace
 //! instead of creating one (creating a namespace per process is slow).
 use std::{
@@ -40,6 +46,9 @@ fn real_main() -> Result<(), String> {
     let mut cgroup = None;
     let mut first = None;
     let mut netns = None;
+    let mut rename = None;
+    let mut reexec = false;
+    let mut spawn = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -52,12 +61,29 @@ fn real_main() -> Result<(), String> {
                 i += 2;
             }
             "--first-connect" => {
-                first = Some(
+                first = Some(format!(
+                    "connect {}",
                     args.get(i + 1..i + 4)
                         .ok_or("--first-connect PROTO ADDR PORT")?
-                        .join(" "),
-                );
+                        .join(" ")
+                ));
                 i += 4;
+            }
+            "--first" => {
+                first = Some(args.get(i + 1).ok_or("--first CMD")?.clone());
+                i += 2;
+            }
+            "--rename" => {
+                rename = args.get(i + 1).cloned();
+                i += 2;
+            }
+            "--reexec" => {
+                reexec = true;
+                i += 1;
+            }
+            "--spawn" => {
+                spawn = args.get(i + 1).cloned();
+                i += 2;
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -72,7 +98,28 @@ fn real_main() -> Result<(), String> {
     }
     let mut listeners = Vec::new();
     if let Some(cmd) = first {
-        println!("{}", run(&format!("connect {cmd}"), &mut listeners));
+        if let Some(name) = rename {
+            let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+            // SAFETY: PR_SET_NAME with a NUL-terminated string.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+        }
+        let again = ["--netns", "/proc/self/ns/net", "--first", &cmd];
+        if reexec {
+            use std::os::unix::process::CommandExt as _;
+            let e = std::process::Command::new("/proc/self/exe")
+                .args(again)
+                .exec();
+            return Err(format!("re-exec: {e}"));
+        }
+        if let Some(path) = spawn {
+            let out = std::process::Command::new(&path)
+                .args(again)
+                .output()
+                .map_err(|e| format!("{path}: {e}"))?;
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            return Ok(());
+        }
+        println!("{}", run(&cmd, &mut listeners));
         return Ok(());
     }
     let stdout = std::io::stdout();
@@ -179,6 +226,23 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
             }
         }
         return format!("ok {} {} {} {}", counts[0], counts[1], counts[2], counts[3]);
+    }
+    if let ["uring", op, addr, port, mode] = parts[..] {
+        use integration_tests::uring;
+        let (Ok(ip), Ok(port)) = (addr.parse::<IpAddr>(), port.parse::<u16>()) else {
+            return format!("bad address {addr} {port}");
+        };
+        let op = match op {
+            "connect" => uring::Op::Connect,
+            "sendmsg" => uring::Op::SendMsg,
+            _ => return format!("bad command {line:?}"),
+        };
+        let mode = match mode {
+            "async" => uring::Mode::Async,
+            "sqpoll" => uring::Mode::SqPoll,
+            _ => return format!("bad command {line:?}"),
+        };
+        return reply(uring::run(op, mode, SocketAddr::new(ip, port)));
     }
     let [verb, proto, addr, port] = parts[..] else {
         return format!("bad command {line:?}");

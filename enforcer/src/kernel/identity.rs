@@ -1,0 +1,219 @@
+//! Kernel-held target identity, the agent's side (scope mode): loads and attaches the `sched`
+//! tracepoint programs that keep `TARGET_TASKS` (see `enforcer_common::identity`), writes the
+//! target names and cgroups they match, and marks the processes that ran before them (found by
+//! the agent, `agent::targets::scan_tasks`).
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData},
+    programs::{TracePoint, trace_point::TracePointLinkId},
+};
+use enforcer_common::identity::{ExeName, exe_name_key, fields, map_names, prog_names, why};
+
+use super::{
+    KernelError, map_err,
+    pin::{LinkPins, Pins},
+    set_entries,
+};
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut TracePoint, KernelError> {
+    ebpf.program_mut(name)
+        .ok_or(KernelError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| KernelError::Program { name, source })
+}
+
+/// Loads the tracepoint programs (verifier included); pins them for inspection.
+pub fn load(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<(), KernelError> {
+    for (name, _, _) in prog_names::ALL {
+        let prog = program(ebpf, name)?;
+        prog.load()
+            .map_err(|source| KernelError::Program { name, source })?;
+        if let Some(p) = pins {
+            let path = p.progs_dir().join(name);
+            let _ = std::fs::remove_file(&path);
+            prog.pin(&path).map_err(|source| KernelError::Pin {
+                what: "program",
+                path,
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Attaches the tracepoint programs (in the order of `prog_names::ALL`). With `pins` the links are pinned under
+/// `links/tracepoints/` (the new set first, then the older pins go, as for cgroups); without,
+/// their ids are returned and they live as long as the object.
+pub fn attach(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<Vec<TracePointLinkId>, KernelError> {
+    let mut link_pins = match pins {
+        Some(p) => Some(LinkPins::new(p.links_dir().join("tracepoints"))?),
+        None => None,
+    };
+    let mut held = Vec::new();
+    for (name, category, tracepoint) in prog_names::ALL {
+        let prog = program(ebpf, name)?;
+        let link_id = prog
+            .attach(category, tracepoint)
+            .map_err(|source| KernelError::Attach {
+                name,
+                cgroup: format!("tracepoint {category}/{tracepoint}"),
+                source,
+            })?;
+        let Some(pins) = &mut link_pins else {
+            held.push(link_id);
+            continue;
+        };
+        let link = prog
+            .take_link(link_id)
+            .map_err(|source| KernelError::Program { name, source })?;
+        pins.pin(name, Path::new(tracepoint), link)?;
+    }
+    if let Some(pins) = link_pins {
+        pins.remove_older()?;
+    }
+    Ok(held)
+}
+
+/// The tracefs mount (aya reads tracepoint ids from it): `/sys/kernel/tracing`, mounted there
+/// when nothing is (systemd mounts it at boot; minimal systems and containers may not).
+fn ensure_tracefs() -> Result<PathBuf, KernelError> {
+    let path = PathBuf::from(TRACEFS);
+    let populated = |p: &Path| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_some());
+    if populated(&path) {
+        return Ok(path);
+    }
+    let debug = PathBuf::from("/sys/kernel/debug/tracing");
+    if populated(&debug) {
+        return Ok(debug);
+    }
+    // SAFETY: mount(2) with valid NUL-terminated strings.
+    let r = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(KernelError::Tracefs {
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    tracing::info!(path = TRACEFS, "mounted tracefs");
+    Ok(path)
+}
+
+/// The offsets of the fields the programs read, by global name, from the tracepoints'
+/// `format` files (mounting tracefs when needed).
+pub fn field_offsets() -> Result<Vec<(&'static str, u32)>, KernelError> {
+    let tracefs = ensure_tracefs()?;
+    let mut out = Vec::new();
+    for (global, category, tracepoint, field) in fields::ALL {
+        let path = tracefs
+            .join("events")
+            .join(category)
+            .join(tracepoint)
+            .join("format");
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| KernelError::TracepointFormat {
+                path: path.clone(),
+                reason: source.to_string(),
+            })?;
+        let Some(offset) = field_offset(&text, field) else {
+            return Err(KernelError::TracepointFormat {
+                path,
+                reason: format!("no field {field}"),
+            });
+        };
+        out.push((global, offset as u32));
+    }
+    Ok(out)
+}
+
+/// The offset of `field` in a tracepoint `format` file.
+fn field_offset(format: &str, field: &str) -> Option<usize> {
+    format.lines().find_map(|l| {
+        let l = l.trim();
+        let decl = l.strip_prefix("field:")?.split(';').next()?;
+        let name = decl.split_whitespace().last()?;
+        let name = name.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        let off = l.split("offset:").nth(1)?.split(';').next()?;
+        off.trim().parse().ok()
+    })
+}
+
+/// Writes the executable names of `process:` targets and the ids of target cgroups (new
+/// entries before stale ones go).
+pub fn set_targets(
+    ebpf: &mut Ebpf,
+    names: &[String],
+    cgroup_ids: &[u64],
+) -> Result<(), KernelError> {
+    let name = map_names::TARGET_NAMES;
+    let mut map: HashMap<&mut MapData, ExeName, u32> =
+        HashMap::try_from(ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })?)
+            .map_err(map_err(name))?;
+    let want: Vec<(ExeName, u32)> = names
+        .iter()
+        .map(|n| (exe_name_key(n.as_bytes()), 1))
+        .collect();
+    set_entries(&mut map, name, &want)?;
+    let name = map_names::TARGET_CGROUPS;
+    let mut map: HashMap<&mut MapData, u64, u32> =
+        HashMap::try_from(ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })?)
+            .map_err(map_err(name))?;
+    let want: Vec<(u64, u32)> = cgroup_ids.iter().map(|&id| (id, 1)).collect();
+    set_entries(&mut map, name, &want)
+}
+
+/// Marks `tgids` as targets found by a scan (keeping what the kernel already knew of them).
+pub fn add_tasks(ebpf: &mut Ebpf, tgids: &[u32]) -> Result<(), KernelError> {
+    let name = map_names::TARGET_TASKS;
+    let mut map: HashMap<&mut MapData, u32, u32> =
+        HashMap::try_from(ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })?)
+            .map_err(map_err(name))?;
+    for &tgid in tgids {
+        let old = map.get(&tgid, 0).unwrap_or(0);
+        map.insert(tgid, old | why::SCANNED, 0)
+            .map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// Whether the kernel treats process `tgid` as a target now.
+pub fn is_target(ebpf: &Ebpf, tgid: u32) -> Result<bool, KernelError> {
+    let name = map_names::TARGET_TASKS;
+    let map: HashMap<&MapData, u32, u32> =
+        HashMap::try_from(ebpf.map(name).ok_or(KernelError::MissingMap { name })?)
+            .map_err(map_err(name))?;
+    Ok(map.get(&tgid, 0).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracepoint_formats_give_field_offsets() {
+        let format = "name: sched_process_fork\nID: 315\nformat:\n\
+            \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+            \tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+            \tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+            \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\
+            \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
+        assert_eq!(field_offset(format, "child_pid"), Some(44));
+        assert_eq!(field_offset(format, "parent_comm"), Some(8));
+        assert_eq!(field_offset(format, "pid"), None);
+        let exec = "\tfield:__data_loc char[] filename;\toffset:8;\tsize:4;\tsigned:0;\n";
+        assert_eq!(field_offset(exec, "filename"), Some(8));
+    }
+}
