@@ -359,6 +359,7 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     // SAFETY: DenyEvent is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::DenyEvent {}
+    // SAFETY: AutoKey is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::AutoKey {}
 }
 

@@ -155,7 +155,6 @@ pub fn run(op: Op, mode: Mode, dst: SocketAddr) -> Result<(), i32> {
         if sq == libc::MAP_FAILED || cq == libc::MAP_FAILED || sqes == libc::MAP_FAILED {
             return Err(errno());
         }
-        let at = |base: *mut libc::c_void, off: u32| base.cast::<u8>().add(off as usize);
         let payload = *b"probe";
         let mut iov = libc::iovec {
             iov_base: payload.as_ptr() as *mut _,
@@ -187,15 +186,12 @@ pub fn run(op: Op, mode: Mode, dst: SocketAddr) -> Result<(), i32> {
             user_data: 7,
             ..sqe
         };
-        let mask = *at(sq, p.sq_off.ring_mask).cast::<u32>();
-        let tail_ptr = at(sq, p.sq_off.tail).cast::<u32>();
+        let mask = *at::<u32>(sq, p.sq_off.ring_mask);
+        let tail_ptr = at::<u32>(sq, p.sq_off.tail);
         let tail = ptr::read_volatile(tail_ptr);
         let idx = tail & mask;
         sqes.cast::<Sqe>().add(idx as usize).write(sqe);
-        at(sq, p.sq_off.array)
-            .cast::<u32>()
-            .add(idx as usize)
-            .write(idx);
+        at::<u32>(sq, p.sq_off.array).add(idx as usize).write(idx);
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         ptr::write_volatile(tail_ptr, tail.wrapping_add(1));
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
@@ -211,13 +207,12 @@ pub fn run(op: Op, mode: Mode, dst: SocketAddr) -> Result<(), i32> {
         let result = if r < 0 {
             Err(errno())
         } else {
-            let head = ptr::read_volatile(at(cq, p.cq_off.head).cast::<u32>());
-            let cmask = *at(cq, p.cq_off.ring_mask).cast::<u32>();
-            let cqe = at(cq, p.cq_off.cqes)
-                .cast::<Cqe>()
+            let head = ptr::read_volatile(at::<u32>(cq, p.cq_off.head));
+            let cmask = *at::<u32>(cq, p.cq_off.ring_mask);
+            let cqe = at::<Cqe>(cq, p.cq_off.cqes)
                 .add((head & cmask) as usize)
                 .read_volatile();
-            ptr::write_volatile(at(cq, p.cq_off.head).cast::<u32>(), head.wrapping_add(1));
+            ptr::write_volatile(at::<u32>(cq, p.cq_off.head), head.wrapping_add(1));
             match cqe.res {
                 0.. => Ok(()),
                 e => Err(-e),
@@ -230,6 +225,12 @@ pub fn run(op: Op, mode: Mode, dst: SocketAddr) -> Result<(), i32> {
         libc::close(sock);
         result
     }
+}
+
+/// The field at byte offset `off` of a ring mapping (the kernel reports offsets aligned for
+/// their fields; the mapping is page-aligned).
+fn at<T>(base: *mut libc::c_void, off: u32) -> *mut T {
+    base.cast::<T>().wrapping_byte_add(off as usize)
 }
 
 fn errno() -> i32 {
