@@ -16,7 +16,6 @@ use aya::programs::links::{FdLink, LinkError};
 use enforcer_common::PIN_LAYOUT_VERSION;
 
 use super::error::KernelError;
-use crate::cgroup::Cgroup;
 
 /// Default bpffs directory of the agent.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/enforcer";
