@@ -27,6 +27,20 @@ const DEFAULT_DENIED: &[(&str, &str, &str, u16, &str)] = &[
         METADATA_RULE,
     ),
     ("connect", "tcp", "64:ff9b::a9fe:a9fe", 80, METADATA_RULE),
+    // IPv4-compatible and SIIT spellings are decided as the IPv4 address they carry.
+    ("connect", "tcp", "::169.254.169.254", 80, METADATA_RULE),
+    ("sendto", "udp", "::169.254.169.254", 80, METADATA_RULE),
+    ("connect", "tcp", "::ffff:0:169.254.169.254", 80, METADATA_RULE),
+    ("connect", "udp", "::ffff:0:10.0.0.1", 53, TEN_RULE),
+    // Local-use NAT64 (no fixed place for the IPv4 address) and site-local: blocked whole.
+    (
+        "connect",
+        "tcp",
+        "64:ff9b:1:a9fe:a9:fe00::",
+        80,
+        "block preset:private 64:ff9b:1::/48",
+    ),
+    ("connect", "tcp", "fec0::1", 80, "block preset:private fec0::/10"),
     (
         "connect",
         "tcp",
@@ -85,7 +99,7 @@ fn without_the_enforcer_the_namespace_is_unreachable_not_denied() {
 }
 
 #[test]
-fn embedded_default_denies_metadata_private_mapped_and_nat64_with_one_line_each() {
+fn embedded_default_denies_metadata_private_and_their_ipv6_spellings_with_one_line_each() {
     if !privileged() {
         return;
     }
@@ -220,6 +234,58 @@ fn explicit_allow_with_port_inside_blocked_range_opens_that_port_only() {
     let lines = agent.take_events(3, Duration::from_secs(5));
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines.iter().all(|l| l["rule"] == TEN_RULE), "{lines:?}");
+}
+
+#[test]
+fn udplite_is_decided_by_the_udp_rules() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let policy = dir
+        .write(
+            "p.yaml",
+            "default: allow\nblock:\n  - cidr: 192.0.2.0/24\n    protocols: [udp]\n  - cidr: 2001:db8::/64\n    protocols: [udp]\n  - cidr: 198.51.100.0/24\n  - cidr: 2001:db8:1::/64\nallow:\n  - cidr: 198.51.100.8/32\n    ports: [53]\n    protocols: [udp]\n  - cidr: 2001:db8:1::8/128\n    ports: [53]\n    protocols: [udp]\n",
+        )
+        .unwrap();
+    let cg = TestCgroup::new().unwrap();
+    let mut agent = Agent::start(Some(&policy), &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    // A UDP block rule catches UDP-Lite, connected and unconnected, IPv4 and IPv6 ...
+    for addr in ["192.0.2.7", "2001:db8::7", "::ffff:192.0.2.7"] {
+        assert_eq!(
+            probe.connect("udplite", addr, 53).unwrap(),
+            Outcome::Errno(EPERM),
+            "connect udplite {addr}"
+        );
+        assert_eq!(
+            probe.sendto_proto("udplite", addr, 53).unwrap(),
+            Outcome::Errno(EPERM),
+            "sendto udplite {addr}"
+        );
+    }
+    let lines = agent.take_events(6, Duration::from_secs(5));
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert!(lines.iter().all(|l| l["protocol"] == "udplite"), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["rule"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("block cidr ") && r.ends_with("protocols udp"))),
+        "{lines:?}"
+    );
+    // ... and a UDP allow rule admits it (the namespace has no route: ENETUNREACH).
+    for addr in ["198.51.100.8", "2001:db8:1::8"] {
+        assert_eq!(
+            probe.connect("udplite", addr, 53).unwrap(),
+            Outcome::Errno(ENETUNREACH),
+            "connect udplite {addr}"
+        );
+        assert_eq!(
+            probe.connect("udplite", addr, 54).unwrap(),
+            Outcome::Errno(EPERM),
+            "connect udplite {addr}:54 (the block rule)"
+        );
+    }
 }
 
 #[test]
