@@ -59,6 +59,8 @@ pub mod prog_names {
     pub const CONNECT6: &str = "enforcer_connect6";
     pub const SENDMSG4: &str = "enforcer_sendmsg4";
     pub const SENDMSG6: &str = "enforcer_sendmsg6";
+    /// `cgroup/sock_create`: refuses UDP-Lite sockets to targets (no connect hook runs for them).
+    pub const SOCK_CREATE: &str = "enforcer_sock_create";
 }
 
 /// Hooks, as carried in events and counters.

@@ -20,9 +20,9 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_ktime_get_ns, generated,
     },
-    macros::{cgroup_sock_addr, map},
+    macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::SockAddrContext,
+    programs::{SockAddrContext, SockContext},
 };
 use enforcer_common::{
     ACTIVE_SETS, COMM_LEN, Config, DENY_RECORD_BYTES, DenyEvent, EVENT_VERSION, EVENTS_BYTES,
@@ -62,6 +62,27 @@ pub fn enforcer_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn enforcer_sendmsg6(ctx: SockAddrContext) -> i32 {
     decide(&ctx, hook::SENDMSG6)
+}
+
+/// UDP-Lite sockets of targets are refused at creation (EPERM), in enforce mode. The kernel
+/// runs no connect hook for them (`udplite_prot` has no `pre_connect`), so a connected
+/// UDP-Lite socket would send wherever it likes; unconnected `sendto()` does run the sendmsg
+/// hooks, but a socket that can be connected cannot be decided. Audit mode lets it be.
+#[cgroup_sock(sock_create)]
+pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
+    // SAFETY: the kernel hands every cgroup_sock program a valid `bpf_sock`.
+    let protocol = unsafe { (*ctx.sock).protocol };
+    if protocol != u32::from(proto::IPPROTO_UDPLITE) {
+        return ALLOW;
+    }
+    let Some((_, cfg)) = active_config() else {
+        return DENY;
+    };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if cfg.mode == mode::AUDIT || (cfg.scoped != 0 && !identity::is_target(tgid)) {
+        return ALLOW;
+    }
+    DENY
 }
 
 /// An address after normalisation: IPv4 (also for IPv6 spellings embedding one) or IPv6.

@@ -237,21 +237,15 @@ fn explicit_allow_with_port_inside_blocked_range_opens_that_port_only() {
 }
 
 #[test]
-fn udplite_is_decided_by_the_udp_rules() {
+fn udplite_sockets_are_refused_to_targets() {
     if !privileged() {
         return;
     }
-    let dir = TempDir::new().unwrap();
-    let policy = dir
-        .write(
-            "p.yaml",
-            "default: allow\nblock:\n  - cidr: 192.0.2.0/24\n    protocols: [udp]\n  - cidr: 2001:db8::/64\n    protocols: [udp]\n  - cidr: 198.51.100.0/24\n  - cidr: 2001:db8:1::/64\nallow:\n  - cidr: 198.51.100.8/32\n    ports: [53]\n    protocols: [udp]\n  - cidr: 2001:db8:1::8/128\n    ports: [53]\n    protocols: [udp]\n",
-        )
-        .unwrap();
     let cg = TestCgroup::new().unwrap();
-    let mut agent = Agent::start(Some(&policy), &cg).unwrap();
+    let _agent = Agent::start(None, &cg).unwrap();
     let mut probe = Probe::spawn(&cg).unwrap();
-    // A UDP block rule catches UDP-Lite, connected and unconnected, IPv4 and IPv6 ...
+    // No connect hook runs for UDP-Lite: the socket itself is refused (EPERM from socket()),
+    // whatever the destination; plain UDP to the same addresses is not blocked (ENETUNREACH).
     for addr in ["192.0.2.7", "2001:db8::7", "::ffff:192.0.2.7"] {
         assert_eq!(
             probe.connect("udplite", addr, 53).unwrap(),
@@ -263,28 +257,46 @@ fn udplite_is_decided_by_the_udp_rules() {
             Outcome::Errno(EPERM),
             "sendto udplite {addr}"
         );
-    }
-    let lines = agent.take_events(6, Duration::from_secs(5));
-    assert_eq!(lines.len(), 6, "{lines:?}");
-    assert!(lines.iter().all(|l| l["protocol"] == "udplite"), "{lines:?}");
-    assert!(
-        lines.iter().all(|l| l["rule"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("block cidr ") && r.ends_with("protocols udp"))),
-        "{lines:?}"
-    );
-    // ... and a UDP allow rule admits it (the namespace has no route: ENETUNREACH).
-    for addr in ["198.51.100.8", "2001:db8:1::8"] {
         assert_eq!(
-            probe.connect("udplite", addr, 53).unwrap(),
+            probe.connect("udp", addr, 53).unwrap(),
             Outcome::Errno(ENETUNREACH),
-            "connect udplite {addr}"
+            "connect udp {addr}"
         );
+    }
+}
+
+#[test]
+fn udplite_is_decided_by_the_udp_rules_in_audit_mode() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let policy = dir
+        .write(
+            "p.yaml",
+            "mode: audit\ndefault: allow\nblock:\n  - cidr: 192.0.2.0/24\n    protocols: [udp]\n  - cidr: 2001:db8::/64\n    protocols: [udp]\n",
+        )
+        .unwrap();
+    let cg = TestCgroup::new().unwrap();
+    let mut agent = Agent::start(Some(&policy), &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    // Audit mode lets the socket be; its unconnected sends are decided as UDP (would_deny).
+    for addr in ["192.0.2.7", "2001:db8::7"] {
         assert_eq!(
-            probe.connect("udplite", addr, 54).unwrap(),
-            Outcome::Errno(EPERM),
-            "connect udplite {addr}:54 (the block rule)"
+            probe.sendto_proto("udplite", addr, 53).unwrap(),
+            Outcome::Errno(ENETUNREACH),
+            "sendto udplite {addr}"
         );
+    }
+    let lines = agent.take_events(2, Duration::from_secs(5));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (l, rule) in lines.iter().zip([
+        "block cidr 192.0.2.0/24 protocols udp",
+        "block cidr 2001:db8::/64 protocols udp",
+    ]) {
+        assert_eq!(l["event"], "would_deny", "{l}");
+        assert_eq!(l["protocol"], "udplite", "{l}");
+        assert_eq!(l["rule"], rule, "{l}");
     }
 }
 
