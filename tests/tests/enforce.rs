@@ -30,7 +30,13 @@ const DEFAULT_DENIED: &[(&str, &str, &str, u16, &str)] = &[
     // IPv4-compatible and SIIT spellings are decided as the IPv4 address they carry.
     ("connect", "tcp", "::169.254.169.254", 80, METADATA_RULE),
     ("sendto", "udp", "::169.254.169.254", 80, METADATA_RULE),
-    ("connect", "tcp", "::ffff:0:169.254.169.254", 80, METADATA_RULE),
+    (
+        "connect",
+        "tcp",
+        "::ffff:0:169.254.169.254",
+        80,
+        METADATA_RULE,
+    ),
     ("connect", "udp", "::ffff:0:10.0.0.1", 53, TEN_RULE),
     // Local-use NAT64 (no fixed place for the IPv4 address) and site-local: blocked whole.
     (
@@ -40,7 +46,13 @@ const DEFAULT_DENIED: &[(&str, &str, &str, u16, &str)] = &[
         80,
         "block preset:private 64:ff9b:1::/48",
     ),
-    ("connect", "tcp", "fec0::1", 80, "block preset:private fec0::/10"),
+    (
+        "connect",
+        "tcp",
+        "fec0::1",
+        80,
+        "block preset:private fec0::/10",
+    ),
     (
         "connect",
         "tcp",

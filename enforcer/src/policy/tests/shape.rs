@@ -257,7 +257,10 @@ fn normalisation() {
     assert_eq!(normalize_addr(a("::1")), a("::1"));
     assert_eq!(normalize_addr(a("::")), a("::"));
     assert_eq!(normalize_addr(a("fec0::1")), a("fec0::1"));
-    assert_eq!(normalize_net(net("::a9fe:a9fe/128")), net("169.254.169.254/32"));
+    assert_eq!(
+        normalize_net(net("::a9fe:a9fe/128")),
+        net("169.254.169.254/32")
+    );
     assert_eq!(normalize_net(net("::ffff:0:0:0/96")), net("0.0.0.0/0"));
     assert_eq!(normalize_net(net("::2/127")), net("0.0.0.2/31"));
     // Ranges holding `::` or `::1` stay IPv6.
