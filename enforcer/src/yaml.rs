@@ -324,7 +324,9 @@ impl<'de> Visitor<'de> for KindVisitor {
         Ok(Kind::Str(v.to_owned()))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Kind, E> {
+    fn visit_string<E: de::Error>(self, mut v: String) -> Result<Kind, E> {
+        // The parser hands over its scratch buffer (128 bytes for a 14-byte CIDR).
+        v.shrink_to_fit();
         Ok(Kind::Str(v))
     }
 
@@ -337,6 +339,9 @@ impl<'de> Visitor<'de> for KindVisitor {
         while let Some(item) = seq.next_element::<Node>()? {
             items.push(item);
         }
+        // A large policy is 10^5 small lists and mappings: without this each keeps the spare
+        // capacity of its first growth (four entries for one), several times the tree's size.
+        items.shrink_to_fit();
         Ok(Kind::Seq(items))
     }
 
@@ -345,6 +350,7 @@ impl<'de> Visitor<'de> for KindVisitor {
         while let Some(entry) = map.next_entry::<Node, Node>()? {
             entries.push(entry);
         }
+        entries.shrink_to_fit();
         Ok(Kind::Map(entries))
     }
 }

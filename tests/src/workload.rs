@@ -100,12 +100,7 @@ impl Probe {
 
     /// Unconnected UDP sendto().
     pub fn sendto(&mut self, addr: &str, port: u16) -> anyhow::Result<Outcome> {
-        self.sendto_proto("udp", addr, port)
-    }
-
-    /// Unconnected sendto() over a datagram socket of `proto` (`udp` or `udplite`).
-    pub fn sendto_proto(&mut self, proto: &str, addr: &str, port: u16) -> anyhow::Result<Outcome> {
-        let reply = self.command(&format!("sendto {proto} {addr} {port}"))?;
+        let reply = self.command(&format!("sendto udp {addr} {port}"))?;
         Self::outcome(&reply)
     }
 

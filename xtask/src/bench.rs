@@ -8,6 +8,7 @@
 //! before creating sockets and runs in an empty network namespace with only `lo` up, so nothing
 //! leaves the machine. The output is a Markdown table with each target's PASS/FAIL; the exit
 //! status is 0 even when a target is missed (this is a report, not a test).
+mod agent;
 mod policy;
 mod report;
 mod sys;
@@ -126,6 +127,8 @@ fn bench(args: &Args) -> anyhow::Result<String> {
         bail!("built with AYA_BUILD_SKIP=1: no kernel programs to measure");
     }
     sys::catch_signals();
+    // Built first (a no-op when it is current): the agent measured is the one that ships.
+    crate::vm::build::release_enforcer()?;
 
     eprintln!(
         "bench: generating and compiling {SMALL} and {LARGE} block prefixes (seed {})",
@@ -249,6 +252,8 @@ fn bench(args: &Args) -> anyhow::Result<String> {
         after.allowed[c4] - before.allowed[c4]
     );
     sys::check_interrupted()?;
+    let cg_agent = cgroups.child("agent")?;
+    let agent = agent::measure(&cg_agent.path, &mut rng, SMALL, LARGE)?;
 
     Ok(report::render(
         args,
@@ -256,6 +261,7 @@ fn bench(args: &Args) -> anyhow::Result<String> {
         &samples,
         &rounds,
         &stats_previous,
+        &agent,
     ))
 }
 

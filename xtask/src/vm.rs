@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::builder::PossibleValuesParser;
 
-mod build;
+pub mod build;
 mod initramfs;
 mod kernel;
 mod qemu;

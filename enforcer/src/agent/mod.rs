@@ -271,6 +271,7 @@ impl Agent {
                 }
                 _ = tick.tick() => {
                     self.drain(ring.get_mut());
+                    self.rules.prune(std::time::Instant::now());
                     self.report_counters();
                 }
                 _ = slow.tick() => self.follow(),

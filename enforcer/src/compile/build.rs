@@ -3,10 +3,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use enforcer_common::{Clause, LpmValue, MAX_CLAUSES, action, proto};
+use enforcer_common::{Clause, MAX_CLAUSES, action, proto};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::{CompileError, RuleRef};
+use super::{CompileError, Entries, RuleRef};
 use crate::policy::{Location, Policy, PortRange, Rule, RuleAction, merge_port_ranges};
 
 fn mask(len: u8) -> u128 {
@@ -22,9 +22,9 @@ pub(super) fn build(
     policy: &Policy,
     mut items: Vec<(u128, u8, u32)>,
     is_v4: bool,
-) -> Result<Vec<(u128, u8, LpmValue)>, CompileError> {
+) -> Result<Entries<(u128, u8)>, CompileError> {
     items.sort_unstable();
-    let mut out: Vec<(u128, u8, LpmValue)> = Vec::new();
+    let mut out: Entries<(u128, u8)> = Entries::default();
     // Indexes into `out` of the entries enclosing the current one, least specific first.
     let mut stack: Vec<usize> = Vec::new();
     let mut own_allow = Vec::new();
@@ -38,7 +38,7 @@ pub(super) fn build(
             end += 1;
         }
         while let Some(&top) = stack.last() {
-            let (top_addr, top_len, _) = out[top];
+            let (top_addr, top_len) = out.net(top);
             if top_len <= len && (addr ^ top_addr) & mask(top_len) == 0 {
                 break;
             }
@@ -54,10 +54,7 @@ pub(super) fn build(
             }
         }
         let parent: &[Clause] = match stack.last() {
-            Some(&top) => {
-                let value = &out[top].2;
-                &value.clauses[..value.n_clauses as usize]
-            }
+            Some(&top) => out.clauses(top),
             None => &[],
         };
         let split = parent
@@ -75,15 +72,11 @@ pub(super) fn build(
         if clauses.len() > MAX_CLAUSES {
             return Err(too_many_clauses(policy, addr, len, is_v4, clauses.len()));
         }
-        let mut value = LpmValue {
-            n_clauses: clauses.len() as u32,
-            ..LpmValue::default()
-        };
-        value.clauses[..clauses.len()].copy_from_slice(&clauses);
-        out.push((addr, len, value));
+        out.push((addr, len), &clauses);
         stack.push(out.len() - 1);
         i = end;
     }
+    out.shrink_to_fit();
     Ok(out)
 }
 

@@ -20,19 +20,21 @@
 
 mod build;
 pub mod capacity;
+mod entries;
 pub mod prefilter;
 mod render;
 #[cfg(test)]
 mod tests;
 
 pub use capacity::{Capacity, CapacityError, Usage};
+pub use entries::Entries;
 pub use prefilter::V4Prefilter;
 pub use render::render;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use enforcer_common::{LpmValue, action, proto, rule_id, verdict};
+use enforcer_common::{action, proto, rule_id, verdict};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::policy::{Location, Policy, normalize_addr};
@@ -45,9 +47,9 @@ pub struct Compiled {
     /// [`enforcer_common::verdict`] code used when no clause matches.
     pub default_verdict: u32,
     /// IPv4 entries, sorted by (network address, prefix length).
-    pub v4: Vec<(Ipv4Net, LpmValue)>,
+    pub v4: Entries<Ipv4Net>,
     /// IPv6 entries, sorted by (network address, prefix length).
-    pub v6: Vec<(Ipv6Net, LpmValue)>,
+    pub v6: Entries<Ipv6Net>,
     /// The IPv4 prefilter: every /24 block that an entry of `v4` touches.
     pub v4_filter: V4Prefilter,
     /// Entries used and available per map, checked against the kernel maps' sizes.
@@ -125,28 +127,18 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
             IpNet::V6(net) => v6_items.push((u128::from(net.network()), net.prefix_len(), id)),
         }
     }
-    let v4: Vec<(Ipv4Net, LpmValue)> = build::build(policy, v4_items, true)?
-        .into_iter()
-        .map(|(addr, len, value)| {
-            let net = Ipv4Net::new(Ipv4Addr::from(addr as u32), len - 96);
-            (net.expect("IPv4 prefix length <= 32"), value)
-        })
-        .collect();
-    let v6: Vec<(Ipv6Net, LpmValue)> = build::build(policy, v6_items, false)?
-        .into_iter()
-        .map(|(addr, len, value)| {
-            (
-                Ipv6Net::new(Ipv6Addr::from(addr), len).expect("IPv6 prefix length <= 128"),
-                value,
-            )
-        })
-        .collect();
+    let v4 = build::build(policy, v4_items, true)?.map_nets(|(addr, len)| {
+        Ipv4Net::new(Ipv4Addr::from(addr as u32), len - 96).expect("IPv4 prefix length <= 32")
+    });
+    let v6 = build::build(policy, v6_items, false)?.map_nets(|(addr, len)| {
+        Ipv6Net::new(Ipv6Addr::from(addr), len).expect("IPv6 prefix length <= 128")
+    });
     let capacity = Capacity::of(v4.len(), v6.len(), policy.fqdns.len());
     capacity.check(policy)?;
     Ok(Compiled {
         mode: policy.mode.code(),
         default_verdict: policy.default.code(),
-        v4_filter: V4Prefilter::of(v4.iter().map(|(net, _)| *net)),
+        v4_filter: V4Prefilter::of((0..v4.len()).map(|i| v4.net(i))),
         v4,
         v6,
         capacity,
@@ -172,21 +164,19 @@ pub fn lookup(compiled: &Compiled, addr: IpAddr, port: u16, ip_protocol: u8) -> 
             let net = Ipv4Net::new(a, len).ok()?.trunc();
             let i = compiled
                 .v4
-                .binary_search_by(|(n, _)| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))
-                .ok()?;
-            Some(&compiled.v4[i].1)
+                .find_by(|n| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))?;
+            Some(compiled.v4.value(i))
         }),
         IpAddr::V6(a) => (0..=128u8).rev().find_map(|len| {
             let net = Ipv6Net::new(a, len).ok()?.trunc();
             let i = compiled
                 .v6
-                .binary_search_by(|(n, _)| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))
-                .ok()?;
-            Some(&compiled.v6[i].1)
+                .find_by(|n| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))?;
+            Some(compiled.v6.value(i))
         }),
     };
     let class = proto::class(u32::from(ip_protocol));
-    match value.and_then(|v| v.first_match(port, class)) {
+    match value.as_ref().and_then(|v| v.first_match(port, class)) {
         Some(c) if c.action == action::ALLOW => (verdict::ALLOW, c.rule_id),
         Some(c) => (verdict::DENY, c.rule_id),
         None => (compiled.default_verdict, rule_id::DEFAULT),

@@ -75,12 +75,12 @@ pub fn render(policy: &Policy, compiled: &Compiled) -> String {
         compiled.capacity
     );
     let _ = writeln!(out, "\nIPv4 map entries ({}):", compiled.v4.len());
-    for (net, value) in &compiled.v4 {
-        render_entry(&mut out, &IpNet::V4(*net), value);
+    for (net, value) in compiled.v4.iter() {
+        render_entry(&mut out, &IpNet::V4(net), &value);
     }
     let _ = writeln!(out, "\nIPv6 map entries ({}):", compiled.v6.len());
-    for (net, value) in &compiled.v6 {
-        render_entry(&mut out, &IpNet::V6(*net), value);
+    for (net, value) in compiled.v6.iter() {
+        render_entry(&mut out, &IpNet::V6(net), &value);
     }
     out
 }

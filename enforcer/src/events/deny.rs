@@ -4,6 +4,7 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use enforcer_common::{DenyEvent, event_kind, hook, rule_id};
@@ -21,22 +22,43 @@ pub trait AddressNames: Send + Sync {
 }
 
 /// The policies events may refer to, by generation (the running one and the ones before it
-/// whose events may still be queued).
+/// whose events may still be queued). A superseded policy is kept only for
+/// [`RuleBook::RETAIN`] after the flip: the agent drains the ring far more often than that, and
+/// a large policy (10^5 rules, ~14 MiB) is not kept alive by the events it can no longer get.
 #[derive(Default)]
 pub struct RuleBook {
-    by_generation: BTreeMap<u32, Arc<Policy>>,
+    /// Each policy with the time it was superseded (`None` for the running one).
+    by_generation: BTreeMap<u32, (Arc<Policy>, Option<Instant>)>,
     /// Recently answered names of addresses (while the FQDN agent runs).
     names: Option<Arc<dyn AddressNames>>,
 }
 
 impl RuleBook {
     const KEEP: usize = 4;
+    /// How long events of a superseded generation can still be named.
+    pub const RETAIN: Duration = Duration::from_secs(2);
 
     pub fn insert(&mut self, generation: u32, policy: Arc<Policy>) {
-        self.by_generation.insert(generation, policy);
+        let now = Instant::now();
+        for (_, superseded) in self.by_generation.values_mut() {
+            superseded.get_or_insert(now);
+        }
+        self.by_generation.insert(generation, (policy, None));
         while self.by_generation.len() > Self::KEEP {
             self.by_generation.pop_first();
         }
+    }
+
+    /// Forgets the policies superseded more than [`Self::RETAIN`] before `now`.
+    pub fn prune(&mut self, now: Instant) {
+        self.by_generation.retain(|_, (_, superseded)| {
+            superseded.is_none_or(|at| now.saturating_duration_since(at) < Self::RETAIN)
+        });
+    }
+
+    /// The generations whose rules events can still name, oldest first.
+    pub fn generations(&self) -> Vec<u32> {
+        self.by_generation.keys().copied().collect()
     }
 
     /// Lets deny events name the FQDN their address was recently answered for.
@@ -54,7 +76,7 @@ impl RuleBook {
         if rule == rule_id::DEFAULT {
             return "default deny".to_owned();
         }
-        let policy = self.by_generation.get(&generation);
+        let policy = self.by_generation.get(&generation).map(|(p, _)| p);
         let cidr = policy
             .and_then(|p| p.rules.get(rule as usize))
             .map(ToString::to_string);

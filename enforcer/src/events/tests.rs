@@ -198,3 +198,25 @@ fn learned_events_decode_names_and_both_families() {
     assert_eq!(view.answers[1].ip, IpAddr::V6(v6));
     assert!(view.answers[1].map_full);
 }
+
+#[test]
+fn superseded_policies_are_kept_only_for_a_short_while() {
+    let p = |cidr: &str| {
+        let yaml = format!("mode: enforce\ndefault: allow\nblock:\n  - cidr: {cidr}\n");
+        Arc::new(parse_policy(&yaml, "p.yaml").unwrap())
+    };
+    let mut rules = RuleBook::default();
+    rules.insert(1, p("10.0.0.0/8"));
+    let flipped = std::time::Instant::now();
+    rules.insert(2, p("192.168.0.0/16"));
+    // Events queued before the flip still name generation 1's rule.
+    rules.prune(flipped);
+    assert_eq!(rules.generations(), [1, 2]);
+    assert!(rules.describe(1, 0).contains("10.0.0.0/8"));
+    // Later, only the running policy stays, however long it runs.
+    rules.prune(flipped + RuleBook::RETAIN + std::time::Duration::from_millis(100));
+    assert_eq!(rules.generations(), [2]);
+    assert_eq!(rules.describe(1, 0), "rule #0 of policy generation 1");
+    rules.prune(flipped + 1000 * RuleBook::RETAIN);
+    assert!(rules.describe(2, 0).contains("192.168.0.0/16"));
+}

@@ -55,6 +55,11 @@ const YAML: yaml::Settings = yaml::Settings {
             "Recursive references",
             "an alias refers to a node that contains it",
         ),
+        (
+            "more than 2000000 YAML nodes",
+            "policy too large (over 2,000,000 YAML nodes); the kernel maps hold 262,144 \
+             prefixes per family",
+        ),
     ],
 };
 
@@ -119,14 +124,12 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
                     }
                 }
             }
-            "block" => {
-                for entry in cx.entries(value, "block")? {
-                    cx.rule_entry(entry, RuleAction::Block, &mut policy)?;
-                }
-            }
-            "allow" => {
-                for entry in cx.entries(value, "allow")? {
-                    cx.rule_entry(entry, RuleAction::Allow, &mut policy)?;
+            name @ ("block" | "allow") => {
+                let action = [RuleAction::Allow, RuleAction::Block][usize::from(name == "block")];
+                let entries = cx.entries(value, name)?;
+                policy.rules.reserve(entries.len());
+                for entry in entries {
+                    cx.rule_entry(entry, action, &mut policy)?;
                 }
             }
             "alertmanager" => policy.alertmanager = cx.alertmanager(value)?,

@@ -33,7 +33,7 @@ impl Rng {
 
     /// A unicast address outside 0/8 and 127/8 (loopback stays reachable in the workload's
     /// namespace) and below 224/3 (multicast, reserved).
-    fn unicast(&mut self) -> u32 {
+    pub fn unicast(&mut self) -> u32 {
         loop {
             let a = self.next_u64() as u32;
             let first = a >> 24;

@@ -71,6 +71,12 @@ pub fn build(release: bool, select: &Selection) -> anyhow::Result<Artifacts> {
     })
 }
 
+/// The release agent, as shipped (`cargo xtask bench` measures its memory).
+pub fn release_enforcer() -> anyhow::Result<PathBuf> {
+    let built = cargo_build(&["-p", "enforcer", "--bin", "enforcer"], true)?;
+    find(&built, "bin", "enforcer")
+}
+
 fn find(built: &[Executable], kind: &str, name: &str) -> anyhow::Result<PathBuf> {
     built
         .iter()
