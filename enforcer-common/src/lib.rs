@@ -59,6 +59,8 @@ pub mod prog_names {
     pub const CONNECT6: &str = "enforcer_connect6";
     pub const SENDMSG4: &str = "enforcer_sendmsg4";
     pub const SENDMSG6: &str = "enforcer_sendmsg6";
+    /// `cgroup/sock_create`: refuses UDP-Lite sockets to targets (no connect hook runs for them).
+    pub const SOCK_CREATE: &str = "enforcer_sock_create";
 }
 
 /// Hooks, as carried in events and counters.
@@ -84,22 +86,58 @@ pub mod hook {
 pub mod proto {
     pub const TCP: u8 = 1 << 0;
     pub const UDP: u8 = 1 << 1;
-    /// Anything else a cgroup sock_addr hook sees (ICMP ping sockets, SCTP, UDP-Lite, ...).
+    /// Anything else a cgroup sock_addr hook sees (ICMP ping sockets, SCTP, ...).
     pub const OTHER: u8 = 1 << 2;
     pub const ALL: u8 = TCP | UDP | OTHER;
 
     pub const IPPROTO_TCP: u8 = 6;
     pub const IPPROTO_UDP: u8 = 17;
+    /// UDP-Lite (RFC 3828): UDP with a partial checksum, same ports, same sendmsg path. A
+    /// `protocols: [udp]` rule covers it, or blocking UDP would leave a second UDP open.
+    pub const IPPROTO_UDPLITE: u8 = 136;
 
     /// The class bit of an IP protocol number.
     #[inline(always)]
     pub fn class(ip_protocol: u32) -> u8 {
         match ip_protocol {
             6 => TCP,
-            17 => UDP,
+            17 | 136 => UDP,
             _ => OTHER,
         }
     }
+}
+
+/// Step 1 of the decision order, one definition for the kernel programs and the agent: the
+/// IPv4 address an IPv6 destination really reaches, when its spelling embeds one at a fixed
+/// place. `w` holds the address as four network-order words (as `bpf_sock_addr.user_ip6`
+/// does); the result is the IPv4 address as a network-order word.
+///
+/// - `::ffff:a.b.c.d` (IPv4-mapped): the socket sends IPv4.
+/// - `::ffff:0:a.b.c.d` (SIIT "IPv4-translated", RFC 2765/7915): a stateless translator
+///   sends it to `a.b.c.d`.
+/// - `64:ff9b::a.b.c.d` (the NAT64 well-known prefix, RFC 6052): a NAT64 sends it there.
+/// - `::a.b.c.d` (IPv4-compatible, deprecated by RFC 4291): Linux's `sit0` tunnels it to
+///   `a.b.c.d`. Except `::` and `::1`, which are the unspecified and loopback addresses.
+///
+/// The local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215) is not here: the operator picks
+/// where inside it the IPv4 address sits (RFC 6052 allows six prefix lengths), so no fixed
+/// rule can read it; the presets block the whole /48 instead.
+#[inline(always)]
+pub fn embedded_ipv4(w: [u32; 4]) -> Option<u32> {
+    let ffff = 0x0000_ffffu32.to_be();
+    let siit = 0xffff_0000u32.to_be();
+    let nat64 = 0x0064_ff9bu32.to_be();
+    let zero_head = w[0] == 0 && w[1] == 0;
+    let embeds = (zero_head && (w[2] == ffff || w[2] == siit))
+        || (w[0] == nat64 && w[1] == 0 && w[2] == 0)
+        || (zero_head && w[2] == 0 && u32::from_be(w[3]) > 1);
+    if embeds { Some(w[3]) } else { None }
+}
+
+/// [`embedded_ipv4`] over address bytes (network order), for userspace.
+pub fn embedded_ipv4_octets(o: [u8; 16]) -> Option<[u8; 4]> {
+    let word = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+    embedded_ipv4([word(0), word(4), word(8), word(12)]).map(u32::to_ne_bytes)
 }
 
 /// What a clause does when it matches.
@@ -404,5 +442,38 @@ mod tests {
             rec,
             EVENTS_WAKEUP_BYTES
         ));
+    }
+
+    #[test]
+    fn embedded_ipv4_reads_the_fixed_spellings_only() {
+        let v4 = [169, 254, 169, 254];
+        let at = |head: [u8; 12]| {
+            let mut o = [0u8; 16];
+            o[..12].copy_from_slice(&head);
+            o[12..].copy_from_slice(&v4);
+            embedded_ipv4_octets(o)
+        };
+        let mut mapped = [0u8; 12];
+        mapped[10..12].copy_from_slice(&[0xff, 0xff]);
+        let mut siit = [0u8; 12];
+        siit[8..10].copy_from_slice(&[0xff, 0xff]);
+        let mut nat64 = [0u8; 12];
+        nat64[..4].copy_from_slice(&[0, 0x64, 0xff, 0x9b]);
+        let mut local_nat64 = nat64;
+        local_nat64[5] = 1;
+        assert_eq!(at(mapped), Some(v4));
+        assert_eq!(at(siit), Some(v4));
+        assert_eq!(at(nat64), Some(v4));
+        assert_eq!(at([0; 12]), Some(v4), "IPv4-compatible");
+        assert_eq!(at(local_nat64), None, "64:ff9b:1::/48 has no fixed place");
+        let mut fe = [0u8; 12];
+        fe[0] = 0xfe;
+        assert_eq!(at(fe), None);
+        // `::` and `::1` stay the unspecified and loopback addresses; `::2` is compatible.
+        for (last, want) in [(0u8, None), (1, None), (2, Some([0, 0, 0, 2]))] {
+            let mut o = [0u8; 16];
+            o[15] = last;
+            assert_eq!(embedded_ipv4_octets(o), want, "::{last}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! cgroup sock_addr programs: every connect() and unconnected sendmsg() of the protected cgroup
 //! gets one verdict from [`decide`], the composition of three steps of the decision order:
-//! [`normalise`] (IPv4-mapped, NAT64) → [`policy::can_egress`] (LPM entry clauses over a
+//! [`normalise`] (IPv4-mapped, SIIT, NAT64, IPv4-compatible) → [`policy::can_egress`] (LPM entry clauses over a
 //! direction-tagged key, allow before block, then FQDN-learned addresses ([`fqdn`]) and the
 //! policy default) → [`report`]. Denials (or would-be denials in audit mode) are counted and
 //! queued on a ring buffer without a userspace wakeup per event.
@@ -20,13 +20,14 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_ktime_get_ns, generated,
     },
-    macros::{cgroup_sock_addr, map},
+    macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::SockAddrContext,
+    programs::{SockAddrContext, SockContext},
 };
 use enforcer_common::{
     ACTIVE_SETS, COMM_LEN, Config, DENY_RECORD_BYTES, DenyEvent, EVENT_VERSION, EVENTS_BYTES,
-    EVENTS_WAKEUP_BYTES, EventHeader, counter, event_kind, hook, mode, proto, wakeup_crossed,
+    EVENTS_WAKEUP_BYTES, EventHeader, counter, embedded_ipv4, event_kind, hook, mode, proto,
+    wakeup_crossed,
 };
 
 #[map]
@@ -63,7 +64,28 @@ pub fn enforcer_sendmsg6(ctx: SockAddrContext) -> i32 {
     decide(&ctx, hook::SENDMSG6)
 }
 
-/// An address after normalisation: IPv4 (also for mapped and NAT64 IPv6) or IPv6.
+/// UDP-Lite sockets of targets are refused at creation (EPERM), in enforce mode. The kernel
+/// runs no connect hook for them (`udplite_prot` has no `pre_connect`), so a connected
+/// UDP-Lite socket would send wherever it likes; unconnected `sendto()` does run the sendmsg
+/// hooks, but a socket that can be connected cannot be decided. Audit mode lets it be.
+#[cgroup_sock(sock_create)]
+pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
+    // SAFETY: the kernel hands every cgroup_sock program a valid `bpf_sock`.
+    let protocol = unsafe { (*ctx.sock).protocol };
+    if protocol != u32::from(proto::IPPROTO_UDPLITE) {
+        return ALLOW;
+    }
+    let Some((_, cfg)) = active_config() else {
+        return DENY;
+    };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if cfg.mode == mode::AUDIT || (cfg.scoped != 0 && !identity::is_target(tgid)) {
+        return ALLOW;
+    }
+    DENY
+}
+
+/// An address after normalisation: IPv4 (also for IPv6 spellings embedding one) or IPv6.
 pub enum Dst {
     V4([u8; 4]),
     V6([u8; 16]),
@@ -112,8 +134,9 @@ pub fn active_config() -> Option<(u32, &'static Config)> {
     CONFIG.get(set).map(|cfg| (set, cfg))
 }
 
-/// Step 1 of the decision order: the destination as one address, mapped and NAT64 IPv6 as the
-/// IPv4 address they carry.
+/// Step 1 of the decision order: the destination as one address; IPv6 spellings that embed an
+/// IPv4 address at a fixed place (mapped, SIIT, NAT64, IPv4-compatible:
+/// [`enforcer_common::embedded_ipv4`]) as that IPv4 address.
 #[inline(always)]
 fn normalise(sa: &bpf_sock_addr, hook: u8) -> Call {
     let port = u16::from_be(sa.user_port as u16);
@@ -136,12 +159,9 @@ fn normalise(sa: &bpf_sock_addr, hook: u8) -> Call {
         raw[4..8].copy_from_slice(&w[1].to_ne_bytes());
         raw[8..12].copy_from_slice(&w[2].to_ne_bytes());
         raw[12..16].copy_from_slice(&w[3].to_ne_bytes());
-        let mapped = w[0] == 0 && w[1] == 0 && w[2] == 0x0000_ffffu32.to_be();
-        let nat64 = w[0] == 0x0064_ff9bu32.to_be() && w[1] == 0 && w[2] == 0;
-        if mapped || nat64 {
-            Dst::V4(w[3].to_ne_bytes())
-        } else {
-            Dst::V6(raw)
+        match embedded_ipv4(w) {
+            Some(v4) => Dst::V4(v4.to_ne_bytes()),
+            None => Dst::V6(raw),
         }
     };
     Call {

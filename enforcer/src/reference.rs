@@ -70,11 +70,12 @@ pub fn evaluate_with(
     port: u16,
     ip_protocol: u8,
 ) -> Decision {
-    // 1. Normalise mapped and NAT64 addresses to the IPv4 address they carry.
+    // 1. Normalise IPv6 spellings of an IPv4 address (mapped, SIIT, NAT64, IPv4-compatible).
     let addr = normalise(addr);
     let protocol = match ip_protocol {
         6 => proto::TCP,
-        17 => proto::UDP,
+        // UDP-Lite is UDP for the policy.
+        17 | 136 => proto::UDP,
         _ => proto::OTHER,
     };
     let matching = |action: RuleAction| {
@@ -134,8 +135,11 @@ fn normalise(addr: IpAddr) -> IpAddr {
     let IpAddr::V6(v6) = addr else { return addr };
     let o = v6.octets();
     let mapped = o[..10] == [0; 10] && o[10..12] == [0xff, 0xff];
+    let siit = o[..8] == [0; 8] && o[8..12] == [0xff, 0xff, 0, 0];
     let nat64 = o[..12] == [0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
-    if mapped || nat64 {
+    // IPv4-compatible `::a.b.c.d`, but `::` and `::1` are the unspecified and loopback addresses.
+    let compatible = o[..12] == [0; 12] && u32::from_be_bytes([o[12], o[13], o[14], o[15]]) > 1;
+    if mapped || siit || nat64 || compatible {
         IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
     } else {
         addr
@@ -200,12 +204,14 @@ mod tests {
     }
 
     #[test]
-    fn mapped_and_nat64_are_decided_as_ipv4() {
+    fn mapped_siit_nat64_and_compatible_are_decided_as_ipv4() {
         let p = policy("default: allow\nblock:\n  - preset: cloud-metadata\n");
         for a in [
             "169.254.169.254",
             "::ffff:169.254.169.254",
+            "::ffff:0:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "::169.254.169.254",
         ] {
             assert_eq!(
                 evaluate(&p, ip(a), 80, 6),
@@ -221,6 +227,27 @@ mod tests {
         assert_eq!(
             evaluate(&p, ip("::ffff:168.63.129.16"), 32526, 6).verdict(),
             verdict::DENY
+        );
+    }
+
+    #[test]
+    fn udplite_is_udp() {
+        let p = policy(
+            "default: deny\nblock:\n  - cidr: 192.0.2.0/24\n    protocols: [udp]\nallow:\n  - cidr: 198.51.100.0/24\n    protocols: [udp]\n",
+        );
+        assert_eq!(
+            evaluate(&p, ip("192.0.2.1"), 53, 136),
+            Decision::Deny { rule: 0 }
+        );
+        assert_eq!(
+            evaluate(&p, ip("198.51.100.1"), 53, 136),
+            Decision::Allow { rule: Some(1) }
+        );
+        assert_eq!(
+            evaluate(&p, ip("198.51.100.1"), 53, 132),
+            Decision::Deny {
+                rule: rule_id::DEFAULT
+            }
         );
     }
 

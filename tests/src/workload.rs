@@ -100,7 +100,12 @@ impl Probe {
 
     /// Unconnected UDP sendto().
     pub fn sendto(&mut self, addr: &str, port: u16) -> anyhow::Result<Outcome> {
-        let reply = self.command(&format!("sendto udp {addr} {port}"))?;
+        self.sendto_proto("udp", addr, port)
+    }
+
+    /// Unconnected sendto() over a datagram socket of `proto` (`udp` or `udplite`).
+    pub fn sendto_proto(&mut self, proto: &str, addr: &str, port: u16) -> anyhow::Result<Outcome> {
+        let reply = self.command(&format!("sendto {proto} {addr} {port}"))?;
         Self::outcome(&reply)
     }
 

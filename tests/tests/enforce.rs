@@ -27,6 +27,32 @@ const DEFAULT_DENIED: &[(&str, &str, &str, u16, &str)] = &[
         METADATA_RULE,
     ),
     ("connect", "tcp", "64:ff9b::a9fe:a9fe", 80, METADATA_RULE),
+    // IPv4-compatible and SIIT spellings are decided as the IPv4 address they carry.
+    ("connect", "tcp", "::169.254.169.254", 80, METADATA_RULE),
+    ("sendto", "udp", "::169.254.169.254", 80, METADATA_RULE),
+    (
+        "connect",
+        "tcp",
+        "::ffff:0:169.254.169.254",
+        80,
+        METADATA_RULE,
+    ),
+    ("connect", "udp", "::ffff:0:10.0.0.1", 53, TEN_RULE),
+    // Local-use NAT64 (no fixed place for the IPv4 address) and site-local: blocked whole.
+    (
+        "connect",
+        "tcp",
+        "64:ff9b:1:a9fe:a9:fe00::",
+        80,
+        "block preset:private 64:ff9b:1::/48",
+    ),
+    (
+        "connect",
+        "tcp",
+        "fec0::1",
+        80,
+        "block preset:private fec0::/10",
+    ),
     (
         "connect",
         "tcp",
@@ -85,7 +111,7 @@ fn without_the_enforcer_the_namespace_is_unreachable_not_denied() {
 }
 
 #[test]
-fn embedded_default_denies_metadata_private_mapped_and_nat64_with_one_line_each() {
+fn embedded_default_denies_metadata_private_and_their_ipv6_spellings_with_one_line_each() {
     if !privileged() {
         return;
     }
@@ -220,6 +246,70 @@ fn explicit_allow_with_port_inside_blocked_range_opens_that_port_only() {
     let lines = agent.take_events(3, Duration::from_secs(5));
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines.iter().all(|l| l["rule"] == TEN_RULE), "{lines:?}");
+}
+
+#[test]
+fn udplite_sockets_are_refused_to_targets() {
+    if !privileged() {
+        return;
+    }
+    let cg = TestCgroup::new().unwrap();
+    let _agent = Agent::start(None, &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    // No connect hook runs for UDP-Lite: the socket itself is refused (EPERM from socket()),
+    // whatever the destination; plain UDP to the same addresses is not blocked (ENETUNREACH).
+    for addr in ["192.0.2.7", "2001:db8::7", "::ffff:192.0.2.7"] {
+        assert_eq!(
+            probe.connect("udplite", addr, 53).unwrap(),
+            Outcome::Errno(EPERM),
+            "connect udplite {addr}"
+        );
+        assert_eq!(
+            probe.sendto_proto("udplite", addr, 53).unwrap(),
+            Outcome::Errno(EPERM),
+            "sendto udplite {addr}"
+        );
+        assert_eq!(
+            probe.connect("udp", addr, 53).unwrap(),
+            Outcome::Errno(ENETUNREACH),
+            "connect udp {addr}"
+        );
+    }
+}
+
+#[test]
+fn udplite_is_decided_by_the_udp_rules_in_audit_mode() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let policy = dir
+        .write(
+            "p.yaml",
+            "mode: audit\ndefault: allow\nblock:\n  - cidr: 192.0.2.0/24\n    protocols: [udp]\n  - cidr: 2001:db8::/64\n    protocols: [udp]\n",
+        )
+        .unwrap();
+    let cg = TestCgroup::new().unwrap();
+    let mut agent = Agent::start(Some(&policy), &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    // Audit mode lets the socket be; its unconnected sends are decided as UDP (would_deny).
+    for addr in ["192.0.2.7", "2001:db8::7"] {
+        assert_eq!(
+            probe.sendto_proto("udplite", addr, 53).unwrap(),
+            Outcome::Errno(ENETUNREACH),
+            "sendto udplite {addr}"
+        );
+    }
+    let lines = agent.take_events(2, Duration::from_secs(5));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (l, rule) in lines.iter().zip([
+        "block cidr 192.0.2.0/24 protocols udp",
+        "block cidr 2001:db8::/64 protocols udp",
+    ]) {
+        assert_eq!(l["event"], "would_deny", "{l}");
+        assert_eq!(l["protocol"], "udplite", "{l}");
+        assert_eq!(l["rule"], rule, "{l}");
+    }
 }
 
 #[test]

@@ -130,7 +130,7 @@ fn random_policy(rng: &mut StdRng) -> String {
 }
 
 /// An address near the rules: inside a base, at a prefix edge, or just outside; IPv4 sometimes
-/// written as IPv4-mapped or NAT64 IPv6.
+/// written as IPv4-mapped, NAT64, IPv4-compatible or SIIT IPv6.
 fn destination(rng: &mut StdRng) -> IpAddr {
     if rng.random_bool(0.65) {
         let (net, len) = v4_cidr(rng);
@@ -142,9 +142,13 @@ fn destination(rng: &mut StdRng) -> IpAddr {
             _ => u32::from(net) | (rng.random::<u32>() & host),
         };
         let v4 = Ipv4Addr::from(a);
-        match rng.random_range(0..6) {
+        match rng.random_range(0..8) {
             0 => IpAddr::V6(v4.to_ipv6_mapped()),
             1 => IpAddr::V6(Ipv6Addr::from((0x0064_ff9bu128 << 96) | a as u128)),
+            // IPv4-compatible (`::a.b.c.d`; `::` and `::1` are not IPv4 spellings).
+            2 => IpAddr::V6(Ipv6Addr::from(a as u128)),
+            // SIIT `::ffff:0:a.b.c.d`.
+            3 => IpAddr::V6(Ipv6Addr::from((0xffffu128 << 48) | a as u128)),
             _ => IpAddr::V4(v4),
         }
     } else {

@@ -156,24 +156,22 @@ extern "C" fn answer_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         }
     } else {
         let a = [w(0), w(1), w(2), w(3)];
-        // The verdict decides IPv4-mapped and NAT64 (DNS64) addresses as the IPv4 address they
-        // carry: learn them there, so step 4 finds them and step 3 judges the real target.
-        let mapped = a[0] == 0 && a[1] == 0 && a[2] == 0x0000_ffffu32.to_be();
-        let nat64 = a[0] == 0x0064_ff9bu32.to_be() && a[1] == 0 && a[2] == 0;
-        if mapped || nat64 {
-            Found {
-                addr: [a[3], 0, 0, 0],
+        // The verdict decides IPv6 spellings that embed an IPv4 address (mapped, SIIT, NAT64 —
+        // DNS64 —, IPv4-compatible) as that IPv4 address: learn them there, so step 4 finds
+        // them and step 3 judges the real target.
+        match enforcer_common::embedded_ipv4(a) {
+            Some(v4) => Found {
+                addr: [v4, 0, 0, 0],
                 ttl,
                 v4: 1,
                 ..Found::default()
-            }
-        } else {
-            Found {
+            },
+            None => Found {
                 addr: a,
                 ttl,
                 v4: 0,
                 ..Found::default()
-            }
+            },
         }
     };
     s.found[k % MAX_LEARNED] = f;

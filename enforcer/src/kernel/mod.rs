@@ -21,6 +21,7 @@ pub mod fqdn;
 pub mod identity;
 mod maps;
 pub mod pin;
+mod sock;
 
 pub use comm::{comm_key, comm_text};
 pub use error::{KernelError, map_err};
@@ -62,6 +63,8 @@ pub struct Kernel {
     scoped: bool,
     /// Unpinned links of the DNS-learning program per target cgroup id (only without pinning).
     fqdn_links: HashMap<u64, aya::programs::cgroup_skb::CgroupSkbLinkId>,
+    /// Unpinned `sock_create` links per target cgroup id (only without pinning).
+    sock_links: HashMap<u64, aya::programs::cgroup_sock::CgroupSockLinkId>,
     /// Whether the DNS-learning program loaded (see [`Kernel::fqdn_learning`]).
     fqdn_learning: bool,
     /// The identity tracepoints' links once attached (empty when pinned: the pins hold them).
@@ -128,6 +131,7 @@ impl Kernel {
             }
         }
         identity::load(&mut ebpf, pins.as_ref())?;
+        sock::load(&mut ebpf, pins.as_ref())?;
         // The DNS-learning program is an addition to enforcement, not a part of it: where the
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
         // a helper call), the connect programs still enforce, and FQDN rules are served by the
@@ -153,6 +157,7 @@ impl Kernel {
             links: HashMap::new(),
             scoped: false,
             fqdn_links: HashMap::new(),
+            sock_links: HashMap::new(),
             fqdn_learning,
             identity_links: None,
             identity_error,
@@ -253,6 +258,11 @@ impl Kernel {
         {
             fqdn::detach(&mut self.ebpf, old)?;
         }
+        if let Some(link_id) = sock::attach(&mut self.ebpf, cgroup, link_pins.as_mut())?
+            && let Some(old) = self.sock_links.insert(id, link_id)
+        {
+            sock::detach(&mut self.ebpf, old)?;
+        }
         for name in PROGRAMS {
             let prog: &mut CgroupSockAddr = self
                 .ebpf
@@ -297,6 +307,9 @@ impl Kernel {
         }
         if let Some(link_id) = self.fqdn_links.remove(&cgroup_id) {
             fqdn::detach(&mut self.ebpf, link_id)?;
+        }
+        if let Some(link_id) = self.sock_links.remove(&cgroup_id) {
+            sock::detach(&mut self.ebpf, link_id)?;
         }
         for (name, link_id) in self.links.remove(&cgroup_id).unwrap_or_default() {
             let prog: &mut CgroupSockAddr = self

@@ -212,7 +212,7 @@ impl Default for AlertmanagerSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub action: RuleAction,
-    /// Normalised: never inside `::ffff:0:0/96` or `64:ff9b::/96` (those become IPv4).
+    /// Normalised ([`normalize_net`]): IPv6 ranges embedding IPv4 at a fixed place are IPv4.
     pub net: IpNet,
     /// Sorted and merged; empty means every port.
     pub ports: Vec<PortRange>,
@@ -585,8 +585,8 @@ pub fn default_policy() -> Policy {
         .expect("embedded default policy is valid")
 }
 
-/// The address the kernel decides: `::ffff:a.b.c.d` and `64:ff9b::a.b.c.d` become
-/// `a.b.c.d`, everything else is unchanged.
+/// The address the kernel decides: `::ffff:a.b.c.d`, `::ffff:0:a.b.c.d`, `64:ff9b::a.b.c.d`
+/// and `::a.b.c.d` (not `::`, `::1`) become `a.b.c.d`, everything else is unchanged.
 pub fn normalize_addr(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
@@ -597,8 +597,10 @@ pub fn normalize_addr(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// A CIDR as the kernel sees it: an IPv6 range inside `::ffff:0:0/96` or `64:ff9b::/96`
-/// (prefix length at least 96) becomes the IPv4 range it embeds. Host bits are cleared.
+/// A CIDR as the kernel sees it: an IPv6 range inside `::ffff:0:0/96`, `::ffff:0:0:0/96`,
+/// `64:ff9b::/96` or `::/96` (prefix length at least 96) becomes the IPv4 range it embeds.
+/// A range of `::/96` that holds `::` or `::1` stays IPv6 (those two are not IPv4 spellings,
+/// so it matches only them: its other addresses are decided as IPv4). Host bits are cleared.
 pub fn normalize_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V4(v4) => IpNet::V4(v4.trunc()),
@@ -615,17 +617,11 @@ pub fn normalize_net(net: IpNet) -> IpNet {
     }
 }
 
-/// The IPv4 address embedded in an IPv4-mapped or NAT64 (`64:ff9b::/96`) address.
+/// The IPv4 address an IPv6 address is decided as (mapped, SIIT, NAT64 well-known prefix,
+/// IPv4-compatible except `::` and `::1`): the kernel's own rule,
+/// [`enforcer_common::embedded_ipv4`].
 fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return Some(v4);
-    }
-    let s = v6.segments();
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let o = v6.octets();
-        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
-    }
-    None
+    enforcer_common::embedded_ipv4_octets(v6.octets()).map(Ipv4Addr::from)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use super::PortRange;
 
 /// Bumped whenever a preset's contents change; `enforcer presets` prints it.
-pub const PRESETS_VERSION: u32 = 1;
+pub const PRESETS_VERSION: u32 = 2;
 
 /// A named set of ranges.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,11 +80,13 @@ const PRIVATE_DESCRIPTION: &str = "Private, loopback, link-local, CGNAT (include
     100.100.100.200), multicast and other special-use ranges an SSRF filter should not reach. \
     6to4 (2002::/16) is blocked exactly where it embeds one of these IPv4 ranges. Teredo \
     (2001::/32) is blocked whole: it carries the client's IPv4 obfuscated in the low 32 bits \
-    of the address, which no prefix can select.";
+    of the address, which no prefix can select. So is the local-use NAT64 prefix \
+    (64:ff9b:1::/48, RFC 8215), whose embedded IPv4 sits where the operator chose.";
 
 const CLOUD_METADATA_DESCRIPTION: &str = "Cloud instance metadata and host services that hand out \
     credentials or control the instance. Azure's WireServer is blocked on ports 80 and 32526 \
-    only; its DNS on port 53 stays open.";
+    only; its DNS on port 53 stays open. The local-use NAT64 prefix (64:ff9b:1::/48) is \
+    blocked whole: it can carry the metadata address at an operator-chosen place.";
 
 /// The IPv4 ranges of `private`, in order, with notes; their 6to4 images are generated.
 const PRIVATE_V4: &[(Ipv4Addr, u8, &str)] = &[
@@ -180,11 +182,28 @@ fn private() -> Preset {
         32,
         "Teredo (client IPv4 hidden in the low bits; whole range)",
     ));
+    entries.push(v6(
+        Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        "site-local (deprecated, RFC 3879; still routed as unicast)",
+    ));
+    entries.push(local_use_nat64());
     Preset {
         name: "private",
         description: PRIVATE_DESCRIPTION,
         entries,
     }
+}
+
+/// The local-use NAT64 prefix (RFC 8215), whole: where the IPv4 address sits inside it depends
+/// on the prefix length the operator chose (RFC 6052), so no narrower prefix selects the
+/// metadata address or a private range, and the kernel cannot decide it as the IPv4 address.
+fn local_use_nat64() -> PresetEntry {
+    v6(
+        Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
+        48,
+        "local-use NAT64 (RFC 8215; embeds any IPv4 at an operator-chosen place; whole range)",
+    )
 }
 
 fn cloud_metadata() -> Preset {
@@ -227,6 +246,7 @@ fn cloud_metadata() -> Preset {
             32,
             "Oracle Cloud@Customer metadata",
         ),
+        local_use_nat64(),
     ];
     Preset {
         name: "cloud-metadata",

@@ -5,8 +5,8 @@
 //! first), prints `ready`, then runs one command per stdin line and answers one line each:
 //!
 //! ```text
-//! connect tcp|udp ADDR PORT   → ok | errno N
-//! sendto udp ADDR PORT        → ok | errno N     (unconnected UDP, the sendmsg hooks)
+//! connect tcp|udp|udplite ADDR PORT → ok | errno N
+//! sendto udp|udplite ADDR PORT        → ok | errno N     (unconnected, the sendmsg hooks)
 //! listen tcp ADDR PORT        → ok PORT          (a listener inside the namespace)
 //! flood tcp|udp ADDR PORT N    → ok EPERM_COUNT OTHER_COUNT   (N connects in a tight loop)
 //! resolve NAME a|aaaa SERVER PORT → ok ADDR...  | error TEXT
@@ -254,7 +254,13 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
     match (verb, proto) {
         ("connect", "tcp") => reply(syscall_connect(libc::SOCK_STREAM, sa)),
         ("connect", "udp") => reply(syscall_connect(libc::SOCK_DGRAM, sa)),
-        ("sendto", "udp") => reply(syscall_sendto(sa)),
+        ("connect", "udplite") => reply(syscall_connect_proto(
+            libc::SOCK_DGRAM,
+            libc::IPPROTO_UDPLITE,
+            sa,
+        )),
+        ("sendto", "udp") => reply(syscall_sendto(sa, 0)),
+        ("sendto", "udplite") => reply(syscall_sendto(sa, libc::IPPROTO_UDPLITE)),
         ("listen", "tcp") => match TcpListener::bind(sa) {
             Ok(l) => {
                 let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -348,10 +354,14 @@ fn sockaddr(sa: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t, i32) {
 }
 
 fn syscall_connect(ty: i32, sa: SocketAddr) -> Result<(), i32> {
+    syscall_connect_proto(ty, 0, sa)
+}
+
+fn syscall_connect_proto(ty: i32, protocol: i32, sa: SocketAddr) -> Result<(), i32> {
     let (ss, len, family) = sockaddr(sa);
     // SAFETY: plain socket syscalls on a descriptor this function owns and closes.
     unsafe {
-        let fd = libc::socket(family, ty | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(family, ty | libc::SOCK_CLOEXEC, protocol);
         if fd < 0 {
             return Err(errno());
         }
@@ -362,12 +372,12 @@ fn syscall_connect(ty: i32, sa: SocketAddr) -> Result<(), i32> {
     }
 }
 
-fn syscall_sendto(sa: SocketAddr) -> Result<(), i32> {
+fn syscall_sendto(sa: SocketAddr, protocol: i32) -> Result<(), i32> {
     let (ss, len, family) = sockaddr(sa);
     let payload = b"probe";
     // SAFETY: as above.
     unsafe {
-        let fd = libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, protocol);
         if fd < 0 {
             return Err(errno());
         }

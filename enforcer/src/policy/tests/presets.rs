@@ -54,6 +54,8 @@ fn preset_contents() {
             "2002:c612::/31",
             "2002:c000::/40",
             "2001::/32",
+            "fec0::/10",
+            "64:ff9b:1::/48",
         ]
     );
     assert_eq!(
@@ -67,6 +69,7 @@ fn preset_contents() {
             "100.100.100.200/32",
             "168.63.129.16/32 ports 80,32526",
             "192.0.0.192/32",
+            "64:ff9b:1::/48",
         ]
     );
     assert!(preset("private").unwrap().description.contains("2001::/32"));

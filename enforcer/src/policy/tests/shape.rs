@@ -49,12 +49,13 @@ fn full_policy() {
             "block preset:cloud-metadata 100.100.100.200/32",
             "block preset:cloud-metadata 168.63.129.16/32 ports 80,32526",
             "block preset:cloud-metadata 192.0.0.192/32",
+            "block preset:cloud-metadata 64:ff9b:1::/48",
             "block cidr 198.51.100.0/24 ports 80,8000-8081 protocols tcp,udp",
             "allow cidr 10.96.0.10/32 ports 53 protocols tcp,udp",
             "allow cidr 2001:db8::/32 ports 9094 protocols tcp",
         ]
     );
-    let r = &p.rules[8];
+    let r = &p.rules[9];
     assert_eq!(
         r.ports,
         [PortRange::single(80), PortRange { lo: 8000, hi: 8081 }]
@@ -190,7 +191,7 @@ fn mapped_and_nat64_cidrs_become_ipv4() {
 fn preset_entries_take_ports_and_protocols() {
     let p = ok("allow:\n  - preset: cloud-metadata\n    ports: [80-90]\n    protocols: [tcp]\n");
     // Every entry gets 80-90 except WireServer, which keeps only 80.
-    assert_eq!(p.rules.len(), 8);
+    assert_eq!(p.rules.len(), 9);
     assert_eq!(
         p.rules[6].to_string(),
         "allow preset:cloud-metadata 168.63.129.16/32 ports 80 protocols tcp"
@@ -201,7 +202,7 @@ fn preset_entries_take_ports_and_protocols() {
     );
     // Disjoint ports drop the entry.
     let p = ok("block:\n  - preset: cloud-metadata\n    ports: [443]\n");
-    assert_eq!(p.rules.len(), 7);
+    assert_eq!(p.rules.len(), 8);
     assert!(p.rules.iter().all(|r| r.net != net("168.63.129.16/32")));
 }
 
@@ -251,7 +252,21 @@ fn normalisation() {
         normalize_addr(a("64:ff9b:1::102:304")),
         a("64:ff9b:1::102:304")
     );
-    assert_eq!(normalize_addr(a("::1.2.3.4")), a("::1.2.3.4"));
+    assert_eq!(normalize_addr(a("::1.2.3.4")), a("1.2.3.4"));
+    assert_eq!(normalize_addr(a("::ffff:0:1.2.3.4")), a("1.2.3.4"));
+    assert_eq!(normalize_addr(a("::1")), a("::1"));
+    assert_eq!(normalize_addr(a("::")), a("::"));
+    assert_eq!(normalize_addr(a("fec0::1")), a("fec0::1"));
+    assert_eq!(
+        normalize_net(net("::a9fe:a9fe/128")),
+        net("169.254.169.254/32")
+    );
+    assert_eq!(normalize_net(net("::ffff:0:0:0/96")), net("0.0.0.0/0"));
+    assert_eq!(normalize_net(net("::2/127")), net("0.0.0.2/31"));
+    // Ranges holding `::` or `::1` stay IPv6.
+    assert_eq!(normalize_net(net("::/96")), net("::/96"));
+    assert_eq!(normalize_net(net("::/127")), net("::/127"));
+    assert_eq!(normalize_net(net("::1/128")), net("::1/128"));
     assert_eq!(normalize_addr(a("1.2.3.4")), a("1.2.3.4"));
     assert_eq!(normalize_net(net("::ffff:0:0/96")), net("0.0.0.0/0"));
     assert_eq!(normalize_net(net("64:ff9b::a00:0/104")), net("10.0.0.0/8"));
