@@ -38,9 +38,15 @@ impl Probe {
     /// Like [`Probe::spawn`], running the probe from `exe` (a copy under another name gives
     /// the process another comm).
     pub fn spawn_exe(exe: &Path, cgroup: &TestCgroup) -> anyhow::Result<Self> {
-        let mut child = Command::new(exe)
-            .arg("--cgroup")
-            .arg(&cgroup.path)
+        let mut cmd = Command::new(exe);
+        cmd.arg("--cgroup").arg(&cgroup.path);
+        Self::spawn_command(cmd)
+    }
+
+    /// A probe started by `cmd` (which ends by exec'ing the probe, e.g. through `ip netns
+    /// exec` or `unshare`), driven through its stdin and stdout.
+    pub fn spawn_command(mut cmd: Command) -> anyhow::Result<Self> {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

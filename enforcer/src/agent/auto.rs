@@ -7,10 +7,11 @@
 //!   (`alertmanager.allow_cluster_peers`).
 //!
 //! A peer given by DNS name cannot be pinned to an address here; it is reported as a
-//! [`Warning`] and needs an explicit `allow` rule. The rules are explicit allows (decision
-//! step 2), so they open exactly these address + port + protocol combinations, also inside
-//! blocked ranges, and nothing else. They are appended after the file's rules, so the ids of
-//! the file's rules never change.
+//! [`Warning`] and needs an explicit `allow` rule. Each rule is held for the one process it
+//! was read from ([`admit`]): an `AUTO_ALLOW` entry keyed by its tgid, an explicit allow of
+//! that process only (decision step 2), opening exactly that address + port + protocol
+//! combination, also inside blocked ranges, never a `cloud-metadata` destination. Rules are
+//! not part of the installed policy: the file's rules and their ids stay as they are.
 use std::{
     collections::BTreeSet,
     ffi::CString,
@@ -31,7 +32,7 @@ use crate::{
     agent::targets::{TargetSet, exe_name},
     kernel::comm_key,
     policy::{
-        AlertmanagerSettings, AutoKind, Location, Policy, PortRange, Rule, RuleAction, RuleSource,
+        AlertmanagerSettings, AutoKind, Location, PortRange, Rule, RuleAction, RuleSource,
         normalize_net,
     },
 };
@@ -60,16 +61,9 @@ pub struct Warning {
 /// The rules for a set of Alertmanager processes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Derived {
-    /// Sorted; one rule per (kind, address, port), from the lowest pid that needs it.
+    /// Sorted (name servers before peers); one rule per (kind, address, port, pid).
     pub rules: Vec<Rule>,
     pub warnings: Vec<Warning>,
-}
-
-/// The policy the agent installs: `base` with `auto` appended.
-pub fn with_auto_rules(base: &Policy, auto: &[Rule]) -> Policy {
-    let mut policy = base.clone();
-    policy.rules.extend_from_slice(auto);
-    policy
 }
 
 /// Reads what the Alertmanager processes `pids` need (under `proc_root`, normally `/proc`).
@@ -134,7 +128,7 @@ pub fn derive(proc_root: &Path, pids: &[u32], settings: AlertmanagerSettings) ->
                 }));
         }
         for r in rules {
-            if seen.insert((auto_kind(&r), r.net, r.ports.clone())) {
+            if seen.insert((auto_kind(&r), r.net, r.ports.clone(), pid)) {
                 out.rules.push(r);
             }
         }
@@ -463,6 +457,9 @@ fn read_limited(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     File::open(path)?.take(max).read_to_end(&mut out)?;
     Ok(out)
 }
+
+mod admit;
+pub use admit::{Admitted, MAX_PER_PROCESS, Refusal, admit, entry};
 
 #[cfg(test)]
 mod tests;

@@ -7,9 +7,18 @@ use super::{Agent, RunError, auto};
 use crate::{
     compile::{self, Compiled},
     error_chain,
-    metrics::ResultLabels,
+    metrics::{ReasonLabels, ResultLabels},
     policy::{self, Policy, Rule},
 };
+
+/// Whether `id` is a process (a thread group leader) rather than another thread's tid.
+fn is_process(id: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{id}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .is_some_and(|t| t.trim() == id.to_string())
+    })
+}
 
 /// The generation after `g` (0 means "nothing installed", so it is skipped on wrap-around).
 fn next_generation(g: u32) -> u32 {
@@ -71,103 +80,127 @@ impl Agent {
         for w in policy::lint::warnings(&base) {
             tracing::warn!(policy = %base.source, "{w}");
         }
-        let auto = self.derive_auto(&base);
-        let installed = self.install_with(&base, &compiled, auto)?;
+        self.install_with(&base, &compiled)?;
         if let Some(w) = &self.watchdog {
             w.set_policy(base.clone());
         }
         self.base = base;
-        self.base_compiled = compiled;
+        self.base_compiled = compiled.clone();
+        self.refresh_auto()?;
         self.metrics.last_reload_success.set(1);
-        Ok(installed)
+        Ok(compiled)
     }
 
-    /// Writes `base` + `auto` into the maps as generation [`Agent::generation`]. Without
-    /// automatic rules that is `compiled` as it is; with them, the combined policy is compiled,
-    /// and when it does not fit the maps the automatic rules are logged and left out (the
-    /// file's rules alone always fit: `compiled` exists).
+    /// Writes `base` (compiled once into `compiled`) into the maps as generation
+    /// [`Agent::generation`].
     fn install_with(
         &mut self,
         base: &Arc<Policy>,
         compiled: &Arc<Compiled>,
-        auto: Vec<Rule>,
-    ) -> Result<Arc<Compiled>, RunError> {
-        let mut fits = true;
-        let (policy, installed) = if auto.is_empty() {
-            (base.clone(), compiled.clone())
-        } else {
-            let policy = auto::with_auto_rules(base, &auto);
-            match compile::compile(&policy) {
-                Ok(with_auto) => (Arc::new(policy), Arc::new(with_auto)),
-                Err(e) => {
-                    fits = false;
-                    tracing::error!(
-                        error = %error_chain(&e),
-                        "the automatic rules for Alertmanager's own needs do not fit the maps; \
-                         installing the policy without them"
-                    );
-                    (base.clone(), compiled.clone())
-                }
-            }
-        };
-        self.kernel.install(&installed, self.generation)?;
-        self.rules.insert(self.generation, policy.clone());
+    ) -> Result<(), RunError> {
+        self.kernel.install(compiled, self.generation)?;
+        self.rules.insert(self.generation, base.clone());
         if let Some(fqdn) = &self.fqdn {
-            fqdn.update(policy.clone());
+            fqdn.update(base.clone());
         }
-        self.policy = policy;
-        self.log_auto_changes(&auto, fits);
-        self.auto = auto;
+        self.policy = base.clone();
         self.metrics
             .policy_generation
             .set(i64::from(self.generation));
-        Ok(installed)
+        Ok(())
+    }
+
+    /// The processes automatic rules are read from: in scope mode the ones the kernel holds as
+    /// targets (`TARGET_TASKS`; a thread's tid is left out, its process is there), never a
+    /// process merely named like one; in direct mode the processes of the `--cgroup`s.
+    fn auto_pids(&self) -> Vec<u32> {
+        if !self.scoped {
+            return auto::cgroup_pids(&self.opts.cgroups);
+        }
+        let mut pids: Vec<u32> = match self.kernel.target_tasks() {
+            Ok(t) => t.into_iter().filter(|&id| is_process(id)).collect(),
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "reading the kernel's targets");
+                Vec::new()
+            }
+        };
+        pids.sort_unstable();
+        pids
     }
 
     /// The automatic rules for the Alertmanager targets running now (empty when `base`
     /// turns them off); warns once per process about what it cannot cover (a `--cluster.peer`
     /// given by DNS name, an unreadable resolv.conf).
-    pub(super) fn derive_auto(&mut self, base: &Policy) -> Vec<Rule> {
+    fn derive_auto(&mut self, base: &Policy) -> (Vec<Rule>, Vec<u32>) {
         let settings = base.alertmanager;
         if !settings.allow_own_dns && !settings.allow_cluster_peers {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
-        let proc_root = Path::new("/proc");
-        let pids = self.target_pids();
-        let derived = auto::derive(proc_root, &pids, settings);
-        self.warned.retain(|w| pids.binary_search(&w.pid).is_ok());
+        let pids = self.auto_pids();
+        let derived = auto::derive(Path::new("/proc"), &pids, settings);
         for w in derived.warnings {
-            if !self.warned.contains(&w) {
-                tracing::warn!(
-                    pid = w.pid,
-                    subject = %w.subject,
-                    "not allowed automatically: {}",
-                    w.reason
-                );
-                self.warned.insert(w);
-            }
+            self.warn_once(w);
         }
-        derived.rules
+        (derived.rules, pids)
     }
 
-    /// Re-derives the automatic rules; installs a new generation only when they changed.
-    pub(super) fn refresh_auto(&mut self) -> Result<(), RunError> {
-        let (base, compiled) = (self.base.clone(), self.base_compiled.clone());
-        let auto = self.derive_auto(&base);
-        if auto == self.auto {
-            return Ok(());
+    /// Logs a warning unless it was logged for this process already; true when it is new.
+    fn warn_once(&mut self, w: auto::Warning) -> bool {
+        if self.warned.contains(&w) {
+            return false;
         }
-        self.as_next_generation(|a| a.install_with(&base, &compiled, auto))?;
-        tracing::info!(
-            generation = self.generation,
-            auto_rules = self.auto.len(),
-            "automatic rules changed; policy installed"
+        tracing::warn!(
+            pid = w.pid,
+            subject = %w.subject,
+            "not allowed automatically: {}",
+            w.reason
         );
+        self.warned.insert(w);
+        true
+    }
+
+    /// Re-derives the automatic rules and writes the per-process entries that changed
+    /// (`AUTO_ALLOW`; no new policy generation). Refused rules are logged and counted once
+    /// per process.
+    pub(super) fn refresh_auto(&mut self) -> Result<(), RunError> {
+        let base = self.base.clone();
+        let (derived, pids) = self.derive_auto(&base);
+        self.warned.retain(|w| pids.binary_search(&w.pid).is_ok());
+        let auto::Admitted { rules, mut refused } = auto::admit(derived);
+        if rules != self.auto || !refused.is_empty() {
+            let entries: Vec<_> = rules.iter().map(auto::entry).collect();
+            let full = self.kernel.set_auto_rules(&entries)?;
+            let mut installed = Vec::with_capacity(rules.len());
+            for rule in rules {
+                if full.contains(&auto::entry(&rule).0) {
+                    refused.push((rule, auto::Refusal::MapFull));
+                } else {
+                    installed.push(rule);
+                }
+            }
+            self.log_auto_changes(&installed);
+            self.auto = installed;
+        }
+        for (rule, why) in refused {
+            let w = auto::Warning {
+                pid: auto::auto_pid(&rule).unwrap_or(0),
+                subject: rule.to_string(),
+                reason: format!("automatic rule refused ({})", why.as_str()),
+            };
+            if self.warn_once(w) {
+                self.metrics
+                    .auto_rules_refused
+                    .get_or_create(&ReasonLabels {
+                        reason: why.as_str(),
+                    })
+                    .inc();
+            }
+        }
         Ok(())
     }
 
     /// One stderr line per automatic rule added or removed.
-    fn log_auto_changes(&self, now: &[Rule], installed: bool) {
+    fn log_auto_changes(&self, now: &[Rule]) {
         let log = |rule: &Rule, what: &str| {
             tracing::info!(
                 rule = %rule,
@@ -178,13 +211,8 @@ impl Agent {
                 "automatic rule {what}"
             );
         };
-        let added = if installed {
-            "added"
-        } else {
-            "derived but not installed"
-        };
         for rule in now.iter().filter(|r| !self.auto.contains(r)) {
-            log(rule, added);
+            log(rule, "added");
         }
         for rule in self.auto.iter().filter(|r| !now.contains(r)) {
             log(rule, "removed");

@@ -9,7 +9,10 @@ use aya::{
     maps::{HashMap, MapData},
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
-use enforcer_common::identity::{ExeName, exe_name_key, fields, map_names, prog_names, why};
+use enforcer_common::{
+    AutoKey,
+    identity::{ExeName, exe_name_key, fields, map_names, prog_names, why},
+};
 
 use super::{
     KernelError, map_err,
@@ -196,6 +199,42 @@ pub fn is_target(ebpf: &Ebpf, tgid: u32) -> Result<bool, KernelError> {
         HashMap::try_from(ebpf.map(name).ok_or(KernelError::MissingMap { name })?)
             .map_err(map_err(name))?;
     Ok(map.get(&tgid, 0).is_ok())
+}
+
+/// The keys of `TARGET_TASKS`: target processes (tgids) and their threads' tids.
+pub fn target_tasks(ebpf: &Ebpf) -> Result<Vec<u32>, KernelError> {
+    let name = map_names::TARGET_TASKS;
+    let map: HashMap<&MapData, u32, u32> =
+        HashMap::try_from(ebpf.map(name).ok_or(KernelError::MissingMap { name })?)
+            .map_err(map_err(name))?;
+    Ok(map.keys().filter_map(Result::ok).collect())
+}
+
+/// Makes `AUTO_ALLOW` hold exactly `wanted` (new entries first, then stale ones go). An entry
+/// the full map refuses is skipped and returned; the others are still written.
+pub fn set_auto_rules(
+    ebpf: &mut Ebpf,
+    wanted: &[(AutoKey, u32)],
+) -> Result<Vec<AutoKey>, KernelError> {
+    let name = enforcer_common::map_names::AUTO_ALLOW;
+    let mut map: HashMap<&mut MapData, AutoKey, u32> =
+        HashMap::try_from(ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })?)
+            .map_err(map_err(name))?;
+    let stale: Vec<AutoKey> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.iter().any(|(w, _)| w == k))
+        .collect();
+    let mut refused = Vec::new();
+    for (key, value) in wanted {
+        if map.insert(key, value, 0).is_err() {
+            refused.push(*key);
+        }
+    }
+    for key in stale {
+        map.remove(&key).map_err(map_err(name))?;
+    }
+    Ok(refused)
 }
 
 #[cfg(test)]

