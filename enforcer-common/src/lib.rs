@@ -4,6 +4,7 @@
 //! codes with checked conversions (see the `from_u8` helpers), never by transmuting.
 #![no_std]
 
+pub mod api;
 pub mod fqdn;
 pub mod identity;
 pub mod rules;
@@ -47,7 +48,7 @@ pub mod map_names {
 
 /// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
 /// pinned map changes shape: an agent only adopts pins of its own layout version.
-pub const PIN_LAYOUT_VERSION: u32 = 4;
+pub const PIN_LAYOUT_VERSION: u32 = 5;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.

@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod api;
 mod auto;
 mod fqdn;
 mod identity;

@@ -13,7 +13,8 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     ACTIVE_SETS, Clause, Config, LpmValue, MAX_PREFIXES, V4_KEY_LEN, V4Filter, V6_KEY_LEN, action,
-    direction, rule_id,
+    api::ApiConfig,
+    direction, proto, rule_id,
     rules::{key_prefix_len, v4_key, v6_key},
     v4_filter_pos, verdict,
 };
@@ -60,6 +61,31 @@ pub fn can_access(
         }
     };
     entry.and_then(|e| e.first_match(port, proto_class))
+}
+
+/// Ingress (the API guard): the rule id that refuses a TCP connection from `peer` to a guarded
+/// port, or `None` when the peer may connect. Ingress entries are the `api:` section's `allow`
+/// CIDRs; a peer none of them allows gets the section's default.
+#[inline(always)]
+pub fn can_ingress(set: u32, api: &ApiConfig, peer: &Dst, port: u16) -> Option<u32> {
+    match can_access(set, direction::INGRESS, peer, port, proto::TCP) {
+        Some(c) if c.action == action::ALLOW => None,
+        Some(c) => Some(c.rule_id),
+        None if api.default_verdict == verdict::DENY => Some(rule_id::DEFAULT),
+        None => None,
+    }
+}
+
+/// Step 1 for an IPv6 address taken from a packet: a spelling that embeds an IPv4 address at a
+/// fixed place is decided as that address, by the one definition the egress programs and the
+/// agent use ([`enforcer_common::embedded_ipv4`]).
+#[inline(always)]
+pub fn normalise_v6(a: [u8; 16]) -> Dst {
+    let word = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    match enforcer_common::embedded_ipv4([word(0), word(4), word(8), word(12)]) {
+        Some(v4) => Dst::V4(v4.to_ne_bytes()),
+        None => Dst::V6(a),
+    }
 }
 
 /// Egress (DESIGN.md's decision order after normalisation): the rule id that denies `dst`, or

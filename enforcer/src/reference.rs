@@ -122,6 +122,28 @@ pub fn evaluate_with(
     }
 }
 
+/// The ingress direction (the API guard): what a TCP connection from `peer` to a guarded port
+/// of a target gets. `None` when the policy has no `api:` section (nothing is guarded).
+/// Step 1 and step 2 of the egress order, over the section's `allow` list (rule id = index),
+/// then the section's default: refused when it has an `allow` list.
+pub fn evaluate_ingress(policy: &Policy, peer: IpAddr) -> Option<Decision> {
+    let api = policy.api.as_ref()?;
+    let peer = normalise(peer);
+    let allowed = api
+        .rules()
+        .iter()
+        .position(|rule| rule.net.contains(&peer) && matches(rule, 0, proto::TCP));
+    Some(match (allowed, api.default_verdict()) {
+        (Some(id), _) => Decision::Allow {
+            rule: Some(id_of(id)),
+        },
+        (None, DefaultVerdict::Allow) => Decision::Allow { rule: None },
+        (None, DefaultVerdict::Deny) => Decision::Deny {
+            rule: rule_id::DEFAULT,
+        },
+    })
+}
+
 fn matches(rule: &Rule, port: u16, protocol: u8) -> bool {
     let port_ok = rule.ports.is_empty() || rule.ports.iter().any(|r| r.lo <= port && port <= r.hi);
     port_ok && rule.protocols & protocol != 0

@@ -118,6 +118,19 @@ impl Agent {
         std::mem::take(&mut self.seen)
     }
 
+    /// Every event line that arrives within `window` (and those already seen), however many
+    /// keep coming: bounded in time, unlike [`Agent::take_events`].
+    pub fn events_within(&mut self, window: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + window;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.receive(left) {
+                break;
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
+
     /// Sends `signal` to the agent (by its PID).
     pub fn signal(&self, signal: i32) {
         if let Some(child) = &self.child {

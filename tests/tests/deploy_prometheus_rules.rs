@@ -65,6 +65,8 @@ fn alert_rules_pass_promtool_check_and_test() {
         "enforcer_integrity_active_findings",
         "enforcer_integrity_findings_total",
         "enforcer_integrity_notifications_total",
+        "enforcer_api_connections_total{verdict=\"refused\"}",
+        "enforcer_api_logged_requests_total{peer_allowed=\"false\"}",
     ] {
         assert!(
             rules.to_string().contains(&required.replace('"', "\\\"")),

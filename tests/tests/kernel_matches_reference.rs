@@ -6,7 +6,16 @@
 //! Policies also carry `fqdn` rules, and each policy gets random FQDN facts (address → rules
 //! it was answered for), written into the kernel's resolved-address map and given to the
 //! reference evaluator's step 4; destinations are often those addresses.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+//!
+//! The ingress direction (the API guard) alike: random `api:` allow lists next to random egress
+//! rules in the same tries, SYNs from random peer addresses (IPv4, IPv6, IPv4-mapped, NAT64) to
+//! a listener of the cgroup; the kernel's verdict (its accepted/refused counters) equals
+//! [`reference::evaluate_ingress`].
+#[path = "api_guard_support/mod.rs"]
+mod api_guard_support;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use enforcer::{
     cgroup::Cgroup,
@@ -274,4 +283,159 @@ fn kernel_verdict_equals_reference_evaluator() {
         "only {fqdn_allowed} cases were allowed by step 4"
     );
     eprintln!("{cases} cases ({fqdn_allowed} allowed by an FQDN rule): kernel == reference");
+}
+
+const INGRESS_POLICIES: usize = 25;
+const PEERS: usize = 200;
+
+/// A random `api:` section guarding `port`: an allow list of 1–5 CIDRs, or none at all.
+fn random_api(rng: &mut StdRng, port: u16) -> String {
+    let mut y = format!("api:\n  mode: enforce\n  ports: [{port}]\n");
+    if rng.random_bool(0.15) {
+        return y;
+    }
+    y += "  allow:\n";
+    for _ in 0..rng.random_range(1..6) {
+        if rng.random_bool(0.6) {
+            let (a, l) = v4_cidr(rng);
+            y += &format!("    - cidr: {a}/{l}\n");
+        } else {
+            let (a, l) = v6_cidr(rng);
+            y += &format!("    - cidr: {a}/{l}\n");
+        }
+    }
+    y
+}
+
+/// A peer address a socket can bind (with `IP_FREEBIND`): [`destination`]'s, without the
+/// unspecified, multicast, broadcast and link-local ones (127.255.255.255 is `lo`'s broadcast
+/// address in the namespace: no unicast peer).
+fn peer(rng: &mut StdRng) -> IpAddr {
+    loop {
+        let a = destination(rng);
+        let usable = match enforcer::policy::normalize_addr(a) {
+            IpAddr::V4(v4) => {
+                !(v4.is_unspecified()
+                    || v4.is_multicast()
+                    || v4.is_broadcast()
+                    || v4 == Ipv4Addr::new(127, 255, 255, 255))
+            }
+            IpAddr::V6(v6) => {
+                !(v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local())
+            }
+        };
+        if usable {
+            return a;
+        }
+    }
+}
+
+#[test]
+fn kernel_ingress_verdict_equals_reference_evaluator() {
+    if !privileged() {
+        return;
+    }
+    let seed = std::env::var("ENFORCER_PROPTEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("seed={seed} (rerun with ENFORCER_PROPTEST_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let cg = TestCgroup::new().unwrap();
+    let mut kernel = Kernel::load().unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    // A dual-stack listener of the cgroup, and every address local in the probe's namespace
+    // (its only interface is lo): a SYN from any peer address reaches the listener.
+    let port = probe.listen("::").unwrap();
+    let netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", probe.pid()));
+    let in_ns = |f: &(dyn Fn() + Sync)| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                integration_tests::enter_netns(&netns).unwrap();
+                f();
+            })
+            .join()
+            .unwrap();
+        });
+    };
+    in_ns(&|| {
+        for args in [
+            &["route", "add", "local", "0.0.0.0/0", "dev", "lo"][..],
+            &["-6", "route", "add", "local", "::/0", "dev", "lo"][..],
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+    });
+    let (mut cases, mut refused) = (0, 0);
+    for generation in 1..=INGRESS_POLICIES as u32 {
+        let yaml = format!("{}{}", random_policy(&mut rng), random_api(&mut rng, port));
+        let policy = policy::parse_policy(&yaml, "random.yaml")
+            .unwrap_or_else(|e| panic!("generated policy rejected: {e}\n{yaml}"));
+        let compiled = compile::compile(&policy).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        kernel.install(&compiled, generation).unwrap();
+        if generation == 1 {
+            kernel.attach(&Cgroup::open(&cg.path).unwrap()).unwrap();
+        }
+        let peers: Vec<IpAddr> = (0..PEERS).map(|_| peer(&mut rng)).collect();
+        for from in peers {
+            let to = match from {
+                IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+                    SocketAddr::new(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()), port)
+                }
+                IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+            };
+            let want = reference::evaluate_ingress(&policy, from).expect("the policy has api:");
+            let before = kernel.api_counters().unwrap();
+            let sock = std::sync::Mutex::new(None);
+            in_ns(&|| {
+                *sock.lock().unwrap() = Some(api_guard_support::start_connect(from, to));
+            });
+            let sock = sock.into_inner().unwrap().unwrap();
+            let ctx = || {
+                format!("seed={seed} case={cases} peer {from}: reference {want:?}\npolicy:\n{yaml}")
+            };
+            let sock = sock.unwrap_or_else(|e| panic!("bind/connect: {e}: {}", ctx()));
+            // The SYN crosses lo synchronously; allow for a busy machine.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let after = loop {
+                let now = kernel.api_counters().unwrap();
+                if now.accepted + now.refused > before.accepted + before.refused
+                    || Instant::now() > deadline
+                {
+                    break now;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            drop(sock);
+            let (acc, refd) = (
+                after.accepted - before.accepted,
+                after.refused - before.refused,
+            );
+            match want {
+                Decision::Allow { .. } => assert_eq!((acc, refd), (1, 0), "{}", ctx()),
+                Decision::Deny { .. } => {
+                    assert_eq!((acc, refd), (0, 1), "{}", ctx());
+                    refused += 1;
+                }
+            }
+            cases += 1;
+        }
+    }
+    assert!(cases >= 5_000, "{cases} cases");
+    assert!(
+        refused > cases / 10 && refused < cases * 9 / 10,
+        "{refused} of {cases} refused: the generator should give both verdicts"
+    );
+    eprintln!("{cases} ingress cases ({refused} refused): kernel == reference");
 }

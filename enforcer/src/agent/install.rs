@@ -80,6 +80,7 @@ impl Agent {
         for w in policy::lint::warnings(&base) {
             tracing::warn!(policy = %base.source, "{w}");
         }
+        self.refresh_target_pids();
         self.install_with(&base, &compiled)?;
         if let Some(w) = &self.watchdog {
             w.set_policy(base.clone());
@@ -99,6 +100,7 @@ impl Agent {
         compiled: &Arc<Compiled>,
     ) -> Result<(), RunError> {
         self.kernel.install(compiled, self.generation)?;
+        self.api_guard.update(compiled.api.as_ref());
         self.rules.insert(self.generation, base.clone());
         if let Some(fqdn) = &self.fqdn {
             fqdn.update(base.clone());
@@ -144,6 +146,21 @@ impl Agent {
         (derived.rules, pids)
     }
 
+    /// The target processes running now, and from them the API guard's default ports
+    /// (written with the next install) and, in scope mode, the cgroups whose sockets it
+    /// decides (written now).
+    fn refresh_target_pids(&mut self) {
+        self.api_pids = self.target_pids();
+        self.api_ports = super::api::listen_ports(Path::new("/proc"), &self.api_pids);
+        self.kernel.set_api_listen_ports(&self.api_ports);
+        if self.scoped {
+            let ids = super::api::cgroup_ids(Path::new("/proc"), &self.api_pids);
+            if let Err(e) = self.kernel.set_api_cgroups(&ids) {
+                tracing::error!(error = %error_chain(&e), "writing the API guard's target cgroups");
+            }
+        }
+    }
+
     /// Logs a warning unless it was logged for this process already; true when it is new.
     fn warn_once(&mut self, w: auto::Warning) -> bool {
         if self.warned.contains(&w) {
@@ -163,6 +180,18 @@ impl Agent {
     /// (`AUTO_ALLOW`; no new policy generation). Refused rules are logged and counted once
     /// per process.
     pub(super) fn refresh_auto(&mut self) -> Result<(), RunError> {
+        let ports_before = self.api_ports.clone();
+        self.refresh_target_pids();
+        if self.api_ports != ports_before {
+            // The guard's default ports are part of the installed API configuration.
+            let (base, compiled) = (self.base.clone(), self.base_compiled.clone());
+            self.as_next_generation(|a| a.install_with(&base, &compiled))?;
+            tracing::info!(
+                generation = self.generation,
+                ports = ?self.api_ports,
+                "the API guard's default ports changed; policy installed"
+            );
+        }
         let base = self.base.clone();
         let (derived, pids) = self.derive_auto(&base);
         self.warned.retain(|w| pids.binary_search(&w.pid).is_ok());

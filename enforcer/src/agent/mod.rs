@@ -25,6 +25,7 @@ use crate::{
     policy::{self, Policy, PolicyError, Rule},
 };
 
+pub mod api;
 mod attach;
 pub mod auto;
 pub mod fqdn;
@@ -126,6 +127,13 @@ struct Agent {
     fqdn: Option<fqdn::FqdnAgent>,
     /// The integrity watchdog of the Alertmanager targets' APIs.
     watchdog: Option<crate::integrity::Watchdog>,
+    /// The API guard's events and installed section.
+    api_guard: api::ApiGuard,
+    /// The target processes found last: their `--web.listen-address` ports are the API
+    /// guard's default ports, and a peer process is looked up in their network namespace.
+    api_pids: Vec<u32>,
+    /// The API guard's default ports now written (see [`Kernel::set_api_listen_ports`]).
+    api_ports: Vec<u16>,
 }
 
 /// The signals `run` stops or reloads on.
@@ -212,6 +220,7 @@ impl Agent {
         }
         let mut kernel = Kernel::load_with(opts.pins.clone())?;
         kernel.set_scoped(scoped);
+        let api_guard = api::ApiGuard::start(&mut kernel)?;
         let mut agent = Agent {
             stamp: opts.policy.as_deref().and_then(file_stamp),
             opts,
@@ -229,6 +238,9 @@ impl Agent {
             lost_reported: 0,
             fqdn: None,
             watchdog: None,
+            api_guard,
+            api_pids: Vec::new(),
+            api_ports: Vec::new(),
         };
         if agent.kernel.adopted() {
             tracing::info!(
@@ -272,6 +284,7 @@ impl Agent {
                 _ = tick.tick() => {
                     self.drain(ring.get_mut());
                     self.rules.prune(std::time::Instant::now());
+                    self.drain_api();
                     self.report_counters();
                 }
                 _ = slow.tick() => self.follow(),
@@ -306,6 +319,7 @@ impl Agent {
         signal_name: &'static str,
     ) -> Result<(), RunError> {
         self.drain(ring);
+        self.drain_api();
         self.report_counters();
         let totals = self.kernel.counters()?;
         if let Some(fqdn) = self.fqdn.take() {
@@ -355,8 +369,21 @@ impl Agent {
         }
     }
 
+    /// Writes the API guard's queued events as JSON lines.
+    fn drain_api(&mut self) {
+        for ev in self.api_guard.take() {
+            let target = self.target_of(ev.header.cgroup_id, "");
+            self.api_guard
+                .report(&ev, &target, &self.metrics, &self.api_pids);
+        }
+    }
+
     /// Mirrors kernel counters into metrics and reports lost events.
     fn report_counters(&mut self) {
+        match self.kernel.api_counters() {
+            Ok(c) => self.metrics.api.observe(&c),
+            Err(e) => tracing::error!(error = %error_chain(&e), "reading API guard counters"),
+        }
         match self.kernel.counters() {
             Ok(c) => {
                 self.metrics.observe_counters(&c);

@@ -7,7 +7,7 @@ use enforcer_common::{Clause, MAX_CLAUSES, action, proto};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{CompileError, Entries, RuleRef};
-use crate::policy::{Location, Policy, PortRange, Rule, RuleAction, merge_port_ranges};
+use crate::policy::{Location, PortRange, Rule, RuleAction, merge_port_ranges};
 
 fn mask(len: u8) -> u128 {
     if len == 0 {
@@ -17,9 +17,11 @@ fn mask(len: u8) -> u128 {
     }
 }
 
-/// Builds the entries of one family from (address key, prefix length, rule id) items.
+/// Builds the entries of one family from (address key, prefix length, rule id) items; a rule
+/// id indexes `rules` (one direction's rules, from the file `source`).
 pub(super) fn build(
-    policy: &Policy,
+    rules: &[Rule],
+    source: &str,
     mut items: Vec<(u128, u8, u32)>,
     is_v4: bool,
 ) -> Result<Entries<(u128, u8)>, CompileError> {
@@ -47,7 +49,7 @@ pub(super) fn build(
         own_allow.clear();
         own_block.clear();
         for &(_, _, id) in &items[i..end] {
-            let rule = &policy.rules[id as usize];
+            let rule = &rules[id as usize];
             match rule.action {
                 RuleAction::Allow => push_clauses(&mut own_allow, rule, id),
                 RuleAction::Block => push_clauses(&mut own_block, rule, id),
@@ -70,7 +72,14 @@ pub(super) fn build(
             clauses.truncate(catch_all + 1);
         }
         if clauses.len() > MAX_CLAUSES {
-            return Err(too_many_clauses(policy, addr, len, is_v4, clauses.len()));
+            return Err(too_many_clauses(
+                rules,
+                source,
+                addr,
+                len,
+                is_v4,
+                clauses.len(),
+            ));
         }
         out.push((addr, len), &clauses);
         stack.push(out.len() - 1);
@@ -130,7 +139,8 @@ fn is_catch_all(c: &Clause) -> bool {
 }
 
 fn too_many_clauses(
-    policy: &Policy,
+    rules: &[Rule],
+    source: &str,
     addr: u128,
     len: u8,
     is_v4: bool,
@@ -143,8 +153,7 @@ fn too_many_clauses(
     } else {
         IpNet::V6(Ipv6Net::new(Ipv6Addr::from(addr), len).expect("IPv6 prefix length <= 128"))
     };
-    let mut covering: Vec<(usize, &Rule)> = policy
-        .rules
+    let mut covering: Vec<(usize, &Rule)> = rules
         .iter()
         .enumerate()
         .filter(|(_, r)| r.net.contains(&prefix))
@@ -162,7 +171,7 @@ fn too_many_clauses(
         .first()
         .map(|r| r.location.clone())
         .unwrap_or_else(|| Location {
-            file: policy.source.clone(),
+            file: source.to_owned(),
             line: 1,
             column: 1,
         });

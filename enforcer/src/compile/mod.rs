@@ -18,6 +18,7 @@
 //! ([`capacity`]) that `enforcer check` and `enforcer run` share. It is computed once and carried
 //! to the loader, which only copies it into the maps.
 
+pub mod api;
 mod build;
 pub mod capacity;
 mod entries;
@@ -26,6 +27,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
+pub use api::CompiledApi;
 pub use capacity::{Capacity, CapacityError, Usage};
 pub use entries::Entries;
 pub use prefilter::V4Prefilter;
@@ -34,10 +36,10 @@ pub use render::render;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use enforcer_common::{action, proto, rule_id, verdict};
+use enforcer_common::{LpmValue, action, proto, rule_id, verdict};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::policy::{Location, Policy, normalize_addr};
+use crate::policy::{Location, Policy, Rule, normalize_addr};
 
 /// What goes into the kernel maps for one policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +58,8 @@ pub struct Compiled {
     pub capacity: Capacity,
     /// The `fqdn` rules: allowlisted names and per-rule clauses (step 4).
     pub fqdn: crate::fqdn::FqdnTables,
+    /// The `api:` section: the ingress direction of the same maps.
+    pub api: Option<CompiledApi>,
 }
 
 /// A rule named in a [`CompileError`].
@@ -117,23 +121,10 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
             max: rule_id::DEFAULT,
         });
     }
-    let mut v4_items = Vec::new();
-    let mut v6_items = Vec::new();
-    for (id, rule) in policy.rules.iter().enumerate() {
-        // Checked above: every index fits below rule_id::DEFAULT.
-        let id = id as u32;
-        match rule.net {
-            IpNet::V4(net) => v4_items.push((key4(net.network()), net.prefix_len() + 96, id)),
-            IpNet::V6(net) => v6_items.push((u128::from(net.network()), net.prefix_len(), id)),
-        }
-    }
-    let v4 = build::build(policy, v4_items, true)?.map_nets(|(addr, len)| {
-        Ipv4Net::new(Ipv4Addr::from(addr as u32), len - 96).expect("IPv4 prefix length <= 32")
-    });
-    let v6 = build::build(policy, v6_items, false)?.map_nets(|(addr, len)| {
-        Ipv6Net::new(Ipv6Addr::from(addr), len).expect("IPv6 prefix length <= 128")
-    });
-    let capacity = Capacity::of(v4.len(), v6.len(), policy.fqdns.len());
+    let (v4, v6) = entries(&policy.rules, &policy.source)?;
+    let api = policy.api.as_ref().map(api::compile).transpose()?;
+    let (api_v4, api_v6) = api.as_ref().map_or((0, 0), |a| (a.v4.len(), a.v6.len()));
+    let capacity = Capacity::of(v4.len() + api_v4, v6.len() + api_v6, policy.fqdns.len());
     capacity.check(policy)?;
     Ok(Compiled {
         mode: policy.mode.code(),
@@ -143,7 +134,31 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         v6,
         capacity,
         fqdn: crate::fqdn::tables::compile(policy)?,
+        api,
     })
+}
+
+/// The LPM entries of one direction's rules (rule id = index into `rules`).
+type Directed = (Entries<Ipv4Net>, Entries<Ipv6Net>);
+
+fn entries(rules: &[Rule], source: &str) -> Result<Directed, CompileError> {
+    let mut v4_items = Vec::new();
+    let mut v6_items = Vec::new();
+    for (id, rule) in rules.iter().enumerate() {
+        // Checked by the callers: every index fits below rule_id::DEFAULT.
+        let id = id as u32;
+        match rule.net {
+            IpNet::V4(net) => v4_items.push((key4(net.network()), net.prefix_len() + 96, id)),
+            IpNet::V6(net) => v6_items.push((u128::from(net.network()), net.prefix_len(), id)),
+        }
+    }
+    let v4 = build::build(rules, source, v4_items, true)?.map_nets(|(addr, len)| {
+        Ipv4Net::new(Ipv4Addr::from(addr as u32), len - 96).expect("IPv4 prefix length <= 32")
+    });
+    let v6 = build::build(rules, source, v6_items, false)?.map_nets(|(addr, len)| {
+        Ipv6Net::new(Ipv6Addr::from(addr), len).expect("IPv6 prefix length <= 128")
+    });
+    Ok((v4, v6))
 }
 
 /// IPv4 addresses are keyed like `::a.b.c.d/(96 + len)`, so one implementation serves both
@@ -160,25 +175,28 @@ fn key4(addr: Ipv4Addr) -> u128 {
 pub fn lookup(compiled: &Compiled, addr: IpAddr, port: u16, ip_protocol: u8) -> (u32, u32) {
     let value = match normalize_addr(addr) {
         IpAddr::V4(a) if !compiled.v4_filter.covers(a) => None,
-        IpAddr::V4(a) => (0..=32u8).rev().find_map(|len| {
-            let net = Ipv4Net::new(a, len).ok()?.trunc();
-            let i = compiled
-                .v4
-                .find_by(|n| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))?;
-            Some(compiled.v4.value(i))
-        }),
-        IpAddr::V6(a) => (0..=128u8).rev().find_map(|len| {
-            let net = Ipv6Net::new(a, len).ok()?.trunc();
-            let i = compiled
-                .v6
-                .find_by(|n| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))?;
-            Some(compiled.v6.value(i))
-        }),
+        addr => longest_match(&compiled.v4, &compiled.v6, addr),
     };
     let class = proto::class(u32::from(ip_protocol));
     match value.as_ref().and_then(|v| v.first_match(port, class)) {
         Some(c) if c.action == action::ALLOW => (verdict::ALLOW, c.rule_id),
         Some(c) => (verdict::DENY, c.rule_id),
         None => (compiled.default_verdict, rule_id::DEFAULT),
+    }
+}
+
+/// The entry the kernel's LPM lookup finds for a normalised address.
+fn longest_match(v4: &Entries<Ipv4Net>, v6: &Entries<Ipv6Net>, addr: IpAddr) -> Option<LpmValue> {
+    match addr {
+        IpAddr::V4(a) => (0..=32u8).rev().find_map(|len| {
+            let net = Ipv4Net::new(a, len).ok()?.trunc();
+            let i = v4.find_by(|n| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))?;
+            Some(v4.value(i))
+        }),
+        IpAddr::V6(a) => (0..=128u8).rev().find_map(|len| {
+            let net = Ipv6Net::new(a, len).ok()?.trunc();
+            let i = v6.find_by(|n| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))?;
+            Some(v6.value(i))
+        }),
     }
 }

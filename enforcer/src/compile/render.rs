@@ -22,6 +22,9 @@ pub fn render(policy: &Policy, compiled: &Compiled) -> String {
     for (id, rule) in policy.rules.iter().enumerate() {
         let _ = writeln!(out, "  {id:>4}  {rule}  ({})", rule.location);
     }
+    if let Some(api) = &policy.api {
+        let _ = write!(out, "\n{api}");
+    }
     if !policy.fqdns.is_empty() {
         let _ = writeln!(
             out,

@@ -10,6 +10,7 @@
 //! an address was answered for) comes in through [`AddressNames`].
 use enforcer_common::{DenyEvent, EVENT_VERSION, EventHeader, event_kind, hook};
 
+pub mod api;
 mod deny;
 pub mod learned;
 mod line;

@@ -15,6 +15,7 @@ use enforcer_common::{
 
 use crate::{cgroup::Cgroup, compile::Compiled};
 
+pub mod api;
 mod comm;
 mod error;
 pub mod fqdn;
@@ -71,6 +72,11 @@ pub struct Kernel {
     identity_links: Option<Vec<aya::programs::trace_point::TracePointLinkId>>,
     /// Why the identity programs cannot run here (their tracepoint layout was not read).
     identity_error: Option<KernelError>,
+    /// Unpinned links of the API guard per target cgroup id (only without pinning).
+    api_links: HashMap<u64, aya::programs::cgroup_skb::CgroupSkbLinkId>,
+    /// The targets' listening ports, guarded when the `api:` section names none; written
+    /// with the next [`Kernel::install`].
+    api_listen_ports: Vec<u16>,
 }
 
 impl Kernel {
@@ -106,6 +112,7 @@ impl Kernel {
                 .iter()
                 .chain(&enforcer_common::fqdn::map_names::ALL)
                 .chain(&enforcer_common::identity::map_names::ALL)
+                .chain(&enforcer_common::api::map_names::ALL)
             {
                 loader.map_pin_path(name, p.map(name));
             }
@@ -132,6 +139,7 @@ impl Kernel {
         }
         identity::load(&mut ebpf, pins.as_ref())?;
         sock::load(&mut ebpf, pins.as_ref())?;
+        api::load(&mut ebpf, pins.as_ref())?;
         // The DNS-learning program is an addition to enforcement, not a part of it: where the
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
         // a helper call), the connect programs still enforce, and FQDN rules are served by the
@@ -161,6 +169,8 @@ impl Kernel {
             fqdn_learning,
             identity_links: None,
             identity_error,
+            api_links: HashMap::new(),
+            api_listen_ports: Vec::new(),
         };
         if adopted {
             let name = map_names::ACTIVE;
@@ -246,6 +256,32 @@ impl Kernel {
         self.fqdn_learning
     }
 
+    /// The targets' listening ports (their `--web.listen-address`), which the API guard
+    /// watches when the policy's `api:` section names no ports. Takes effect with the next
+    /// [`Kernel::install`].
+    pub fn set_api_listen_ports(&mut self, ports: &[u16]) {
+        let mut ports = ports.to_vec();
+        ports.sort_unstable();
+        ports.dedup();
+        self.api_listen_ports = ports;
+    }
+
+    /// Scope mode: the cgroup ids of the target Alertmanager processes, whose sockets the API
+    /// guard decides.
+    pub fn set_api_cgroups(&mut self, ids: &[u64]) -> Result<(), KernelError> {
+        api::set_cgroups(&mut self.ebpf, ids)
+    }
+
+    /// Totals of the API guard's counters.
+    pub fn api_counters(&self) -> Result<api::ApiCounters, KernelError> {
+        api::counters(&self.ebpf)
+    }
+
+    /// Takes the API guard's event ring out of the object (once).
+    pub fn take_api_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
+        api::take_events(&mut self.ebpf)
+    }
+
     /// True when the maps came from an earlier agent's pins.
     pub fn adopted(&self) -> bool {
         self.adopted
@@ -276,6 +312,11 @@ impl Kernel {
             && let Some(old) = self.sock_links.insert(id, link_id)
         {
             sock::detach(&mut self.ebpf, old)?;
+        }
+        if let Some(link_id) = api::attach(&mut self.ebpf, cgroup, link_pins.as_mut())?
+            && let Some(old) = self.api_links.insert(id, link_id)
+        {
+            api::detach(&mut self.ebpf, old)?;
         }
         for name in PROGRAMS {
             let prog: &mut CgroupSockAddr = self
@@ -325,6 +366,9 @@ impl Kernel {
         if let Some(link_id) = self.sock_links.remove(&cgroup_id) {
             sock::detach(&mut self.ebpf, link_id)?;
         }
+        if let Some(link_id) = self.api_links.remove(&cgroup_id) {
+            api::detach(&mut self.ebpf, link_id)?;
+        }
         for (name, link_id) in self.links.remove(&cgroup_id).unwrap_or_default() {
             let prog: &mut CgroupSockAddr = self
                 .ebpf
@@ -361,6 +405,13 @@ impl Kernel {
                 );
                 v4.insert(&key, value, 0).map_err(map_err(name))?;
             }
+            for (net, value) in compiled.api.iter().flat_map(|a| a.v4.iter()) {
+                let key = Key::new(
+                    key_prefix_len(u32::from(net.prefix_len())),
+                    v4_key(direction::INGRESS, net.network().octets()),
+                );
+                v4.insert(&key, value, 0).map_err(map_err(name))?;
+            }
         }
         {
             let name = map_names::V6_RULES[t];
@@ -371,6 +422,13 @@ impl Kernel {
                 let key = Key::new(
                     key_prefix_len(u32::from(net.prefix_len())),
                     v6_key(direction::EGRESS, net.network().octets()),
+                );
+                v6.insert(&key, value, 0).map_err(map_err(name))?;
+            }
+            for (net, value) in compiled.api.iter().flat_map(|a| a.v6.iter()) {
+                let key = Key::new(
+                    key_prefix_len(u32::from(net.prefix_len())),
+                    v6_key(direction::INGRESS, net.network().octets()),
                 );
                 v6.insert(&key, value, 0).map_err(map_err(name))?;
             }
@@ -396,6 +454,13 @@ impl Kernel {
             config.set(target, value, 0).map_err(map_err(name))?;
         }
         fqdn::install(&mut self.ebpf, &compiled.fqdn, target, self.scoped)?;
+        api::install(
+            &mut self.ebpf,
+            compiled.api.as_ref(),
+            &self.api_listen_ports,
+            generation,
+            target,
+        )?;
         {
             let name = map_names::ACTIVE;
             let mut active: Array<&mut MapData, u32> =

@@ -14,6 +14,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
+pub mod api;
+
+pub use api::LoggedLabels;
+
 /// Default listen address of the metrics endpoint.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9895";
 
@@ -71,6 +75,8 @@ pub struct Metrics {
     pub auto_rules_refused: Family<ReasonLabels, Counter>,
     /// The integrity watchdog's metrics (`enforcer_integrity_*`).
     pub integrity: Arc<crate::integrity::IntegrityMetrics>,
+    /// The API guard's metrics.
+    pub api: api::ApiMetrics,
     ready: AtomicBool,
     /// Kernel counter totals already added to `decisions`/`lost_events`.
     seen: Mutex<Counters>,
@@ -158,6 +164,7 @@ impl Metrics {
             auto_rules_refused.clone(),
         );
         let integrity = Arc::new(crate::integrity::IntegrityMetrics::register(&mut registry));
+        let api = api::ApiMetrics::register(&mut registry);
         let build_info = Family::<VersionLabels, Gauge>::default();
         registry.register("build_info", "Version of the agent", build_info.clone());
         build_info
@@ -180,6 +187,7 @@ impl Metrics {
             fqdn_resolution_failures,
             auto_rules_refused,
             integrity,
+            api,
             ready: AtomicBool::new(false),
             seen: Mutex::new(Counters::default()),
         }

@@ -6,6 +6,7 @@
 //! presets are expanded into one [`Rule`] per range. A rule's index in [`Policy::rules`] is
 //! its id in the kernel maps and in events.
 
+pub mod api;
 mod integrity;
 pub mod lint;
 mod parse;
@@ -338,6 +339,8 @@ pub struct Policy {
     pub dns: DnsSettings,
     /// `integrity:` — the watchdog of the Alertmanager targets' APIs.
     pub integrity: IntegritySettings,
+    /// `api:` — the API guard (ingress rules); `None` when the section is absent.
+    pub api: Option<api::ApiGuard>,
 }
 
 /// `dns:` — the agent's resolution of allowlisted names.

@@ -8,6 +8,7 @@ use serde_saphyr::DuplicateKeyPolicy;
 
 use crate::yaml::{self, Kind, Node};
 mod alertmanager;
+mod api;
 mod dns;
 mod integrity;
 mod targets;
@@ -26,8 +27,11 @@ const TOP_KEYS: &[&str] = &[
     "alertmanager",
     "dns",
     "integrity",
+    "api",
 ];
-const TOP_EXPECTED: &str = "mode, default, block, allow, targets, alertmanager, dns, integrity";
+const TOP_EXPECTED: &str =
+    "mode, default, block, allow, targets, alertmanager, dns, integrity, api";
+const NO_RULE_KEYS: &[&str] = &["targets", "alertmanager", "dns", "integrity", "api"];
 const ENTRY_KEYS: &[&str] = &["cidr", "preset", "fqdn", "ports", "protocols"];
 const BLOCK_EXPECTED: &str = "cidr, preset, ports, protocols";
 const ALLOW_EXPECTED: &str = "cidr, preset, fqdn, ports, protocols";
@@ -76,10 +80,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         });
     }
     let fields = cx.fields(&root, "the policy", TOP_KEYS, TOP_EXPECTED)?;
-    if !fields
-        .iter()
-        .any(|f| !matches!(f.name, "targets" | "alertmanager" | "dns" | "integrity"))
-    {
+    if fields.iter().all(|f| NO_RULE_KEYS.contains(&f.name)) {
         return Err(cx.err(&root, Problem::Empty));
     }
     let mut policy = Policy {
@@ -92,7 +93,9 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         alertmanager: Default::default(),
         dns: DnsSettings::default(),
         integrity: super::IntegritySettings::with_defaults(file),
+        api: None,
     };
+    let mut api_node = None; // `api:` defaults to the policy's mode, which may come later
     for field in fields {
         let value = field.value;
         match field.name {
@@ -135,6 +138,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             "alertmanager" => policy.alertmanager = cx.alertmanager(value)?,
             "dns" => policy.dns = cx.dns(value)?,
             "integrity" => policy.integrity = cx.integrity(value)?,
+            "api" => api_node = Some(value),
             _ => {
                 for entry in cx.entries(value, "targets")? {
                     policy.targets.push(cx.target(entry)?);
@@ -142,6 +146,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             }
         }
     }
+    policy.api = api_node.map(|n| cx.api_guard(n, policy.mode)).transpose()?;
     Ok(policy)
 }
 

@@ -49,6 +49,7 @@ pub(super) fn policy(default: DefaultVerdict, mut rules: Vec<Rule>) -> Policy {
         alertmanager: Default::default(),
         dns: Default::default(),
         integrity: Default::default(),
+        api: None,
     }
 }
 

@@ -4,8 +4,7 @@ use super::*;
 
 #[test]
 fn unknown_keys_name_the_expected_ones() {
-    let expected_top =
-        "(expected one of: mode, default, block, allow, targets, alertmanager, dns, integrity)";
+    let expected_top = "(expected one of: mode, default, block, allow, targets, alertmanager, dns, integrity, api)";
     assert_err(
         "mode: enforce\nblok:\n  - preset: private\n",
         2,

@@ -1,0 +1,168 @@
+//! The API guard's part of the kernel object: its cgroup_skb/ingress program, its
+//! configuration per rule set, counters and event ring. Its rules are the ingress entries of
+//! the shared rule tries, written by [`super::Kernel::install`].
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as AyaHashMap, Map, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLinkId},
+};
+use enforcer_common::api::{ApiConfig, PROG_NAME, counter, map_names};
+
+use super::{
+    KernelError, map_err,
+    maps::set_entries,
+    pin::{LinkPins, Pins},
+};
+use crate::cgroup::Cgroup;
+use crate::compile::CompiledApi;
+use crate::policy::api::ALERTMANAGER_DEFAULT_PORT;
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut CgroupSkb, KernelError> {
+    let name = PROG_NAME;
+    ebpf.program_mut(name)
+        .ok_or(KernelError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| KernelError::Program { name, source })
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, KernelError> {
+    ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })
+}
+
+/// Loads the guard's program (verifier included); with pinning, pins it for inspection.
+pub fn load(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<(), KernelError> {
+    let name = PROG_NAME;
+    let prog = program(ebpf)?;
+    prog.load()
+        .map_err(|source| KernelError::Program { name, source })?;
+    if let Some(p) = pins {
+        let path = p.progs_dir().join(name);
+        let _ = std::fs::remove_file(&path);
+        prog.pin(&path).map_err(|source| KernelError::Pin {
+            what: "program",
+            path,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Attaches the guard to the cgroup's ingress path with a bpf_link: pinned with `link_pins`
+/// when given, otherwise held by the program object and its id returned.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    cgroup: &Cgroup,
+    link_pins: Option<&mut LinkPins>,
+) -> Result<Option<CgroupSkbLinkId>, KernelError> {
+    let name = PROG_NAME;
+    let prog = program(ebpf)?;
+    let link_id = prog
+        .attach(
+            &cgroup.dir,
+            CgroupSkbAttachType::Ingress,
+            CgroupAttachMode::Single,
+        )
+        .map_err(|source| KernelError::Attach {
+            name,
+            cgroup: cgroup.path.display().to_string(),
+            source,
+        })?;
+    let Some(pins) = link_pins else {
+        return Ok(Some(link_id));
+    };
+    let link = prog
+        .take_link(link_id)
+        .map_err(|source| KernelError::Program { name, source })?;
+    pins.pin(name, &cgroup.path, link)?;
+    Ok(None)
+}
+
+/// Detaches a link [`attach`] held.
+pub fn detach(ebpf: &mut Ebpf, link_id: CgroupSkbLinkId) -> Result<(), KernelError> {
+    let name = PROG_NAME;
+    program(ebpf)?
+        .detach(link_id)
+        .map_err(|source| KernelError::Program { name, source })
+}
+
+/// The ports the guard watches: the section's own, else the targets' listening ports
+/// (`listen_ports`), else Alertmanager's default.
+pub fn guarded_ports(api: &CompiledApi, listen_ports: &[u16]) -> Vec<u16> {
+    if !api.ports.is_empty() {
+        api.ports.clone()
+    } else if !listen_ports.is_empty() {
+        listen_ports.to_vec()
+    } else {
+        vec![ALERTMANAGER_DEFAULT_PORT]
+    }
+}
+
+/// Writes the guard's configuration of rule set `set` (off without an `api:` section).
+pub fn install(
+    ebpf: &mut Ebpf,
+    api: Option<&CompiledApi>,
+    listen_ports: &[u16],
+    generation: u32,
+    set: u32,
+) -> Result<(), KernelError> {
+    let value = match api {
+        Some(api) => api.config(&guarded_ports(api, listen_ports), generation),
+        None => ApiConfig {
+            generation,
+            ..ApiConfig::default()
+        },
+    };
+    let name = map_names::API_CONFIG;
+    let mut config: Array<&mut MapData, ApiConfig> =
+        Array::try_from(map(ebpf, name)?).map_err(map_err(name))?;
+    config.set(set, value, 0).map_err(map_err(name))
+}
+
+/// Totals of the guard's per-CPU counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApiCounters {
+    pub accepted: u64,
+    pub refused: u64,
+    pub would_refuse: u64,
+    pub reports_suppressed: u64,
+    pub writes: u64,
+    pub reads: u64,
+    pub lost_events: u64,
+}
+
+pub fn counters(ebpf: &Ebpf) -> Result<ApiCounters, KernelError> {
+    let name = map_names::API_COUNTERS;
+    let map = ebpf.map(name).ok_or(KernelError::MissingMap { name })?;
+    let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err(name))?;
+    let total = |i: u32| -> Result<u64, KernelError> {
+        Ok(counters.get(&i, 0).map_err(map_err(name))?.iter().sum())
+    };
+    Ok(ApiCounters {
+        accepted: total(counter::ACCEPTED)?,
+        refused: total(counter::REFUSED)?,
+        would_refuse: total(counter::WOULD_REFUSE)?,
+        reports_suppressed: total(counter::REPORTS_SUPPRESSED)?,
+        writes: total(counter::WRITES)?,
+        reads: total(counter::READS)?,
+        lost_events: total(counter::LOST_EVENTS)?,
+    })
+}
+
+/// Takes the guard's event ring out of the object (once).
+pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, KernelError> {
+    let name = map_names::API_EVENTS;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(KernelError::MissingMap { name })?;
+    RingBuf::try_from(map).map_err(map_err(name))
+}
+
+/// Scope mode: the cgroup ids the target Alertmanager processes run in, whose sockets the guard
+/// decides (new ids are added before stale ones go).
+pub fn set_cgroups(ebpf: &mut Ebpf, ids: &[u64]) -> Result<(), KernelError> {
+    let name = map_names::API_CGROUPS;
+    let mut map: AyaHashMap<&mut MapData, u64, u32> =
+        AyaHashMap::try_from(map(ebpf, name)?).map_err(map_err(name))?;
+    let want: Vec<(u64, u32)> = ids.iter().map(|&id| (id, 1)).collect();
+    set_entries(&mut map, name, &want)
+}
