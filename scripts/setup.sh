@@ -20,6 +20,9 @@ APT_PACKAGES=(
   # the agent's image (cargo xtask image) and tests/tests/container.rs; crun, podman's
   # default runtime, refuses hybrid cgroup hosts, so the test runs runc
   podman runc
+  # the image's musl build compiles ring's C and assembly (rustls, the integrity watchdog's
+  # HTTPS client) with x86_64-linux-musl-gcc
+  musl-tools
 )
 
 # `kubectl kustomize deploy/kubernetes` (tests/tests/container.rs); a kubectl from another

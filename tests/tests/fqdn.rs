@@ -430,7 +430,9 @@ fn wildcards_match_subdomains_only_and_cnames_compression_case_and_ipv6_work() {
 }
 
 /// Programs attached to `cgroup` in the ingress direction (the DNS-learning program).
-fn ingress_programs(cgroup: &std::path::Path) -> usize {
+/// The DNS-learning programs attached to `cgroup` (bpftool shows the first 15 bytes of
+/// `enforcer_dns_ingress`; the API guard's ingress program is attached there too).
+fn dns_learning_programs(cgroup: &std::path::Path) -> usize {
     let out = std::process::Command::new("bpftool")
         .args(["cgroup", "show"])
         .arg(cgroup)
@@ -438,7 +440,7 @@ fn ingress_programs(cgroup: &std::path::Path) -> usize {
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains("ingress"))
+        .filter(|l| l.contains("ingress") && l.contains("enforcer_dns_in"))
         .count()
 }
 
@@ -489,7 +491,7 @@ fn learned_addresses_survive_a_restart_and_follow_reloads() {
     let ip: IpAddr = "127.90.0.1".parse().unwrap();
     assert_eq!(resolve(&mut probe, "keep.test", "a", "127.0.0.53"), [ip]);
     assert_eq!(connect(&mut probe, ip), Outcome::Errno(ECONNREFUSED));
-    assert_eq!(ingress_programs(&cg.path), 1);
+    assert_eq!(dns_learning_programs(&cg.path), 1);
 
     for round in 0..3 {
         agent.signal(libc::SIGKILL);
@@ -506,7 +508,7 @@ fn learned_addresses_survive_a_restart_and_follow_reloads() {
             agent.stderr_text()
         );
         assert_eq!(
-            ingress_programs(&cg.path),
+            dns_learning_programs(&cg.path),
             1,
             "round {round}: learning link replaced, not added"
         );
