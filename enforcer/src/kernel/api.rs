@@ -1,88 +1,18 @@
-//! The API guard's part of the kernel object: its cgroup_skb/ingress program, its
-//! configuration per rule set, counters and event ring. Its rules are the ingress entries of
+//! The API guard's part of the kernel object (its cgroup_skb/ingress program is loaded and
+//! attached with the others, see `super::progs`): its configuration per rule set, counters and event ring. Its rules are the ingress entries of
 //! the shared rule tries, written by [`super::Kernel::install`].
 use aya::{
     Ebpf,
     maps::{Array, HashMap as AyaHashMap, Map, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLinkId},
 };
-use enforcer_common::api::{ApiConfig, PROG_NAME, counter, map_names};
+use enforcer_common::api::{ApiConfig, counter, map_names};
 
-use super::{
-    KernelError, map_err,
-    maps::set_entries,
-    pin::{LinkPins, Pins},
-};
-use crate::cgroup::Cgroup;
+use super::{KernelError, map_err, maps::set_entries};
 use crate::compile::CompiledApi;
 use crate::policy::api::ALERTMANAGER_DEFAULT_PORT;
 
-fn program(ebpf: &mut Ebpf) -> Result<&mut CgroupSkb, KernelError> {
-    let name = PROG_NAME;
-    ebpf.program_mut(name)
-        .ok_or(KernelError::MissingProgram { name })?
-        .try_into()
-        .map_err(|source| KernelError::Program { name, source })
-}
-
 fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, KernelError> {
     ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })
-}
-
-/// Loads the guard's program (verifier included); with pinning, pins it for inspection.
-pub fn load(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<(), KernelError> {
-    let name = PROG_NAME;
-    let prog = program(ebpf)?;
-    prog.load()
-        .map_err(|source| KernelError::Program { name, source })?;
-    if let Some(p) = pins {
-        let path = p.progs_dir().join(name);
-        let _ = std::fs::remove_file(&path);
-        prog.pin(&path).map_err(|source| KernelError::Pin {
-            what: "program",
-            path,
-            source,
-        })?;
-    }
-    Ok(())
-}
-
-/// Attaches the guard to the cgroup's ingress path with a bpf_link: pinned with `link_pins`
-/// when given, otherwise held by the program object and its id returned.
-pub fn attach(
-    ebpf: &mut Ebpf,
-    cgroup: &Cgroup,
-    link_pins: Option<&mut LinkPins>,
-) -> Result<Option<CgroupSkbLinkId>, KernelError> {
-    let name = PROG_NAME;
-    let prog = program(ebpf)?;
-    let link_id = prog
-        .attach(
-            &cgroup.dir,
-            CgroupSkbAttachType::Ingress,
-            CgroupAttachMode::Single,
-        )
-        .map_err(|source| KernelError::Attach {
-            name,
-            cgroup: cgroup.path.display().to_string(),
-            source,
-        })?;
-    let Some(pins) = link_pins else {
-        return Ok(Some(link_id));
-    };
-    let link = prog
-        .take_link(link_id)
-        .map_err(|source| KernelError::Program { name, source })?;
-    pins.pin(name, &cgroup.path, link)?;
-    Ok(None)
-}
-
-/// Detaches a link [`attach`] held.
-pub fn detach(ebpf: &mut Ebpf, link_id: CgroupSkbLinkId) -> Result<(), KernelError> {
-    let name = PROG_NAME;
-    program(ebpf)?
-        .detach(link_id)
-        .map_err(|source| KernelError::Program { name, source })
 }
 
 /// The ports the guard watches: the section's own, else the targets' listening ports

@@ -56,7 +56,7 @@ pub enum KernelError {
     },
     #[error("{path}: {reason} (the identity programs read that layout)")]
     TracepointFormat { path: PathBuf, reason: String },
-    #[error("converting the {name} link of {cgroup} for pinning")]
+    #[error("converting the {name} link of {cgroup} to a bpf_link")]
     Link {
         name: &'static str,
         cgroup: String,

@@ -1,93 +1,24 @@
-//! The FQDN part of the kernel object: the DNS-learning program and the FQDN maps.
+//! The FQDN part of the kernel object: the FQDN maps (the DNS-learning program is loaded and
+//! attached with the others, see `super::progs`).
 use std::net::IpAddr;
 
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLinkId},
 };
 use enforcer_common::{
     ACTIVE_SETS,
-    fqdn::{FqdnEntry, FqdnSettings, NameKey, PROG_DNS_INGRESS, PortKey, counter, map_names},
+    fqdn::{FqdnEntry, FqdnSettings, NameKey, PortKey, counter, map_names},
 };
 
 use super::{
     error::{KernelError, map_err},
     maps::set_entries,
-    pin::{LinkPins, Pins},
 };
-use crate::{cgroup::Cgroup, fqdn::FqdnTables};
-
-fn program(ebpf: &mut Ebpf) -> Result<&mut CgroupSkb, KernelError> {
-    let name = PROG_DNS_INGRESS;
-    ebpf.program_mut(name)
-        .ok_or(KernelError::MissingProgram { name })?
-        .try_into()
-        .map_err(|source| KernelError::Program { name, source })
-}
+use crate::fqdn::FqdnTables;
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, KernelError> {
     ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })
-}
-
-/// Loads the DNS-learning program (verifier included); with pinning, pins it for inspection
-/// like the connect programs (its links keep it alive).
-pub fn load(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<(), KernelError> {
-    let name = PROG_DNS_INGRESS;
-    let prog = program(ebpf)?;
-    prog.load()
-        .map_err(|source| KernelError::Program { name, source })?;
-    if let Some(p) = pins {
-        let path = p.progs_dir().join(name);
-        let _ = std::fs::remove_file(&path);
-        prog.pin(&path).map_err(|source| KernelError::Pin {
-            what: "program",
-            path,
-            source,
-        })?;
-    }
-    Ok(())
-}
-
-/// Attaches the DNS-learning program to the cgroup's ingress path with a bpf_link, like the
-/// connect programs: pinned with `link_pins` when given (as `enforcer_dns_ingress-<pid>-<n>`),
-/// otherwise held by the program object (detached when the agent exits) and its id returned.
-/// Called before the connect programs are attached, so no connect is ever decided while
-/// answers go unlearned.
-pub fn attach(
-    ebpf: &mut Ebpf,
-    cgroup: &Cgroup,
-    link_pins: Option<&mut LinkPins>,
-) -> Result<Option<CgroupSkbLinkId>, KernelError> {
-    let name = PROG_DNS_INGRESS;
-    let prog = program(ebpf)?;
-    let link_id = prog
-        .attach(
-            &cgroup.dir,
-            CgroupSkbAttachType::Ingress,
-            CgroupAttachMode::Single,
-        )
-        .map_err(|source| KernelError::Attach {
-            name,
-            cgroup: cgroup.path.display().to_string(),
-            source,
-        })?;
-    let Some(pins) = link_pins else {
-        return Ok(Some(link_id));
-    };
-    let link = prog
-        .take_link(link_id)
-        .map_err(|source| KernelError::Program { name, source })?;
-    pins.pin(name, &cgroup.path, link)?;
-    Ok(None)
-}
-
-/// Detaches a link [`attach`] held.
-pub fn detach(ebpf: &mut Ebpf, link_id: CgroupSkbLinkId) -> Result<(), KernelError> {
-    let name = PROG_DNS_INGRESS;
-    program(ebpf)?
-        .detach(link_id)
-        .map_err(|source| KernelError::Program { name, source })
 }
 
 /// Writes the port tables of rule set `set` (read by the verdict only after `ACTIVE` flips to

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use aya::{
     Ebpf,
     maps::{HashMap, MapData},
-    programs::{TracePoint, trace_point::TracePointLinkId},
+    programs::{TracePoint, links::FdLink, trace_point::TracePointLinkId},
 };
 use enforcer_common::{
     AutoKey,
@@ -22,28 +22,10 @@ use super::{
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut TracePoint, KernelError> {
-    ebpf.program_mut(name)
-        .ok_or(KernelError::MissingProgram { name })?
-        .try_into()
-        .map_err(|source| KernelError::Program { name, source })
-}
-
 /// Loads the tracepoint programs (verifier included); pins them for inspection.
 pub fn load(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<(), KernelError> {
     for (name, _, _) in prog_names::ALL {
-        let prog = program(ebpf, name)?;
-        prog.load()
-            .map_err(|source| KernelError::Program { name, source })?;
-        if let Some(p) = pins {
-            let path = p.progs_dir().join(name);
-            let _ = std::fs::remove_file(&path);
-            prog.pin(&path).map_err(|source| KernelError::Pin {
-                what: "program",
-                path,
-                source,
-            })?;
-        }
+        super::progs::load(ebpf, name, pins)?;
     }
     Ok(())
 }
@@ -58,7 +40,11 @@ pub fn attach(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<Vec<TracePointLink
     };
     let mut held = Vec::new();
     for (name, category, tracepoint) in prog_names::ALL {
-        let prog = program(ebpf, name)?;
+        let prog: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(KernelError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| KernelError::Program { name, source })?;
         let link_id = prog
             .attach(category, tracepoint)
             .map_err(|source| KernelError::Attach {
@@ -73,7 +59,12 @@ pub fn attach(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<Vec<TracePointLink
         let link = prog
             .take_link(link_id)
             .map_err(|source| KernelError::Program { name, source })?;
-        pins.pin(name, Path::new(tracepoint), link)?;
+        let link = FdLink::try_from(link).map_err(|source| KernelError::Link {
+            name,
+            cgroup: format!("tracepoint {category}/{tracepoint}"),
+            source,
+        })?;
+        pins.pin(name, link)?;
     }
     if let Some(pins) = link_pins {
         pins.remove_older()?;

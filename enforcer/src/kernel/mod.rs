@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLinkId},
+    programs::links::FdLink,
 };
 use enforcer_common::{
     ACTIVE_SETS, Config, LpmValue, V4_KEY_LEN, V4Filter, V6_KEY_LEN, counter, direction, hook,
@@ -22,7 +22,7 @@ pub mod fqdn;
 pub mod identity;
 mod maps;
 pub mod pin;
-mod sock;
+mod progs;
 
 pub use comm::{comm_key, comm_text};
 pub use error::{KernelError, map_err};
@@ -58,22 +58,17 @@ pub struct Kernel {
     pins: Option<Pins>,
     /// Whether the maps were adopted from pins of an earlier agent.
     adopted: bool,
-    /// Unpinned links per target cgroup id (only without pinning).
-    links: HashMap<u64, Vec<(&'static str, CgroupSockAddrLinkId)>>,
+    /// Unpinned links per target cgroup id, by program (only without pinning); dropping a
+    /// link detaches it.
+    links: HashMap<u64, Vec<(&'static str, FdLink)>>,
     /// Scope mode (see [`Config::scoped`]), written with the next [`Kernel::install`].
     scoped: bool,
-    /// Unpinned links of the DNS-learning program per target cgroup id (only without pinning).
-    fqdn_links: HashMap<u64, aya::programs::cgroup_skb::CgroupSkbLinkId>,
-    /// Unpinned `sock_create` links per target cgroup id (only without pinning).
-    sock_links: HashMap<u64, aya::programs::cgroup_sock::CgroupSockLinkId>,
     /// Whether the DNS-learning program loaded (see [`Kernel::fqdn_learning`]).
     fqdn_learning: bool,
     /// The identity tracepoints' links once attached (empty when pinned: the pins hold them).
     identity_links: Option<Vec<aya::programs::trace_point::TracePointLinkId>>,
     /// Why the identity programs cannot run here (their tracepoint layout was not read).
     identity_error: Option<KernelError>,
-    /// Unpinned links of the API guard per target cgroup id (only without pinning).
-    api_links: HashMap<u64, aya::programs::cgroup_skb::CgroupSkbLinkId>,
     /// The targets' listening ports, guarded when the `api:` section names none; written
     /// with the next [`Kernel::install`].
     api_listen_ports: Vec<u16>,
@@ -119,32 +114,24 @@ impl Kernel {
         }
         let mut ebpf = loader.load(OBJECT).map_err(KernelError::Load)?;
         for name in PROGRAMS {
-            let prog: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(KernelError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| KernelError::Program { name, source })?;
-            prog.load()
-                .map_err(|source| KernelError::Program { name, source })?;
-            if let Some(p) = &pins {
-                // Program pins are for inspection (bpftool); the links keep programs alive.
-                let path = p.progs_dir().join(name);
-                let _ = std::fs::remove_file(&path);
-                prog.pin(&path).map_err(|source| KernelError::Pin {
-                    what: "program",
-                    path,
-                    source,
-                })?;
-            }
+            progs::load(&mut ebpf, name, pins.as_ref())?;
         }
         identity::load(&mut ebpf, pins.as_ref())?;
-        sock::load(&mut ebpf, pins.as_ref())?;
-        api::load(&mut ebpf, pins.as_ref())?;
+        progs::load(
+            &mut ebpf,
+            enforcer_common::prog_names::SOCK_CREATE,
+            pins.as_ref(),
+        )?;
+        progs::load(&mut ebpf, enforcer_common::api::PROG_NAME, pins.as_ref())?;
         // The DNS-learning program is an addition to enforcement, not a part of it: where the
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
         // a helper call), the connect programs still enforce, and FQDN rules are served by the
         // agent's own resolution alone.
-        let fqdn_learning = match fqdn::load(&mut ebpf, pins.as_ref()) {
+        let fqdn_learning = match progs::load(
+            &mut ebpf,
+            enforcer_common::fqdn::PROG_DNS_INGRESS,
+            pins.as_ref(),
+        ) {
             Ok(()) => true,
             Err(e) => {
                 let reason = crate::error_chain(&e);
@@ -164,12 +151,9 @@ impl Kernel {
             adopted,
             links: HashMap::new(),
             scoped: false,
-            fqdn_links: HashMap::new(),
-            sock_links: HashMap::new(),
             fqdn_learning,
             identity_links: None,
             identity_error,
-            api_links: HashMap::new(),
             api_listen_ports: Vec::new(),
         };
         if adopted {
@@ -287,10 +271,21 @@ impl Kernel {
         self.adopted
     }
 
-    /// Attaches all four programs to `cgroup` with bpf_links (kernel >= 5.7). Link attachments
-    /// always coexist with other programs of the cgroup (any of them denying makes the call
-    /// fail); the kernel rejects attach flags on links, hence `CgroupAttachMode::Single`, which
-    /// aya passes as 0.
+    /// The programs attached to every target, in the order they are attached: DNS learning
+    /// first (no connect is decided while answers go unlearned), the `sock_create` guard, the
+    /// API guard, then the four connect/sendmsg programs.
+    fn cgroup_programs(&self) -> Vec<&'static str> {
+        let mut names = Vec::with_capacity(3 + PROGRAMS.len());
+        if self.fqdn_learning {
+            names.push(enforcer_common::fqdn::PROG_DNS_INGRESS);
+        }
+        names.push(prog_names::SOCK_CREATE);
+        names.push(enforcer_common::api::PROG_NAME);
+        names.extend(PROGRAMS);
+        names
+    }
+
+    /// Attaches the programs to `cgroup` with bpf_links (see [`progs::attach_cgroup`]).
     ///
     /// Without pinning the links live as long as this value. With pinning they are pinned as
     /// [`LinkPins`] describes: the new set first, then the older pins of the cgroup go.
@@ -301,49 +296,17 @@ impl Kernel {
             None => None,
         };
         let mut held = Vec::new();
-        // DNS learning first: no connect is decided while answers go unlearned.
-        if self.fqdn_learning
-            && let Some(link_id) = fqdn::attach(&mut self.ebpf, cgroup, link_pins.as_mut())?
-            && let Some(old) = self.fqdn_links.insert(id, link_id)
-        {
-            fqdn::detach(&mut self.ebpf, old)?;
-        }
-        if let Some(link_id) = sock::attach(&mut self.ebpf, cgroup, link_pins.as_mut())?
-            && let Some(old) = self.sock_links.insert(id, link_id)
-        {
-            sock::detach(&mut self.ebpf, old)?;
-        }
-        if let Some(link_id) = api::attach(&mut self.ebpf, cgroup, link_pins.as_mut())?
-            && let Some(old) = self.api_links.insert(id, link_id)
-        {
-            api::detach(&mut self.ebpf, old)?;
-        }
-        for name in PROGRAMS {
-            let prog: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(KernelError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| KernelError::Program { name, source })?;
-            let link_id = prog
-                .attach(&cgroup.dir, CgroupAttachMode::Single)
-                .map_err(|source| KernelError::Attach {
-                    name,
-                    cgroup: cgroup.path.display().to_string(),
-                    source,
-                })?;
-            let Some(pins) = &mut link_pins else {
-                held.push((name, link_id));
-                continue;
-            };
-            let link = prog
-                .take_link(link_id)
-                .map_err(|source| KernelError::Program { name, source })?;
-            pins.pin(name, &cgroup.path, link)?;
+        for name in self.cgroup_programs() {
+            if let Some(link) =
+                progs::attach_cgroup(&mut self.ebpf, name, cgroup, link_pins.as_mut())?
+            {
+                held.push((name, link));
+            }
         }
         match link_pins {
             Some(pins) => pins.remove_older()?,
-            None => self.links.entry(id).or_default().extend(held),
+            // The earlier set of this cgroup (dropped: detached) after the new one is attached.
+            None => drop(self.links.insert(id, held)),
         }
         Ok(())
     }
@@ -360,25 +323,8 @@ impl Kernel {
                 })?;
             }
         }
-        if let Some(link_id) = self.fqdn_links.remove(&cgroup_id) {
-            fqdn::detach(&mut self.ebpf, link_id)?;
-        }
-        if let Some(link_id) = self.sock_links.remove(&cgroup_id) {
-            sock::detach(&mut self.ebpf, link_id)?;
-        }
-        if let Some(link_id) = self.api_links.remove(&cgroup_id) {
-            api::detach(&mut self.ebpf, link_id)?;
-        }
-        for (name, link_id) in self.links.remove(&cgroup_id).unwrap_or_default() {
-            let prog: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(KernelError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| KernelError::Program { name, source })?;
-            prog.detach(link_id)
-                .map_err(|source| KernelError::Program { name, source })?;
-        }
+        // Dropping the links detaches them.
+        self.links.remove(&cgroup_id);
         Ok(())
     }
 

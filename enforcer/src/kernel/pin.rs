@@ -12,7 +12,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use aya::programs::links::{FdLink, LinkError};
+use aya::programs::links::FdLink;
 use enforcer_common::PIN_LAYOUT_VERSION;
 
 use super::error::KernelError;
@@ -119,23 +119,10 @@ impl LinkPins {
         })
     }
 
-    /// Pins `link`, the bpf_link of `program` just attached to `cgroup`, under its fresh name.
-    pub fn pin<L>(
-        &mut self,
-        program: &'static str,
-        target: &Path,
-        link: L,
-    ) -> Result<(), KernelError>
-    where
-        FdLink: TryFrom<L, Error = LinkError>,
-    {
-        let fd_link = FdLink::try_from(link).map_err(|source| KernelError::Link {
-            name: program,
-            cgroup: target.display().to_string(),
-            source,
-        })?;
+    /// Pins `link`, the bpf_link of `program` just attached, under its fresh name.
+    pub fn pin(&mut self, program: &'static str, link: FdLink) -> Result<(), KernelError> {
         let path = self.dir.join(format!("{program}-{}", self.seq));
-        fd_link.pin(&path).map_err(|source| KernelError::Pin {
+        link.pin(&path).map_err(|source| KernelError::Pin {
             what: "link",
             path: path.clone(),
             source,
