@@ -64,6 +64,11 @@ pub mod prog_names {
     pub const SOCK_CREATE: &str = "enforcer_sock_create";
 }
 
+/// The object's global (`.rodata`) the agent sets at load to 1 in scope mode: the sock_addr
+/// programs' first and, for a process that is not a target, only question is then one lookup
+/// in `TARGET_TASKS`; in direct mode they ask none.
+pub const SCOPED_GLOBAL: &str = "SCOPED";
+
 /// Hooks, as carried in events and counters.
 pub mod hook {
     pub const CONNECT4: u8 = 0;

@@ -1,8 +1,9 @@
 //! The API guard: a cgroup_skb/ingress program on the targets' cgroup.
 //!
-//! - A packet that is not TCP to a guarded port of a target leaves at once (the guard is off
-//!   when the rule set has no guarded port; in scope mode a packet of a socket outside the
-//!   target Alertmanager processes' cgroups leaves after the port check).
+//! - A packet to a socket whose local port is not guarded leaves at once, on a field of the
+//!   context, before any byte of the packet is read (the agent attaches the guard only to a
+//!   policy with an `api:` section); in scope mode a packet of a socket outside the target
+//!   Alertmanager processes' cgroups leaves after the port check, and so does what is not TCP.
 //! - A SYN (a new connection) is decided by the verdict core in the ingress direction
 //!   ([`policy::can_ingress`]) over the peer's address; a refused peer's SYN is dropped, so
 //!   the API never answers it. Every refusal is counted; reports are limited per peer
@@ -77,19 +78,27 @@ struct Segment {
 
 #[inline(always)]
 fn guard(ctx: &SkBuffContext) -> i32 {
-    let Some((set, cfg)) = active_config() else {
+    // The fast exit, before any packet byte is read: the receiving socket's local port (a
+    // field of the context, host order) must be a guarded port of the active rule set (two
+    // array lookups the verifier inlines), and in scope mode the socket a target's.
+    let Some((set, _)) = active_config() else {
         return PASS;
     };
     let Some(api) = API_CONFIG.get(set) else {
         return PASS;
     };
-    if api.n_ports == 0 {
+    // SAFETY: the kernel hands every cgroup_skb program a valid `__sk_buff`.
+    let local_port = unsafe { (*ctx.skb.skb).local_port };
+    if local_port > 0xffff || !api.guards(local_port as u16) {
+        return PASS;
+    }
+    if crate::scoped() && !is_target_socket(ctx) {
         return PASS;
     }
     let Some(seg) = segment(ctx) else {
         return PASS;
     };
-    if !api.guards(seg.local_port) || (cfg.scoped != 0 && !is_target_socket(ctx)) {
+    if !api.guards(seg.local_port) {
         return PASS;
     }
     if seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {

@@ -42,6 +42,19 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
+
+/// Scope mode, fixed when the agent loads the object (`enforcer_common::SCOPED_GLOBAL`): a
+/// constant to the verifier, so direct mode has no identity lookup at all and scope mode asks
+/// exactly one before anything else.
+#[unsafe(no_mangle)]
+static SCOPED: u32 = 0;
+
+/// Whether the object was loaded for scope mode (see [`SCOPED`]).
+#[inline(always)]
+pub fn scoped() -> bool {
+    // SAFETY: a read of a constant the loader wrote; volatile so the compiler keeps the load.
+    unsafe { core::ptr::read_volatile(&SCOPED) != 0 }
+}
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
@@ -76,11 +89,13 @@ pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
     if protocol != u32::from(proto::IPPROTO_UDPLITE) {
         return ALLOW;
     }
+    if scoped() && !identity::is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return ALLOW;
+    }
     let Some((_, cfg)) = active_config() else {
         return DENY;
     };
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if cfg.mode == mode::AUDIT || (cfg.scoped != 0 && !identity::is_target(tgid)) {
+    if cfg.mode == mode::AUDIT {
         return ALLOW;
     }
     DENY
@@ -105,19 +120,20 @@ struct Call {
 /// The one verdict function of all four egress hooks: normalise → rule verdict → report.
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
+    // Scope mode: one lookup by process, before anything else; every call of a process that
+    // is not a target leaves here.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if scoped() && !identity::is_target(tgid) {
+        return ALLOW;
+    }
     let Some((set, cfg)) = active_config() else {
         // Unreachable for an array index below max_entries; deny rather than guess.
         return DENY;
     };
-    // Scope mode: one lookup by process; everything that is not a target leaves here.
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if cfg.scoped != 0 && !identity::is_target(tgid) {
-        return ALLOW;
-    }
     // SAFETY: the kernel hands every sock_addr program a valid `bpf_sock_addr`.
     let call = normalise(unsafe { &*ctx.sock_addr }, hook);
     let proto_class = proto::class(call.protocol);
-    if cfg.scoped != 0 {
+    if scoped() {
         identity::mark_dns_socket(ctx, tgid, call.port, proto_class);
     }
     let denied_by = policy::can_egress(set, cfg, &call.dst, call.port, proto_class)

@@ -68,3 +68,25 @@ pub fn attached_programs(cgroup: &Path) -> anyhow::Result<usize> {
         .filter(|l| l.contains("connect") || l.contains("sendmsg"))
         .count())
 }
+
+/// The programs attached to a cgroup's ingress path (the DNS-learning program and the API
+/// guard), by the name `bpftool cgroup show` prints, sorted.
+pub fn ingress_programs(cgroup: &Path) -> anyhow::Result<Vec<String>> {
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cgroup)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bpftool cgroup show {}: {}",
+        cgroup.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("ingress"))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names)
+}

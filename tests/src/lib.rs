@@ -29,7 +29,7 @@ mod workload;
 pub use agent::Agent;
 pub use bins::{enforcer_bin, probe_bin, run_enforcer};
 pub use bpffs::PinDir;
-pub use cgroup::{TestCgroup, attached_programs};
+pub use cgroup::{TestCgroup, attached_programs, ingress_programs};
 pub use child::{Background, ChildGuard};
 pub use http::{HttpSink, Request, http_get, status_and_body};
 pub use netns::{NetNs, PROXY_VARS, enter_netns};

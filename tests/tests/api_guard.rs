@@ -255,3 +255,51 @@ fn in_scope_mode_a_process_target_is_guarded() {
     assert_eq!(writes[0]["path"], "/api/v2/silences", "{}", writes[0]);
     g.am.assert_alive();
 }
+
+/// The guard runs only while the policy has an `api:` section: without one nothing is on the
+/// ingress path and any peer is answered; a reload that adds the section attaches the guard
+/// (an unknown peer gets no answer), one that drops it detaches it again.
+#[test]
+fn the_guard_is_attached_only_while_the_policy_has_an_api_section() {
+    if !privileged() {
+        return;
+    }
+    let g = Guarded::start_with("enforcer-api-reload", "", false);
+    let policy = g.tmp.path.join("policy.yaml");
+    let ingress = || integration_tests::ingress_programs(&g.cg.path).unwrap();
+    let answered = || {
+        g.ns.run(|| connect_from(ip("127.0.0.66"), am("127.0.0.1"), NO_ANSWER))
+            .is_ok()
+    };
+    let reloads = || {
+        g.agent
+            .stderr_text()
+            .matches("\"message\":\"policy reloaded\"")
+            .count()
+    };
+    let reload = |sections: &str| {
+        let before = reloads();
+        std::fs::write(&policy, Guarded::policy_text(sections, false)).unwrap();
+        g.agent.signal(libc::SIGHUP);
+        wait_for(Duration::from_secs(10), "policy reloaded", || {
+            (reloads() > before).then_some(())
+        });
+    };
+    assert_eq!(ingress(), Vec::<String>::new(), "no api section, no guard");
+    assert!(answered(), "nothing guards the port");
+
+    reload(&format!("api:\n{ALLOW}"));
+    assert_eq!(ingress(), ["enforcer_api_ingress"]);
+    assert!(
+        !answered(),
+        "127.0.0.66 is refused once the section is live"
+    );
+
+    reload("");
+    let gone =
+        integration_tests::eventually(Duration::from_secs(5), Duration::from_millis(20), || {
+            ingress().is_empty().then_some(())
+        });
+    assert!(gone.is_some(), "guard detached: {:?}", ingress());
+    assert!(answered(), "answered again");
+}

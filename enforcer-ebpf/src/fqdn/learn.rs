@@ -37,6 +37,15 @@ const DNS_PORT: u16 = 53;
 
 #[cgroup_skb]
 pub fn enforcer_dns_ingress(ctx: SkBuffContext) -> i32 {
+    // The fast exit, before any map lookup or packet read: only a socket connected to port 53
+    // can teach (`REQUIRE_CONNECTED_PEER`, always set), and the receiving socket's peer port
+    // is a field of the context (`remote_port`, network order in the upper half on
+    // little-endian kernels). Every other packet delivered below the attach point leaves here.
+    let rp = ctx.skb.remote_port();
+    let rp = if rp > 0xffff { rp >> 16 } else { rp };
+    if u16::from_be(rp as u16) != DNS_PORT {
+        return 1;
+    }
     let settings = FQDN_SETTINGS.get(0).copied().unwrap_or_default();
     // Scope mode: only a socket on which a target sent a DNS query can teach; every other
     // packet leaves here (one cookie read and one lookup).

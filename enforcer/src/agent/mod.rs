@@ -218,8 +218,7 @@ impl Agent {
         if !scoped && !policy.targets.is_empty() {
             tracing::info!("--cgroup given: the policy's targets are not used");
         }
-        let mut kernel = Kernel::load_with(opts.pins.clone())?;
-        kernel.set_scoped(scoped);
+        let mut kernel = Kernel::load_with(opts.pins.clone(), scoped)?;
         let api_guard = api::ApiGuard::start(&mut kernel)?;
         let mut agent = Agent {
             stamp: opts.policy.as_deref().and_then(file_stamp),

@@ -27,6 +27,11 @@ pub struct FqdnTables {
 }
 
 impl FqdnTables {
+    /// Whether the policy allowlists any name (the DNS-learning program has work only then).
+    pub fn has_names(&self) -> bool {
+        !self.exact.is_empty() || !self.wildcard.is_empty()
+    }
+
     /// Whether a slot in `rules` allows `port` with the protocol class bit `class` — what the
     /// kernel computes from these tables.
     pub fn allows(&self, rules: u64, port: u16, class: u8) -> bool {

@@ -61,7 +61,13 @@ pub struct Kernel {
     /// Unpinned links per target cgroup id, by program (only without pinning); dropping a
     /// link detaches it.
     links: HashMap<u64, Vec<(&'static str, FdLink)>>,
-    /// Scope mode (see [`Config::scoped`]), written with the next [`Kernel::install`].
+    /// The cgroups the programs are attached to, by id (a reload attaches and detaches the
+    /// ingress programs there).
+    cgroups: HashMap<u64, Cgroup>,
+    /// The ingress programs attached (or to attach) with the others: those the installed
+    /// policy needs.
+    ingress: Ingress,
+    /// Scope mode (see [`Config::scoped`]), fixed at load ([`enforcer_common::SCOPED_GLOBAL`]).
     scoped: bool,
     /// Whether the DNS-learning program loaded (see [`Kernel::fqdn_learning`]).
     fqdn_learning: bool,
@@ -78,17 +84,20 @@ impl Kernel {
     /// Loads the programs into the kernel (verifier included), without pinning; nothing is
     /// attached yet.
     pub fn load() -> Result<Self, KernelError> {
-        Self::load_with(None)
+        Self::load_with(None, false)
     }
 
     /// Like [`Kernel::load`]. With `pins`, every map is pinned under it — or, when an earlier agent left pins there,
     /// adopted as it is (rules, active set, counters, queued events), so a restarted agent
-    /// continues exactly where the last one stopped.
-    pub fn load_with(pins: Option<Pins>) -> Result<Self, KernelError> {
+    /// continues exactly where the last one stopped. `scoped`: scope mode, the programs decide
+    /// only calls of target processes (see [`Kernel::set_targets`]).
+    pub fn load_with(pins: Option<Pins>, scoped: bool) -> Result<Self, KernelError> {
         if OBJECT.is_empty() {
             return Err(KernelError::NoObject);
         }
         let mut loader = EbpfLoader::new();
+        let scoped_value = u32::from(scoped);
+        loader.override_global(enforcer_common::SCOPED_GLOBAL, &scoped_value, true);
         // The identity programs read tracepoint fields at offsets that differ between kernels.
         // Without them (no tracefs) the agent still enforces in direct mode; scope mode
         // refuses to start (see `set_targets`).
@@ -150,7 +159,9 @@ impl Kernel {
             pins,
             adopted,
             links: HashMap::new(),
-            scoped: false,
+            cgroups: HashMap::new(),
+            ingress: Ingress::default(),
+            scoped,
             fqdn_learning,
             identity_links: None,
             identity_error,
@@ -168,12 +179,6 @@ impl Kernel {
             this.installed = true;
         }
         Ok(this)
-    }
-
-    /// Scope mode: the programs decide only calls of target tasks (see [`Kernel::set_targets`]).
-    /// Takes effect with the next [`Kernel::install`].
-    pub fn set_scoped(&mut self, scoped: bool) {
-        self.scoped = scoped;
     }
 
     /// The generation of the policy the programs read now (0 before any install).
@@ -272,15 +277,12 @@ impl Kernel {
     }
 
     /// The programs attached to every target, in the order they are attached: DNS learning
-    /// first (no connect is decided while answers go unlearned), the `sock_create` guard, the
-    /// API guard, then the four connect/sendmsg programs.
+    /// first (no connect is decided while answers go unlearned) and the API guard when the
+    /// installed policy needs them ([`Ingress`]), the `sock_create` guard, then the four
+    /// connect/sendmsg programs.
     fn cgroup_programs(&self) -> Vec<&'static str> {
-        let mut names = Vec::with_capacity(3 + PROGRAMS.len());
-        if self.fqdn_learning {
-            names.push(enforcer_common::fqdn::PROG_DNS_INGRESS);
-        }
+        let mut names = self.ingress.programs();
         names.push(prog_names::SOCK_CREATE);
-        names.push(enforcer_common::api::PROG_NAME);
         names.extend(PROGRAMS);
         names
     }
@@ -308,6 +310,62 @@ impl Kernel {
             // The earlier set of this cgroup (dropped: detached) after the new one is attached.
             None => drop(self.links.insert(id, held)),
         }
+        let dir = cgroup.dir.try_clone().map_err(|source| KernelError::Io {
+            path: cgroup.path.clone(),
+            source,
+        })?;
+        self.cgroups.insert(
+            id,
+            Cgroup {
+                path: cgroup.path.clone(),
+                dir,
+            },
+        );
+        Ok(())
+    }
+
+    /// Attaches `names` (ingress programs the next policy needs) to every cgroup the others are
+    /// attached to, next to what is there (pinned with a fresh name: nothing older is removed).
+    fn attach_more(&mut self, names: &[&'static str]) -> Result<(), KernelError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        for (&id, cgroup) in &self.cgroups {
+            let mut link_pins = match &self.pins {
+                Some(p) => Some(LinkPins::new(p.target_links(id))?),
+                None => None,
+            };
+            for &name in names {
+                if let Some(link) =
+                    progs::attach_cgroup(&mut self.ebpf, name, cgroup, link_pins.as_mut())?
+                {
+                    self.links.entry(id).or_default().push((name, link));
+                }
+                tracing::info!(program = name, cgroup = %cgroup.path.display(), "attached: the policy needs it");
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches `names` (ingress programs the installed policy no longer needs) from every
+    /// cgroup, pinned links included.
+    fn detach_some(&mut self, names: &[&'static str]) -> Result<(), KernelError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        for (&id, cgroup) in &self.cgroups {
+            if let Some(p) = &self.pins {
+                for &name in names {
+                    pin::remove_program_pins(&p.target_links(id), name)?;
+                }
+            }
+            if let Some(held) = self.links.get_mut(&id) {
+                held.retain(|(name, _)| !names.contains(name));
+            }
+            for &name in names {
+                tracing::info!(program = name, cgroup = %cgroup.path.display(), "detached: the policy no longer needs it");
+            }
+        }
         Ok(())
     }
 
@@ -325,13 +383,25 @@ impl Kernel {
         }
         // Dropping the links detaches them.
         self.links.remove(&cgroup_id);
+        self.cgroups.remove(&cgroup_id);
         Ok(())
     }
 
     /// Installs `compiled` without a moment where programs see a partial policy: the rule set
     /// the programs do not read is cleared and filled, then `ACTIVE` is flipped to it.
     /// (The first install fills set 0 before anything is attached.)
+    ///
+    /// An ingress program the new policy needs (DNS learning for `fqdn` rules, the API guard
+    /// for an `api:` section) is attached before anything of the policy is written; one it no
+    /// longer needs is detached after the flip (and the wait for readers).
     pub fn install(&mut self, compiled: &Compiled, generation: u32) -> Result<(), KernelError> {
+        let want = Ingress {
+            learning: self.fqdn_learning && compiled.fqdn.has_names(),
+            api: compiled.api.is_some(),
+        };
+        let both = want.or(self.ingress);
+        self.attach_more(&both.minus(self.ingress))?;
+        self.ingress = both;
         let target = if self.installed {
             (self.active + 1) % ACTIVE_SETS
         } else {
@@ -419,6 +489,8 @@ impl Kernel {
         if flipped {
             wait_for_readers();
         }
+        self.detach_some(&both.minus(want))?;
+        self.ingress = want;
         Ok(())
     }
 
@@ -464,6 +536,45 @@ impl Kernel {
         self.ebpf
             .map_mut(name)
             .ok_or(KernelError::MissingMap { name })
+    }
+}
+
+/// The ingress programs a policy needs; neither runs on a packet when its policy has no use
+/// for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Ingress {
+    /// DNS learning (`fqdn` rules, and the program loaded on this kernel).
+    learning: bool,
+    /// The API guard (an `api:` section).
+    api: bool,
+}
+
+impl Ingress {
+    fn programs(self) -> Vec<&'static str> {
+        let mut names = Vec::with_capacity(2);
+        if self.learning {
+            names.push(enforcer_common::fqdn::PROG_DNS_INGRESS);
+        }
+        if self.api {
+            names.push(enforcer_common::api::PROG_NAME);
+        }
+        names
+    }
+
+    fn or(self, other: Self) -> Self {
+        Self {
+            learning: self.learning || other.learning,
+            api: self.api || other.api,
+        }
+    }
+
+    /// The programs of `self` that `other` lacks.
+    fn minus(self, other: Self) -> Vec<&'static str> {
+        let theirs = other.programs();
+        self.programs()
+            .into_iter()
+            .filter(|n| !theirs.contains(n))
+            .collect()
     }
 }
 

@@ -234,6 +234,28 @@ pub fn remove_all(pins: &Pins) -> Result<usize, KernelError> {
     Ok(links)
 }
 
+/// Unlinks the link pins of `program` in the target directory `dir` (the program is detached
+/// from that target once no other reference holds its links); a missing directory has none.
+pub fn remove_program_pins(dir: &Path, program: &str) -> Result<(), KernelError> {
+    let prefix = format!("{program}-");
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io(dir))?.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 /// Unlinks every pin file in `dir`; returns how many.
 pub fn remove_dir_pins(dir: &Path) -> Result<usize, KernelError> {
     let mut n = 0;

@@ -42,6 +42,25 @@ impl Guarded {
     /// Like [`Guarded::start`]; with `scope`, the agent runs in scope mode instead: `--scope`
     /// of the test's cgroup, Alertmanager in a child cgroup of it, a `process:` target.
     pub fn start_in(prefix: &str, api: &str, scope: bool) -> Self {
+        Self::start_with(prefix, &format!("api:\n{api}"), scope)
+    }
+
+    /// The policy file [`Guarded::start_with`] writes: `sections` (e.g. an `api:` section)
+    /// after a block of the cloud metadata service.
+    pub fn policy_text(sections: &str, scope: bool) -> String {
+        format!(
+            "mode: enforce\ndefault: allow\nblock:\n  - preset: cloud-metadata\n{sections}{}",
+            if scope {
+                "targets:\n  - process: [prometheus-alertmanager]\n"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// Like [`Guarded::start_in`], with the policy's `sections` (`api:` and what else) given
+    /// whole (none: no API guard).
+    pub fn start_with(prefix: &str, sections: &str, scope: bool) -> Self {
         let ns = NetNs::new(prefix).unwrap();
         // A second IPv6 address on lo, inside the namespace only: a peer that is not ::1.
         ns.ip(&["-6", "addr", "add", "fd00::66/128", "dev", "lo"])
@@ -49,18 +68,7 @@ impl Guarded {
         let cg = TestCgroup::new().unwrap();
         let tmp = TempDir::new().unwrap();
         let policy = tmp.path.join("policy.yaml");
-        std::fs::write(
-            &policy,
-            format!(
-                "mode: enforce\ndefault: allow\nblock:\n  - preset: cloud-metadata\napi:\n{api}{}",
-                if scope {
-                    "targets:\n  - process: [prometheus-alertmanager]\n"
-                } else {
-                    ""
-                }
-            ),
-        )
-        .unwrap();
+        std::fs::write(&policy, Self::policy_text(sections, scope)).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
