@@ -29,14 +29,23 @@ pub mod map_names {
     pub const V4_FILTER: &str = "V4_FILTER";
     /// `HashMap<AutoKey, u32>`: automatic rules, per target process (see [`crate::AutoKey`]).
     pub const AUTO_ALLOW: &str = "AUTO_ALLOW";
+    /// IPv4 exact entries (`/32`s, see [`crate::ExactValue`]), one hash map per rule set,
+    /// looked up before the trie.
+    pub const V4_EXACT: [&str; 2] = ["V4_EXACT_0", "V4_EXACT_1"];
+    /// IPv6 exact entries (`/128`s), one hash map per rule set.
+    pub const V6_EXACT: [&str; 2] = ["V6_EXACT_0", "V6_EXACT_1"];
 
     /// Every map of this module (all are pinned when the agent runs with pinning; so are
     /// [`crate::identity::map_names::ALL`] and [`crate::fqdn::map_names::ALL`]).
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 14] = [
         V4_RULES[0],
         V4_RULES[1],
         V6_RULES[0],
         V6_RULES[1],
+        V4_EXACT[0],
+        V4_EXACT[1],
+        V6_EXACT[0],
+        V6_EXACT[1],
         CONFIG,
         ACTIVE,
         COUNTERS,
@@ -48,7 +57,7 @@ pub mod map_names {
 
 /// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
 /// pinned map changes shape: an agent only adopts pins of its own layout version.
-pub const PIN_LAYOUT_VERSION: u32 = 5;
+pub const PIN_LAYOUT_VERSION: u32 = 6;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.
@@ -208,33 +217,57 @@ pub struct Clause {
     pub _pad: [u8; 2],
 }
 
-/// Value of an LPM entry. Clauses are ordered: every ALLOW clause before every BLOCK clause,
-/// BLOCK clauses from the most specific rule to the least; the first match decides, no match
-/// falls through to the FQDN map and the default.
+/// The clauses of one map entry, in the order the kernel walks them. Clauses are ordered:
+/// every ALLOW clause before every BLOCK clause, BLOCK clauses from the most specific rule to
+/// the least; the first match decides, no match falls through to the FQDN map and the default.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LpmValue {
+pub struct ClauseList<const N: usize> {
     pub n_clauses: u32,
-    pub clauses: [Clause; MAX_CLAUSES],
+    pub clauses: [Clause; N],
 }
 
-impl Default for LpmValue {
+/// Value of an LPM trie entry: up to [`MAX_CLAUSES`] clauses.
+pub type LpmValue = ClauseList<MAX_CLAUSES>;
+
+/// Clauses an exact entry holds: a `/32` or `/128` entry with at most this many clauses lives
+/// in the exact hash map of its family ([`map_names::V4_EXACT`], [`map_names::V6_EXACT`]),
+/// every other entry in the LPM trie. A blocked address of a feed is one clause; a metadata
+/// address inside `private` with ports two or three.
+pub const EXACT_CLAUSES: usize = 4;
+
+/// Value of an exact (full-length) entry: a hash lookup instead of the trie's walk. An address
+/// that has an exact entry would get that same entry from the trie (nothing is longer than a
+/// full-length prefix), so the programs look it up first and, on a hit, never walk the trie —
+/// also when none of its clauses matches (the trie would not fall back to a shorter prefix
+/// either).
+pub type ExactValue = ClauseList<EXACT_CLAUSES>;
+
+/// Whether an entry of `prefix_len` bits (of `full_len`: 32 or 128) with `n_clauses` clauses
+/// goes into the exact hash map rather than the trie (one rule for the agent's writer and its
+/// capacity check).
+#[inline(always)]
+pub const fn is_exact(prefix_len: u8, full_len: u8, n_clauses: usize) -> bool {
+    prefix_len == full_len && n_clauses <= EXACT_CLAUSES
+}
+
+impl<const N: usize> Default for ClauseList<N> {
     fn default() -> Self {
         Self {
             n_clauses: 0,
-            clauses: [Clause::default(); MAX_CLAUSES],
+            clauses: [Clause::default(); N],
         }
     }
 }
 
-impl LpmValue {
+impl<const N: usize> ClauseList<N> {
     /// The first clause matching `port` (host order) and the protocol class bit `proto_class`.
     /// This is the clause scan of the kernel verdict; the agent's map emulation uses it too.
     #[inline(always)]
     pub fn first_match(&self, port: u16, proto_class: u8) -> Option<&Clause> {
         let n = self.n_clauses as usize;
         // A constant bound keeps the verifier happy; `n` ends the walk early.
-        for i in 0..MAX_CLAUSES {
+        for i in 0..N {
             if i >= n {
                 break;
             }
@@ -244,6 +277,16 @@ impl LpmValue {
             }
         }
         None
+    }
+
+    /// The list holding `own` (at most `N` clauses; the caller checks).
+    pub fn of(own: &[Clause]) -> Self {
+        let mut value = Self {
+            n_clauses: own.len() as u32,
+            ..Self::default()
+        };
+        value.clauses[..own.len()].copy_from_slice(own);
+        value
     }
 }
 
@@ -267,6 +310,14 @@ pub fn v4_filter_pos(addr: [u8; 4]) -> (usize, u64) {
 
 /// Capacity of each LPM trie (prefixes per family per rule set).
 pub const MAX_PREFIXES: u32 = 262_144;
+
+/// Capacity of each IPv4 exact hash map (`/32` entries per rule set). Hash maps are created
+/// without preallocation: entries cost memory as they are written; the bucket array (16 bytes
+/// per slot, a power of two) is allocated whole.
+pub const MAX_EXACT_V4: u32 = 262_144;
+
+/// Capacity of each IPv6 exact hash map (`/128` entries per rule set).
+pub const MAX_EXACT_V6: u32 = 65_536;
 
 /// Size of the event ring buffer in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
@@ -395,8 +446,8 @@ mod pod {
     // Each type: plain #[repr(C)] integers with explicit padding, so any bit pattern is valid.
     // SAFETY: Clause is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::Clause {}
-    // SAFETY: LpmValue is #[repr(C)] integers only (padding explicit).
-    unsafe impl aya::Pod for super::LpmValue {}
+    // SAFETY: ClauseList is #[repr(C)] integers only (padding explicit).
+    unsafe impl<const N: usize> aya::Pod for super::ClauseList<N> {}
     // SAFETY: Config is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: EventHeader is #[repr(C)] integers only (padding explicit).

@@ -8,11 +8,13 @@
 //!   [`direction::EGRESS`], then FQDN-learned addresses and the policy default.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
 };
 use enforcer_common::{
-    ACTIVE_SETS, Clause, Config, LpmValue, MAX_PREFIXES, V4_KEY_LEN, V4Filter, V6_KEY_LEN, action,
+    ACTIVE_SETS, Clause, Config, ExactValue, LpmValue, MAX_EXACT_V4, MAX_EXACT_V6, MAX_PREFIXES,
+    V4_KEY_LEN, V4Filter, V6_KEY_LEN, action,
     api::ApiConfig,
     direction, proto, rule_id,
     rules::{key_prefix_len, v4_key, v6_key},
@@ -29,11 +31,27 @@ static V4_RULES_1: LpmTrie<[u8; V4_KEY_LEN], LpmValue> = LpmTrie::with_max_entri
 static V6_RULES_0: LpmTrie<[u8; V6_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map]
 static V6_RULES_1: LpmTrie<[u8; V6_KEY_LEN], LpmValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+// Exact (full-length) entries, keyed like the tries' data (direction tag, address).
+#[map]
+static V4_EXACT_0: HashMap<[u8; V4_KEY_LEN], ExactValue> =
+    HashMap::with_max_entries(MAX_EXACT_V4, BPF_F_NO_PREALLOC);
+#[map]
+static V4_EXACT_1: HashMap<[u8; V4_KEY_LEN], ExactValue> =
+    HashMap::with_max_entries(MAX_EXACT_V4, BPF_F_NO_PREALLOC);
+#[map]
+static V6_EXACT_0: HashMap<[u8; V6_KEY_LEN], ExactValue> =
+    HashMap::with_max_entries(MAX_EXACT_V6, BPF_F_NO_PREALLOC);
+#[map]
+static V6_EXACT_1: HashMap<[u8; V6_KEY_LEN], ExactValue> =
+    HashMap::with_max_entries(MAX_EXACT_V6, BPF_F_NO_PREALLOC);
 #[map]
 static V4_FILTER: Array<V4Filter> = Array::with_max_entries(ACTIVE_SETS, 0);
 
 /// The one rule lookup of both directions: the first clause of the longest-prefix entry for
 /// (`dir`, `addr`) in rule set `set` that matches `port` (host order) and `proto_class`.
+///
+/// The exact hash map first: an address with a full-length entry there would get that same
+/// entry from the trie, so a hit decides (matching clause or none) without the trie's walk.
 #[inline(always)]
 pub fn can_access(
     set: u32,
@@ -42,25 +60,53 @@ pub fn can_access(
     port: u16,
     proto_class: u8,
 ) -> Option<&'static Clause> {
-    let entry = match addr {
+    // Each map is named at its own call site: a call that sees one map only keeps the
+    // verifier's inlined lookup (a register holding either of two maps would lose it).
+    match addr {
         Dst::V4(a) => {
-            let key = Key::new(key_prefix_len(32), v4_key(dir, *a));
-            if set == 0 {
+            let data = v4_key(dir, *a);
+            // SAFETY: the value is read in place while this program runs (RCU read side); the
+            // agent rewrites a rule set only after a grace period past its flip.
+            let exact = unsafe {
+                if set == 0 {
+                    V4_EXACT_0.get(&data)
+                } else {
+                    V4_EXACT_1.get(&data)
+                }
+            };
+            if let Some(v) = exact {
+                return v.first_match(port, proto_class);
+            }
+            let key = Key::new(key_prefix_len(32), data);
+            let entry = if set == 0 {
                 V4_RULES_0.get(&key)
             } else {
                 V4_RULES_1.get(&key)
-            }
+            };
+            entry.and_then(|e| e.first_match(port, proto_class))
         }
         Dst::V6(a) => {
-            let key = Key::new(key_prefix_len(128), v6_key(dir, *a));
-            if set == 0 {
+            let data = v6_key(dir, *a);
+            // SAFETY: as above.
+            let exact = unsafe {
+                if set == 0 {
+                    V6_EXACT_0.get(&data)
+                } else {
+                    V6_EXACT_1.get(&data)
+                }
+            };
+            if let Some(v) = exact {
+                return v.first_match(port, proto_class);
+            }
+            let key = Key::new(key_prefix_len(128), data);
+            let entry = if set == 0 {
                 V6_RULES_0.get(&key)
             } else {
                 V6_RULES_1.get(&key)
-            }
+            };
+            entry.and_then(|e| e.first_match(port, proto_class))
         }
-    };
-    entry.and_then(|e| e.first_match(port, proto_class))
+    }
 }
 
 /// Ingress (the API guard): the rule id that refuses a TCP connection from `peer` to a guarded

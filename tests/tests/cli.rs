@@ -165,7 +165,7 @@ fn check_prints_targets_capacity_and_warnings() {
         "  process prometheus-alertmanager  (",
         "execs are matched by \"prometheus-aler\"",
         "capacity (used of available, per rule set): IPv4 entries ",
-        " of 262,144; IPv6 entries ",
+        " of 262,144, /32 entries 0 of 262,144; IPv6 entries ",
         "; fqdn rules 1 of 64",
     ] {
         assert!(out.contains(needle), "{needle} missing:\n{out}");
@@ -202,9 +202,9 @@ fn check_and_run_refuse_a_policy_that_does_not_fit_the_maps() {
     assert_eq!(
         err.trim_end(),
         format!(
-            "{}: the policy needs 270,000 IPv4 map entries, more than the 262,144 the kernel map \
-             holds; remove at least 7,856 IPv4 prefixes (adjacent prefixes may be merged into \
-             shorter ones)",
+            "{}: the policy needs 270,000 IPv4 /32 map entries, more than the 262,144 the kernel \
+             map holds; remove at least 7,856 IPv4 /32 prefixes (adjacent prefixes may be merged \
+             into shorter ones)",
             p.display()
         )
     );
@@ -220,7 +220,7 @@ fn check_and_run_refuse_a_policy_that_does_not_fit_the_maps() {
     ]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("the policy needs 270,000 IPv4 map entries"),
+        err.contains("the policy needs 270,000 IPv4 /32 map entries"),
         "{err}"
     );
 }

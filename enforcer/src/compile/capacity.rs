@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use enforcer_common::{MAX_PREFIXES, fqdn::MAX_RULES as MAX_FQDN_RULES};
+use enforcer_common::{
+    MAX_EXACT_V4, MAX_EXACT_V6, MAX_PREFIXES, fqdn::MAX_RULES as MAX_FQDN_RULES,
+};
 
 use crate::policy::{Location, Policy};
 
@@ -20,13 +22,19 @@ impl Usage {
     }
 }
 
-/// Map entries a compiled policy needs, per family, next to what the maps hold.
+/// Map entries a compiled policy needs, per family, next to what the maps hold. Full-length
+/// entries of at most [`enforcer_common::EXACT_CLAUSES`] clauses go to the exact hash maps,
+/// the others to the LPM tries ([`enforcer_common::is_exact`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
     /// Entries of the IPv4 LPM trie (per rule set; there are two, for reloads).
     pub v4: Usage,
+    /// Entries of the IPv4 exact hash map (`/32`s).
+    pub v4_exact: Usage,
     /// Entries of the IPv6 LPM trie.
     pub v6: Usage,
+    /// Entries of the IPv6 exact hash map (`/128`s).
+    pub v6_exact: Usage,
     /// `fqdn` rules (one bit each in the kernel's FQDN tables).
     pub fqdn: Usage,
 }
@@ -55,18 +63,24 @@ pub enum CapacityError {
     },
 }
 
+/// Entries of one family: (LPM trie, exact hash map).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FamilyEntries {
+    pub trie: usize,
+    pub exact: usize,
+}
+
 impl Capacity {
-    pub fn of(v4_entries: usize, v6_entries: usize, fqdn_rules: usize) -> Self {
-        let prefixes = MAX_PREFIXES as usize;
+    pub fn of(v4: FamilyEntries, v6: FamilyEntries, fqdn_rules: usize) -> Self {
+        let usage = |used: usize, available: u32| Usage {
+            used,
+            available: available as usize,
+        };
         Self {
-            v4: Usage {
-                used: v4_entries,
-                available: prefixes,
-            },
-            v6: Usage {
-                used: v6_entries,
-                available: prefixes,
-            },
+            v4: usage(v4.trie, MAX_PREFIXES),
+            v4_exact: usage(v4.exact, MAX_EXACT_V4),
+            v6: usage(v6.trie, MAX_PREFIXES),
+            v6_exact: usage(v6.exact, MAX_EXACT_V6),
             fqdn: Usage {
                 used: fqdn_rules,
                 available: MAX_FQDN_RULES as usize,
@@ -76,7 +90,12 @@ impl Capacity {
 
     /// Refuses what the kernel maps cannot hold (the loader would fail with ENOSPC).
     pub fn check(&self, policy: &Policy) -> Result<(), CapacityError> {
-        for (family, usage) in [("IPv4", self.v4), ("IPv6", self.v6)] {
+        for (family, usage) in [
+            ("IPv4 /32", self.v4_exact),
+            ("IPv4", self.v4),
+            ("IPv6 /128", self.v6_exact),
+            ("IPv6", self.v6),
+        ] {
             if !usage.fits() {
                 return Err(CapacityError::Prefixes {
                     file: policy.source.clone(),
@@ -102,9 +121,11 @@ impl fmt::Display for Capacity {
         let line = |u: Usage| format!("{} of {}", grouped(u.used), grouped(u.available));
         write!(
             f,
-            "IPv4 entries {}; IPv6 entries {}; fqdn rules {}",
+            "IPv4 entries {}, /32 entries {}; IPv6 entries {}, /128 entries {}; fqdn rules {}",
             line(self.v4),
+            line(self.v4_exact),
             line(self.v6),
+            line(self.v6_exact),
             line(self.fqdn)
         )
     }

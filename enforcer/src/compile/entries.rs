@@ -53,15 +53,9 @@ impl<N: Copy> Entries<N> {
         &self.clauses[start..self.ends[i] as usize]
     }
 
-    /// Entry `i` as the kernel map holds it.
+    /// Entry `i` as the kernel's trie holds it.
     pub fn value(&self, i: usize) -> LpmValue {
-        let own = self.clauses(i);
-        let mut value = LpmValue {
-            n_clauses: own.len() as u32,
-            ..LpmValue::default()
-        };
-        value.clauses[..own.len()].copy_from_slice(own);
-        value
+        LpmValue::of(self.clauses(i))
     }
 
     /// (prefix, kernel value) of every entry, in order.

@@ -28,7 +28,7 @@ mod render;
 mod tests;
 
 pub use api::CompiledApi;
-pub use capacity::{Capacity, CapacityError, Usage};
+pub use capacity::{Capacity, CapacityError, FamilyEntries, Usage};
 pub use entries::Entries;
 pub use prefilter::V4Prefilter;
 pub use render::render;
@@ -36,7 +36,7 @@ pub use render::render;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use enforcer_common::{LpmValue, action, proto, rule_id, verdict};
+use enforcer_common::{LpmValue, action, is_exact, proto, rule_id, verdict};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::policy::{Location, Policy, Rule, normalize_addr};
@@ -123,8 +123,13 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     }
     let (v4, v6) = entries(&policy.rules, &policy.source)?;
     let api = policy.api.as_ref().map(api::compile).transpose()?;
-    let (api_v4, api_v6) = api.as_ref().map_or((0, 0), |a| (a.v4.len(), a.v6.len()));
-    let capacity = Capacity::of(v4.len() + api_v4, v6.len() + api_v6, policy.fqdns.len());
+    let api_v4 = api.as_ref().map(|a| &a.v4);
+    let api_v6 = api.as_ref().map(|a| &a.v6);
+    let capacity = Capacity::of(
+        family_entries([Some(&v4), api_v4], 32, |n| n.prefix_len()),
+        family_entries([Some(&v6), api_v6], 128, |n| n.prefix_len()),
+        policy.fqdns.len(),
+    );
     capacity.check(policy)?;
     Ok(Compiled {
         mode: policy.mode.code(),
@@ -136,6 +141,26 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
         fqdn: crate::fqdn::tables::compile(policy)?,
         api,
     })
+}
+
+/// How many of one family's entries (both directions) go to the trie and how many to the
+/// exact hash map: the rule the kernel writer follows ([`enforcer_common::is_exact`]).
+fn family_entries<N: Copy>(
+    entries: [Option<&Entries<N>>; 2],
+    full_len: u8,
+    len: impl Fn(N) -> u8,
+) -> FamilyEntries {
+    let mut out = FamilyEntries::default();
+    for e in entries.into_iter().flatten() {
+        for i in 0..e.len() {
+            if is_exact(len(e.net(i)), full_len, e.clauses(i).len()) {
+                out.exact += 1;
+            } else {
+                out.trie += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The LPM entries of one direction's rules (rule id = index into `rules`).

@@ -4,14 +4,10 @@ use std::collections::HashMap;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::links::FdLink,
 };
-use enforcer_common::{
-    ACTIVE_SETS, Config, LpmValue, V4_KEY_LEN, V4Filter, V6_KEY_LEN, counter, direction, hook,
-    map_names, prog_names,
-    rules::{key_prefix_len, v4_key, v6_key},
-};
+use enforcer_common::{ACTIVE_SETS, Config, V4Filter, counter, hook, map_names, prog_names};
 
 use crate::{cgroup::Cgroup, compile::Compiled};
 
@@ -23,6 +19,7 @@ pub mod identity;
 mod maps;
 pub mod pin;
 mod progs;
+mod rules;
 
 pub use comm::{comm_key, comm_text};
 pub use error::{KernelError, map_err};
@@ -409,46 +406,7 @@ impl Kernel {
         };
         let scoped = u32::from(self.scoped);
         let t = target as usize;
-        {
-            let name = map_names::V4_RULES[t];
-            let mut v4: LpmTrie<&mut MapData, [u8; V4_KEY_LEN], LpmValue> =
-                LpmTrie::try_from(self.map(name)?).map_err(map_err(name))?;
-            clear_trie(&mut v4).map_err(map_err(name))?;
-            for (net, value) in compiled.v4.iter() {
-                let key = Key::new(
-                    key_prefix_len(u32::from(net.prefix_len())),
-                    v4_key(direction::EGRESS, net.network().octets()),
-                );
-                v4.insert(&key, value, 0).map_err(map_err(name))?;
-            }
-            for (net, value) in compiled.api.iter().flat_map(|a| a.v4.iter()) {
-                let key = Key::new(
-                    key_prefix_len(u32::from(net.prefix_len())),
-                    v4_key(direction::INGRESS, net.network().octets()),
-                );
-                v4.insert(&key, value, 0).map_err(map_err(name))?;
-            }
-        }
-        {
-            let name = map_names::V6_RULES[t];
-            let mut v6: LpmTrie<&mut MapData, [u8; V6_KEY_LEN], LpmValue> =
-                LpmTrie::try_from(self.map(name)?).map_err(map_err(name))?;
-            clear_trie(&mut v6).map_err(map_err(name))?;
-            for (net, value) in compiled.v6.iter() {
-                let key = Key::new(
-                    key_prefix_len(u32::from(net.prefix_len())),
-                    v6_key(direction::EGRESS, net.network().octets()),
-                );
-                v6.insert(&key, value, 0).map_err(map_err(name))?;
-            }
-            for (net, value) in compiled.api.iter().flat_map(|a| a.v6.iter()) {
-                let key = Key::new(
-                    key_prefix_len(u32::from(net.prefix_len())),
-                    v6_key(direction::INGRESS, net.network().octets()),
-                );
-                v6.insert(&key, value, 0).map_err(map_err(name))?;
-            }
-        }
+        rules::write(&mut self.ebpf, compiled, t)?;
         {
             let name = map_names::V4_FILTER;
             let mut filter: Array<&mut MapData, V4Filter> =

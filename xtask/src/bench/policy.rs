@@ -49,8 +49,10 @@ pub struct BenchPolicy {
     pub compiled: Compiled,
     /// Not covered by any block prefix: the allow path (`default: allow`).
     pub allow_dsts: Vec<Ipv4Addr>,
-    /// Inside a block prefix: the deny path.
+    /// Inside a /24–/31 block prefix: the deny path through the LPM trie.
     pub deny_dsts: Vec<Ipv4Addr>,
+    /// A blocked /32 (a feed's entry): the deny path through the exact hash map.
+    pub deny_host_dsts: Vec<Ipv4Addr>,
 }
 
 /// Builds a policy with `n` block prefixes and `n_dsts` destinations of each kind.
@@ -63,6 +65,14 @@ pub fn generate(rng: &mut Rng, n: usize, n_dsts: usize) -> anyhow::Result<BenchP
         if seen.insert((addr, len)) {
             nets.push((addr, len));
         }
+    }
+    // Both deny paths need their prefixes: at least one /32 and one shorter prefix.
+    if !nets.iter().any(|&(_, len)| len == 32) {
+        let last = nets.len() - 1;
+        nets[last].1 = 32;
+    }
+    if nets.iter().all(|&(_, len)| len == 32) {
+        nets[0] = (nets[0].0 & 0xffff_ff00, 24);
     }
     let mut yaml = String::with_capacity(n * 28 + 64);
     yaml.push_str("mode: enforce\ndefault: allow\nblock:\n");
@@ -82,24 +92,31 @@ pub fn generate(rng: &mut Rng, n: usize, n_dsts: usize) -> anyhow::Result<BenchP
             allow_dsts.push(a);
         }
     }
-    let mut deny_dsts = Vec::with_capacity(n_dsts);
-    for _ in 0..n_dsts {
-        let (addr, len) = nets[rng.below(nets.len() as u64) as usize];
-        let host_bits = if len == 32 {
-            0
-        } else {
-            rng.next_u64() as u32 & (u32::MAX >> len)
-        };
-        let a = Ipv4Addr::from(addr | host_bits);
-        ensure!(
-            verdict_of(a) == verdict::DENY,
-            "{a} inside a block prefix is not denied"
-        );
-        deny_dsts.push(a);
-    }
+    let (hosts, shorter): (Vec<_>, Vec<_>) = nets.iter().partition(|&&(_, len)| len == 32);
+    let mut pick = |from: &[(u32, u32)]| -> anyhow::Result<Vec<Ipv4Addr>> {
+        let mut dsts = Vec::with_capacity(n_dsts);
+        for _ in 0..n_dsts {
+            let (addr, len) = from[rng.below(from.len() as u64) as usize];
+            let host_bits = if len == 32 {
+                0
+            } else {
+                rng.next_u64() as u32 & (u32::MAX >> len)
+            };
+            let a = Ipv4Addr::from(addr | host_bits);
+            ensure!(
+                verdict_of(a) == verdict::DENY,
+                "{a} inside a block prefix is not denied"
+            );
+            dsts.push(a);
+        }
+        Ok(dsts)
+    };
+    let deny_dsts = pick(&shorter)?;
+    let deny_host_dsts = pick(&hosts)?;
     Ok(BenchPolicy {
         compiled,
         allow_dsts,
         deny_dsts,
+        deny_host_dsts,
     })
 }

@@ -94,7 +94,8 @@ pub fn render(
                     m <= DENY_MAX_NS,
                     &mut missed,
                     format!(
-                        "deny + event at {} prefixes: {m:.1} ns > {DENY_MAX_NS:.0} ns",
+                        "{} at {} prefixes: {m:.1} ns > {DENY_MAX_NS:.0} ns",
+                        case.label,
                         thousands(n)
                     ),
                 ),

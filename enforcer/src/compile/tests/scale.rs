@@ -4,13 +4,13 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use enforcer_common::{MAX_PREFIXES, proto};
+use enforcer_common::{EXACT_CLAUSES, MAX_EXACT_V4, MAX_EXACT_V6, MAX_PREFIXES, proto};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{assert_agree, net, policy, rule};
-use crate::compile::{CapacityError, CompileError, compile, render};
+use crate::compile::{CapacityError, CompileError, capacity::grouped, compile, render};
 use crate::policy::{
     DefaultVerdict, PortRange, Rule, RuleAction, default_policy, normalize_net, parse_policy,
 };
@@ -66,7 +66,7 @@ fn large_policies_compile_fast() {
     };
     assert_eq!((c.v4.len(), c.v6.len()), (distinct(true), distinct(false)));
     assert!(c.v4.len() > 90_000);
-    assert_eq!(c.capacity.v4.used, c.v4.len());
+    assert_eq!(c.capacity.v4.used + c.capacity.v4_exact.used, c.v4.len());
     // O(n log n): 110,000 rules take well under a second in a release build; the bound leaves
     // room for a debug build on a loaded machine and still catches a quadratic walk.
     assert!(elapsed < COMPILE_BOUND, "{elapsed:?}");
@@ -79,14 +79,18 @@ fn large_policies_compile_fast() {
 
 const COMPILE_BOUND: Duration = Duration::from_secs(if cfg!(debug_assertions) { 20 } else { 3 });
 
-/// `n` distinct IPv4 /32 blocks (or IPv6 /128s), as a threat feed lists them.
-fn host_blocks(n: usize, v6: bool) -> Vec<Rule> {
+/// `n` distinct IPv4 /32 blocks (or IPv6 /128s), as a threat feed lists them; with `shorter`,
+/// /31s (/127s) instead, which the tries hold.
+fn host_blocks(n: usize, v6: bool, shorter: bool) -> Vec<Rule> {
+    let (len4, len6) = if shorter { (31, 127) } else { (32, 128) };
     (0..n as u128)
         .map(|i| {
             let net = if v6 {
-                IpNet::V6(Ipv6Net::new(Ipv6Addr::from((0x2001_0db8u128 << 96) | i), 128).unwrap())
+                let a = (0x2001_0db8u128 << 96) | (i << (128 - u32::from(len6)));
+                IpNet::V6(Ipv6Net::new(Ipv6Addr::from(a), len6).unwrap())
             } else {
-                IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0b00_0000 + i as u32), 32).unwrap())
+                let a = 0x0b00_0000 + ((i as u32) << (32 - u32::from(len4)));
+                IpNet::V4(Ipv4Net::new(Ipv4Addr::from(a), len4).unwrap())
             };
             rule(RuleAction::Block, net, vec![], proto::ALL)
         })
@@ -95,20 +99,32 @@ fn host_blocks(n: usize, v6: bool) -> Vec<Rule> {
 
 #[test]
 fn a_full_map_fits_and_one_more_entry_is_refused() {
-    let max = MAX_PREFIXES as usize;
-    for v6 in [false, true] {
-        let p = policy(DefaultVerdict::Allow, host_blocks(max, v6));
+    // (IPv6, trie?, capacity, what check prints, what the error names)
+    let cases = [
+        (false, true, MAX_PREFIXES, "IPv4 entries", "IPv4"),
+        (false, false, MAX_EXACT_V4, "/32 entries", "IPv4 /32"),
+        (true, true, MAX_PREFIXES, "IPv6 entries", "IPv6"),
+        (true, false, MAX_EXACT_V6, "/128 entries", "IPv6 /128"),
+    ];
+    for (v6, trie, max, shown, family) in cases {
+        let max = max as usize;
+        let p = policy(DefaultVerdict::Allow, host_blocks(max, v6, trie));
         let c = compile(&p).unwrap();
-        let usage = if v6 { c.capacity.v6 } else { c.capacity.v4 };
+        let usage = match (v6, trie) {
+            (false, true) => c.capacity.v4,
+            (false, false) => c.capacity.v4_exact,
+            (true, true) => c.capacity.v6,
+            (true, false) => c.capacity.v6_exact,
+        };
         assert_eq!((usage.used, usage.available), (max, max));
         let text = render(&p, &c);
-        let family = if v6 { "IPv6" } else { "IPv4" };
+        let max_text = grouped(max);
         assert!(
-            text.contains(&format!("{family} entries 262,144 of 262,144")),
+            text.contains(&format!("{shown} {max_text} of {max_text}")),
             "{}",
             &text[..text.len().min(2_000)]
         );
-        let p = policy(DefaultVerdict::Allow, host_blocks(max + 1, v6));
+        let p = policy(DefaultVerdict::Allow, host_blocks(max + 1, v6, trie));
         let e = compile(&p).unwrap_err();
         assert!(
             matches!(
@@ -121,12 +137,42 @@ fn a_full_map_fits_and_one_more_entry_is_refused() {
         assert_eq!(
             e.to_string(),
             format!(
-                "t.yaml: the policy needs 262,145 {family} map entries, more than the 262,144 \
+                "t.yaml: the policy needs {} {family} map entries, more than the {max_text} \
                  the kernel map holds; remove at least 1 {family} prefixes (adjacent prefixes \
-                 may be merged into shorter ones)"
+                 may be merged into shorter ones)",
+                grouped(max + 1)
             )
         );
     }
+}
+
+/// A full-length entry with more clauses than an exact value holds stays in the trie.
+#[test]
+fn a_host_entry_with_many_clauses_is_counted_in_the_trie() {
+    let ports = |n: u16| (0..n).map(|i| PortRange::single(100 + 2 * i)).collect();
+    let rules = vec![
+        rule(
+            RuleAction::Block,
+            net("192.0.2.1/32"),
+            ports(EXACT_CLAUSES as u16),
+            proto::ALL,
+        ),
+        rule(
+            RuleAction::Block,
+            net("192.0.2.2/32"),
+            ports(EXACT_CLAUSES as u16 + 1),
+            proto::ALL,
+        ),
+        rule(
+            RuleAction::Block,
+            net("2001:db8::1/128"),
+            vec![],
+            proto::TCP,
+        ),
+    ];
+    let c = compile(&policy(DefaultVerdict::Allow, rules)).unwrap();
+    assert_eq!((c.capacity.v4.used, c.capacity.v4_exact.used), (1, 1));
+    assert_eq!((c.capacity.v6.used, c.capacity.v6_exact.used), (0, 1));
 }
 
 #[test]
@@ -141,11 +187,11 @@ fn the_issue_policy_of_270000_host_blocks_is_refused_by_check() {
     let e = compile(&p).unwrap_err().to_string();
     assert!(
         e.starts_with(
-            "feed.yaml: the policy needs 270,000 IPv4 map entries, more than the 262,144"
+            "feed.yaml: the policy needs 270,000 IPv4 /32 map entries, more than the 262,144"
         ),
         "{e}"
     );
-    assert!(e.contains("remove at least 7,856 IPv4 prefixes"), "{e}");
+    assert!(e.contains("remove at least 7,856 IPv4 /32 prefixes"), "{e}");
 }
 
 #[test]
