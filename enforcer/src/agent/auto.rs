@@ -90,7 +90,7 @@ pub fn derive(proc_root: &Path, pids: &[u32], settings: AlertmanagerSettings) ->
                 Ok(text) => {
                     for (addr, line) in name_servers(&text) {
                         let at = Location {
-                            file: file.clone(),
+                            file: file.clone().into(),
                             line,
                             column: 1,
                         };
@@ -113,7 +113,7 @@ pub fn derive(proc_root: &Path, pids: &[u32], settings: AlertmanagerSettings) ->
             let file = dir.join("cmdline").display().to_string();
             for peer in flags.peers {
                 let at = Location {
-                    file: file.clone(),
+                    file: file.clone().into(),
                     line: 1,
                     column: peer.column,
                 };

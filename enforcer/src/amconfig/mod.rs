@@ -128,7 +128,7 @@ pub fn load(path: &Path) -> Result<AmConfig, AmConfigError> {
         let (line, column) = crate::input::position(e.as_bytes(), e.utf8_error().valid_up_to());
         AmConfigError::Invalid {
             location: Location {
-                file: name.clone(),
+                file: name.clone().into(),
                 line,
                 column,
             },
@@ -149,7 +149,7 @@ pub const MAX_FIELD_FILE_BYTES: u64 = 64 << 10;
 pub fn parse(text: &str, source_name: &str, base: &Path) -> Result<AmConfig, AmConfigError> {
     let root = yaml::parse(text, &YAML).map_err(|e| AmConfigError::Invalid {
         location: Location {
-            file: source_name.to_owned(),
+            file: source_name.into(),
             line: e.line,
             column: e.column,
         },

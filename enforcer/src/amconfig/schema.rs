@@ -179,7 +179,7 @@ impl Walk<'_> {
     fn err(&self, node: &Node, problem: Problem) -> AmConfigError {
         AmConfigError::Invalid {
             location: Location {
-                file: self.file.to_owned(),
+                file: self.file.into(),
                 line: node.line,
                 column: node.column,
             },

@@ -171,7 +171,7 @@ fn too_many_clauses(
         .first()
         .map(|r| r.location.clone())
         .unwrap_or_else(|| Location {
-            file: source.to_owned(),
+            file: source.into(),
             line: 1,
             column: 1,
         });

@@ -49,7 +49,7 @@ impl IntegritySettings {
                 // The defaults are constants checked by a unit test.
                 matchers: crate::matchers::parse_selector(text).unwrap_or_default(),
                 location: Location {
-                    file: file.to_owned(),
+                    file: file.into(),
                     line: 0,
                     column: 0,
                 },

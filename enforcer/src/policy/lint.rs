@@ -94,7 +94,7 @@ pub fn warnings(policy: &Policy) -> Vec<Warning> {
     if policy.default == DefaultVerdict::Allow && blocks.is_empty() {
         out.push(Warning {
             location: Location {
-                file: policy.source.clone(),
+                file: policy.source.clone().into(),
                 line: 1,
                 column: 1,
             },

@@ -145,8 +145,9 @@ pub fn merge_port_ranges(ranges: &[PortRange]) -> Vec<PortRange> {
 /// Where something is in a policy file (1-based line and column, in characters).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Location {
-    /// The name the file was loaded under (its path, or `<built-in default>`).
-    pub file: String,
+    /// The name the file was loaded under (its path, or `<built-in default>`), shared by the
+    /// locations of one file: a policy of 10^5 rules keeps one copy, not 10^5.
+    pub file: std::sync::Arc<str>,
     pub line: usize,
     pub column: usize,
 }
@@ -563,7 +564,7 @@ pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
             let (line, column) = crate::input::position(e.as_bytes(), e.utf8_error().valid_up_to());
             return Err(PolicyError::Invalid {
                 location: Location {
-                    file: name,
+                    file: name.into(),
                     line,
                     column,
                 },

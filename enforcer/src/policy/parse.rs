@@ -68,7 +68,11 @@ const YAML: yaml::Settings = yaml::Settings {
 };
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
-    let cx = Cx { text, file };
+    let cx = Cx {
+        text,
+        file,
+        shared: std::sync::Arc::from(file),
+    };
     let root = yaml::parse(text, &YAML).map_err(|e| PolicyError::Invalid {
         location: cx.location(e.line, e.column),
         problem: Problem::Yaml { message: e.message },
@@ -161,12 +165,14 @@ struct Field<'n> {
 struct Cx<'a> {
     text: &'a str,
     file: &'a str,
+    /// `file`, shared by every location (one allocation, not one per rule).
+    shared: std::sync::Arc<str>,
 }
 
 impl Cx<'_> {
     fn location(&self, line: usize, column: usize) -> Location {
         Location {
-            file: self.file.to_owned(),
+            file: self.shared.clone(),
             line,
             column,
         }

@@ -183,7 +183,7 @@ pub(super) struct Cx<'a> {
 impl Cx<'_> {
     fn at(&self, node: &Node) -> Location {
         Location {
-            file: self.file.to_owned(),
+            file: self.file.into(),
             line: node.line,
             column: node.column,
         }

@@ -93,7 +93,7 @@ fn auto_rules_describe_their_origin() {
         protocols: proto::TCP | proto::UDP,
         source: RuleSource::Auto { kind, pid: 1234 },
         location: Location {
-            file: "/proc/1234/root/etc/resolv.conf".to_owned(),
+            file: "/proc/1234/root/etc/resolv.conf".into(),
             line: 1,
             column: 1,
         },

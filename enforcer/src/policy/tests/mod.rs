@@ -24,7 +24,7 @@ pub(super) fn err(yaml: &str) -> (usize, usize, String) {
     match parse_policy(yaml, "p.yaml") {
         Ok(p) => panic!("expected an error, got {p:?}\n{yaml}"),
         Err(PolicyError::Invalid { location, problem }) => {
-            assert_eq!(location.file, "p.yaml");
+            assert_eq!(&*location.file, "p.yaml");
             (location.line, location.column, problem.to_string())
         }
         Err(e) => panic!("unexpected error {e}"),
