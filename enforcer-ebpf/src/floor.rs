@@ -1,14 +1,28 @@
-//! The benchmark's floor: a cgroup/connect4 program that allows every call and does nothing
-//! else. `cargo xtask bench` measures it exactly like the enforcer's connect4, so the difference
-//! is what the verdict logic costs on top of the kernel's per-program overhead (the run itself
-//! plus the `bpf_stats` bookkeeping).
+//! The benchmark's floors: programs that allow every call (or pass every packet) and do nothing
+//! else, one per hook the benchmark measures (cgroup/connect4, cgroup/sendmsg4, cgroup_skb
+//! ingress). `cargo xtask bench` measures them exactly like the enforcer's programs on the same
+//! hook, so the difference is what the enforcer's logic costs on top of the kernel's
+//! per-program overhead (the run itself plus the `bpf_stats` bookkeeping).
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use aya_ebpf::{
+    macros::{cgroup_skb, cgroup_sock_addr},
+    programs::{SkBuffContext, SockAddrContext},
+};
 
 #[cgroup_sock_addr(connect4)]
 pub fn bench_floor_connect4(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn bench_floor_sendmsg4(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_skb]
+pub fn bench_floor_ingress(_ctx: SkBuffContext) -> i32 {
     1
 }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: what the enforcer's connect4 program costs per call, read from the
 //! kernel's own accounting (`kernel.bpf_stats_enabled`, run_time_ns / run_cnt), next to a
 //! trivial program's floor; and what it adds to a TCP connect() loop, measured in the same run
-//! against a cgroup without any program.
+//! against a cgroup without any program; and, in scope mode, what processes that are not
+//! targets pay (`scope.rs`).
 //!
 //! Everything happens in the benchmark's own child cgroups under the cgroup2 mount, removed on
 //! exit; the workload is this binary re-executed (`bench workload-*`), which joins its cgroup
@@ -11,6 +12,8 @@
 mod agent;
 mod policy;
 mod report;
+mod scope;
+mod scope_workload;
 mod sys;
 mod workload;
 
@@ -65,6 +68,9 @@ pub struct Args {
     /// Seed of the generated prefixes and destinations.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Only the scope-mode section (its floors included); no release build of the agent.
+    #[arg(long)]
+    scope_only: bool,
     #[command(subcommand)]
     workload: Option<workload::Workload>,
 }
@@ -127,6 +133,9 @@ fn bench(args: &Args) -> anyhow::Result<String> {
         bail!("built with AYA_BUILD_SKIP=1: no kernel programs to measure");
     }
     sys::catch_signals();
+    if args.scope_only {
+        return scope_only(args);
+    }
     // Built first (a no-op when it is current): the agent measured is the one that ships.
     crate::vm::build::release_enforcer()?;
 
@@ -145,17 +154,7 @@ fn bench(args: &Args) -> anyhow::Result<String> {
     let cg_bare = cgroups.child("bare")?;
 
     eprintln!("bench: loading and attaching the floor and two enforcers");
-    let mut floor = aya::EbpfLoader::new()
-        .load(enforcer::kernel::FLOOR_OBJECT)
-        .context("loading the floor object")?;
-    {
-        let prog: &mut CgroupSockAddr = floor
-            .program_mut(FLOOR_PROGRAM)
-            .with_context(|| format!("{FLOOR_PROGRAM} missing from the floor object"))?
-            .try_into()?;
-        prog.load()?;
-        prog.attach(&cg_floor.dir, CgroupAttachMode::Single)?;
-    }
+    let mut floor = floor_on(&cg_floor)?;
     let (enf_small, mut ring_small) = enforcer_on(&small, &cg_small)?;
     let (enf_large, mut ring_large) = enforcer_on(&large, &cg_large)?;
 
@@ -272,6 +271,15 @@ fn bench(args: &Args) -> anyhow::Result<String> {
         after.allowed[c4] - before.allowed[c4]
     );
     sys::check_interrupted()?;
+    let scope = scope::measure(
+        args,
+        &mut cgroups,
+        &mut floor,
+        &cg_floor,
+        &cg_bare,
+        &small.allow_dsts,
+    )?;
+    sys::check_interrupted()?;
     let cg_agent = cgroups.child("agent")?;
     let agent = agent::measure(&cg_agent.path, &mut rng, SMALL, LARGE)?;
 
@@ -282,7 +290,47 @@ fn bench(args: &Args) -> anyhow::Result<String> {
         &rounds,
         &stats_previous,
         &agent,
+        &scope,
     ))
+}
+
+/// The floor object with its connect4 program attached to `cg`.
+fn floor_on(cg: &Cgroup) -> anyhow::Result<aya::Ebpf> {
+    let mut floor = aya::EbpfLoader::new()
+        .load(enforcer::kernel::FLOOR_OBJECT)
+        .context("loading the floor object")?;
+    let prog: &mut CgroupSockAddr = floor
+        .program_mut(FLOOR_PROGRAM)
+        .with_context(|| format!("{FLOOR_PROGRAM} missing from the floor object"))?
+        .try_into()?;
+    prog.load()?;
+    prog.attach(&cg.dir, CgroupAttachMode::Single)?;
+    Ok(floor)
+}
+
+/// `--scope-only`: the floors and the scope-mode section.
+fn scope_only(args: &Args) -> anyhow::Result<String> {
+    let mut rng = Rng::new(args.seed);
+    let small = policy::generate(&mut rng, SMALL, args.destinations)?;
+    let mut cgroups = BenchCgroups::create()?;
+    let cg_floor = cgroups.child("floor")?;
+    let cg_bare = cgroups.child("bare")?;
+    let mut floor = floor_on(&cg_floor)?;
+    let figures = scope::measure(
+        args,
+        &mut cgroups,
+        &mut floor,
+        &cg_floor,
+        &cg_bare,
+        &small.allow_dsts,
+    )?;
+    let mut out = String::new();
+    let mut missed = Vec::new();
+    scope::render(&mut out, &figures, &mut missed);
+    for m in &missed {
+        out.push_str(&format!("- missed: {m}\n"));
+    }
+    Ok(out)
 }
 
 /// Loads an enforcer, installs `p`, attaches it to `cg` and takes its event ring.

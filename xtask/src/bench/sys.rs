@@ -119,7 +119,13 @@ pub fn check_interrupted() -> anyhow::Result<()> {
 }
 
 const BPF_PROG_QUERY: libc::c_long = 16;
-const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+
+/// The cgroup attach types the benchmark queries (`enum bpf_attach_type`).
+pub mod attach_type {
+    pub const INGRESS: u32 = 0;
+    pub const CONNECT4: u32 = 10;
+    pub const SENDMSG4: u32 = 14;
+}
 
 /// `bpf_attr` for BPF_PROG_QUERY (the kernel accepts a prefix of the union).
 #[repr(C)]
@@ -138,13 +144,13 @@ struct ProgQueryAttr {
     revision: u64,
 }
 
-/// The id of the one connect4 program attached directly to `cgroup` (aya does not expose a
-/// query for sock_addr attach points).
-pub fn connect4_prog_id(cgroup: &File) -> anyhow::Result<u32> {
+/// The ids of the programs attached directly to `cgroup` at `attach_type` (aya does not
+/// expose a query for these attach points).
+pub fn attached_prog_ids(cgroup: &File, attach_type: u32) -> anyhow::Result<Vec<u32>> {
     let mut ids = [0u32; 8];
     let mut attr = ProgQueryAttr {
         target_fd: cgroup.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_INET4_CONNECT,
+        attach_type,
         prog_ids: ids.as_mut_ptr() as u64,
         prog_cnt: ids.len() as u32,
         ..ProgQueryAttr::default()
@@ -160,12 +166,26 @@ pub fn connect4_prog_id(cgroup: &File) -> anyhow::Result<u32> {
     };
     if r != 0 {
         return Err(std::io::Error::last_os_error())
-            .context("bpf(BPF_PROG_QUERY) on the bench cgroup");
+            .context("bpf(BPF_PROG_QUERY) on a bench cgroup");
     }
-    match &ids[..attr.prog_cnt as usize] {
+    Ok(ids[..attr.prog_cnt as usize].to_vec())
+}
+
+/// The id of the one connect4 program attached directly to `cgroup`.
+pub fn connect4_prog_id(cgroup: &File) -> anyhow::Result<u32> {
+    match attached_prog_ids(cgroup, attach_type::CONNECT4)?.as_slice() {
         [id] => Ok(*id),
         other => bail!("expected one connect4 program on the bench cgroup, found {other:?}"),
     }
+}
+
+/// The (kernel-truncated, 15-byte) name of program `prog_id`.
+pub fn prog_name(prog_id: u32) -> anyhow::Result<String> {
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == prog_id)
+        .with_context(|| format!("program id {prog_id} is not loaded"))?;
+    Ok(info.name_as_str().unwrap_or_default().to_owned())
 }
 
 /// Accumulated run time and run count of a program (counted while bpf_stats is enabled).

@@ -42,6 +42,38 @@ pub enum Workload {
         #[arg(long)]
         rounds: usize,
     },
+    /// Rounds of N 64-byte UDP datagrams sent (unconnected `sendto`) to and received by a
+    /// socket on loopback, in each cgroup in turn (ABBA order with two); prints the nanoseconds
+    /// of each side per round and the datagrams sent in all.
+    #[command(name = "workload-dgram", hide = true)]
+    Dgram {
+        #[arg(long, value_delimiter = ',')]
+        cgroups: Vec<PathBuf>,
+        #[arg(long)]
+        packets: u64,
+        #[arg(long)]
+        rounds: usize,
+        /// Datagrams per cgroup before the first round (caches, socket slabs).
+        #[arg(long, default_value_t = 0)]
+        warmup: u64,
+    },
+    /// A target's DNS traffic: a responder socket created in `--responder-cgroup` (outside the
+    /// scope, so no program sees its packets), then the process moves into the target cgroup,
+    /// connects a UDP socket to the responder's port 53 and asks N queries for `--name`; each
+    /// answer (one A record, `--addr`) is delivered to the target's socket.
+    #[command(name = "workload-dns", hide = true)]
+    Dns {
+        #[arg(long)]
+        responder_cgroup: PathBuf,
+        #[arg(long)]
+        target_cgroup: PathBuf,
+        #[arg(long)]
+        answers: u64,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        addr: Ipv4Addr,
+    },
 }
 
 pub fn run(w: &Workload) -> anyhow::Result<()> {
@@ -67,20 +99,42 @@ pub fn run(w: &Workload) -> anyhow::Result<()> {
             enter_empty_netns()?;
             tcp_rounds(with, without, *connects, *rounds)
         }
+        Workload::Dgram {
+            cgroups,
+            packets,
+            rounds,
+            warmup,
+        } => {
+            let first = cgroups.first().context("no cgroup")?;
+            join_cgroup(first)?;
+            enter_empty_netns()?;
+            super::scope_workload::dgram_rounds(cgroups, *packets, *rounds, *warmup)
+        }
+        Workload::Dns {
+            responder_cgroup,
+            target_cgroup,
+            answers,
+            name,
+            addr,
+        } => {
+            join_cgroup(responder_cgroup)?;
+            enter_empty_netns()?;
+            super::scope_workload::dns_answers(target_cgroup, *answers, name, *addr)
+        }
     }
 }
 
-fn join_cgroup(cgroup: &Path) -> anyhow::Result<()> {
+pub(super) fn join_cgroup(cgroup: &Path) -> anyhow::Result<()> {
     let procs = cgroup.join("cgroup.procs");
     std::fs::write(&procs, std::process::id().to_string())
         .with_context(|| format!("writing {}", procs.display()))
 }
 
-fn errno() -> i32 {
+pub(super) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
 }
 
-fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+pub(super) fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: a.port().to_be(),
@@ -91,7 +145,8 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
-const SOCKADDR_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+pub(super) const SOCKADDR_LEN: libc::socklen_t =
+    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
 
 fn udp_loop(calls: u64, port: u16, expect: i32, dsts: &[Ipv4Addr]) -> anyhow::Result<()> {
     if dsts.is_empty() {
