@@ -322,25 +322,23 @@ fn emit(
 /// helper call, no stack copy); returns how many were copied.
 #[inline(always)]
 fn copy_head(ctx: &SkBuffContext, seg: &Segment, head: *mut [u8; HEAD_LEN]) -> u16 {
-    // A bound against a constant, which every verifier tracks.
-    let len = if seg.payload_len > HEAD_LEN {
+    let want = if seg.payload_len > HEAD_LEN {
         HEAD_LEN
     } else {
         seg.payload_len
-    };
-    if len == 0 {
+    } as u32;
+    // The bound is checked on the very register the helper gets: a volatile read keeps LLVM
+    // from folding the check into the `min` above and from reloading the length from a stack
+    // slot after it (Linux 6.1's verifier does not carry a register's bound to a reload).
+    // SAFETY: a read of a local.
+    let len = unsafe { core::ptr::read_volatile(&raw const want) };
+    if len == 0 || len > HEAD_LEN as u32 {
         return 0;
     }
     // SAFETY: `head` is HEAD_LEN writable bytes of the reserved record and `len` <= HEAD_LEN;
     // the helper copies from the program's own skb.
-    let r = unsafe {
-        bpf_skb_load_bytes(
-            ctx.skb.skb.cast(),
-            seg.payload_off as u32,
-            head.cast(),
-            len as u32,
-        )
-    };
+    let r =
+        unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), seg.payload_off as u32, head.cast(), len) };
     if r == 0 { len as u16 } else { 0 }
 }
 

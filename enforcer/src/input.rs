@@ -101,6 +101,19 @@ pub fn cut(value: &str) -> std::borrow::Cow<'_, str> {
 /// Characters of a value kept by [`quote`] and [`cut`].
 pub const QUOTE_MAX: usize = 100;
 
+/// `262144` as `262,144`.
+pub fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,18 +131,7 @@ impl fmt::Display for Capacity {
     }
 }
 
-/// `262144` as `262,144`.
-pub fn grouped(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use crate::input::grouped;
 
 #[cfg(test)]
 mod tests {

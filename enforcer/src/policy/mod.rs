@@ -473,6 +473,19 @@ pub enum Problem {
         crate::input::cut(value)
     )]
     UnknownDefault { value: String },
+    #[error(
+        "more than {} distinct {family} prefixes: the kernel maps hold {} /{full_len}s in the \
+         exact map and {} prefixes in the trie; refused before parsing the rest",
+        crate::input::grouped(*capacity), crate::input::grouped(*exact), crate::input::grouped(*trie)
+    )]
+    TooManyPrefixes {
+        family: &'static str,
+        distinct: usize,
+        capacity: usize,
+        full_len: u8,
+        exact: usize,
+        trie: usize,
+    },
     #[error("invalid CIDR \"{}\": {reason}", crate::input::cut(value))]
     InvalidCidr { value: String, reason: String },
     #[error(

@@ -11,6 +11,7 @@ mod alertmanager;
 mod api;
 mod dns;
 mod integrity;
+mod prescan;
 mod targets;
 
 use super::{
@@ -68,6 +69,7 @@ const YAML: yaml::Settings = yaml::Settings {
 };
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
+    prescan::check(text, file)?;
     let cx = Cx {
         text,
         file,
