@@ -446,6 +446,9 @@ impl Kernel {
         self.installed = true;
         if flipped {
             wait_for_readers();
+            // The rule set no program reads any more gives its kernel memory back now, not
+            // at the next reload (a large policy reloaded over itself would hold two copies).
+            rules::clear(&mut self.ebpf, (t + 1) % ACTIVE_SETS as usize)?;
         }
         self.detach_some(&both.minus(want))?;
         self.ingress = want;

@@ -6,7 +6,7 @@ use aya::{
     maps::{HashMap as AyaHashMap, LpmTrie, MapData, lpm_trie::Key},
 };
 use enforcer_common::{
-    ExactValue, LpmValue, direction, is_exact, map_names,
+    ExactValue, LpmValue, V4_KEY_LEN, V6_KEY_LEN, direction, is_exact, map_names,
     rules::{key_prefix_len, v4_key, v6_key},
 };
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -41,6 +41,37 @@ pub(super) fn write(ebpf: &mut Ebpf, compiled: &Compiled, set: usize) -> Result<
     )
 }
 
+/// Empties rule set `set` (trie and exact map of both families); programs must no longer read
+/// it.
+pub(super) fn clear(ebpf: &mut Ebpf, set: usize) -> Result<(), KernelError> {
+    clear_family::<{ V4_KEY_LEN }>(ebpf, (map_names::V4_RULES[set], map_names::V4_EXACT[set]))?;
+    clear_family::<{ V6_KEY_LEN }>(ebpf, (map_names::V6_RULES[set], map_names::V6_EXACT[set]))
+}
+
+fn clear_family<const K: usize>(
+    ebpf: &mut Ebpf,
+    (trie_name, exact_name): (&'static str, &'static str),
+) -> Result<(), KernelError> {
+    let map = ebpf
+        .map_mut(exact_name)
+        .ok_or(KernelError::MissingMap { name: exact_name })?;
+    let mut exact: AyaHashMap<&mut MapData, [u8; K], ExactValue> =
+        AyaHashMap::try_from(map).map_err(map_err(exact_name))?;
+    let stale = exact
+        .keys()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_err(exact_name))?;
+    for k in stale {
+        exact.remove(&k).map_err(map_err(exact_name))?;
+    }
+    let map = ebpf
+        .map_mut(trie_name)
+        .ok_or(KernelError::MissingMap { name: trie_name })?;
+    let mut trie: LpmTrie<&mut MapData, [u8; K], LpmValue> =
+        LpmTrie::try_from(map).map_err(map_err(trie_name))?;
+    clear_trie(&mut trie).map_err(map_err(trie_name))
+}
+
 /// One family: clear both maps, then write each direction's entries where they belong.
 fn write_family<N: Copy, const K: usize>(
     ebpf: &mut Ebpf,
@@ -49,19 +80,13 @@ fn write_family<N: Copy, const K: usize>(
     entries: &[(u8, Option<&Entries<N>>)],
     key: impl Fn(u8, N) -> (u8, [u8; K]),
 ) -> Result<(), KernelError> {
+    clear_family::<K>(ebpf, (trie_name, exact_name))?;
     {
         let map = ebpf
             .map_mut(exact_name)
             .ok_or(KernelError::MissingMap { name: exact_name })?;
         let mut exact: AyaHashMap<&mut MapData, [u8; K], ExactValue> =
             AyaHashMap::try_from(map).map_err(map_err(exact_name))?;
-        let stale = exact
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err(exact_name))?;
-        for k in stale {
-            exact.remove(&k).map_err(map_err(exact_name))?;
-        }
         for (dir, e) in entries {
             let Some(e) = e else { continue };
             for i in 0..e.len() {
@@ -80,7 +105,6 @@ fn write_family<N: Copy, const K: usize>(
         .ok_or(KernelError::MissingMap { name: trie_name })?;
     let mut trie: LpmTrie<&mut MapData, [u8; K], LpmValue> =
         LpmTrie::try_from(map).map_err(map_err(trie_name))?;
-    clear_trie(&mut trie).map_err(map_err(trie_name))?;
     for (dir, e) in entries {
         let Some(e) = e else { continue };
         for i in 0..e.len() {
