@@ -8,6 +8,7 @@ pub mod api;
 pub mod fqdn;
 pub mod identity;
 pub mod rules;
+pub mod sockets;
 
 pub use rules::{V4_KEY_LEN, V6_KEY_LEN, direction};
 
@@ -57,7 +58,7 @@ pub mod map_names {
 
 /// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
 /// pinned map changes shape: an agent only adopts pins of its own layout version.
-pub const PIN_LAYOUT_VERSION: u32 = 6;
+pub const PIN_LAYOUT_VERSION: u32 = 7;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.
@@ -69,7 +70,8 @@ pub mod prog_names {
     pub const CONNECT6: &str = "enforcer_connect6";
     pub const SENDMSG4: &str = "enforcer_sendmsg4";
     pub const SENDMSG6: &str = "enforcer_sendmsg6";
-    /// `cgroup/sock_create`: refuses UDP-Lite sockets to targets (no connect hook runs for them).
+    /// `cgroup/sock_create`: refuses to targets the sockets no connect hook decides (UDP-Lite,
+    /// ping, raw) and marks the others for the backstop (see [`crate::sockets`]).
     pub const SOCK_CREATE: &str = "enforcer_sock_create";
 }
 
@@ -84,7 +86,13 @@ pub mod hook {
     pub const CONNECT6: u8 = 1;
     pub const SENDMSG4: u8 = 2;
     pub const SENDMSG6: u8 = 3;
-    pub const COUNT: usize = 4;
+    /// A socket refused at creation (`cgroup/sock_create`).
+    pub const SOCK_CREATE: u8 = 4;
+    /// A socket option refused (`cgroup/setsockopt`).
+    pub const SETSOCKOPT: u8 = 5;
+    /// A packet dropped by the packet-layer backstop (`cgroup_skb/egress`).
+    pub const PACKET_EGRESS: u8 = 6;
+    pub const COUNT: usize = 7;
 
     pub fn name(hook: u8) -> Option<&'static str> {
         match hook {
@@ -92,6 +100,9 @@ pub mod hook {
             CONNECT6 => Some("connect6"),
             SENDMSG4 => Some("sendmsg4"),
             SENDMSG6 => Some("sendmsg6"),
+            SOCK_CREATE => Some("sock_create"),
+            SETSOCKOPT => Some("setsockopt"),
+            PACKET_EGRESS => Some("packet_egress"),
             _ => None,
         }
     }
@@ -177,6 +188,37 @@ pub mod verdict {
 pub mod rule_id {
     /// The policy's `default: deny` decided.
     pub const DEFAULT: u32 = u32::MAX;
+    /// A UDP-Lite socket (no connect hook runs for it), refused to a target.
+    pub const UDPLITE_SOCKET: u32 = u32::MAX - 1;
+    /// An ICMP/ICMPv6 ping socket (no hook decides its echo requests), refused to a target.
+    pub const PING_SOCKET: u32 = u32::MAX - 2;
+    /// A raw socket (no hook decides its packets), refused to a target.
+    pub const RAW_SOCKET: u32 = u32::MAX - 3;
+    /// The backstop's socket table is full: a target's new socket is refused unmarked.
+    pub const SOCKET_TABLE_FULL: u32 = u32::MAX - 4;
+    /// A routing header (`IPV6_RTHDR` and its RFC 2292 spellings; on a packet: a routing
+    /// extension header), which sends the packet to its first segment.
+    pub const ROUTING_HEADER: u32 = u32::MAX - 5;
+    /// `IP_OPTIONS` (source routes send the packet to their first hop).
+    pub const IP_OPTIONS: u32 = u32::MAX - 6;
+
+    /// What a fixed rule id stands for in a log line; `None` for ids of policy rules.
+    pub fn fixed(id: u32) -> Option<&'static str> {
+        match id {
+            DEFAULT => Some("default deny"),
+            UDPLITE_SOCKET => Some("udplite socket (no connect hook decides it)"),
+            PING_SOCKET => Some("icmp ping socket (no hook decides its echo requests)"),
+            RAW_SOCKET => Some("raw socket (no hook decides its packets)"),
+            SOCKET_TABLE_FULL => Some("socket table of the packet backstop full"),
+            ROUTING_HEADER => {
+                Some("routing header (sends to its first segment, not the decided address)")
+            }
+            IP_OPTIONS => {
+                Some("ip options (a source route sends to its first hop, not the decided address)")
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Indexes into the `COUNTERS` per-CPU array.

@@ -9,9 +9,11 @@
 
 mod api;
 mod auto;
+mod backstop;
 mod fqdn;
 mod identity;
 mod policy;
+mod sock;
 
 use core::ptr::addr_of_mut;
 
@@ -21,14 +23,14 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_ktime_get_ns, generated,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, map},
+    macros::{cgroup_sock_addr, map},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::{SockAddrContext, SockContext},
+    programs::SockAddrContext,
 };
 use enforcer_common::{
     ACTIVE_SETS, COMM_LEN, Config, DENY_RECORD_BYTES, DenyEvent, EVENT_VERSION, EVENTS_BYTES,
     EVENTS_WAKEUP_BYTES, EventHeader, counter, embedded_ipv4, event_kind, hook, mode, proto,
-    wakeup_crossed,
+    sockets::SocketMark, wakeup_crossed,
 };
 
 #[map]
@@ -40,8 +42,8 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
-const ALLOW: i32 = 1;
-const DENY: i32 = 0;
+pub(crate) const ALLOW: i32 = 1;
+pub(crate) const DENY: i32 = 0;
 
 /// Scope mode, fixed when the agent loads the object (`enforcer_common::SCOPED_GLOBAL`): a
 /// constant to the verifier, so direct mode has no identity lookup at all and scope mode asks
@@ -76,29 +78,6 @@ pub fn enforcer_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn enforcer_sendmsg6(ctx: SockAddrContext) -> i32 {
     decide(&ctx, hook::SENDMSG6)
-}
-
-/// UDP-Lite sockets of targets are refused at creation (EPERM), in enforce mode. The kernel
-/// runs no connect hook for them (`udplite_prot` has no `pre_connect`), so a connected
-/// UDP-Lite socket would send wherever it likes; unconnected `sendto()` does run the sendmsg
-/// hooks, but a socket that can be connected cannot be decided. Audit mode lets it be.
-#[cgroup_sock(sock_create)]
-pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
-    // SAFETY: the kernel hands every cgroup_sock program a valid `bpf_sock`.
-    let protocol = unsafe { (*ctx.sock).protocol };
-    if protocol != u32::from(proto::IPPROTO_UDPLITE) {
-        return ALLOW;
-    }
-    if scoped() && !identity::is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
-        return ALLOW;
-    }
-    let Some((_, cfg)) = active_config() else {
-        return DENY;
-    };
-    if cfg.mode == mode::AUDIT {
-        return ALLOW;
-    }
-    DENY
 }
 
 /// An address after normalisation: IPv4 (also for IPv6 spellings embedding one) or IPv6.
@@ -211,72 +190,130 @@ fn report(hook: u8, cfg: &Config, call: &Call, denied_by: Option<u32>) -> i32 {
     count(counter::index(base, hook));
     let family = if is_v4_hook(hook) { AF_INET } else { AF_INET6 };
     emit(
-        hook,
-        family,
-        &call.raw,
-        call.protocol as u8,
-        kind,
-        rule,
-        cfg.generation,
-        call.port,
+        &Record {
+            hook,
+            family,
+            dst_addr: call.raw,
+            protocol: call.protocol as u8,
+            kind,
+            rule,
+            generation: cfg.generation,
+            port: call.port,
+        },
+        &Who::Current,
+    );
+    if audit { ALLOW } else { DENY }
+}
+
+/// A socket or socket option refused to the calling target (`rule` is one of the fixed
+/// [`enforcer_common::rule_id`]s): counted and reported like a denial; audit mode allows it.
+#[inline(always)]
+pub(crate) fn refuse(hook: u8, cfg: &Config, family: u16, protocol: u8, rule: u32) -> i32 {
+    let audit = cfg.mode == mode::AUDIT;
+    let (base, kind) = if audit {
+        (counter::WOULD_DENY, event_kind::WOULD_DENY)
+    } else {
+        (counter::DENIED, event_kind::DENIED)
+    };
+    count(counter::index(base, hook));
+    emit(
+        &Record {
+            hook,
+            family,
+            dst_addr: [0; 16],
+            protocol,
+            kind,
+            rule,
+            generation: cfg.generation,
+            port: 0,
+        },
+        &Who::Current,
     );
     if audit { ALLOW } else { DENY }
 }
 
 #[inline(always)]
-fn count(index: u32) {
+pub(crate) fn count(index: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot; this program cannot be preempted by itself on this CPU.
         unsafe { *p += 1 };
     }
 }
 
+/// What an event says about the call or packet.
+pub(crate) struct Record {
+    pub hook: u8,
+    pub family: u16,
+    pub dst_addr: [u8; 16],
+    pub protocol: u8,
+    pub kind: u16,
+    pub rule: u32,
+    pub generation: u32,
+    pub port: u16,
+}
+
+/// Whose call it was: the current task (connect, sendmsg, socket, setsockopt run in the
+/// caller's context) or the creator of a marked socket (the packet layer runs in softirq or
+/// another task's context), with the socket's cgroup.
+pub(crate) enum Who<'a> {
+    Current,
+    Socket(&'a SocketMark, u64),
+}
+
 /// Queue one event; count it as lost when the ring buffer is full.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn emit(
-    hook: u8,
-    family: u16,
-    dst_addr: &[u8; 16],
-    protocol: u8,
-    kind: u16,
-    rule: u32,
-    generation: u32,
-    port: u16,
-) {
+pub(crate) fn emit(r: &Record, who: &Who) {
     let Some(mut slot) = EVENTS.reserve::<DenyEvent>(0) else {
         count(counter::LOST_EVENTS);
         return;
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
+    let (tgid, tid, uid, gid, cgroup_id) = match who {
+        Who::Current => {
+            let pid_tgid = bpf_get_current_pid_tgid();
+            let uid_gid = bpf_get_current_uid_gid();
+            (
+                (pid_tgid >> 32) as u32,
+                pid_tgid as u32,
+                uid_gid as u32,
+                (uid_gid >> 32) as u32,
+                // SAFETY: plain helper call.
+                unsafe { bpf_get_current_cgroup_id() },
+            )
+        }
+        Who::Socket(m, cgroup) => (m.tgid, m.tgid, m.uid, m.gid, *cgroup),
+    };
     let p = slot.as_mut_ptr();
     // SAFETY: `p` points at the reserved record, which this program owns until it submits;
     // every field is written (in place: no copy of the whole event through the stack).
     unsafe {
         addr_of_mut!((*p).header).write(EventHeader {
-            kind,
+            kind: r.kind,
             version: EVENT_VERSION,
             len: core::mem::size_of::<DenyEvent>() as u32,
             ts_ns: bpf_ktime_get_ns(),
-            cgroup_id: bpf_get_current_cgroup_id(),
+            cgroup_id,
         });
-        addr_of_mut!((*p).tgid).write((pid_tgid >> 32) as u32);
-        addr_of_mut!((*p).tid).write(pid_tgid as u32);
-        addr_of_mut!((*p).uid).write(uid_gid as u32);
-        addr_of_mut!((*p).gid).write((uid_gid >> 32) as u32);
-        addr_of_mut!((*p).rule_id).write(rule);
-        addr_of_mut!((*p).generation).write(generation);
-        addr_of_mut!((*p).dst_port).write(port);
-        addr_of_mut!((*p).hook).write(hook);
-        addr_of_mut!((*p).protocol).write(protocol);
-        addr_of_mut!((*p).family).write(family);
+        addr_of_mut!((*p).tgid).write(tgid);
+        addr_of_mut!((*p).tid).write(tid);
+        addr_of_mut!((*p).uid).write(uid);
+        addr_of_mut!((*p).gid).write(gid);
+        addr_of_mut!((*p).rule_id).write(r.rule);
+        addr_of_mut!((*p).generation).write(r.generation);
+        addr_of_mut!((*p).dst_port).write(r.port);
+        addr_of_mut!((*p).hook).write(r.hook);
+        addr_of_mut!((*p).protocol).write(r.protocol);
+        addr_of_mut!((*p).family).write(r.family);
         addr_of_mut!((*p)._pad).write(0);
-        addr_of_mut!((*p).dst_addr).write(*dst_addr);
-        // The helper writes the comm straight into the record (zero-filled on failure).
+        addr_of_mut!((*p).dst_addr).write(r.dst_addr);
         let comm = addr_of_mut!((*p).comm);
-        if generated::bpf_get_current_comm(comm.cast(), COMM_LEN as u32) != 0 {
-            comm.write([0u8; 16]);
+        match who {
+            // The helper writes the comm straight into the record (zero-filled on failure).
+            Who::Current => {
+                if generated::bpf_get_current_comm(comm.cast(), COMM_LEN as u32) != 0 {
+                    comm.write([0u8; 16]);
+                }
+            }
+            Who::Socket(m, _) => comm.write(m.comm),
         }
     }
     // Wake the agent once per batch queued (the record that crosses a multiple of

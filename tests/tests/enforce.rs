@@ -300,8 +300,19 @@ fn udplite_is_decided_by_the_udp_rules_in_audit_mode() {
             "sendto udplite {addr}"
         );
     }
-    let lines = agent.take_events(2, Duration::from_secs(5));
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    // Each socket is logged as one that enforce mode would refuse, each send as would_deny.
+    let lines = agent.take_events(4, Duration::from_secs(5));
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let (refusals, lines): (Vec<_>, Vec<_>) =
+        lines.into_iter().partition(|l| l["hook"] == "sock_create");
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    for l in &refusals {
+        assert_eq!(l["event"], "would_refuse", "{l}");
+        assert_eq!(
+            l["rule"], "udplite socket (no connect hook decides it)",
+            "{l}"
+        );
+    }
     for (l, rule) in lines.iter().zip([
         "block cidr 192.0.2.0/24 protocols udp",
         "block cidr 2001:db8::/64 protocols udp",

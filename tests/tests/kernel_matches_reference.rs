@@ -244,7 +244,16 @@ fn kernel_verdict_equals_reference_evaluator() {
                 _ => probe.sendto(&addr.to_string(), port),
             }
             .unwrap();
-            let want = reference::evaluate_with(&policy, &facts, addr, port, ip_proto);
+            let mut want = reference::evaluate_with(&policy, &facts, addr, port, ip_proto);
+            // An unconnected send to the unspecified address goes to this host's loopback
+            // address: the sendmsg hook decides the address given, the packet-layer backstop
+            // the one the packet carries.
+            if call == "sendto"
+                && matches!(want, Decision::Allow { .. })
+                && let Some(lo) = loopback_of_unspecified(addr)
+            {
+                want = reference::evaluate_with(&policy, &facts, lo, port, ip_proto);
+            }
             let ctx = || {
                 format!(
                     "seed={seed} case={cases} {call} {proto} {addr} port {port}: kernel {outcome:?}, reference {want:?}\npolicy:\n{yaml}"
@@ -283,6 +292,19 @@ fn kernel_verdict_equals_reference_evaluator() {
         "only {fqdn_allowed} cases were allowed by step 4"
     );
     eprintln!("{cases} cases ({fqdn_allowed} allowed by an FQDN rule): kernel == reference");
+}
+
+/// The loopback address a datagram to the unspecified address `addr` really goes to (IPv4
+/// for `0.0.0.0` and `::ffff:0.0.0.0`, `::1` for `::`), or `None` when `addr` is specified.
+fn loopback_of_unspecified(addr: IpAddr) -> Option<IpAddr> {
+    match addr {
+        IpAddr::V4(a) if a.is_unspecified() => Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        IpAddr::V6(a) if a.is_unspecified() => Some(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified()) => {
+            Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+        }
+        _ => None,
+    }
 }
 
 const INGRESS_POLICIES: usize = 25;

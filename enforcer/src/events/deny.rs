@@ -73,8 +73,8 @@ impl RuleBook {
 
     /// The words naming `rule` of `generation`'s policy (FQDN rules follow the CIDR rules).
     pub fn describe(&self, generation: u32, rule: u32) -> String {
-        if rule == rule_id::DEFAULT {
-            return "default deny".to_owned();
+        if let Some(fixed) = rule_id::fixed(rule) {
+            return fixed.to_owned();
         }
         let policy = self.by_generation.get(&generation).map(|(p, _)| p);
         let cidr = policy
@@ -94,7 +94,8 @@ impl RuleBook {
 /// What one deny line says, field by field in the order of the line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DenyView {
-    /// `connect_denied`, or `would_deny` in audit mode.
+    /// `connect_denied` (`would_deny` in audit mode); for a socket or socket option refused at
+    /// `sock_create` or `setsockopt`, `socket_refused` (`would_refuse`).
     pub event: &'static str,
     /// The policy target the task belongs to.
     pub target: String,
@@ -141,11 +142,7 @@ impl DenyView {
         let decided_as = normalize_addr(dst_ip);
         let comm = comm_text(&ev.comm);
         Self {
-            event: if audit {
-                "would_deny"
-            } else {
-                "connect_denied"
-            },
+            event: event_name(ev.hook, audit),
             target: target_of(ev.header.cgroup_id, &comm),
             mode: if audit { "audit" } else { "enforce" },
             pid: ev.tgid,
@@ -161,7 +158,7 @@ impl DenyView {
             decided_as,
             dst_port: ev.dst_port,
             rule: rules.describe(ev.generation, ev.rule_id),
-            rule_id: (ev.rule_id != rule_id::DEFAULT).then_some(ev.rule_id),
+            rule_id: rule_id::fixed(ev.rule_id).is_none().then_some(ev.rule_id),
             generation: ev.generation,
             fqdn: rules.fqdn_of(decided_as),
         }
@@ -186,6 +183,17 @@ impl LostView {
             lost,
             lost_total,
         }
+    }
+}
+
+/// The line's `event`: a refused socket or option is not a denied call to an address.
+fn event_name(h: u8, audit: bool) -> &'static str {
+    let refusal = h == hook::SOCK_CREATE || h == hook::SETSOCKOPT;
+    match (refusal, audit) {
+        (false, false) => "connect_denied",
+        (false, true) => "would_deny",
+        (true, false) => "socket_refused",
+        (true, true) => "would_refuse",
     }
 }
 

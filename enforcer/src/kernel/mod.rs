@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::links::FdLink,
 };
 use enforcer_common::{ACTIVE_SETS, Config, V4Filter, counter, hook, map_names, prog_names};
 
@@ -40,6 +39,15 @@ const PROGRAMS: [&str; 4] = [
     prog_names::SENDMSG6,
 ];
 
+/// The socket guards and the packet-layer backstop (see `enforcer_common::sockets`), in attach
+/// order: the backstop before `sock_create` marks a socket whose packets it decides.
+const SOCKET_PROGRAMS: [&str; 4] = [
+    enforcer_common::sockets::prog_names::PACKET_EGRESS,
+    enforcer_common::sockets::prog_names::SOCK_RELEASE,
+    prog_names::SOCK_CREATE,
+    enforcer_common::sockets::prog_names::SETSOCKOPT,
+];
+
 /// The loaded programs and their maps.
 #[expect(
     clippy::struct_excessive_bools,
@@ -57,7 +65,7 @@ pub struct Kernel {
     adopted: bool,
     /// Unpinned links per target cgroup id, by program (only without pinning); dropping a
     /// link detaches it.
-    links: HashMap<u64, Vec<(&'static str, FdLink)>>,
+    links: HashMap<u64, Vec<(&'static str, progs::HeldLink)>>,
     /// The cgroups the programs are attached to, by id (a reload attaches and detaches the
     /// ingress programs there).
     cgroups: HashMap<u64, Cgroup>,
@@ -114,6 +122,7 @@ impl Kernel {
                 .chain(&enforcer_common::fqdn::map_names::ALL)
                 .chain(&enforcer_common::identity::map_names::ALL)
                 .chain(&enforcer_common::api::map_names::ALL)
+                .chain(&enforcer_common::sockets::map_names::ALL)
             {
                 loader.map_pin_path(name, p.map(name));
             }
@@ -123,11 +132,9 @@ impl Kernel {
             progs::load(&mut ebpf, name, pins.as_ref())?;
         }
         identity::load(&mut ebpf, pins.as_ref())?;
-        progs::load(
-            &mut ebpf,
-            enforcer_common::prog_names::SOCK_CREATE,
-            pins.as_ref(),
-        )?;
+        for name in SOCKET_PROGRAMS {
+            progs::load(&mut ebpf, name, pins.as_ref())?;
+        }
         progs::load(&mut ebpf, enforcer_common::api::PROG_NAME, pins.as_ref())?;
         // The DNS-learning program is an addition to enforcement, not a part of it: where the
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
@@ -275,11 +282,11 @@ impl Kernel {
 
     /// The programs attached to every target, in the order they are attached: DNS learning
     /// first (no connect is decided while answers go unlearned) and the API guard when the
-    /// installed policy needs them ([`Ingress`]), the `sock_create` guard, then the four
-    /// connect/sendmsg programs.
+    /// installed policy needs them ([`Ingress`]), the socket guards and the packet-layer
+    /// backstop ([`SOCKET_PROGRAMS`]), then the four connect/sendmsg programs.
     fn cgroup_programs(&self) -> Vec<&'static str> {
         let mut names = self.ingress.programs();
-        names.push(prog_names::SOCK_CREATE);
+        names.extend(SOCKET_PROGRAMS);
         names.extend(PROGRAMS);
         names
     }

@@ -131,6 +131,19 @@ impl LinkPins {
         Ok(())
     }
 
+    /// Pins the link descriptor `fd` of `program` under its fresh name (for links aya cannot
+    /// hand over as an `FdLink`).
+    pub fn pin_fd(
+        &mut self,
+        program: &'static str,
+        fd: &std::os::fd::OwnedFd,
+    ) -> Result<(), KernelError> {
+        let path = self.dir.join(format!("{program}-{}", self.seq));
+        obj_pin(fd, &path).map_err(io(&path))?;
+        self.pinned.push(path);
+        Ok(())
+    }
+
     /// Unlinks every pin in the directory that [`LinkPins::pin`] did not make (this detaches
     /// the links they held).
     pub fn remove_older(self) -> Result<(), KernelError> {
@@ -265,4 +278,29 @@ pub fn remove_dir_pins(dir: &Path) -> Result<usize, KernelError> {
         n += 1;
     }
     Ok(n)
+}
+
+/// `BPF_OBJ_PIN` of `fd` at `path` (on bpffs).
+fn obj_pin(fd: &std::os::fd::OwnedFd, path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _};
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // union bpf_attr, obj_pin: pathname (u64), bpf_fd (u32), file_flags (u32), path_fd.
+    let mut attr = [0u64; 4];
+    attr[0] = c.as_ptr() as u64;
+    attr[1] = u64::from(fd.as_raw_fd() as u32);
+    // SAFETY: bpf(2) reads the attribute and the NUL-terminated path `c` outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

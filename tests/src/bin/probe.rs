@@ -18,6 +18,8 @@
 //! uring connect|sendmsg ADDR PORT async|sqpoll → ok | errno N
 //!                              (TCP connect / UDP sendmsg through io_uring, on an io-wq worker
 //!                               or the ring's SQPOLL thread)
+//! attack ...                   → (see `integration_tests::attack`: routing headers, source
+//!                                 routes, ping and raw sockets)
 //! ```
 //! With `--first-connect tcp|udp ADDR PORT` it does that one call right after entering the
 //! namespace and exits with the result on stdout instead of reading commands; `--first CMD`
@@ -229,6 +231,9 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
             }
         }
         return format!("ok {} {} {} {}", counts[0], counts[1], counts[2], counts[3]);
+    }
+    if let ["attack", rest @ ..] = &parts[..] {
+        return integration_tests::attack::run(rest);
     }
     if let ["uring", op, addr, port, mode] = parts[..] {
         use integration_tests::uring;
