@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::{SockContext, SockoptContext},
 };
 use enforcer_common::{
-    hook, mode, proto, rule_id,
+    hook, proto, rule_id,
     sockets::{MAX_PACKET_SOCKETS, SocketMark, kind, option},
 };
 
@@ -35,7 +35,8 @@ fn decided() -> bool {
 }
 
 /// `cgroup/sock_create`: refuses UDP-Lite, ping and raw sockets to targets; marks the others.
-/// Audit mode lets every socket be (and logs `would_refuse`).
+/// Audit mode lets every socket be (and logs `would_refuse`). A socket the table has no room
+/// for is refused: unmarked, its packets would go undecided.
 #[cgroup_sock(sock_create)]
 pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
     if !decided() {
@@ -56,8 +57,12 @@ pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
     } else {
         None
     };
-    if let Some(rule) = refused {
-        return refuse(hook::SOCK_CREATE, cfg, family as u16, protocol as u8, rule);
+    // Audit mode lets a refused kind be (`would_refuse`) and marks it like any other socket,
+    // so the backstop decides its packets (`would_deny`).
+    if let Some(rule) = refused
+        && refuse(hook::SOCK_CREATE, cfg, family as u16, protocol as u8, rule) == DENY
+    {
+        return DENY;
     }
     if mark(&ctx) {
         ALLOW
@@ -132,10 +137,6 @@ pub fn enforcer_setsockopt(ctx: SockoptContext) -> i32 {
         let sk = opt.__bindgen_anon_1.sk;
         ((*sk).family as u16, (*sk).protocol as u8)
     };
-    let verdict = refuse(hook::SETSOCKOPT, cfg, family, protocol, rule);
-    if verdict == DENY && cfg.mode != mode::AUDIT {
-        // Refused: the kernel answers EPERM and uses no buffer.
-        return DENY;
-    }
-    ALLOW
+    // Refused (enforce mode): the kernel answers EPERM and uses no buffer.
+    refuse(hook::SETSOCKOPT, cfg, family, protocol, rule)
 }

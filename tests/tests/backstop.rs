@@ -256,3 +256,42 @@ fn a_process_that_is_not_a_target_is_not_decided_in_scope_mode() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn audit_mode_logs_what_enforce_mode_would_refuse_and_drop() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let cg = TestCgroup::new().unwrap();
+    let audit = POLICY.replace("mode: enforce", "mode: audit");
+    let mut agent = Agent::start(Some(&policy(&dir, &audit)), &cg).unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    prepare_netns(probe.pid());
+    // (command, what the socket layer would refuse, the packet's destination and rule)
+    let cases = [
+        (
+            "attack ping 169.254.169.254",
+            "icmp ping socket (no hook decides its echo requests)",
+            METADATA_V4,
+            "block preset:cloud-metadata 169.254.169.254/32",
+        ),
+        (
+            "attack rthdr udp fd00:ec2::254 2001:db8::1 53",
+            ROUTING_RULE,
+            METADATA_V6,
+            ROUTING_RULE,
+        ),
+    ];
+    for (cmd, refused, dst, rule) in cases {
+        assert_eq!(probe.command_line(cmd).unwrap(), "ok", "{cmd}");
+        let lines = agent.take_events(2, Duration::from_secs(5));
+        assert_eq!(lines.len(), 2, "{cmd}: {lines:?}");
+        assert_eq!(lines[0]["event"], "would_refuse", "{lines:?}");
+        assert_eq!(lines[0]["rule"], refused, "{lines:?}");
+        assert_eq!(lines[1]["event"], "would_deny", "{lines:?}");
+        assert_eq!(lines[1]["hook"], "packet_egress", "{lines:?}");
+        assert_eq!(lines[1]["dst_ip"], dst, "{lines:?}");
+        assert_eq!(lines[1]["rule"], rule, "{lines:?}");
+    }
+}
