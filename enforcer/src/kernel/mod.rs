@@ -455,7 +455,13 @@ impl Kernel {
             wait_for_readers();
             // The rule set no program reads any more gives its kernel memory back now, not
             // at the next reload (a large policy reloaded over itself would hold two copies).
-            rules::clear(&mut self.ebpf, (t + 1) % ACTIVE_SETS as usize)?;
+            // The new policy is in force either way: a failure here is not the install's.
+            if let Err(e) = rules::clear(&mut self.ebpf, (t + 1) % ACTIVE_SETS as usize) {
+                tracing::warn!(
+                    error = %crate::error_chain(&e),
+                    "emptying the rule set no longer read (it is rewritten at the next reload)"
+                );
+            }
         }
         self.detach_some(&both.minus(want))?;
         self.ingress = want;
