@@ -38,11 +38,14 @@ pub mod map_names {
     pub const COUNTERS: &str = "FQDN_COUNTERS";
     /// Ring buffer of [`super::LearnedEvent`]s.
     pub const EVENTS: &str = "FQDN_EVENTS";
-    /// Per-CPU parse buffer of the learning program.
+    /// Per-CPU parse buffers of the learning and query programs.
     pub const SCRATCH: &str = "FQDN_SCRATCH";
+    /// `LruHashMap<QueryKey, u64>`: the DNS queries targets' sockets sent and that no accepted
+    /// response consumed yet → when they were sent (`bpf_ktime_get_ns`).
+    pub const QUERIES: &str = "FQDN_QUERIES";
 
     /// Every FQDN map (pinned with the others when the agent runs with pinning).
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         LEARNED_V4,
         LEARNED_V6,
         RESOLVED_V4,
@@ -55,11 +58,33 @@ pub mod map_names {
         COUNTERS,
         EVENTS,
         SCRATCH,
+        QUERIES,
     ];
 }
 
 /// The `cgroup_skb/ingress` program that learns from DNS answers.
 pub const PROG_DNS_INGRESS: &str = "enforcer_dns_ingress";
+/// The `cgroup_skb/egress` program that records the DNS queries the answers must match.
+pub const PROG_DNS_EGRESS: &str = "enforcer_dns_egress";
+
+/// Outstanding queries kept (LRU): a socket's query evicted before its answer came teaches
+/// nothing (fail closed).
+pub const QUERIES_CAPACITY: u32 = 4096;
+/// A query older than this is no longer outstanding (stub resolvers give up after 5 s per
+/// attempt; Go and glibc retry with a new id).
+pub const QUERY_MAX_AGE_NS: u64 = 30_000_000_000;
+
+/// Key of `FQDN_QUERIES`: one query a socket sent. `qtype` is host order, `id` as on the wire
+/// (network order bytes read as a native u16); `name` is the question as a [`NameKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryKey {
+    pub cookie: u64,
+    pub id: u16,
+    pub qtype: u16,
+    pub _pad: u32,
+    pub name: NameKey,
+}
 
 /// FQDN rules per policy: a rule is one bit of [`FqdnEntry::rules`].
 pub const MAX_RULES: u32 = 64;
@@ -158,7 +183,36 @@ pub mod counter {
     pub const LOST_EVENTS: u32 = 6;
     /// Responses with the TC (truncated) bit: the resolver retries over TCP, which we do not see.
     pub const TC_BIT: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// Responses matching no outstanding query of the socket (id, question name and type),
+    /// or whose query an earlier accepted response consumed.
+    pub const NO_QUERY: u32 = 8;
+    /// Responses to a question that is not IN A or IN AAAA (a TXT answer's A records).
+    pub const QUESTION_TYPE: u32 = 9;
+    /// Responses whose UDP checksum is wrong: the UDP layer drops them.
+    pub const BAD_CHECKSUM: u32 = 10;
+    /// Answer records skipped because their owner is not on the CNAME chain from the question.
+    pub const OFF_CHAIN: u32 = 11;
+    /// Answer records skipped because of their type or class (not the asked type, not a CNAME).
+    pub const OTHER_TYPE: u32 = 12;
+    /// Responses accepted with a checksum the kernel does not verify: a datagram sent on this
+    /// host over loopback, whose check field holds only the pseudo-header sum (offload).
+    pub const CHECKSUM_OFFLOADED: u32 = 13;
+    /// DNS queries of targets' sockets recorded (egress).
+    pub const QUERIES: u32 = 14;
+    pub const COUNT: u32 = 15;
+
+    /// The counters that count a refused response, with their `reason` label.
+    pub const REFUSED: [(u32, &str); 7] = [
+        (NO_QUERY, "no_query"),
+        (QUESTION_TYPE, "question_type"),
+        (TC_BIT, "tc_bit"),
+        (BAD_CHECKSUM, "bad_checksum"),
+        (TRUNCATED, "truncated"),
+        (MALFORMED, "malformed"),
+        (UNVERIFIED_PEER, "unverified_peer"),
+    ];
+    /// The counters that count answer records skipped in an accepted response.
+    pub const IGNORED: [(u32, &str); 2] = [(OFF_CHAIN, "off_chain"), (OTHER_TYPE, "other_type")];
 }
 
 /// [`EventHeader::kind`] of a [`LearnedEvent`].
@@ -223,4 +277,6 @@ mod pod {
     unsafe impl aya::Pod for super::LearnedEvent {}
     // SAFETY: LearnedAnswer is #[repr(C)] integers only (padding explicit).
     unsafe impl aya::Pod for super::LearnedAnswer {}
+    // SAFETY: QueryKey is #[repr(C)] integers and bytes only (padding explicit).
+    unsafe impl aya::Pod for super::QueryKey {}
 }

@@ -4,6 +4,13 @@
 //! `FQDN_LEARNED_*`, the process cannot have read that response yet: its first `connect()` to a
 //! fresh answer already finds the address. The program only learns: it always returns 1 (pass).
 //!
+//! It learns only what a strict stub resolver would accept: a response to an outstanding query
+//! of the receiving socket (recorded on its way out by [`super::query`]: id, question name and
+//! type; consumed by the response that teaches), complete and well-formed (TC clear, every
+//! record present, no pointer loops), with a UDP checksum the kernel will accept
+//! ([`super::csum`]), and from it only records of the asked type on the CNAME chain from the
+//! question ([`super::answer`]). Each response refused is counted by reason.
+//!
 //! In scope mode only answers delivered to a target's DNS socket teach (the connect/sendmsg
 //! programs mark the socket of a target's query to port 53 in `TARGET_SOCKETS`): no other
 //! process on the node can add to, or crowd out, what the targets learned.
@@ -19,31 +26,33 @@ use enforcer_common::{
     EventHeader,
     fqdn::{
         EVENT_LEARNED, EVENTS_WAKEUP_BYTES, FqdnEntry, FqdnSettings, LEARNED_EVENT_VERSION,
-        LearnedEvent, MAX_LEARNED, counter, flags, status,
+        LearnedEvent, MAX_LEARNED, QUERY_MAX_AGE_NS, counter, flags, status,
     },
     ring_record_bytes, wakeup_crossed,
 };
 
 use super::{
-    FQDN_EVENTS, FQDN_LEARNED_V4, FQDN_LEARNED_V6, FQDN_SETTINGS, NOTHING, count,
-    parse::{Found, PKT_MAX, Scratch, get, parse, scratch},
+    FQDN_EVENTS, FQDN_LEARNED_V4, FQDN_LEARNED_V6, FQDN_QUERIES, FQDN_SETTINGS, NOTHING, answer,
+    count, count_n, csum,
+    parse::{
+        Found, PKT_MAX, SLOT_INGRESS, Scratch, TYPE_A, TYPE_AAAA, allowlisted, at, be16, get,
+        question,
+    },
 };
 use crate::identity::TARGET_SOCKETS;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_UDP: u8 = 17;
-const DNS_PORT: u16 = 53;
+pub(super) const DNS_PORT: u16 = 53;
 
 #[cgroup_skb]
 pub fn enforcer_dns_ingress(ctx: SkBuffContext) -> i32 {
     // The fast exit, before any map lookup or packet read: only a socket connected to port 53
     // can teach (`REQUIRE_CONNECTED_PEER`, always set), and the receiving socket's peer port
-    // is a field of the context (`remote_port`, network order in the upper half on
-    // little-endian kernels). Every other packet delivered below the attach point leaves here.
-    let rp = ctx.skb.remote_port();
-    let rp = if rp > 0xffff { rp >> 16 } else { rp };
-    if u16::from_be(rp as u16) != DNS_PORT {
+    // is a field of the context. Every other packet delivered below the attach point leaves
+    // here.
+    if peer_port(&ctx) != DNS_PORT {
         return 1;
     }
     let settings = FQDN_SETTINGS.get(0).copied().unwrap_or_default();
@@ -64,34 +73,45 @@ pub fn enforcer_dns_ingress(ctx: SkBuffContext) -> i32 {
     1
 }
 
-fn learn(ctx: &SkBuffContext, settings: &FqdnSettings) -> Result<(), u32> {
-    let skb = &ctx.skb;
-    let proto = u16::from_be(skb.protocol() as u16);
-    let (udp, v6_packet) = match proto {
+/// The socket's peer port (host order). `remote_port` holds the network-order port, shifted
+/// into the upper half on little-endian kernels.
+#[inline(always)]
+pub(super) fn peer_port(ctx: &SkBuffContext) -> u16 {
+    let rp = ctx.skb.remote_port();
+    let rp = if rp > 0xffff { rp >> 16 } else { rp };
+    u16::from_be(rp as u16)
+}
+
+/// The offset of the UDP header of an unfragmented UDP packet, and whether it is IPv6.
+#[inline(always)]
+pub(super) fn udp_offset(ctx: &SkBuffContext) -> Option<(usize, bool)> {
+    match u16::from_be(ctx.skb.protocol() as u16) {
         ETH_P_IP => {
-            let vihl: u8 = ctx.load(0).map_err(|_| NOTHING)?;
+            let vihl: u8 = ctx.load(0).ok()?;
             let ihl = ((vihl & 0x0f) as usize) * 4;
             if vihl >> 4 != 4 || ihl < 20 {
-                return Err(NOTHING);
+                return None;
             }
-            let p: u8 = ctx.load(9).map_err(|_| NOTHING)?;
-            let frag: u16 = ctx.load(6).map_err(|_| NOTHING)?;
+            let p: u8 = ctx.load(9).ok()?;
+            let frag: u16 = ctx.load(6).ok()?;
             // A fragment's second part has no UDP header; DNS over UDP is rarely fragmented.
             if p != IPPROTO_UDP || u16::from_be(frag) & 0x3fff != 0 {
-                return Err(NOTHING);
+                return None;
             }
-            (ihl, false)
+            Some((ihl, false))
         }
         ETH_P_IPV6 => {
             // Responses carry no extension headers in practice; those that do are not parsed.
-            let next: u8 = ctx.load(6).map_err(|_| NOTHING)?;
-            if next != IPPROTO_UDP {
-                return Err(NOTHING);
-            }
-            (40, true)
+            let next: u8 = ctx.load(6).ok()?;
+            (next == IPPROTO_UDP).then_some((40, true))
         }
-        _ => return Err(NOTHING),
-    };
+        _ => None,
+    }
+}
+
+fn learn(ctx: &SkBuffContext, settings: &FqdnSettings) -> Result<(), u32> {
+    let skb = &ctx.skb;
+    let (udp, v6_packet) = udp_offset(ctx).ok_or(NOTHING)?;
     let sport: u16 = ctx.load(udp).map_err(|_| NOTHING)?;
     if u16::from_be(sport) != DNS_PORT {
         return Err(NOTHING);
@@ -111,7 +131,9 @@ fn learn(ctx: &SkBuffContext, settings: &FqdnSettings) -> Result<(), u32> {
     }
     let truncated = n > PKT_MAX;
     let n = if truncated { PKT_MAX } else { n };
-    let p = scratch().ok_or(NOTHING)?;
+    let p = super::FQDN_SCRATCH
+        .get_ptr_mut(SLOT_INGRESS)
+        .ok_or(NOTHING)?;
     // SAFETY: `n` is in 12..=PKT_MAX and the scratch's buffer holds PKT_MAX bytes; `p` is this
     // CPU's scratch value, written through the raw pointer (no reference is live).
     let r = unsafe {
@@ -125,19 +147,78 @@ fn learn(ctx: &SkBuffContext, settings: &FqdnSettings) -> Result<(), u32> {
     if r != 0 {
         return Err(NOTHING);
     }
-    let mask = parse(p, n, truncated)?;
+    let (flags_hi, flags_lo, answers) = {
+        // SAFETY: this CPU's scratch value; the reference ends before `question`.
+        let s = unsafe { &*p };
+        (at(&s.pkt, 2), at(&s.pkt, 3), be16(&s.pkt, 6) as usize)
+    };
+    // A response (QR), standard query (opcode 0), NOERROR.
+    if flags_hi & 0x80 == 0 || (flags_hi >> 3) & 0x0f != 0 || flags_lo & 0x0f != 0 {
+        return Err(NOTHING);
+    }
+    let off = match question(p, SLOT_INGRESS, n) {
+        Ok(off) => off,
+        Err(_) => return Err(NOTHING),
+    };
+    let mask = allowlisted(p, SLOT_INGRESS);
     if mask == 0 {
         return Ok(());
     }
-    // SAFETY: `parse` returned; this is the only reference to the scratch value now.
-    let s = unsafe { &mut *p };
+    // From here on every response that teaches nothing is counted by its reason.
+    count(counter::MATCHED_RESPONSES);
+    let qtype = {
+        // SAFETY: the callbacks' references ended; this one ends before the next call.
+        let s = unsafe { &*p };
+        s.query.qtype
+    };
+    if qtype != TYPE_A && qtype != TYPE_AAAA {
+        return Err(counter::QUESTION_TYPE);
+    }
+    // The resolver retries over TCP, which this program does not see.
+    if flags_hi & 0x02 != 0 {
+        return Err(counter::TC_BIT);
+    }
+    if truncated {
+        return Err(counter::TRUNCATED);
+    }
+    // Nothing from a datagram the UDP layer will drop.
+    if let csum::Checksum::Offloaded = csum::check(ctx, p, SLOT_INGRESS, udp, v6_packet, n)? {
+        count(counter::CHECKSUM_OFFLOADED);
+    }
+    // The query this answers must be outstanding on this socket (id, name, type).
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    {
+        // SAFETY: the callbacks' references ended; this one ends before the walk.
+        let s = unsafe { &mut *p };
+        // SAFETY: the helper reads the socket of this program's skb.
+        s.query.cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+        // SAFETY: the value is a plain u64, copied out at once.
+        let sent = unsafe { FQDN_QUERIES.get(&s.query) }.copied();
+        match sent {
+            Some(t) if now.saturating_sub(t) <= QUERY_MAX_AGE_NS => {}
+            _ => return Err(counter::NO_QUERY),
+        }
+    }
+    match answer::walk(p, SLOT_INGRESS, off, answers) {
+        answer::DONE => {}
+        answer::TRUNCATED => return Err(counter::TRUNCATED),
+        _ => return Err(counter::MALFORMED),
+    }
+    // SAFETY: the walk returned; this is the only reference to the scratch value now.
+    let s = unsafe { &mut *p };
+    // Accepted: consume the query. Of two answers racing on two CPUs, only the one whose
+    // delete succeeds teaches.
+    if FQDN_QUERIES.remove(&s.query).is_err() {
+        return Err(counter::NO_QUERY);
+    }
+    count_n(counter::OFF_CHAIN, get(&s.off_chain) as u64);
+    count_n(counter::OTHER_TYPE, get(&s.other_type) as u64);
     for k in 0..MAX_LEARNED {
         if k >= get(&s.n_found) {
             break;
         }
-        store(&mut s.found[k], mask, now, &settings);
+        store(&mut s.found[k], mask, now, settings);
     }
     emit(ctx, s, mask);
     Ok(())
@@ -148,11 +229,7 @@ fn learn(ctx: &SkBuffContext, settings: &FqdnSettings) -> Result<(), u32> {
 #[inline(always)]
 fn from_connected_peer(ctx: &SkBuffContext, v6_packet: bool) -> Result<bool, u32> {
     let skb = &ctx.skb;
-    // `remote_port` holds the network-order port, shifted into the upper half on
-    // little-endian kernels.
-    let rp = skb.remote_port();
-    let rp = if rp > 0xffff { rp >> 16 } else { rp };
-    if u16::from_be(rp as u16) != DNS_PORT {
+    if peer_port(ctx) != DNS_PORT {
         return Ok(false);
     }
     if v6_packet {
@@ -253,7 +330,7 @@ fn emit(ctx: &SkBuffContext, s: &Scratch, rules: u64) {
         (*p).rules = rules;
         (*p).count = get(&s.n_found) as u32;
         (*p)._pad = 0;
-        (*p).name = s.name;
+        (*p).name = s.query.name;
         (*p).answers = s.found;
     }
     // One wakeup per EVENTS_WAKEUP_BYTES queued, as on the deny path.

@@ -1,19 +1,24 @@
 //! Step 4 of the decision order (FQDN-learned addresses): its maps and the verdict's lookup
-//! ([`allows`]). The learning program is [`learn`], its DNS parser [`parse`].
+//! ([`allows`]). The learning program is [`learn`] (with [`answer`] and [`csum`]), the query
+//! recorder [`query`], their DNS parser [`parse`].
+mod answer;
+mod csum;
 mod learn;
 mod parse;
+mod query;
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use enforcer_common::{
     ACTIVE_SETS,
     fqdn::{
         EVENTS_BYTES, FqdnEntry, FqdnSettings, LEARNED_CAPACITY, MAX_RULES, NameKey,
-        PORTS_CAPACITY, PortKey, RESOLVED_CAPACITY, class_index, counter,
+        PORTS_CAPACITY, PortKey, QUERIES_CAPACITY, QueryKey, RESOLVED_CAPACITY, class_index,
+        counter,
     },
 };
 
@@ -49,7 +54,11 @@ pub(super) static FQDN_COUNTERS: PerCpuArray<u64> =
 #[map]
 pub(super) static FQDN_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
-pub(super) static FQDN_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub(super) static FQDN_SCRATCH: PerCpuArray<Scratch> =
+    PerCpuArray::with_max_entries(parse::SLOTS, 0);
+#[map]
+pub(super) static FQDN_QUERIES: LruHashMap<QueryKey, u64> =
+    LruHashMap::with_max_entries(QUERIES_CAPACITY, 0);
 
 /// Step 4: an unexpired learned or resolved entry for the destination whose rule slots allow
 /// `port`/`proto_class`. No loops: the slots allowing this port and protocol come from one or
@@ -116,5 +125,17 @@ fn count(index: u32) {
     if let Some(p) = FQDN_COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot; this program cannot be preempted by itself on this CPU.
         unsafe { *p += 1 };
+    }
+}
+
+/// Adds `n` to counter `index`.
+#[inline(always)]
+fn count_n(index: u32, n: u64) {
+    if n == 0 {
+        return;
+    }
+    if let Some(p) = FQDN_COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; this program cannot be preempted by itself on this CPU.
+        unsafe { *p += n };
     }
 }

@@ -140,11 +140,15 @@ impl Kernel {
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
         // a helper call), the connect programs still enforce, and FQDN rules are served by the
         // agent's own resolution alone.
-        let fqdn_learning = match progs::load(
-            &mut ebpf,
+        // The query recorder (egress) loads with it: the learner learns only answers to
+        // queries it recorded.
+        let fqdn_learning = match [
+            enforcer_common::fqdn::PROG_DNS_EGRESS,
             enforcer_common::fqdn::PROG_DNS_INGRESS,
-            pins.as_ref(),
-        ) {
+        ]
+        .into_iter()
+        .try_for_each(|name| progs::load(&mut ebpf, name, pins.as_ref()))
+        {
             Ok(()) => true,
             Err(e) => {
                 let reason = crate::error_chain(&e);
@@ -525,8 +529,11 @@ struct Ingress {
 
 impl Ingress {
     fn programs(self) -> Vec<&'static str> {
-        let mut names = Vec::with_capacity(2);
+        let mut names = Vec::with_capacity(3);
         if self.learning {
+            // The query recorder before the learner: no answer arrives while its query goes
+            // unrecorded.
+            names.push(enforcer_common::fqdn::PROG_DNS_EGRESS);
             names.push(enforcer_common::fqdn::PROG_DNS_INGRESS);
         }
         if self.api {

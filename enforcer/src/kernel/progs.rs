@@ -65,7 +65,8 @@ pub fn load(ebpf: &mut Ebpf, name: &'static str, pins: Option<&Pins>) -> Result<
 /// Attaches cgroup program `name` to `cgroup` with a bpf_link (kernel >= 5.7; link
 /// attachments always coexist with other programs of the cgroup, and the kernel rejects attach
 /// flags on links, hence `CgroupAttachMode::Single`, which aya passes as 0). A `cgroup_skb`
-/// program is attached to the ingress path, except the packet-layer backstop (egress). With
+/// program is attached to the ingress path, except the packet-layer backstop and the DNS query
+/// recorder (egress). With
 /// `link_pins` the link is pinned there and `None` returned; otherwise the link is returned and
 /// lives as long as the caller keeps it.
 pub fn attach_cgroup(
@@ -92,7 +93,9 @@ pub fn attach_cgroup(
             FdLink::try_from(p.take_link(id).map_err(prog_err)?).map_err(link_err)?
         }
         Program::CgroupSkb(p) => {
-            let path = if name == enforcer_common::sockets::prog_names::PACKET_EGRESS {
+            let path = if name == enforcer_common::sockets::prog_names::PACKET_EGRESS
+                || name == enforcer_common::fqdn::PROG_DNS_EGRESS
+            {
                 CgroupSkbAttachType::Egress
             } else {
                 CgroupSkbAttachType::Ingress

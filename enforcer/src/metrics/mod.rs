@@ -73,6 +73,9 @@ pub struct Metrics {
     pub fqdn_addresses: Gauge,
     pub fqdn_resolution_failures: Family<NameLabels, Counter>,
     pub auto_rules_refused: Family<ReasonLabels, Counter>,
+    pub dns_responses_refused: Family<ReasonLabels, Counter>,
+    pub dns_records_ignored: Family<ReasonLabels, Counter>,
+    pub dns_queries_recorded: Counter,
     /// The integrity watchdog's metrics (`enforcer_integrity_*`).
     pub integrity: Arc<crate::integrity::IntegrityMetrics>,
     /// The API guard's metrics.
@@ -163,6 +166,24 @@ impl Metrics {
             "Automatic rules refused (cloud-metadata destination, per-process limit, map full)",
             auto_rules_refused.clone(),
         );
+        let dns_responses_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dns_responses_refused",
+            "DNS responses for allowlisted names the learning program refused, by reason",
+            dns_responses_refused.clone(),
+        );
+        let dns_records_ignored = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dns_records_ignored",
+            "Answer records of accepted DNS responses not learned (off the CNAME chain, other type)",
+            dns_records_ignored.clone(),
+        );
+        let dns_queries_recorded = Counter::default();
+        registry.register(
+            "dns_queries_recorded",
+            "DNS queries of targets' sockets recorded for the learning program to match",
+            dns_queries_recorded.clone(),
+        );
         let integrity = Arc::new(crate::integrity::IntegrityMetrics::register(&mut registry));
         let api = api::ApiMetrics::register(&mut registry);
         let build_info = Family::<VersionLabels, Gauge>::default();
@@ -186,6 +207,9 @@ impl Metrics {
             fqdn_addresses,
             fqdn_resolution_failures,
             auto_rules_refused,
+            dns_responses_refused,
+            dns_records_ignored,
+            dns_queries_recorded,
             integrity,
             api,
             ready: AtomicBool::new(false),

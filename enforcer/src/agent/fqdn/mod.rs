@@ -34,6 +34,8 @@ const RECENT_CAPACITY: usize = 8192;
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// How often the agent's entries are recomputed (expired names dropped).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often the learning program's counters are added to the metrics.
+const COUNTERS_EVERY: Duration = Duration::from_millis(250);
 /// Learned entries are removed only this long after they expired (the kernel ignores them
 /// once expired; removal only frees the slot).
 const LEARNED_SWEEP_MARGIN_NS: u64 = 10_000_000_000;
@@ -147,6 +149,7 @@ impl FqdnAgent {
             last_full_scan: Instant::now(),
             metrics,
             kernel_counters: [0; counter::COUNT as usize],
+            metric_counters: [0; counter::COUNT as usize],
         };
         state.learned_by_slot = vec![SlotLearned::default(); state.names.len()];
         state.initial_resolution().await;
@@ -276,8 +279,10 @@ struct State {
     /// When every learned entry in the kernel was last checked (also those whose event was
     /// lost).
     last_full_scan: Instant,
-    /// The learning program's counters as last reported (increases are logged).
+    /// The learning program's counters as last reported (increases are logged) and as last
+    /// added to the metrics.
     kernel_counters: [u64; counter::COUNT as usize],
+    metric_counters: [u64; counter::COUNT as usize],
     /// `enforcer_fqdn_addresses` and `enforcer_fqdn_resolution_failures_total{name}`.
     metrics: Option<Arc<Metrics>>,
 }
@@ -304,5 +309,12 @@ pub fn kernel_counter_names() -> [(u32, &'static str); counter::COUNT as usize] 
         (counter::UNVERIFIED_PEER, "unverified_peer"),
         (counter::LOST_EVENTS, "lost_events"),
         (counter::TC_BIT, "tc_bit"),
+        (counter::NO_QUERY, "no_query"),
+        (counter::QUESTION_TYPE, "question_type"),
+        (counter::BAD_CHECKSUM, "bad_checksum"),
+        (counter::OFF_CHAIN, "off_chain"),
+        (counter::OTHER_TYPE, "other_type"),
+        (counter::CHECKSUM_OFFLOADED, "checksum_offloaded"),
+        (counter::QUERIES, "queries"),
     ]
 }

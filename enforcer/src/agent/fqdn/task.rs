@@ -39,6 +39,8 @@ impl State {
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut counters = tokio::time::interval(super::COUNTERS_EVERY);
+        counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut jobs: JoinSet<(usize, Answer)> = JoinSet::new();
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
         // the AsyncFd owns the ring buffer.
@@ -96,6 +98,7 @@ impl State {
                     }
                 }
                 _ = sweep.tick() => self.sweep(),
+                _ = counters.tick() => self.observe_kernel_counters(),
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
                     if let Ok((slot, answer)) = done {
                         self.on_answer(slot, answer);
@@ -116,6 +119,7 @@ impl State {
             self.on_events(events);
         }
         self.report_kernel_counters();
+        self.observe_kernel_counters();
         self.stats
     }
 
@@ -242,13 +246,39 @@ impl State {
         }
     }
 
+    /// Adds what the learning program counted since the last call to the metrics
+    /// (`enforcer_dns_responses_refused_total{reason}`, `enforcer_dns_records_ignored_total`,
+    /// `enforcer_dns_queries_recorded_total`).
+    pub(super) fn observe_kernel_counters(&mut self) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        let now = self.maps.counters();
+        let old = self.metric_counters;
+        let delta = |i: u32| now[i as usize].saturating_sub(old[i as usize]);
+        for (i, reason) in counter::REFUSED {
+            m.dns_responses_refused
+                .get_or_create(&crate::metrics::ReasonLabels { reason })
+                .inc_by(delta(i));
+        }
+        for (i, reason) in counter::IGNORED {
+            m.dns_records_ignored
+                .get_or_create(&crate::metrics::ReasonLabels { reason })
+                .inc_by(delta(i));
+        }
+        m.dns_queries_recorded.inc_by(delta(counter::QUERIES));
+        self.metric_counters = now;
+    }
+
     /// Logs increases of the learning program's trouble counters.
     pub(super) fn report_kernel_counters(&mut self) {
         let now = self.maps.counters();
-        // Every counter but the two that count success.
-        let trouble = kernel_counter_names()
-            .into_iter()
-            .filter(|(i, _)| ![counter::MATCHED_RESPONSES, counter::LEARNED].contains(i));
+        // Refused responses, full maps and lost events (not the counters of success, of
+        // records skipped in accepted answers, of offloaded checksums or of queries).
+        let trouble = kernel_counter_names().into_iter().filter(|(i, _)| {
+            counter::REFUSED.iter().any(|(r, _)| r == i)
+                || [counter::MAP_FULL, counter::LOST_EVENTS].contains(i)
+        });
         for (i, what) in trouble {
             let (old, new) = (self.kernel_counters[i as usize], now[i as usize]);
             if new > old {
