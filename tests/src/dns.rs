@@ -23,6 +23,7 @@ use crate::{Background, enter_netns};
 pub const TYPE_A: u16 = 1;
 pub const TYPE_CNAME: u16 = 5;
 pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_TXT: u16 = 16;
 
 /// One answer record.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -76,6 +76,7 @@ pub struct Metrics {
     pub dns_responses_refused: Family<ReasonLabels, Counter>,
     pub dns_records_ignored: Family<ReasonLabels, Counter>,
     pub dns_queries_recorded: Counter,
+    pub dns_checksum_offloaded: Counter,
     /// The integrity watchdog's metrics (`enforcer_integrity_*`).
     pub integrity: Arc<crate::integrity::IntegrityMetrics>,
     /// The API guard's metrics.
@@ -184,6 +185,13 @@ impl Metrics {
             "DNS queries of targets' sockets recorded for the learning program to match",
             dns_queries_recorded.clone(),
         );
+        let dns_checksum_offloaded = Counter::default();
+        registry.register(
+            "dns_checksum_offloaded",
+            "DNS responses accepted with the check field of a loopback datagram sent on this host \
+             (CHECKSUM_PARTIAL: pseudo-header sum only, not verified by the kernel)",
+            dns_checksum_offloaded.clone(),
+        );
         let integrity = Arc::new(crate::integrity::IntegrityMetrics::register(&mut registry));
         let api = api::ApiMetrics::register(&mut registry);
         let build_info = Family::<VersionLabels, Gauge>::default();
@@ -210,6 +218,7 @@ impl Metrics {
             dns_responses_refused,
             dns_records_ignored,
             dns_queries_recorded,
+            dns_checksum_offloaded,
             integrity,
             api,
             ready: AtomicBool::new(false),

@@ -165,10 +165,10 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         return format!("ok {eperm} {other}");
     }
     if let ["resolve", name, qtype, server, port] = parts[..] {
-        let qtype = if qtype == "aaaa" {
-            dns::TYPE_AAAA
-        } else {
-            dns::TYPE_A
+        let qtype = match qtype {
+            "aaaa" => dns::TYPE_AAAA,
+            "txt" => dns::TYPE_TXT,
+            _ => dns::TYPE_A,
         };
         let Ok(server) = format!("{server}:{port}")
             .parse::<SocketAddr>()

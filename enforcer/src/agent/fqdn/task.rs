@@ -267,6 +267,8 @@ impl State {
                 .inc_by(delta(i));
         }
         m.dns_queries_recorded.inc_by(delta(counter::QUERIES));
+        m.dns_checksum_offloaded
+            .inc_by(delta(counter::CHECKSUM_OFFLOADED));
         self.metric_counters = now;
     }
 
