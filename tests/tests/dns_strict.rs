@@ -449,7 +449,7 @@ fn the_learner_accepts_only_what_a_strict_resolver_accepts() {
         *current.lock().unwrap() = Some(case.reply);
         let (name, qtype, server) = case.ask;
         let reply = probe
-            .command_line(&format!("resolve {name} {qtype} {server} 53"))
+            .command_line(&format!("resolve {name} {qtype} {server} 53 100"))
             .unwrap();
         let mut want: HashMap<String, u64> = HashMap::new();
         for r in refused_reasons {

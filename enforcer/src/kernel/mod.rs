@@ -6,7 +6,9 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
 };
-use enforcer_common::{ACTIVE_SETS, Config, V4Filter, counter, hook, map_names, prog_names};
+use enforcer_common::{
+    ACTIVE_SETS, Config, V4Filter, counter, fqdn as fqdn_names, hook, map_names, prog_names,
+};
 
 use crate::{cgroup::Cgroup, compile::Compiled};
 
@@ -140,17 +142,11 @@ impl Kernel {
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
         // a helper call), the connect programs still enforce, and FQDN rules are served by the
         // agent's own resolution alone.
-        // The query recorder (egress) loads with it: the learner learns only answers to
-        // queries it recorded.
-        let fqdn_learning = match [
-            enforcer_common::fqdn::PROG_DNS_EGRESS,
-            enforcer_common::fqdn::PROG_DNS_INGRESS,
-        ]
-        .into_iter()
-        .try_for_each(|name| progs::load(&mut ebpf, name, pins.as_ref()))
-        {
-            Ok(()) => true,
-            Err(e) => {
+        // With the query recorder: the learner learns only answers to queries it recorded.
+        let dns = [fqdn_names::PROG_DNS_EGRESS, fqdn_names::PROG_DNS_INGRESS];
+        let fqdn_learning = match dns.map(|n| progs::load(&mut ebpf, n, pins.as_ref())) {
+            [Ok(()), Ok(())] => true,
+            [Err(e), _] | [_, Err(e)] => {
                 let reason = crate::error_chain(&e);
                 tracing::warn!(
                     error = %reason.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""),
@@ -531,10 +527,8 @@ impl Ingress {
     fn programs(self) -> Vec<&'static str> {
         let mut names = Vec::with_capacity(3);
         if self.learning {
-            // The query recorder before the learner: no answer arrives while its query goes
-            // unrecorded.
-            names.push(enforcer_common::fqdn::PROG_DNS_EGRESS);
-            names.push(enforcer_common::fqdn::PROG_DNS_INGRESS);
+            // The query recorder first: no answer arrives while its query goes unrecorded.
+            names.extend([fqdn_names::PROG_DNS_EGRESS, fqdn_names::PROG_DNS_INGRESS]);
         }
         if self.api {
             names.push(enforcer_common::api::PROG_NAME);

@@ -164,7 +164,10 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         }
         return format!("ok {eperm} {other}");
     }
-    if let ["resolve", name, qtype, server, port] = parts[..] {
+    if let ["resolve", name, qtype, server, port, ref linger @ ..] = parts[..] {
+        // An optional linger (ms): the socket stays open that long after the answer, so
+        // datagrams the server sends after it still reach the socket.
+        let linger = linger.first().and_then(|l| l.parse::<u64>().ok());
         let qtype = match qtype {
             "aaaa" => dns::TYPE_AAAA,
             "txt" => dns::TYPE_TXT,
@@ -176,7 +179,7 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         else {
             return format!("bad server {server}");
         };
-        return match resolve(name, qtype, server) {
+        return match resolve(name, qtype, server, linger) {
             Ok(addrs) => {
                 let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
                 format!("ok {}", list.join(" ")).trim_end().to_owned()
@@ -195,7 +198,7 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         let (mut addrs, mut eperm, mut refused, mut other, mut failed) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
         for _ in 0..n {
-            match resolve(name, dns::TYPE_A, server) {
+            match resolve(name, dns::TYPE_A, server, None) {
                 Ok(list) if !list.is_empty() => {
                     for ip in list {
                         addrs += 1;
@@ -282,7 +285,12 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
 }
 
 /// One query over a connected UDP socket (a fresh socket and id per query).
-fn resolve(name: &str, qtype: u16, server: SocketAddr) -> Result<Vec<IpAddr>, String> {
+fn resolve(
+    name: &str,
+    qtype: u16,
+    server: SocketAddr,
+    linger: Option<u64>,
+) -> Result<Vec<IpAddr>, String> {
     static ID: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
     let bind: SocketAddr = if server.is_ipv4() {
         "127.0.0.1:0"
@@ -302,6 +310,9 @@ fn resolve(name: &str, qtype: u16, server: SocketAddr) -> Result<Vec<IpAddr>, St
     loop {
         let n = sock.recv(&mut buf).map_err(|e| format!("recv: {e}"))?;
         if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+            if let Some(ms) = linger {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
             return dns::parse_addresses(&buf[..n]).map_err(|e| e.to_string());
         }
     }
