@@ -3,7 +3,8 @@
 //!
 //! - A packet whose socket is connected to the packet's IP destination leaves at once: the
 //!   connect hook decided that address (this is also every reply of an accepted connection).
-//!   So does a packet of a socket without a mark (`PACKET_SOCKETS`, set by `sock_create` for
+//!   So does a packet of a listening TCP socket (its SYN-ACKs and resets answer a peer that
+//!   connected to it), and a packet of a socket without a mark (`PACKET_SOCKETS`, set by `sock_create` for
 //!   the sockets targets create), i.e. every packet of a process that is not a target.
 //! - A target's IPv6 packet with a routing header is dropped (the header sends it to its first
 //!   segment, and through the others). Any other packet of a marked socket is decided on its
@@ -22,6 +23,9 @@ use enforcer_common::{
 use crate::{ALLOW, DENY, Dst, Record, Who, active_config, auto, count, emit, policy, sock};
 
 const ETH_P_IP: u16 = 0x0800;
+const IPPROTO_TCP: u8 = 6;
+/// `BPF_TCP_LISTEN` in `bpf_sock.state`.
+const TCP_LISTEN: u32 = 10;
 const ETH_P_IPV6: u16 = 0x86dd;
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
@@ -62,6 +66,12 @@ fn check(ctx: &SkBuffContext) -> i32 {
     let ethertype = u16::from_be(unsafe { (*skb).protocol } as u16);
     // SAFETY: `full` is a full socket the helper returned, valid for this run.
     let sk = unsafe { &*full };
+    // A listening TCP socket sends only answers to peers that connected to it (SYN-ACKs,
+    // resets): the peer chose the address, no connect hook decided it, and the options that
+    // could redirect such a packet are refused to targets by the setsockopt guard.
+    if sk.protocol == u32::from(IPPROTO_TCP) && sk.state == TCP_LISTEN {
+        return ALLOW;
+    }
     let connected_to_dst = if ethertype == ETH_P_IP {
         let (Ok(vihl), Ok(daddr)) = (ctx.load::<u8>(0), ctx.load::<u32>(16)) else {
             return ALLOW;
