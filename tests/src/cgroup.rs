@@ -18,6 +18,7 @@ pub struct TestCgroup {
 impl TestCgroup {
     pub fn new() -> anyhow::Result<Self> {
         let mount = enforcer::cgroup::cgroup2_mount()?;
+        sweep_dead_tests(&mount);
         let path = mount.join(unique("enforcer-test"));
         std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self { path })
@@ -38,6 +39,32 @@ impl TestCgroup {
     pub fn path_str(&self) -> String {
         self.path.to_string_lossy().into_owned()
     }
+}
+
+/// Removes, once per test process, the empty cgroup trees below `mount` that test processes
+/// killed by a signal left ([`crate::left_by_dead_test`]); a tree that still holds a process
+/// stays.
+fn sweep_dead_tests(mount: &Path) {
+    fn remove_tree(dir: &Path) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path())?;
+            }
+        }
+        std::fs::remove_dir(dir)
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(dir) = std::fs::read_dir(mount) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if crate::left_by_dead_test(&name) && remove_tree(&entry.path()).is_ok() {
+                eprintln!("removed cgroup {name} left by a killed test");
+            }
+        }
+    });
 }
 
 impl Drop for TestCgroup {

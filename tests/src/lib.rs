@@ -46,6 +46,23 @@ pub const EPERM: i32 = libc::EPERM;
 pub const ENETUNREACH: i32 = libc::ENETUNREACH;
 pub const ECONNREFUSED: i32 = libc::ECONNREFUSED;
 
+/// Whether `name` is one that [`unique`] gave a test process that no longer runs
+/// (`enforcer-…-PID-N`, no `/proc/PID`): what a test killed by a signal, whose guards never
+/// ran, left behind. A live PID (even one reused by another process) keeps its objects.
+pub fn left_by_dead_test(name: &str) -> bool {
+    if !name.starts_with("enforcer-") {
+        return false;
+    }
+    let mut parts = name.rsplit('-');
+    let (Some(n), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    n.parse::<u32>().is_ok()
+        && pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+}
+
 /// A unique name for this test process's kernel objects.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

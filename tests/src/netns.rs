@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{TestCgroup, http_get, status_and_body, unique};
+use crate::{TestCgroup, http_get, left_by_dead_test, status_and_body, unique};
 
 /// Environment variables by which Go's and Python's HTTP clients would send non-loopback URLs
 /// to a proxy; [`NetNs::command`] removes them.
@@ -62,6 +62,7 @@ pub struct NetNs {
 impl NetNs {
     /// `ip netns add <prefix>-<unique>`, then `lo` up.
     pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        sweep_dead_tests();
         let name = unique(prefix);
         ip(&["netns", "add", &name])?;
         let ns = Self { name, etc: None };
@@ -150,6 +151,29 @@ impl NetNs {
     }
 }
 
+/// Deletes, once per test process, the namespaces (and their `/etc/netns` directories) that
+/// test processes killed by a signal left ([`left_by_dead_test`]).
+fn sweep_dead_tests() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(dir) = std::fs::read_dir("/run/netns") else {
+            return;
+        };
+        for name in dir
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+        {
+            if left_by_dead_test(&name) {
+                match ip(&["netns", "del", &name]) {
+                    Ok(()) => eprintln!("removed network namespace {name} left by a killed test"),
+                    Err(e) => eprintln!("warning: {e}"),
+                }
+                let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&name));
+            }
+        }
+    });
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         if let Err(e) = ip(&["netns", "del", &self.name]) {
@@ -161,5 +185,51 @@ impl Drop for NetNs {
                 let _ = std::fs::remove_dir("/etc/netns"); // only when empty
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The PID of a process that has exited (reaped), so no `/proc/PID`.
+    fn dead_pid() -> u32 {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn only_names_of_dead_test_processes_are_leftovers() {
+        let dead = dead_pid();
+        let me = std::process::id();
+        assert!(left_by_dead_test(&format!("enforcer-api-reload-{dead}-0")));
+        assert!(!left_by_dead_test(&format!("enforcer-api-reload-{me}-0")));
+        assert!(!left_by_dead_test(&format!("other-{dead}-0")));
+        assert!(!left_by_dead_test(&format!("enforcer-x-{dead}")));
+        assert!(!left_by_dead_test("enforcer-"));
+    }
+
+    /// A namespace a killed test left is deleted by the next test process's first
+    /// [`NetNs::new`]; its own namespace is not.
+    #[test]
+    fn the_first_namespace_of_a_test_process_sweeps_what_killed_tests_left() {
+        if !crate::privileged() {
+            return;
+        }
+        let stale = format!("enforcer-sweep-{}-0", dead_pid());
+        ip(&["netns", "add", &stale]).unwrap();
+        let ns = NetNs::new("enforcer-sweep").unwrap();
+        let listed = std::fs::read_dir("/run/netns")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>();
+        if listed.contains(&stale) {
+            let _ = ip(&["netns", "del", &stale]);
+            panic!("{stale} was not swept");
+        }
+        assert!(listed.contains(&ns.name), "{listed:?}");
     }
 }
