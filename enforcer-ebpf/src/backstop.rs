@@ -57,39 +57,25 @@ fn check(ctx: &SkBuffContext) -> i32 {
     if sk.is_null() {
         return ALLOW;
     }
+    // SAFETY: `__sk_buff.protocol` holds the 16-bit network-order EtherType.
+    let ethertype = u16::from_be(unsafe { (*skb).protocol } as u16);
+    // First, with no helper call: a packet to its socket's peer (every packet of a connected
+    // socket, a SYN-ACK of a request socket) leaves here.
+    match to_peer(ctx, ethertype) {
+        Some(false) => {}
+        Some(true) | None => return ALLOW,
+    }
     // SAFETY: helper on the packet's own socket pointer.
     let full = unsafe { bpf_sk_fullsock(sk) };
     if full.is_null() {
         return ALLOW;
     }
-    // SAFETY: `__sk_buff.protocol` holds the 16-bit network-order EtherType.
-    let ethertype = u16::from_be(unsafe { (*skb).protocol } as u16);
     // SAFETY: `full` is a full socket the helper returned, valid for this run.
     let sk = unsafe { &*full };
     // A listening TCP socket sends only answers to peers that connected to it (SYN-ACKs,
     // resets): the peer chose the address, no connect hook decided it, and the options that
     // could redirect such a packet are refused to targets by the setsockopt guard.
     if sk.protocol == u32::from(IPPROTO_TCP) && sk.state == TCP_LISTEN {
-        return ALLOW;
-    }
-    let connected_to_dst = if ethertype == ETH_P_IP {
-        let (Ok(vihl), Ok(daddr)) = (ctx.load::<u8>(0), ctx.load::<u32>(16)) else {
-            return ALLOW;
-        };
-        vihl & 0x0f == 5 && daddr == sk.dst_ip4
-    } else if ethertype == ETH_P_IPV6 {
-        let (Ok(next), Ok(d)) = (ctx.load::<u8>(6), ctx.load::<[u32; 4]>(24)) else {
-            return ALLOW;
-        };
-        next != NEXTHDR_ROUTING
-            && d[0] == sk.dst_ip6[0]
-            && d[1] == sk.dst_ip6[1]
-            && d[2] == sk.dst_ip6[2]
-            && d[3] == sk.dst_ip6[3]
-    } else {
-        return ALLOW;
-    };
-    if connected_to_dst {
         return ALLOW;
     }
     // SAFETY: the helper reads the cookie of the packet's socket.
@@ -112,6 +98,49 @@ fn check(ctx: &SkBuffContext) -> i32 {
             .filter(|_| !auto::allows(mark.tgid, &pkt.dst, pkt.port, proto_class))
     };
     report(ctx, cfg, mark, &pkt, denied_by)
+}
+
+/// Whether the packet goes to its socket's peer (`__sk_buff.remote_ip4/6`: the connected
+/// address a connect hook decided) on a plain header (no IPv4 options, no IPv6 routing header);
+/// `None` for a packet that is not IP. The header is read in place (direct packet access: an
+/// egress packet's IP header is in the linear data), through the helper when it is not.
+#[inline(always)]
+fn to_peer(ctx: &SkBuffContext, ethertype: u16) -> Option<bool> {
+    let skb = ctx.skb.skb;
+    // SAFETY: reads of the program's own context fields.
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    if ethertype == ETH_P_IP {
+        let (vihl, daddr) = if data + 20 <= end {
+            // SAFETY: bytes 0..20 of the packet, checked against `data_end` above.
+            unsafe {
+                (
+                    *(data as *const u8),
+                    core::ptr::read_unaligned((data + 16) as *const u32),
+                )
+            }
+        } else {
+            (ctx.load::<u8>(0).ok()?, ctx.load::<u32>(16).ok()?)
+        };
+        // SAFETY: a context field read.
+        return Some(vihl & 0x0f == 5 && daddr == unsafe { (*skb).remote_ip4 });
+    }
+    if ethertype != ETH_P_IPV6 {
+        return None;
+    }
+    let (next, d) = if data + 40 <= end {
+        // SAFETY: bytes 0..40 of the packet, checked against `data_end` above.
+        unsafe {
+            (
+                *((data + 6) as *const u8),
+                core::ptr::read_unaligned((data + 24) as *const [u32; 4]),
+            )
+        }
+    } else {
+        (ctx.load::<u8>(6).ok()?, ctx.load::<[u32; 4]>(24).ok()?)
+    };
+    // SAFETY: a context field read.
+    let peer = unsafe { (*skb).remote_ip6 };
+    Some(next != NEXTHDR_ROUTING && d == peer)
 }
 
 /// The IP destination, transport protocol and port (through at most two extension headers
