@@ -104,6 +104,23 @@ impl Probe {
         Self::outcome(&reply)
     }
 
+    /// `resolve NAME QTYPE SERVER 53` in the probe: the addresses of the answer its stub
+    /// resolver accepted (an error when it accepted none).
+    pub fn resolve(
+        &mut self,
+        name: &str,
+        qtype: &str,
+        server: &str,
+    ) -> anyhow::Result<Vec<std::net::IpAddr>> {
+        let reply = self.command_line(&format!("resolve {name} {qtype} {server} 53"))?;
+        let Some(rest) = reply.strip_prefix("ok") else {
+            bail!("resolve {name}: {reply}");
+        };
+        rest.split_whitespace()
+            .map(|a| a.parse().with_context(|| format!("resolve {name}: {a:?}")))
+            .collect()
+    }
+
     /// Unconnected UDP sendto().
     pub fn sendto(&mut self, addr: &str, port: u16) -> anyhow::Result<Outcome> {
         self.sendto_proto("udp", addr, port)

@@ -113,18 +113,6 @@ fn setup_args(
     }
 }
 
-fn resolve(probe: &mut Probe, name: &str, qtype: &str, server: &str) -> Vec<IpAddr> {
-    let reply = probe
-        .command_line(&format!("resolve {name} {qtype} {server} 53"))
-        .unwrap();
-    let rest = reply
-        .strip_prefix("ok")
-        .unwrap_or_else(|| panic!("resolve {name}: {reply}"));
-    rest.split_whitespace()
-        .map(|a| a.parse().unwrap())
-        .collect()
-}
-
 fn connect(probe: &mut Probe, ip: IpAddr) -> Outcome {
     probe.connect("tcp", &ip.to_string(), PORT).unwrap()
 }
@@ -257,10 +245,10 @@ fn an_answer_inside_a_block_range_is_denied_and_warned() {
         ),
         "",
     );
-    let evil = resolve(&mut s.probe, "evil.test", "a", "127.0.0.53");
+    let evil = s.probe.resolve("evil.test", "a", "127.0.0.53").unwrap();
     assert_eq!(evil, ["127.66.0.7".parse::<IpAddr>().unwrap()]);
     assert_eq!(connect(&mut s.probe, evil[0]), Outcome::Errno(EPERM));
-    let good = resolve(&mut s.probe, "good.test", "a", "127.0.0.53");
+    let good = s.probe.resolve("good.test", "a", "127.0.0.53").unwrap();
     assert_eq!(connect(&mut s.probe, good[0]), Outcome::Errno(ECONNREFUSED));
     let lines = s.agent.take_events(1, Duration::from_secs(5));
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -312,7 +300,7 @@ fn learned_addresses_outlive_a_dns_outage_until_grace_expiry() {
         "  grace_period: 3s\n",
         &["--metrics-address", &metrics_addr],
     );
-    let learned = resolve(&mut s.probe, "grace.test", "a", "127.0.0.53")[0];
+    let learned = s.probe.resolve("grace.test", "a", "127.0.0.53").unwrap()[0];
     let resolved_at = Instant::now();
     let agents = "127.77.0.2".parse::<IpAddr>().unwrap();
     assert_eq!(connect(&mut s.probe, learned), Outcome::Errno(ECONNREFUSED));
@@ -406,7 +394,7 @@ fn wildcards_match_subdomains_only_and_cnames_compression_case_and_ipv6_work() {
         "",
     );
     let mut check = |name: &str, qtype: &str, server: &str, allowed: bool| {
-        let ips = resolve(&mut s.probe, name, qtype, server);
+        let ips = s.probe.resolve(name, qtype, server).unwrap();
         assert!(!ips.is_empty(), "{name}: no answer");
         for ip in ips {
             let want = if allowed {
@@ -489,7 +477,7 @@ fn learned_addresses_survive_a_restart_and_follow_reloads() {
     let args = ["--cgroup", &cg_path, "--pin", "--bpffs-dir", &pin_dir];
     let mut agent = Agent::start_args(Some(&path), &args).unwrap();
     let ip: IpAddr = "127.90.0.1".parse().unwrap();
-    assert_eq!(resolve(&mut probe, "keep.test", "a", "127.0.0.53"), [ip]);
+    assert_eq!(probe.resolve("keep.test", "a", "127.0.0.53").unwrap(), [ip]);
     assert_eq!(connect(&mut probe, ip), Outcome::Errno(ECONNREFUSED));
     assert_eq!(dns_learning_programs(&cg.path), 1);
 
@@ -520,7 +508,7 @@ fn learned_addresses_survive_a_restart_and_follow_reloads() {
     }
     // The restarted agent's learning program learns too.
     assert_eq!(
-        resolve(&mut probe, "keep.test", "a", "127.0.0.53"),
+        probe.resolve("keep.test", "a", "127.0.0.53").unwrap(),
         [ip],
         "resolution after restarts"
     );
@@ -542,7 +530,7 @@ fn learned_addresses_survive_a_restart_and_follow_reloads() {
     agent.signal(libc::SIGHUP);
     agent.wait_for_stderr("learned and resolved addresses are forgotten");
     assert_eq!(connect(&mut probe, ip), Outcome::Errno(EPERM));
-    assert_eq!(resolve(&mut probe, "keep.test", "a", "127.0.0.53"), [ip]);
+    assert_eq!(probe.resolve("keep.test", "a", "127.0.0.53").unwrap(), [ip]);
     assert_eq!(connect(&mut probe, ip), Outcome::Errno(ECONNREFUSED));
     drop(agent);
 }

@@ -16,18 +16,6 @@ const PORT: u16 = 8443;
 /// The DNS-learning program, as bpftool names it.
 const LEARNER: &str = "enforcer_dns_ingress";
 
-fn resolve(probe: &mut Probe, name: &str) -> Vec<IpAddr> {
-    let reply = probe
-        .command_line(&format!("resolve {name} a 127.0.0.53 53"))
-        .unwrap();
-    let rest = reply
-        .strip_prefix("ok")
-        .unwrap_or_else(|| panic!("resolve {name}: {reply}"));
-    rest.split_whitespace()
-        .map(|a| a.parse().unwrap())
-        .collect()
-}
-
 fn reloads(agent: &Agent) -> usize {
     agent
         .stderr_text()
@@ -97,7 +85,10 @@ fn the_dns_learner_is_attached_only_while_the_policy_has_fqdn_rules() {
         Vec::<String>::new(),
         "no fqdn rule, no api section: nothing on the ingress path"
     );
-    assert_eq!(resolve(&mut probe, "learn.test"), [ip]);
+    assert_eq!(
+        probe.resolve("learn.test", "a", "127.0.0.53").unwrap(),
+        [ip]
+    );
     assert_eq!(
         probe.connect("tcp", &ip.to_string(), PORT).unwrap(),
         Outcome::Errno(EPERM),
@@ -109,7 +100,10 @@ fn the_dns_learner_is_attached_only_while_the_policy_has_fqdn_rules() {
     write(&with_fqdn);
     reload(&agent);
     assert_eq!(ingress_programs(&cg.path).unwrap(), [LEARNER]);
-    assert_eq!(resolve(&mut probe, "learn.test"), [ip]);
+    assert_eq!(
+        probe.resolve("learn.test", "a", "127.0.0.53").unwrap(),
+        [ip]
+    );
     assert_eq!(
         probe.connect("tcp", &ip.to_string(), PORT).unwrap(),
         Outcome::Errno(ECONNREFUSED),

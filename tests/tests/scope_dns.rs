@@ -16,18 +16,6 @@ const FORGED: &str = "203.0.113.77";
 /// In an empty namespace an allowed connect to a routed address fails with ENETUNREACH.
 const PASSED: Outcome = Outcome::Errno(101);
 
-fn resolve(probe: &mut Probe) -> Vec<IpAddr> {
-    let reply = probe
-        .command_line(&format!("resolve {NAME} a 127.0.0.53 53"))
-        .unwrap();
-    let rest = reply
-        .strip_prefix("ok")
-        .unwrap_or_else(|| panic!("resolve: {reply}"));
-    rest.split_whitespace()
-        .map(|a| a.parse().unwrap())
-        .collect()
-}
-
 #[test]
 fn a_non_targets_answers_neither_teach_nor_evict_what_a_target_learned() {
     if !privileged() || !integration_tests::fqdn_learning_supported() {
@@ -121,18 +109,21 @@ fn a_non_targets_answers_neither_teach_nor_evict_what_a_target_learned() {
 
     // The target learns its answer from its own query.
     assert_eq!(
-        resolve(&mut target),
+        target.resolve(NAME, "a", "127.0.0.53").unwrap(),
         vec![LEARNED.parse::<IpAddr>().unwrap()]
     );
     assert_eq!(target.connect("tcp", LEARNED, 443).unwrap(), PASSED);
     // The non-target gets 203.0.113.77 for the allowlisted name: the target may not use it.
-    assert_eq!(resolve(&mut other), vec![FORGED.parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        other.resolve(NAME, "a", "127.0.0.53").unwrap(),
+        vec![FORGED.parse::<IpAddr>().unwrap()]
+    );
     assert!(target.connect("tcp", FORGED, 443).unwrap().denied());
     // A flood of 200 answers by the non-target (more than max_addresses_per_name): the
     // target's learned address stays, none of the flood's is allowed.
     let mut flood = Vec::new();
     for _ in 0..200 {
-        flood.extend(resolve(&mut other));
+        flood.extend(other.resolve(NAME, "a", "127.0.0.53").unwrap());
     }
     assert_eq!(flood.len(), 200);
     std::thread::sleep(std::time::Duration::from_millis(500));
