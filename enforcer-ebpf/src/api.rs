@@ -34,7 +34,9 @@ use enforcer_common::{
     mode,
 };
 
-use crate::{Dst, active_config, policy};
+use enforcer_common::proto::IPPROTO_TCP;
+
+use crate::{Dst, ETH_P_IP, ETH_P_IPV6, active_config, policy};
 
 #[map]
 static API_CONFIG: Array<ApiConfig> = Array::with_max_entries(ACTIVE_SETS, 0);
@@ -51,9 +53,6 @@ static API_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_API_CGROUP
 
 const PASS: i32 = 1;
 const DROP: i32 = 0;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const IPPROTO_TCP: u8 = 6;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 /// Bytes of the payload read to classify a request ("GET / HTTP/1.1\r\n" is 16).

@@ -20,13 +20,13 @@ use enforcer_common::{
     Config, counter, event_kind, hook, mode, proto, rule_id, sockets::SocketMark,
 };
 
-use crate::{ALLOW, DENY, Dst, Record, Who, active_config, auto, count, emit, policy, sock};
+use crate::{
+    ALLOW, DENY, Dst, ETH_P_IP, ETH_P_IPV6, Record, Who, active_config, auto, count, emit, policy,
+    sock,
+};
 
-const ETH_P_IP: u16 = 0x0800;
-const IPPROTO_TCP: u8 = 6;
 /// `BPF_TCP_LISTEN` in `bpf_sock.state`.
 const TCP_LISTEN: u32 = 10;
-const ETH_P_IPV6: u16 = 0x86dd;
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
 const NEXTHDR_DEST: u8 = 60;
@@ -75,7 +75,7 @@ fn check(ctx: &SkBuffContext) -> i32 {
     // A listening TCP socket sends only answers to peers that connected to it (SYN-ACKs,
     // resets): the peer chose the address, no connect hook decided it, and the options that
     // could redirect such a packet are refused to targets by the setsockopt guard.
-    if sk.protocol == u32::from(IPPROTO_TCP) && sk.state == TCP_LISTEN {
+    if sk.protocol == u32::from(proto::IPPROTO_TCP) && sk.state == TCP_LISTEN {
         return ALLOW;
     }
     // SAFETY: the helper reads the cookie of the packet's socket.

@@ -57,6 +57,9 @@ pub fn scoped() -> bool {
     // SAFETY: a read of a constant the loader wrote; volatile so the compiler keeps the load.
     unsafe { core::ptr::read_volatile(&SCOPED) != 0 }
 }
+/// EtherTypes (`__sk_buff.protocol`, host order after `from_be`) of the packet programs.
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 

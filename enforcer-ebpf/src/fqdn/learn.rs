@@ -39,10 +39,8 @@ use super::{
         question,
     },
 };
-use crate::identity::TARGET_SOCKETS;
+use crate::{ETH_P_IP, ETH_P_IPV6, identity::TARGET_SOCKETS};
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_UDP: u8 = 17;
 pub(super) const DNS_PORT: u16 = 53;
 
