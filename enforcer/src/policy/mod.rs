@@ -7,6 +7,7 @@
 //! its id in the kernel maps and in events.
 
 pub mod api;
+mod error;
 mod integrity;
 pub mod lint;
 mod parse;
@@ -20,6 +21,7 @@ use std::path::Path;
 use enforcer_common::{action, mode, proto, rule_id, verdict};
 use ipnet::{IpNet, Ipv4Net};
 
+pub use error::{PolicyError, Problem};
 pub use integrity::{ApiSettings, BasicAuth, IntegritySettings, NotifyUrl, Selector, TlsSettings};
 pub use presets::{PRESETS_VERSION, Preset, PresetEntry, preset, presets, render_presets};
 
@@ -396,160 +398,6 @@ impl Policy {
             None => format!("unknown rule {id}"),
         }
     }
-}
-
-/// Why a policy was rejected.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    #[error("{path}: cannot read the policy")]
-    Read {
-        path: String,
-        #[source]
-        source: crate::input::ReadError,
-    },
-    #[error("{location}: {problem}")]
-    Invalid {
-        location: Location,
-        problem: Problem,
-    },
-}
-
-impl PolicyError {
-    /// Where in the file the problem is (`None` for read errors).
-    pub fn location(&self) -> Option<&Location> {
-        match self {
-            PolicyError::Read { .. } => None,
-            PolicyError::Invalid { location, .. } => Some(location),
-        }
-    }
-
-    /// What is wrong (`None` for read errors).
-    pub fn problem(&self) -> Option<&Problem> {
-        match self {
-            PolicyError::Read { .. } => None,
-            PolicyError::Invalid { problem, .. } => Some(problem),
-        }
-    }
-}
-
-/// What is wrong at a [`Location`] of a policy file.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
-    #[error("policy is not UTF-8 text")]
-    NotUtf8,
-    #[error("invalid YAML: {}", crate::input::cut(message))]
-    Yaml { message: String },
-    #[error(
-        "policy is empty: it needs at least `default: allow|deny` and a `block` or `allow` list"
-    )]
-    Empty,
-    #[error("{what} must be {expected}, found {found}")]
-    WrongType {
-        what: String,
-        expected: &'static str,
-        found: &'static str,
-    },
-    #[error(
-        "unknown key \"{}\" (expected one of: {expected})",
-        crate::input::cut(key)
-    )]
-    UnknownKey { key: String, expected: &'static str },
-    #[error(
-        "duplicate key \"{}\" (first given at line {first_line}, column {first_column})",
-        crate::input::cut(key)
-    )]
-    DuplicateKey {
-        key: String,
-        first_line: usize,
-        first_column: usize,
-    },
-    #[error(
-        "unknown mode \"{}\" (expected enforce or audit)",
-        crate::input::cut(value)
-    )]
-    UnknownMode { value: String },
-    #[error(
-        "unknown default \"{}\" (expected allow or deny)",
-        crate::input::cut(value)
-    )]
-    UnknownDefault { value: String },
-    #[error(
-        "more than {} distinct {family} prefixes: the kernel maps hold {} /{full_len}s in the \
-         exact map and {} prefixes in the trie; refused before parsing the rest",
-        crate::input::grouped(*capacity), crate::input::grouped(*exact), crate::input::grouped(*trie)
-    )]
-    TooManyPrefixes {
-        family: &'static str,
-        distinct: usize,
-        capacity: usize,
-        full_len: u8,
-        exact: usize,
-        trie: usize,
-    },
-    #[error("invalid CIDR \"{}\": {reason}", crate::input::cut(value))]
-    InvalidCidr { value: String, reason: String },
-    #[error(
-        "CIDR \"{}\" has host bits set; did you mean {suggestion}?",
-        crate::input::cut(value)
-    )]
-    HostBitsSet { value: String, suggestion: IpNet },
-    #[error("unknown preset \"{}\" (known: {known})", crate::input::cut(name))]
-    UnknownPreset { name: String, known: String },
-    #[error("port {port} out of range 1..=65535")]
-    PortOutOfRange { port: String },
-    #[error(
-        "invalid port \"{}\": expected a number 1..=65535 or a range like \"8000-8080\"",
-        crate::input::cut(value)
-    )]
-    InvalidPort { value: String },
-    #[error("port range {lo}-{hi} is reversed (did you mean {hi}-{lo}?)")]
-    ReversedPortRange { lo: u16, hi: u16 },
-    #[error(
-        "unknown protocol \"{}\" (expected tcp or udp)",
-        crate::input::cut(value)
-    )]
-    UnknownProtocol { value: String },
-    #[error("{what} is empty; leave `{what}` out to match every {item}")]
-    EmptyList {
-        what: &'static str,
-        item: &'static str,
-    },
-    #[error("entry has both \"{first}\" and \"{second}\"; give exactly one")]
-    ConflictingKeys {
-        first: &'static str,
-        second: &'static str,
-    },
-    #[error("entry needs one of: {expected}")]
-    MissingKey { expected: &'static str },
-    #[error("\"fqdn\" is only allowed in `allow`; block addresses with `cidr` or `preset`")]
-    FqdnInBlock,
-    #[error("invalid domain name \"{}\": {reason}", crate::input::cut(value))]
-    InvalidFqdn { value: String, reason: String },
-    #[error("{what} must not be empty")]
-    EmptyValue { what: &'static str },
-    #[error("invalid target \"{}\": {reason}", crate::input::cut(value))]
-    InvalidTarget { value: String, reason: String },
-    #[error(
-        "invalid name server \"{}\": expected an address with an optional port, such as 127.0.0.1:5353 or [::1]:53",
-        crate::input::cut(value)
-    )]
-    InvalidServer { value: String },
-    #[error(
-        "invalid duration \"{}\": expected seconds or a number with a unit (ms, s, m, h), such as 300 or 5m",
-        crate::input::cut(value)
-    )]
-    InvalidDuration { value: String },
-    #[error("{what} {} is out of range {range}", crate::input::cut(value))]
-    OutOfRange {
-        what: &'static str,
-        value: String,
-        /// Such as `1..=65536`.
-        range: String,
-    },
-    #[error("invalid protected selector: {reason}")]
-    InvalidSelector { reason: String },
-    #[error("invalid notify url: {reason} (the URL is not repeated here: it may hold a secret)")]
-    InvalidNotifyUrl { reason: &'static str },
 }
 
 /// Parses and validates a policy; `source_name` is what locations in errors and rules name.
