@@ -2,8 +2,12 @@
 //!
 //! A process is a target when the kernel says so, not when its current name says so:
 //!
-//! - `TARGET_TASKS` (tgid → [`why`] bits) is the one thing the sock_addr programs read. A call
-//!   of a process whose tgid is absent leaves at once.
+//! - `TARGET_TASKS` (tgid → [`why`] bits) says which tasks are targets and why. The sock_addr
+//!   programs read its mirror `TARGET_TGIDS` (one byte per tgid in an array map, see
+//!   [`TGID_BLOCK`]), a lookup the verifier inlines; a call of a process whose byte is 0 leaves
+//!   at once. A tgid beyond the array (`pid_max` raised after the agent loaded it) is looked up
+//!   in `TARGET_TASKS` instead, so no tgid is ever taken for a non-target by mistake. Every
+//!   writer of `TARGET_TASKS` writes the byte right after it (add: 1, remove: 0).
 //! - The exec tracepoint adds the process when the executable it runs is named in
 //!   `TARGET_NAMES` (the basename of the path given to exec, not the renamable comm), or when
 //!   the process lives in a cgroup of `TARGET_CGROUPS` at any depth. Exec never removes: a
@@ -15,7 +19,11 @@
 //!   target's thread group share its tgid, so they are targets with no entry of their own.
 //! - The free tracepoint removes the entry of a task whose `task_struct` is freed; a thread
 //!   group leader is freed only after every thread of the group, so a target stays one for as
-//!   long as any of its threads lives.
+//!   long as any of its threads lives. The kernel frees a `task_struct` an RCU grace period
+//!   after the PID was released, so a new task may already hold that PID (and its entry) by
+//!   then: the exit tracepoint marks the entry of each exiting task [`why::EXITED`], the fork
+//!   and exec tracepoints write entries without it, and the free tracepoint removes only an
+//!   entry so marked — never the entry of the PID's next task.
 //! - The agent seeds the map from `/proc` for processes that were running before the programs
 //!   were attached (after attaching, so no process falls between the two).
 /// Map names.
@@ -24,12 +32,24 @@ pub mod map_names {
     pub const TARGET_NAMES: &str = "TARGET_NAMES";
     /// `HashMap<u32, u32>`: tgid (or tid of a target's thread) → [`super::why`] bits.
     pub const TARGET_TASKS: &str = "TARGET_TASKS";
+    /// `Array<[u8; TGID_BLOCK]>`, `BPF_F_MMAPABLE`: byte `tgid % TGID_BLOCK` of entry
+    /// `tgid / TGID_BLOCK` is 1 when `tgid` is a key of `TARGET_TASKS`, else 0. Sized at load
+    /// from `pid_max` ([`super::tgid_blocks`]). The agent writes single bytes through an
+    /// mmap of the map (a whole-value update would overwrite its neighbours' bytes that the
+    /// tracepoints wrote meanwhile); the tracepoints store single bytes.
+    pub const TARGET_TGIDS: &str = "TARGET_TGIDS";
     /// `HashMap<u64, u32>`: cgroup ids whose processes (at any depth below) are targets.
     pub const TARGET_CGROUPS: &str = "TARGET_CGROUPS";
     /// `LruHashMap<u64, u32>`: socket cookie → tgid of the target that sent a DNS query on it.
     pub const TARGET_SOCKETS: &str = "TARGET_SOCKETS";
 
-    pub const ALL: [&str; 4] = [TARGET_NAMES, TARGET_TASKS, TARGET_CGROUPS, TARGET_SOCKETS];
+    pub const ALL: [&str; 5] = [
+        TARGET_NAMES,
+        TARGET_TASKS,
+        TARGET_TGIDS,
+        TARGET_CGROUPS,
+        TARGET_SOCKETS,
+    ];
 }
 
 /// Program names (tracepoints `sched/<name>`).
@@ -37,11 +57,14 @@ pub mod prog_names {
     pub const EXEC: &str = "enforcer_exec";
     pub const FORK: &str = "enforcer_fork";
     pub const FREE: &str = "enforcer_free";
+    pub const EXIT: &str = "enforcer_exit";
     pub const CGROUP_ATTACH: &str = "enforcer_cgroup_attach";
     /// (program, tracepoint category, tracepoint name), in attach order: fork, free and
-    /// migration before exec, so no task that becomes a target misses its children.
-    pub const ALL: [(&str, &str, &str); 4] = [
+    /// migration before exec, so no task that becomes a target misses its children; exit
+    /// before free, so no entry a free may remove lacks its exit mark.
+    pub const ALL: [(&str, &str, &str); 5] = [
         (FORK, "sched", "sched_process_fork"),
+        (EXIT, "sched", "sched_process_exit"),
         (FREE, "sched", "sched_process_free"),
         (CGROUP_ATTACH, "cgroup", "cgroup_attach_task"),
         (EXEC, "sched", "sched_process_exec"),
@@ -87,6 +110,9 @@ pub mod why {
     pub const INHERITED: u32 = 1 << 2;
     /// The agent found it in `/proc` (running before the programs were attached).
     pub const SCANNED: u32 = 1 << 3;
+    /// Not a reason but a state: the task of this entry has exited (its `task_struct` is
+    /// freed later); only an entry with this bit is removed by the free tracepoint.
+    pub const EXITED: u32 = 1 << 4;
 }
 
 /// Bytes of an executable name key: the name, zero-padded. Longer names are compared by their
@@ -111,6 +137,28 @@ pub const MAX_TARGET_NAMES: u32 = 256;
 pub const MAX_TARGET_CGROUPS: u32 = 4096;
 /// Capacity of `TARGET_TASKS` (target processes and their threads).
 pub const MAX_TARGET_TASKS: u32 = 65_536;
+/// Tgids per `TARGET_TGIDS` entry (one byte each: a byte store is atomic, so two CPUs that
+/// mark neighbouring tgids never lose each other's write, where a shared bitmap word would
+/// need atomic read-modify-write).
+pub const TGID_BLOCK: usize = 64;
+/// `TARGET_TGIDS` value.
+pub type TgidBlock = [u8; TGID_BLOCK];
+/// The largest `pid_max` Linux allows on 64-bit (`PID_MAX_LIMIT`, 2^22): every pid is below it.
+pub const PID_MAX_LIMIT: u32 = 4 * 1024 * 1024;
+/// `BPF_F_MMAPABLE` (map flag): the agent writes `TARGET_TGIDS` through an mmap.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Entries of `TARGET_TGIDS` for a system whose `pid_max` is `pid_max` (pids are below it):
+/// enough blocks to hold every pid, at least one, at most `PID_MAX_LIMIT / TGID_BLOCK`.
+pub const fn tgid_blocks(pid_max: u32) -> u32 {
+    let max = if pid_max == 0 || pid_max > PID_MAX_LIMIT {
+        PID_MAX_LIMIT
+    } else {
+        pid_max
+    };
+    max.div_ceil(TGID_BLOCK as u32)
+}
+
 /// Capacity of `TARGET_SOCKETS` (least recently used entries go first; only targets add).
 pub const MAX_TARGET_SOCKETS: u32 = 16_384;
 /// The exec program walks the cgroup ancestry up to this depth (cgroup v2 nests no deeper in
@@ -130,5 +178,19 @@ mod tests {
         let k = exe_name_key(&long);
         assert_eq!(k[EXE_NAME_LEN - 1], 0);
         assert_eq!(k[EXE_NAME_LEN - 2], b'a');
+    }
+
+    #[test]
+    fn tgid_blocks_cover_every_pid_below_pid_max() {
+        assert_eq!(tgid_blocks(32_768), 512);
+        assert_eq!(tgid_blocks(32_769), 513);
+        assert_eq!(tgid_blocks(PID_MAX_LIMIT), 65_536);
+        assert_eq!(tgid_blocks(0), 65_536);
+        assert_eq!(tgid_blocks(u32::MAX), 65_536);
+        assert_eq!(tgid_blocks(1), 1);
+        for pid_max in [301, 32_768, 99_999, PID_MAX_LIMIT] {
+            let last = pid_max - 1;
+            assert!(last / TGID_BLOCK as u32 < tgid_blocks(pid_max), "{pid_max}");
+        }
     }
 }

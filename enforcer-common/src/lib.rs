@@ -58,7 +58,7 @@ pub mod map_names {
 
 /// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
 /// pinned map changes shape: an agent only adopts pins of its own layout version.
-pub const PIN_LAYOUT_VERSION: u32 = 8;
+pub const PIN_LAYOUT_VERSION: u32 = 9;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.
@@ -76,8 +76,9 @@ pub mod prog_names {
 }
 
 /// The object's global (`.rodata`) the agent sets at load to 1 in scope mode: the sock_addr
-/// programs' first and, for a process that is not a target, only question is then one lookup
-/// in `TARGET_TASKS`; in direct mode they ask none.
+/// programs' first and, for a process that is not a target, only question is then one inlined
+/// array lookup of its tgid in `TARGET_TGIDS` (see [`crate::identity`]); in direct mode they
+/// ask none.
 pub const SCOPED_GLOBAL: &str = "SCOPED";
 
 /// Hooks, as carried in events and counters.
@@ -400,7 +401,7 @@ pub struct Config {
     /// Policy generation, echoed in events so userspace names the rule of the right policy.
     pub generation: u32,
     /// Nonzero: the programs are attached at a scope cgroup and decide only calls of target
-    /// processes (tgid in `TARGET_TASKS`, see [`crate::identity`]); every other call passes
+    /// processes (tgid marked in `TARGET_TGIDS`, see [`crate::identity`]); every other call passes
     /// untouched and uncounted.
     pub scoped: u32,
 }

@@ -1,20 +1,22 @@
-//! Target identity in the kernel (scope mode), see `enforcer_common::identity`: three
-//! `sched` tracepoints keep `TARGET_TASKS` (tgid → why), and [`is_target`] — one hash lookup —
-//! is all a sock_addr program asks before it decides or leaves.
+//! Target identity in the kernel (scope mode), see `enforcer_common::identity`: four
+//! tracepoints keep `TARGET_TASKS` (tgid → why) and its mirror `TARGET_TGIDS` (a byte per
+//! tgid), and [`is_target`] — one array lookup the verifier inlines, no helper call — is all a
+//! sock_addr program asks before it decides or leaves.
 use aya_ebpf::{
-    bindings::BPF_ANY,
+    bindings::{BPF_ANY, BPF_F_MMAPABLE},
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_loop,
         bpf_probe_read_kernel_str_bytes, generated::bpf_get_socket_cookie,
     },
     macros::{map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{SockAddrContext, TracePointContext},
 };
 use enforcer_common::{
     identity::{
         EXE_NAME_LEN, ExeName, MAX_CGROUP_DEPTH, MAX_TARGET_CGROUPS, MAX_TARGET_NAMES,
-        MAX_TARGET_SOCKETS, MAX_TARGET_TASKS, PATH_MAX_READ, why,
+        MAX_TARGET_SOCKETS, MAX_TARGET_TASKS, PATH_MAX_READ, PID_MAX_LIMIT, TGID_BLOCK, TgidBlock,
+        why,
     },
     proto,
 };
@@ -23,6 +25,10 @@ use enforcer_common::{
 static TARGET_NAMES: HashMap<ExeName, u32> = HashMap::with_max_entries(MAX_TARGET_NAMES, 0);
 #[map]
 static TARGET_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TARGET_TASKS, 0);
+/// Sized for `PID_MAX_LIMIT` here; the agent sets the real size from `pid_max` at load.
+#[map]
+static TARGET_TGIDS: Array<TgidBlock> =
+    Array::with_max_entries(PID_MAX_LIMIT / TGID_BLOCK as u32, BPF_F_MMAPABLE as u32);
 #[map]
 static TARGET_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGET_CGROUPS, 0);
 #[map]
@@ -64,10 +70,54 @@ pub struct ExecScratch {
 
 /// Whether the process `tgid` is a target: the one question a sock_addr program asks in scope
 /// mode. Threads and io_uring workers carry their process's tgid.
+///
+/// Its byte in `TARGET_TGIDS` (an array lookup the verifier inlines: a bounds check and an
+/// address computation). A tgid beyond the array (`pid_max` raised after load) is looked up in
+/// `TARGET_TASKS`: never taken for a non-target because the array is too small.
 #[inline(always)]
 pub fn is_target(tgid: u32) -> bool {
-    // SAFETY: read-only lookup; the value is not used.
-    unsafe { TARGET_TASKS.get(&tgid) }.is_some()
+    match TARGET_TGIDS.get(tgid / TGID_BLOCK as u32) {
+        Some(block) => block[tgid as usize % TGID_BLOCK] != 0,
+        // SAFETY: read-only lookup; the value is not used.
+        None => unsafe { TARGET_TASKS.get(&tgid) }.is_some(),
+    }
+}
+
+/// Marks `task` a target for `why` (keeping the reasons it had, never the exit mark: the
+/// caller knows the task lives): its `TARGET_TASKS` entry, then its byte. The byte is written
+/// even when the full hash refuses the entry, so the decision (which reads the byte) still
+/// holds it a target.
+#[inline(always)]
+fn add_task(task: u32, why: u32, keep: bool) {
+    let old = if keep {
+        // SAFETY: the value is a plain u32, copied out at once.
+        unsafe { TARGET_TASKS.get(&task) }.copied().unwrap_or(0)
+    } else {
+        0
+    };
+    let _ = TARGET_TASKS.insert(&task, &((old & !why::EXITED) | why), BPF_ANY as u64);
+    set_byte(task, 1);
+}
+
+/// Forgets `task`: its `TARGET_TASKS` entry, then its byte.
+#[inline(always)]
+fn remove_task(task: u32) {
+    let _ = TARGET_TASKS.remove(&task);
+    set_byte(task, 0);
+}
+
+/// Stores `value` in `task`'s byte of `TARGET_TGIDS` (nothing beyond the array, where
+/// `TARGET_TASKS` alone decides). One byte store: concurrent writers of neighbouring tgids on
+/// other CPUs (or the agent, through its mmap) keep their bytes.
+#[inline(always)]
+fn set_byte(task: u32, value: u8) {
+    if let Some(block) = TARGET_TGIDS.get_ptr_mut(task / TGID_BLOCK as u32) {
+        // SAFETY: `block` points at a live map value of TGID_BLOCK bytes; the offset is below
+        // TGID_BLOCK.
+        unsafe {
+            core::ptr::write_volatile((block as *mut u8).add(task as usize % TGID_BLOCK), value)
+        };
+    }
 }
 
 /// A target's DNS query (UDP to port 53): marks its socket, whose answers may then teach the
@@ -96,9 +146,25 @@ pub fn enforcer_exec(ctx: TracePointContext) -> u32 {
         bits |= why::CGROUP;
     }
     if bits != 0 {
-        // SAFETY: the value is a plain u32, copied out at once.
-        let old = unsafe { TARGET_TASKS.get(&tgid) }.copied().unwrap_or(0);
-        let _ = TARGET_TASKS.insert(&tgid, &(old | bits), BPF_ANY as u64);
+        add_task(tgid, bits, true);
+    } else if is_target(tgid) {
+        // A target exec'ing from a thread other than its leader: the old leader's exit marked
+        // the tgid's entry, which this task now carries alive.
+        add_task(tgid, 0, true);
+    }
+    0
+}
+
+/// `sched_process_exit` (in the exiting task, each thread): marks the task's entry
+/// [`why::EXITED`], so the free tracepoint, an RCU grace period later, removes this entry and
+/// not the one a new task with the same PID may have got meanwhile.
+#[tracepoint]
+pub fn enforcer_exit(_ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(v) = TARGET_TASKS.get_ptr_mut(&tid) {
+        // SAFETY: a live value of the map; a u32 store (a concurrent writer of this entry can
+        // only add a reason, which no longer matters for an exiting task).
+        unsafe { *v |= why::EXITED };
     }
     0
 }
@@ -114,20 +180,27 @@ pub fn enforcer_fork(ctx: TracePointContext) -> u32 {
     };
     let child = child as u32;
     if is_target(parent) {
-        let _ = TARGET_TASKS.insert(&child, &why::INHERITED, BPF_ANY as u64);
+        add_task(child, why::INHERITED, false);
     } else {
-        let _ = TARGET_TASKS.remove(&child);
+        remove_task(child);
     }
     0
 }
 
 /// `sched_process_free`: a task's `task_struct` is freed (a group leader's only after all its
-/// threads): its entry goes.
+/// threads): its entry goes — if it is the entry of an exited task. The PID was released an
+/// RCU grace period ago, and a task forked since may hold it: its entry (written by fork or
+/// exec, without the exit mark) stays.
 #[tracepoint]
 pub fn enforcer_free(ctx: TracePointContext) -> u32 {
     // SAFETY: reads a field of this tracepoint's record (offset from the `format` file).
     if let Ok(pid) = unsafe { ctx.read_at::<i32>(global(&FREE_PID_OFF)) } {
-        let _ = TARGET_TASKS.remove(&(pid as u32));
+        let pid = pid as u32;
+        // SAFETY: the value is a plain u32, copied out at once.
+        match unsafe { TARGET_TASKS.get(&pid) }.copied() {
+            Some(bits) if bits & why::EXITED == 0 => {}
+            _ => remove_task(pid),
+        }
     }
     0
 }
@@ -150,9 +223,7 @@ pub fn enforcer_cgroup_attach(ctx: TracePointContext) -> u32 {
     // SAFETY: read-only lookup; the value is not used.
     let hit = unsafe { TARGET_CGROUPS.get(&dst) }.is_some() || (pid == me && in_target_cgroup());
     if hit {
-        // SAFETY: the value is a plain u32, copied out at once.
-        let old = unsafe { TARGET_TASKS.get(&pid) }.copied().unwrap_or(0);
-        let _ = TARGET_TASKS.insert(&pid, &(old | why::CGROUP), BPF_ANY as u64);
+        add_task(pid, why::CGROUP, true);
     }
     0
 }

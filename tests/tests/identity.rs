@@ -4,7 +4,9 @@
 //! ENETUNREACH (101) that the call went through to a namespace with no route.
 use std::{path::Path, process::Command, time::Duration};
 
-use integration_tests::{Agent, Probe, TempDir, TestCgroup, http_get, privileged, probe_bin};
+use integration_tests::{
+    Agent, PinDir, Probe, TempDir, TestCgroup, http_get, privileged, probe_bin,
+};
 
 const EPERM: &str = "errno 1";
 const UNREACHABLE: &str = "errno 101";
@@ -253,4 +255,249 @@ fn a_non_target_below_the_scope_is_never_decided_nor_logged_whatever_its_name() 
             "{m}"
         );
     }
+}
+
+/// Runs `exe --as-pid PID --cgroup … --netns … args` (the probe forks a child with that exact
+/// PID, which does the rest); its reply, or `None` when the PID was taken.
+fn once_as(
+    exe: &Path,
+    pid: u32,
+    workload: &TestCgroup,
+    netns: &str,
+    args: &[&str],
+) -> Option<String> {
+    let out = Command::new(exe)
+        .args(["--as-pid", &pid.to_string()])
+        .args(["--cgroup", &workload.path_str(), "--netns", netns])
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.code() == Some(17) {
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A block of `TGID_BLOCK` PIDs (first PID) of which no task holds one now: the tests place
+/// their processes at PIDs of it. Searched from a random block in the upper half of the PID
+/// space, where the allocator (which hands PIDs out in increasing order) is least likely to be.
+fn free_block() -> u32 {
+    use enforcer_common::identity::TGID_BLOCK;
+    let block = TGID_BLOCK as u32;
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let blocks = pid_max / block;
+    let start = blocks / 2 + rand::random_range(0..blocks / 4);
+    (0..blocks / 2)
+        .map(|i| (start + i) % blocks)
+        .filter(|&b| b > 8)
+        .map(|b| b * block)
+        .find(|&first| (first..first + block).all(|p| !Path::new(&format!("/proc/{p}")).exists()))
+        .expect("a free block of PIDs")
+}
+
+/// Places one run of `exe` at a PID of `pids` that is free (the allocator may take one
+/// meanwhile); its PID and reply.
+fn once_at(
+    exe: &Path,
+    pids: &mut impl Iterator<Item = u32>,
+    workload: &TestCgroup,
+    netns: &str,
+    args: &[&str],
+) -> (u32, String) {
+    for pid in pids {
+        if let Some(reply) = once_as(exe, pid, workload, netns, args) {
+            return (pid, reply);
+        }
+    }
+    panic!("no free PID left for {}", exe.display());
+}
+
+const CONNECT: [&str; 4] = ["--first-connect", "tcp", "169.254.169.254", "80"];
+
+/// Targets and non-targets at PIDs of one 64-PID block (one `TARGET_TGIDS` entry), started at
+/// the same time: each target's byte is set by the fork tracepoint while the others' are
+/// written on other CPUs, so none may be lost; no non-target is decided for sharing the block.
+/// Then each PID is reused by the other kind: the free and fork tracepoints clear and set the
+/// bytes again.
+#[test]
+fn targets_and_non_targets_sharing_a_tgid_block_are_told_apart_also_after_pid_reuse() {
+    if !privileged() {
+        return;
+    }
+    let s = setup("  - process: [alertmanager]\n", &[]);
+    let first = free_block();
+    let probe = probe_bin();
+    for round in 0..2 {
+        let threads: Vec<_> = (0..enforcer_common::identity::TGID_BLOCK as u32 / 2)
+            .map(|i| {
+                // Even PIDs targets in round 0, odd ones in round 1: each PID changes kind.
+                let pid = first + 2 * i + (i % 2);
+                let target = (pid % 2 == 0) == (round == 0);
+                let exe = if target {
+                    s.target.clone()
+                } else {
+                    probe.clone()
+                };
+                let cg = s.workload.path_str();
+                let netns = s.netns.clone();
+                std::thread::spawn(move || {
+                    let out = Command::new(&exe)
+                        .args(["--as-pid", &pid.to_string(), "--cgroup", &cg])
+                        .args(["--netns", &netns])
+                        .args(CONNECT)
+                        .output()
+                        .unwrap();
+                    let reply = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                    (pid, target, out.status.code(), reply)
+                })
+            })
+            .collect();
+        let mut placed = 0;
+        for t in threads {
+            let (pid, target, code, reply) = t.join().unwrap();
+            if code == Some(17) {
+                continue; // taken by another process meanwhile
+            }
+            placed += 1;
+            let want = if target { EPERM } else { UNREACHABLE };
+            assert_eq!(reply, want, "round {round}: pid {pid}, target {target}");
+        }
+        assert!(
+            placed >= 16,
+            "round {round}: only {placed} PIDs of the block were free"
+        );
+    }
+}
+
+/// Every writer of the fast-path byte: a target found by the agent's scan (running before the
+/// agent), made by exec of a target name (at a PID whose last user was a non-target), by fork
+/// from a target, by moving itself into a target cgroup, and moved there by another task —
+/// each enforced; and the pinned maps agree: a tgid is marked in `TARGET_TGIDS` exactly when
+/// `TARGET_TASKS` holds it, also after the targets exited.
+#[test]
+fn every_identity_writer_marks_the_fast_path_and_the_two_maps_agree() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let exe = dir.path.join("alertmanager");
+    std::fs::copy(probe_bin(), &exe).unwrap();
+    let scope = TestCgroup::new().unwrap();
+    let workload = scope.child("workload").unwrap();
+    let am = scope.child("am").unwrap();
+    let policy = dir
+        .write(
+            "p.yaml",
+            &format!(
+                "default: allow\nblock:\n  - preset: cloud-metadata\ntargets:\n  \
+                 - process: [alertmanager]\n  - cgroup: {}\n",
+                am.path_str()
+            ),
+        )
+        .unwrap();
+    // Running before the agent: only its scan can find it.
+    let mut early = Probe::spawn_exe(&exe, &workload).unwrap();
+    let pins = PinDir::new();
+    let agent = Agent::start_args(
+        Some(&policy),
+        &[
+            "--scope",
+            &scope.path_str(),
+            "--pin",
+            "--bpffs-dir",
+            &pins.path_str(),
+        ],
+    )
+    .unwrap();
+    let holder = Probe::spawn(&workload).unwrap();
+    let netns = format!("/proc/{}/ns/net", holder.pid());
+    let pin_dir = enforcer::kernel::pin::Pins::new(&pins.path);
+    let marked = |pid: u32| {
+        let (tasks, bytes) = enforcer::kernel::identity::pinned_targets(&pin_dir).unwrap();
+        (tasks.contains(&pid), bytes.contains(&pid))
+    };
+    assert!(
+        early
+            .connect("tcp", "169.254.169.254", 80)
+            .unwrap()
+            .denied(),
+        "scanned"
+    );
+    assert_eq!(marked(early.pid()), (true, true), "scanned");
+
+    let mut pids = (free_block()..).take(64);
+    // Exec of a target name, at a PID a non-target held just before.
+    let (pid, reply) = once_at(&probe_bin(), &mut pids, &workload, &netns, &CONNECT);
+    assert_eq!(reply, UNREACHABLE, "non-target at {pid}");
+    let exe_str = exe.to_string_lossy().into_owned();
+    let reply = once_as(
+        &probe_bin(),
+        pid,
+        &workload,
+        &netns,
+        &[
+            "--exec",
+            &exe_str,
+            "--first",
+            "connect tcp 169.254.169.254 80",
+        ],
+    );
+    assert_eq!(
+        reply.as_deref(),
+        Some(EPERM),
+        "exec of a target name at {pid}"
+    );
+    // Fork from a target (the child at a chosen PID; no exec of a target name in it).
+    let (pid, reply) = once_at(&exe, &mut pids, &workload, &netns, &CONNECT);
+    assert_eq!(reply, EPERM, "child of a target at {pid}");
+    // A process that moves itself into the target cgroup (no exec after).
+    assert_eq!(
+        once(&probe_bin(), &am, &netns, &CONNECT),
+        EPERM,
+        "moved itself"
+    );
+    // A running non-target moved into the target cgroup by another task (this test).
+    let mut moved = Probe::spawn(&workload).unwrap();
+    assert_eq!(
+        moved.connect("tcp", "169.254.169.254", 80).unwrap(),
+        integration_tests::Outcome::Errno(libc::ENETUNREACH)
+    );
+    assert_eq!(marked(moved.pid()), (false, false));
+    std::fs::write(am.path.join("cgroup.procs"), moved.pid().to_string()).unwrap();
+    assert!(
+        moved
+            .connect("tcp", "169.254.169.254", 80)
+            .unwrap()
+            .denied(),
+        "moved by another task"
+    );
+    assert_eq!(marked(moved.pid()), (true, true), "moved by another task");
+    assert_eq!(marked(holder.pid()), (false, false), "not a target");
+
+    // The two maps agree, now and after the targets are gone (the free tracepoint runs after
+    // an RCU grace period, so the last check waits for it).
+    let (tasks, bytes) = enforcer::kernel::identity::pinned_targets(&pin_dir).unwrap();
+    assert_eq!(tasks, bytes);
+    let gone = [early.pid(), moved.pid()];
+    drop((early, moved));
+    let settled =
+        integration_tests::eventually(Duration::from_secs(5), Duration::from_millis(50), || {
+            let (tasks, bytes) = enforcer::kernel::identity::pinned_targets(&pin_dir).unwrap();
+            (tasks == bytes && !gone.iter().any(|p| bytes.contains(p))).then_some(())
+        });
+    assert!(
+        settled.is_some(),
+        "{:?}",
+        enforcer::kernel::identity::pinned_targets(&pin_dir)
+    );
+    drop((holder, agent));
 }

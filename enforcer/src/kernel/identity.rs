@@ -1,17 +1,22 @@
 //! Kernel-held target identity, the agent's side (scope mode): loads and attaches the `sched`
-//! tracepoint programs that keep `TARGET_TASKS` (see `enforcer_common::identity`), writes the
-//! target names and cgroups they match, and marks the processes that ran before them (found by
-//! the agent, `agent::targets::scan_tasks`).
-use std::path::{Path, PathBuf};
+//! tracepoint programs that keep `TARGET_TASKS` and its byte-per-tgid mirror `TARGET_TGIDS`
+//! (see `enforcer_common::identity`), writes the target names and cgroups they match, and
+//! marks the processes that ran before them (found by the agent, `agent::targets::scan_tasks`).
+use std::{
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData},
+    maps::{HashMap, Map, MapData},
     programs::{TracePoint, links::FdLink, trace_point::TracePointLinkId},
 };
 use enforcer_common::{
     AutoKey,
-    identity::{ExeName, exe_name_key, fields, map_names, prog_names, why},
+    identity::{
+        ExeName, TGID_BLOCK, exe_name_key, fields, map_names, prog_names, tgid_blocks, why,
+    },
 };
 
 use super::{
@@ -169,27 +174,169 @@ pub fn set_targets(
     set_entries(&mut map, name, &want)
 }
 
-/// Marks `tgids` as targets found by a scan (keeping what the kernel already knew of them).
+/// Entries of `TARGET_TGIDS` for this system: every pid below `/proc/sys/kernel/pid_max` has
+/// a byte (a tgid beyond, after `pid_max` is raised, is looked up in `TARGET_TASKS`).
+pub fn tgid_map_entries() -> u32 {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    tgid_blocks(pid_max)
+}
+
+/// `TARGET_TGIDS` mapped into this process (`BPF_F_MMAPABLE`): the bytes by tgid, read and
+/// written one byte at a time. A whole-value map update would write back the 63 neighbours
+/// of a tgid as this process read them, losing what the tracepoints wrote meanwhile; a byte
+/// store through the mapping changes that byte only. Unmapped on drop.
+pub struct TgidBytes {
+    ptr: *mut u8,
+    /// Bytes mapped (whole pages).
+    mapped: usize,
+    /// Bytes of the map's values: one per tgid below it.
+    len: usize,
+}
+
+impl TgidBytes {
+    /// Maps `TARGET_TGIDS` of `map` (its real size, read from the kernel: a pinned map keeps the
+    /// size it was created with). `write`: read-write, else read-only.
+    pub fn map(map: &MapData, write: bool) -> Result<Self, KernelError> {
+        let name = map_names::TARGET_TGIDS;
+        let info = map.info().map_err(map_err(name))?;
+        let io = |source| KernelError::Io {
+            path: PathBuf::from(format!("mmap of map {name}")),
+            source,
+        };
+        if info.value_size() as usize != TGID_BLOCK
+            || info.map_flags() & enforcer_common::identity::BPF_F_MMAPABLE == 0
+        {
+            return Err(io(std::io::Error::other(format!(
+                "value size {}, flags {:#x}: not a mmapable array of {TGID_BLOCK}-byte blocks",
+                info.value_size(),
+                info.map_flags()
+            ))));
+        }
+        let len = info.max_entries() as usize * TGID_BLOCK;
+        // SAFETY: sysconf has no memory effects.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let mapped = len.div_ceil(page) * page;
+        let prot = if write {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: maps the map's value area (offset 0 of a BPF_F_MMAPABLE array) shared; the
+        // kernel checks the length against the map and the protection against the fd.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                prot,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io(std::io::Error::last_os_error()));
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            mapped,
+            len,
+        })
+    }
+
+    /// `tgid`'s byte: `Some(marked)`, or `None` beyond the array.
+    pub fn get(&self, tgid: u32) -> Option<bool> {
+        let i = tgid as usize;
+        // SAFETY: `i` is within the mapping; a byte load (the kernel may store it concurrently,
+        // a byte is never torn).
+        (i < self.len).then(|| unsafe { std::ptr::read_volatile(self.ptr.add(i)) } != 0)
+    }
+
+    /// Stores `tgid`'s byte; false beyond the array (only `TARGET_TASKS` holds it there).
+    fn set(&self, tgid: u32, marked: bool) -> bool {
+        let i = tgid as usize;
+        if i >= self.len {
+            return false;
+        }
+        // SAFETY: `i` is within the mapping, mapped writable by `add_tasks`; one byte store.
+        unsafe { std::ptr::write_volatile(self.ptr.add(i), u8::from(marked)) };
+        true
+    }
+
+    /// The tgids whose byte is set.
+    pub fn marked(&self) -> Vec<u32> {
+        (0..self.len as u32)
+            .filter(|&t| self.get(t) == Some(true))
+            .collect()
+    }
+}
+
+impl Drop for TgidBytes {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `map` made.
+        unsafe { libc::munmap(self.ptr.cast(), self.mapped) };
+    }
+}
+
+fn tgid_bytes(ebpf: &Ebpf, write: bool) -> Result<TgidBytes, KernelError> {
+    let name = map_names::TARGET_TGIDS;
+    match ebpf.map(name) {
+        Some(Map::Array(data)) => TgidBytes::map(data, write),
+        Some(_) => Err(KernelError::Io {
+            path: PathBuf::from(format!("map {name}")),
+            source: std::io::Error::other("not an array map"),
+        }),
+        None => Err(KernelError::MissingMap { name }),
+    }
+}
+
+/// Marks `tgids` as targets found by a scan (keeping what the kernel already knew of them):
+/// the `TARGET_TASKS` entry, then the byte the programs read.
 pub fn add_tasks(ebpf: &mut Ebpf, tgids: &[u32]) -> Result<(), KernelError> {
+    let bytes = tgid_bytes(ebpf, true)?;
     let name = map_names::TARGET_TASKS;
     let mut map: HashMap<&mut MapData, u32, u32> =
         HashMap::try_from(ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })?)
             .map_err(map_err(name))?;
     for &tgid in tgids {
         let old = map.get(&tgid, 0).unwrap_or(0);
-        map.insert(tgid, old | why::SCANNED, 0)
-            .map_err(map_err(name))?;
+        // Alive when scanned: no exit mark (see `why::EXITED`).
+        let inserted = map.insert(tgid, (old & !why::EXITED) | why::SCANNED, 0);
+        // The byte even when the full hash refused the entry: the programs read the byte.
+        if !bytes.set(tgid, true) {
+            inserted.map_err(map_err(name))?;
+        }
     }
     Ok(())
 }
 
-/// Whether the kernel treats process `tgid` as a target now.
+/// Whether the kernel treats process `tgid` as a target now (what `is_target` in the programs
+/// answers: its byte, or beyond the array its `TARGET_TASKS` entry).
 pub fn is_target(ebpf: &Ebpf, tgid: u32) -> Result<bool, KernelError> {
+    if let Some(marked) = tgid_bytes(ebpf, false)?.get(tgid) {
+        return Ok(marked);
+    }
     let name = map_names::TARGET_TASKS;
     let map: HashMap<&MapData, u32, u32> =
         HashMap::try_from(ebpf.map(name).ok_or(KernelError::MissingMap { name })?)
             .map_err(map_err(name))?;
     Ok(map.get(&tgid, 0).is_ok())
+}
+
+/// The pinned identity maps of an agent (for inspection and tests): the keys of
+/// `TARGET_TASKS` and the tgids marked in `TARGET_TGIDS`, each sorted.
+pub fn pinned_targets(pins: &super::pin::Pins) -> Result<(Vec<u32>, Vec<u32>), KernelError> {
+    let open = |name: &'static str| MapData::from_pin(pins.map(name)).map_err(map_err(name));
+    let name = map_names::TARGET_TASKS;
+    let tasks = Map::HashMap(open(name)?);
+    let tasks: HashMap<&MapData, u32, u32> = HashMap::try_from(&tasks).map_err(map_err(name))?;
+    let mut keys: Vec<u32> = tasks.keys().filter_map(Result::ok).collect();
+    keys.sort_unstable();
+    let bytes = TgidBytes::map(&open(map_names::TARGET_TGIDS)?, false)?;
+    Ok((keys, bytes.marked()))
 }
 
 /// The keys of `TARGET_TASKS`: target processes (tgids) and their threads' tids.

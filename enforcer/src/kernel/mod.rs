@@ -115,6 +115,11 @@ impl Kernel {
         for (global, offset) in &offsets {
             loader.override_global(global, offset, true);
         }
+        // One byte per pid below this system's pid_max (see `identity::tgid_map_entries`).
+        loader.map_max_entries(
+            enforcer_common::identity::map_names::TARGET_TGIDS,
+            identity::tgid_map_entries(),
+        );
         let mut adopted = false;
         if let Some(p) = &pins {
             p.prepare()?;

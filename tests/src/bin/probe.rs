@@ -25,10 +25,13 @@
 //! namespace and exits with the result on stdout instead of reading commands; `--first CMD`
 //! does the same for any one command line. Before that command: `--rename NAME` renames the
 //! process (prctl PR_SET_NAME), `--reexec` re-executes it through `/proc/self/exe` (comm
-//! `exe`), `--spawn PATH` runs the command in a child that execs PATH (another probe binary). With
+//! `exe`), `--exec PATH` executes PATH (another probe binary) in its place, `--spawn PATH` runs the command in a child that execs PATH (another probe binary). With
 //! `--netns PATH` (e.g. `/proc/PID/ns/net` of another probe) it joins that empty namespace
 //! instead of creating one (creating a namespace per process is slow). Arguments
-//! `--cluster.*=VALUE` are ignored (Alertmanager's flags, which the agent reads).
+//! `--cluster.*=VALUE` are ignored (Alertmanager's flags, which the agent reads). With
+//! `--as-pid PID` the probe first forks a child with that exact PID (`clone3` with `set_tid`;
+//! exit status 17 when the PID is taken), which does the rest while the parent waits for it
+//! and exits with its status: how tests place processes at chosen tgids.
 use std::{
     io::{BufRead, Write},
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
@@ -51,7 +54,9 @@ fn real_main() -> Result<(), String> {
     let mut netns = None;
     let mut rename = None;
     let mut reexec = false;
+    let mut exec = None;
     let mut spawn = None;
+    let mut as_pid = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -84,14 +89,26 @@ fn real_main() -> Result<(), String> {
                 reexec = true;
                 i += 1;
             }
+            "--exec" => {
+                exec = args.get(i + 1).cloned();
+                i += 2;
+            }
             "--spawn" => {
                 spawn = args.get(i + 1).cloned();
+                i += 2;
+            }
+            "--as-pid" => {
+                let pid = args.get(i + 1).and_then(|p| p.parse::<i32>().ok());
+                as_pid = Some(pid.ok_or("--as-pid PID")?);
                 i += 2;
             }
             // Alertmanager's cluster flags, for the agent to read from the command line.
             flag if flag.starts_with("--cluster.") => i += 1,
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if let Some(pid) = as_pid {
+        fork_as(pid)?;
     }
     if let Some(cg) = cgroup {
         std::fs::write(format!("{cg}/cgroup.procs"), std::process::id().to_string())
@@ -109,12 +126,11 @@ fn real_main() -> Result<(), String> {
             unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
         }
         let again = ["--netns", "/proc/self/ns/net", "--first", &cmd];
-        if reexec {
+        if reexec || exec.is_some() {
             use std::os::unix::process::CommandExt as _;
-            let e = std::process::Command::new("/proc/self/exe")
-                .args(again)
-                .exec();
-            return Err(format!("re-exec: {e}"));
+            let path = exec.unwrap_or_else(|| "/proc/self/exe".to_owned());
+            let e = std::process::Command::new(&path).args(again).exec();
+            return Err(format!("exec {path}: {e}"));
         }
         if let Some(path) = spawn {
             let out = std::process::Command::new(&path)
@@ -138,6 +154,63 @@ fn real_main() -> Result<(), String> {
         out.flush().map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// `struct clone_args` of clone3(2), up to `set_tid_size` (CLONE_ARGS_SIZE_VER1).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+}
+
+/// Forks a child with PID `pid` (in this, the initial PID namespace) and returns in it; the
+/// parent waits for the child and exits with its status (17 when `pid` is in use). The probe
+/// is single-threaded here, so the child may go on running Rust code.
+fn fork_as(pid: i32) -> Result<(), String> {
+    let tid = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM (a fork); `args` and `tid` outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            eprintln!("probe: pid {pid} is taken");
+            std::process::exit(17);
+        }
+        return Err(format!("clone3 with pid {pid}: {e}"));
+    }
+    if r == 0 {
+        return Ok(());
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just created.
+    unsafe { libc::waitpid(r as i32, &mut status, 0) };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    std::process::exit(code);
 }
 
 fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
