@@ -190,7 +190,10 @@ mod tests {
         assert_eq!(tgid_blocks(1), 1);
         for pid_max in [301, 32_768, 99_999, PID_MAX_LIMIT] {
             let last = pid_max - 1;
-            assert!(last / TGID_BLOCK as u32 < tgid_blocks(pid_max), "{pid_max}");
+            assert!(
+                last / (TGID_BLOCK as u32) < tgid_blocks(pid_max),
+                "{pid_max}"
+            );
         }
     }
 }

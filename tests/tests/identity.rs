@@ -341,7 +341,7 @@ fn targets_and_non_targets_sharing_a_tgid_block_are_told_apart_also_after_pid_re
             .map(|i| {
                 // Even PIDs targets in round 0, odd ones in round 1: each PID changes kind.
                 let pid = first + 2 * i + (i % 2);
-                let target = (pid % 2 == 0) == (round == 0);
+                let target = pid.is_multiple_of(2) == (round == 0);
                 let exe = if target {
                     s.target.clone()
                 } else {
