@@ -69,7 +69,7 @@ impl Agent {
             seen: Vec::new(),
             stderr: log,
         };
-        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+        match ready_rx.recv_timeout(Duration::from_secs(120)) {
             Ok(()) => Ok(agent),
             Err(_) => {
                 agent.stop();
