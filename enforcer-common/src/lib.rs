@@ -195,8 +195,9 @@ pub mod rule_id {
     pub const PING_SOCKET: u32 = u32::MAX - 2;
     /// A raw socket (no hook decides its packets), refused to a target.
     pub const RAW_SOCKET: u32 = u32::MAX - 3;
-    /// The backstop's socket table is full: a target's new socket is refused unmarked.
-    pub const SOCKET_TABLE_FULL: u32 = u32::MAX - 4;
+    /// The kernel could not allocate a target socket's mark (socket-local storage): the
+    /// socket is refused rather than left unmarked.
+    pub const SOCKET_MARK_FAILED: u32 = u32::MAX - 4;
     /// A routing header (`IPV6_RTHDR` and its RFC 2292 spellings; on a packet: a routing
     /// extension header), which sends the packet to its first segment.
     pub const ROUTING_HEADER: u32 = u32::MAX - 5;
@@ -210,7 +211,7 @@ pub mod rule_id {
             UDPLITE_SOCKET => Some("udplite socket (no connect hook decides it)"),
             PING_SOCKET => Some("icmp ping socket (no hook decides its echo requests)"),
             RAW_SOCKET => Some("raw socket (no hook decides its packets)"),
-            SOCKET_TABLE_FULL => Some("socket table of the packet backstop full"),
+            SOCKET_MARK_FAILED => Some("no memory for the packet backstop's socket mark"),
             ROUTING_HEADER => {
                 Some("routing header (sends to its first segment, not the decided address)")
             }

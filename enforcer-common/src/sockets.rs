@@ -3,7 +3,8 @@
 //!
 //! - `cgroup/sock_create` refuses to targets the sockets no connect/sendmsg hook decides:
 //!   UDP-Lite (no `pre_connect`), ICMP/ICMPv6 ping sockets and raw sockets. Every other socket a
-//!   target creates gets a [`SocketMark`] in [`map_names::PACKET_SOCKETS`], keyed by its cookie.
+//!   target creates gets a [`SocketMark`] in [`map_names::SOCKET_MARKS`], socket-local storage
+//!   that lives and dies with the socket.
 //! - `cgroup/setsockopt` refuses to targets the options that send a packet to an address other
 //!   than the one the hook decided: `IPV6_RTHDR`, `IPV6_2292RTHDR`, `IPV6_2292PKTOPTIONS` (a
 //!   routing header), `IP_OPTIONS` (source routes).
@@ -11,29 +12,24 @@
 //!   not the socket's connected peer (unconnected sends, routing headers and source routes
 //!   passed as ancillary data) with the shared verdict core, and drops a target's IPv6 packet
 //!   that carries a routing header.
-//! - `cgroup/sock_release` removes the mark.
 
 /// Map names.
 pub mod map_names {
-    /// `HashMap<u64, SocketMark>`: socket cookie → who created it (target sockets only).
-    pub const PACKET_SOCKETS: &str = "PACKET_SOCKETS";
+    /// `SkStorage<SocketMark>` (`BPF_MAP_TYPE_SK_STORAGE`, key: the socket): who created it
+    /// (target sockets only). No capacity: the kernel allocates the mark in the socket and
+    /// frees it with the socket.
+    pub const SOCKET_MARKS: &str = "SOCKET_MARKS";
 
-    pub const ALL: [&str; 1] = [PACKET_SOCKETS];
+    pub const ALL: [&str; 1] = [SOCKET_MARKS];
 }
 
 /// Program names.
 pub mod prog_names {
-    /// `cgroup/sock_release`: removes a socket's mark.
-    pub const SOCK_RELEASE: &str = "enforcer_sock_release";
     /// `cgroup/setsockopt`: refuses packet-redirecting options to targets.
     pub const SETSOCKOPT: &str = "enforcer_setsockopt";
     /// `cgroup_skb/egress`: the packet-layer backstop.
     pub const PACKET_EGRESS: &str = "enforcer_packet_egress";
 }
-
-/// Capacity of `PACKET_SOCKETS`: open sockets of targets. When it is full a target's new socket
-/// is refused (enforce mode) rather than left unmarked.
-pub const MAX_PACKET_SOCKETS: u32 = 32_768;
 
 /// Who created a target socket, recorded at creation: the backstop runs in softirq or in
 /// another task's context, so the event's process fields come from here.

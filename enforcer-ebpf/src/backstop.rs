@@ -1,18 +1,66 @@
 //! The packet-layer backstop (`cgroup_skb/egress`): the real destination of a target socket's
 //! packet, decided by the shared verdict core when it is not the peer a connect hook decided.
 //!
-//! - A packet whose socket is connected to the packet's IP destination leaves at once: the
-//!   connect hook decided that address (this is also every reply of an accepted connection).
-//!   So does a packet of a listening TCP socket (its SYN-ACKs and resets answer a peer that
-//!   connected to it), and a packet of a socket without a mark (`PACKET_SOCKETS`, set by `sock_create` for
-//!   the sockets targets create), i.e. every packet of a process that is not a target.
+//! - A packet whose socket is connected to the packet's IP destination leaves at once, before
+//!   any helper call: the connect hook decided that address (this is also every reply of an
+//!   accepted connection).
+//! - Then the socket's mark ([`sock::mark_of`]: socket-local storage that `sock_create` gives
+//!   every socket a target creates, read with one helper, no cookie and no hash): a packet of a
+//!   socket without one leaves — in scope mode every packet of a process that is not a target,
+//!   in both modes request and timewait sockets (not full sockets). So does a packet of a
+//!   listening TCP socket (its SYN-ACKs and resets answer a peer that connected to it).
 //! - A target's IPv6 packet with a routing header is dropped (the header sends it to its first
 //!   segment, and through the others). Any other packet of a marked socket is decided on its
 //!   IP destination, L4 port and protocol by [`policy::can_egress`] (with the creator's
 //!   automatic rules), as the sendmsg hooks decide an unconnected send: dropped when denied,
-//!   reported with hook `packet_egress`.
+//!   reported with hook `packet_egress` as the socket's creator.
+//!
+//! ## Why the test is the socket's creator, not the current task
+//!
+//! Scope mode could leave first on `!identity::is_target(current tgid)`, as the sock_addr
+//! hooks do. For the packets the backstop exists for — an unconnected send whose packet goes
+//! elsewhere than the sendmsg hook decided (`IP_RETOPTS` or a routing header as ancillary data)
+//! — egress does run in the sending task's context: `udp_sendmsg`/`rawv6_sendmsg` →
+//! `ip_send_skb`/`ip6_local_out` → the cgroup egress hook in `ip_finish_output`, before the
+//! qdisc, in the `sendmsg()` caller (an io_uring worker or SQPOLL thread is a thread of the
+//! target, with its tgid). But that is not every packet of a target socket:
+//!
+//! 1. **TCP segments sent outside any system call**: retransmissions (RTO, tail-loss probes),
+//!    SYN retransmissions, data released by an incoming ACK, keepalives and delayed ACKs are
+//!    sent from timers and softirq, where `current` is whatever task the interrupt found — the
+//!    idle task (tgid 0) or any process of the node. They normally go to the connected peer
+//!    and leave at the first test; a TCP socket carrying a routing header or IP options does
+//!    not. The setsockopt guard refuses those options to targets, but the kernel runs no
+//!    `cgroup/setsockopt` program for a 32-bit (compat) `setsockopt()` — and a 64-bit process
+//!    reaches that ABI with `int 0x80`, no privilege needed for `IPV6_RTHDR`. A target that
+//!    does so and connects: its first SYN (sent by `connect()`, target context) is dropped,
+//!    but with a current-task test every retransmitted SYN, sent from the retransmit timer,
+//!    would leave with the routing header for its first segment — a blocked address — and a
+//!    connection through it would then carry data whose retransmissions leave the same way.
+//!    Test: `retransmissions_of_a_target_socket_sent_from_timers_are_still_decided`.
+//! 2. **Corked UDP** (`UDP_CORK`/`MSG_MORE`): the queued datagram is sent by whichever task
+//!    uncorks or sends the last part — any task holding the descriptor.
+//! 3. **Descriptors passed** (`SCM_RIGHTS`, `pidfd_getfd`) to a process that is not a target:
+//!    its sends on the target's socket would go undecided (a cooperating non-target can send
+//!    what it likes from its own sockets anyway, so this one matters less).
+//!
+//! Can a target driven only by a hostile `alertmanager.yml` do any of this? No: the
+//! configuration chooses URLs, SMTP servers and templates, not socket options, the system
+//! call ABI or descriptor passing; Alertmanager's sockets are plain connected TCP (HTTP, SMTP)
+//! and connected UDP/TCP DNS, all to-peer. The backstop exists for the stronger attacker of
+//! the README's table (code running as a target), and for that one (1) is a bypass. The
+//! socket's mark has none of these gaps — it names the creator whatever the context — and it
+//! costs a non-target no more: one helper that finds no storage on the socket. (And the
+//! current-task test would not load on Linux 6.1: `cgroup_skb` programs get
+//! `bpf_get_current_pid_tgid` only from commit eb166e522c77, "bpf: Allow helper
+//! bpf_get_[ns_]current_pid_tgid() for all prog types", in 6.10 — not even in 6.6 stable.)
+//!
+//! What the mark does not cover: a socket a target *received* from a process that is not a
+//! target (no mark: its connects and unconnected sends are decided by the sock_addr hooks in
+//! the target's context, but ancillary routing data on it is not seen here), and sockets a
+//! target had before the agent attached.
 use aya_ebpf::{
-    helpers::generated::{bpf_get_socket_cookie, bpf_sk_fullsock, bpf_skb_cgroup_id},
+    helpers::generated::{bpf_sk_fullsock, bpf_skb_cgroup_id},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
@@ -65,6 +113,13 @@ fn check(ctx: &SkBuffContext) -> i32 {
         Some(false) => {}
         Some(true) | None => return ALLOW,
     }
+    // Then the socket's own mark: one helper that reads the socket's storage list (no cookie,
+    // no hash); `None` for every socket no target created (and for request and timewait
+    // sockets, which are not full sockets).
+    // SAFETY: `sk` is the packet's socket (`__sk_buff.sk`, checked non-null above).
+    let Some(mark) = (unsafe { sock::mark_of(sk) }) else {
+        return ALLOW;
+    };
     // SAFETY: helper on the packet's own socket pointer.
     let full = unsafe { bpf_sk_fullsock(sk) };
     if full.is_null() {
@@ -78,12 +133,6 @@ fn check(ctx: &SkBuffContext) -> i32 {
     if sk.protocol == u32::from(proto::IPPROTO_TCP) && sk.state == TCP_LISTEN {
         return ALLOW;
     }
-    // SAFETY: the helper reads the cookie of the packet's socket.
-    let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
-    // SAFETY: the mark is plain data, read while the map entry lives (this run).
-    let Some(mark) = (unsafe { sock::PACKET_SOCKETS.get(&cookie) }) else {
-        return ALLOW;
-    };
     let Some((set, cfg)) = active_config() else {
         return DENY;
     };

@@ -2,26 +2,59 @@
 //! would send a target's packets where no connect/sendmsg hook decides are refused at creation
 //! or when set, with a `socket_refused` line; every other socket a target creates is marked for
 //! the packet-layer backstop (`backstop.rs`).
+//!
+//! The mark is socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`, [`SOCKET_MARKS`]): the kernel
+//! keeps it in the socket itself and frees it with the socket, whoever drops the last
+//! reference. There is no table to fill, no entry to delete when a socket closes (so no
+//! `sock_release` program runs on every close below the scope) and nothing to leak. It is a
+//! BTF-defined map (`.maps` section, `aya_ebpf::btf_maps`): the kernel creates socket storage
+//! only with BTF for its key (`int`) and value, which bpf-linker emits (`--btf`, set by
+//! aya-build) and aya passes to `BPF_MAP_CREATE`.
+use core::ptr;
+
 use aya_ebpf::{
-    bindings::BPF_ANY,
+    bindings::BPF_SK_STORAGE_GET_F_CREATE,
+    btf_maps::SkStorage,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::bpf_get_socket_cookie,
+        generated::bpf_sk_storage_get,
     },
-    macros::{cgroup_sock, cgroup_sockopt, map},
-    maps::HashMap,
+    macros::{btf_map, cgroup_sock, cgroup_sockopt},
     programs::{SockContext, SockoptContext},
 };
 use enforcer_common::{
     hook, proto, rule_id,
-    sockets::{MAX_PACKET_SOCKETS, SocketMark, kind, option},
+    sockets::{SocketMark, kind, option},
 };
 
 use crate::{ALLOW, DENY, active_config, identity, refuse, scoped};
 
-#[map]
-pub(crate) static PACKET_SOCKETS: HashMap<u64, SocketMark> =
-    HashMap::with_max_entries(MAX_PACKET_SOCKETS, 0);
+/// Who created each target socket (`enforcer_common::sockets::map_names::SOCKET_MARKS`).
+#[btf_map]
+pub(crate) static SOCKET_MARKS: SkStorage<SocketMark> = SkStorage::new();
+
+/// The map as the storage helpers take it.
+#[inline(always)]
+fn marks() -> *mut aya_ebpf::cty::c_void {
+    ptr::from_ref(&SOCKET_MARKS).cast_mut().cast()
+}
+
+/// The mark of socket `sk` (any socket pointer the verifier accepts for the helper: a full
+/// socket, or `__sk_buff.sk`, for which the helper answers `None` when it is not a full socket);
+/// `None` for a socket no target created.
+///
+/// # Safety
+/// `sk` must be a socket pointer of the program's context.
+#[inline(always)]
+pub(crate) unsafe fn mark_of<'a, T>(sk: *mut T) -> Option<&'a SocketMark> {
+    // SAFETY: lookup without create; the storage lives as long as the socket, which outlives
+    // this program's run.
+    unsafe {
+        bpf_sk_storage_get(marks(), sk.cast(), ptr::null_mut(), 0)
+            .cast::<SocketMark>()
+            .as_ref()
+    }
+}
 
 /// Larger option buffers are not copied to the program; it must then set `optlen` to 0 so
 /// the kernel uses the caller's buffer (kernels before 6.5 return EFAULT otherwise).
@@ -35,8 +68,8 @@ fn decided() -> bool {
 }
 
 /// `cgroup/sock_create`: refuses UDP-Lite, ping and raw sockets to targets; marks the others.
-/// Audit mode lets every socket be (and logs `would_refuse`). A socket the table has no room
-/// for is refused: unmarked, its packets would go undecided.
+/// Audit mode lets every socket be (and logs `would_refuse`). A socket whose mark the kernel
+/// cannot allocate is refused: unmarked, its packets would go undecided.
 #[cgroup_sock(sock_create)]
 pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
     if !decided() {
@@ -72,12 +105,13 @@ pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
             cfg,
             family as u16,
             protocol as u8,
-            rule_id::SOCKET_TABLE_FULL,
+            rule_id::SOCKET_MARK_FAILED,
         )
     }
 }
 
-/// Records who created the socket, for the backstop; false when the table is full.
+/// Records who created the socket, in the socket, for the backstop; false when the kernel
+/// could not allocate the storage.
 #[inline(always)]
 fn mark(ctx: &SockContext) -> bool {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -89,20 +123,19 @@ fn mark(ctx: &SockContext) -> bool {
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or_default(),
     };
-    // SAFETY: the helper reads the socket of this program's context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
-    PACKET_SOCKETS
-        .insert(&cookie, &value, u64::from(BPF_ANY))
-        .is_ok()
-}
-
-/// `cgroup/sock_release`: the socket's mark goes with it.
-#[cgroup_sock(sock_release)]
-pub fn enforcer_sock_release(ctx: SockContext) -> i32 {
-    // SAFETY: the helper reads the socket of this program's context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
-    let _ = PACKET_SOCKETS.remove(&cookie);
-    ALLOW
+    let mut value = value;
+    // SAFETY: the socket is this program's context (the cgroup_sock variant of the helper takes
+    // the context itself); `value` is initialised stack memory of the map's value size, copied
+    // into the new storage.
+    let stored = unsafe {
+        bpf_sk_storage_get(
+            marks(),
+            ctx.sock.cast(),
+            ptr::from_mut(&mut value).cast(),
+            u64::from(BPF_SK_STORAGE_GET_F_CREATE),
+        )
+    };
+    !stored.is_null()
 }
 
 /// `cgroup/setsockopt`: refuses to targets the options that route a packet elsewhere than the

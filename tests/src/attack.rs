@@ -13,6 +13,11 @@
 //!                                       IP_RETOPTS ancillary data, then sendto DST
 //! attack ping|raw ADDR                  an ICMP/ICMPv6 echo request from a ping (SOCK_DGRAM)
 //!                                       or raw socket
+//! attack rthdr-compat FIRST DST PORT    IPV6_RTHDR set through the 32-bit syscall ABI (`int
+//!                                       0x80` from this 64-bit process: the kernel runs no
+//!                                       cgroup/setsockopt program for a compat setsockopt), then
+//!                                       a non-blocking TCP connect to DST; the socket is left
+//!                                       open, so the kernel retransmits its SYN from a timer
 //! ```
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -34,6 +39,7 @@ pub fn run(args: &[&str]) -> String {
             with_addrs(first, dst, port, |f, d, p| rthdr_cmsg(ty, f, d, p))
         }
         ["lsrr", how, hop, dst, port] => with_addrs(hop, dst, port, |h, d, p| lsrr(how, h, d, p)),
+        ["rthdr-compat", first, dst, port] => with_addrs(first, dst, port, rthdr_compat),
         ["ping" | "raw", addr] => match addr.parse::<IpAddr>() {
             Ok(ip) => echo(args[0] == "raw", ip),
             Err(_) => format!("bad address {addr}"),
@@ -216,6 +222,71 @@ fn rthdr_option(proto: &str, first: IpAddr, dst: IpAddr, port: u16) -> String {
         } else {
             s.sendmsg(to, b"attack", None)
         })
+    };
+    run().unwrap_or_else(|e| e)
+}
+
+/// `setsockopt` through the i386 system call ABI (`int 0x80`, call 366), with the option
+/// value copied below 4 GiB (the 32-bit ABI passes 32-bit pointers).
+#[cfg(target_arch = "x86_64")]
+fn compat_setsockopt(fd: i32, level: i32, name: i32, value: &[u8]) -> Result<(), String> {
+    const IA32_SETSOCKOPT: u32 = 366;
+    // SAFETY: an anonymous private page below 4 GiB, unmapped below.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED || value.len() > 4096 {
+        return Err(format!("mmap errno {}", errno()));
+    }
+    // SAFETY: the page is writable and at least `value.len()` bytes long.
+    unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), page.cast::<u8>(), value.len()) };
+    let ret: u64;
+    // SAFETY: the i386 setsockopt(fd, level, name, optval, optlen) with every pointer below
+    // 4 GiB; rbx (the first argument) is reserved by LLVM, so it is swapped in and out.
+    unsafe {
+        std::arch::asm!(
+            "xchg {fd:r}, rbx",
+            "int 0x80",
+            "xchg {fd:r}, rbx",
+            fd = inout(reg) u64::from(fd as u32) => _,
+            inlateout("rax") u64::from(IA32_SETSOCKOPT) => ret,
+            in("rcx") u64::from(level as u32),
+            in("rdx") u64::from(name as u32),
+            in("rsi") page as u64,
+            in("rdi") value.len() as u64,
+        );
+        libc::munmap(page, 4096);
+    }
+    let ret = ret as u32 as i32;
+    if ret < 0 {
+        return Err(format!("setsockopt errno {}", -ret));
+    }
+    Ok(())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn compat_setsockopt(_: i32, _: i32, _: i32, _: &[u8]) -> Result<(), String> {
+    Err("setsockopt errno 38".to_owned())
+}
+
+fn rthdr_compat(first: IpAddr, dst: IpAddr, port: u16) -> String {
+    let Some(first) = v6(first) else {
+        return "bad first segment".to_owned();
+    };
+    let run = || -> Result<String, String> {
+        let s = Fd::new(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0)?;
+        compat_setsockopt(s.0, libc::IPPROTO_IPV6, IPV6_RTHDR, &srh(first))?;
+        let reply = s.connect(SocketAddr::new(dst, port));
+        // Left open until the process exits: its SYN is retransmitted from a timer.
+        std::mem::forget(s);
+        Ok(reply)
     };
     run().unwrap_or_else(|e| e)
 }

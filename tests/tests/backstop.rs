@@ -295,3 +295,89 @@ fn audit_mode_logs_what_enforce_mode_would_refuse_and_drop() {
         assert_eq!(lines[1]["rule"], rule, "{lines:?}");
     }
 }
+
+/// More target sockets open at once than the old cookie table held (32,768 entries; its
+/// 32,769th socket was refused with `socket_refused`): every socket is created, a new one is
+/// still marked, and its source-routed packet is still dropped by the backstop. The mark is
+/// socket-local storage, allocated in each socket.
+#[test]
+fn a_target_with_more_open_sockets_than_the_old_table_held_is_still_decided() {
+    if !privileged() {
+        return;
+    }
+    const HELD: usize = 33_000;
+    let dir = TempDir::new().unwrap();
+    let cg = TestCgroup::new().unwrap();
+    let (mut agent, metrics) = agent_with_metrics(&dir, &cg);
+    let mut probe = Probe::spawn(&cg).unwrap();
+    prepare_netns(probe.pid());
+    assert_eq!(
+        probe.command_line(&format!("hold {HELD}")).unwrap(),
+        format!("ok {HELD}")
+    );
+    let lines = agent.events_within(Duration::from_millis(500));
+    assert!(lines.is_empty(), "no socket refused: {lines:?}");
+    let cmd = "attack lsrr cmsg 169.254.169.254 192.0.2.1 53";
+    assert_eq!(probe.command_line(cmd).unwrap(), "errno 1", "{cmd}");
+    let lines = agent.take_events(1, Duration::from_secs(5));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["hook"], "packet_egress", "{lines:?}");
+    assert_eq!(lines[0]["dst_ip"], METADATA_V4, "{lines:?}");
+    assert_eq!(lines[0]["pid"], probe.pid(), "{lines:?}");
+    assert_eq!(denied(&metrics, "packet_egress"), 1);
+    assert_eq!(denied(&metrics, "sock_create"), 0);
+    // Closed (their marks go with them), then opened again: nothing left behind fills up.
+    assert_eq!(
+        probe.command_line("release").unwrap(),
+        format!("ok {HELD}")
+    );
+    assert_eq!(
+        probe.command_line(&format!("hold {HELD}")).unwrap(),
+        format!("ok {HELD}")
+    );
+    assert_eq!(probe.command_line(cmd).unwrap(), "errno 1", "{cmd}");
+    let lines = agent.take_events(1, Duration::from_secs(5));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["hook"], "packet_egress", "{lines:?}");
+}
+
+/// A routing header set through the 32-bit syscall ABI (no cgroup/setsockopt program runs for
+/// it) on a target's TCP socket in scope mode: the SYN sent by connect() is dropped, and so is
+/// every retransmission, although the kernel sends those from a timer, where the current task
+/// is not the target (the idle task or whatever process the timer interrupted). The backstop
+/// decides by the socket's mark, not by the current task.
+#[test]
+fn retransmissions_of_a_target_socket_sent_from_timers_are_still_decided() {
+    if !privileged() {
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let exe = dir.path.join("alertmanager");
+    std::fs::copy(probe_bin(), &exe).unwrap();
+    let text = format!("{POLICY}targets:\n  - process: [alertmanager]\n");
+    let scope = TestCgroup::new().unwrap();
+    let workload = scope.child("workload").unwrap();
+    let mut agent =
+        Agent::start_args(Some(&policy(&dir, &text)), &["--scope", &scope.path_str()]).unwrap();
+    let mut target = Probe::spawn_exe(&exe, &workload).unwrap();
+    prepare_netns(target.pid());
+    let cmd = "attack rthdr-compat fd00:ec2::254 2001:db8::1 443";
+    let reply = target.command_line(cmd).unwrap();
+    if reply == "setsockopt errno 38" {
+        // No 32-bit syscall ABI on this kernel: there is no compat setsockopt to test.
+        eprintln!("skipped: {reply}");
+        return;
+    }
+    assert_eq!(reply, "errno 115", "{cmd}");
+    // SYN at 0 s, retransmissions after 1 s and 3 s (initial RTO 1 s, doubled).
+    std::thread::sleep(Duration::from_millis(3_500));
+    let lines = agent.take_events(3, Duration::from_secs(3));
+    assert!(lines.len() >= 3, "the SYN and two retransmissions: {lines:?}");
+    for l in &lines {
+        assert_eq!(l["hook"], "packet_egress", "{l}");
+        assert_eq!(l["rule"], ROUTING_RULE, "{l}");
+        assert_eq!(l["dst_ip"], METADATA_V6, "{l}");
+        assert_eq!(l["pid"], target.pid(), "{l}");
+        assert_eq!(l["comm"], "alertmanager", "{l}");
+    }
+}

@@ -42,10 +42,10 @@ const PROGRAMS: [&str; 4] = [
 ];
 
 /// The socket guards and the packet-layer backstop (see `enforcer_common::sockets`), in attach
-/// order: the backstop before `sock_create` marks a socket whose packets it decides.
-const SOCKET_PROGRAMS: [&str; 4] = [
+/// order: the backstop before `sock_create` marks a socket whose packets it decides. (No
+/// `sock_release` program: a socket's mark is socket-local storage, freed with the socket.)
+const SOCKET_PROGRAMS: [&str; 3] = [
     enforcer_common::sockets::prog_names::PACKET_EGRESS,
-    enforcer_common::sockets::prog_names::SOCK_RELEASE,
     prog_names::SOCK_CREATE,
     enforcer_common::sockets::prog_names::SETSOCKOPT,
 ];

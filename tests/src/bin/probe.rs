@@ -20,6 +20,9 @@
 //!                               or the ring's SQPOLL thread)
 //! attack ...                   → (see `integration_tests::attack`: routing headers, source
 //!                                 routes, ping and raw sockets)
+//! hold N                       → ok N | errno E after I   (opens N UDP sockets and keeps them
+//!                                 open, raising RLIMIT_NOFILE as needed)
+//! release                      → ok N   (closes the held sockets)
 //! ```
 //! With `--first-connect tcp|udp ADDR PORT` it does that one call right after entering the
 //! namespace and exits with the result on stdout instead of reading commands; `--first CMD`
@@ -308,6 +311,18 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         }
         return format!("ok {} {} {} {}", counts[0], counts[1], counts[2], counts[3]);
     }
+    if let ["hold", n] = parts[..] {
+        let Ok(n) = n.parse::<usize>() else {
+            return format!("bad command {line:?}");
+        };
+        return hold(n);
+    }
+    if parts[..] == ["release"] {
+        let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = held.len();
+        held.clear();
+        return format!("ok {n}");
+    }
     if let ["attack", rest @ ..] = &parts[..] {
         return integration_tests::attack::run(rest);
     }
@@ -355,6 +370,34 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         },
         _ => format!("bad command {line:?}"),
     }
+}
+
+/// Sockets opened by `hold`, closed by `release` (or at exit).
+static HELD: std::sync::Mutex<Vec<std::os::fd::OwnedFd>> = std::sync::Mutex::new(Vec::new());
+
+/// Opens `n` more UDP sockets and keeps them open.
+fn hold(n: usize) -> String {
+    let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let want = (held.len() + n + 1024) as libc::rlim_t;
+    let limit = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: want,
+    };
+    // SAFETY: setrlimit with a valid struct (root may raise the hard limit).
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return format!("setrlimit errno {}", errno());
+    }
+    for i in 0..n {
+        // SAFETY: plain socket(2); the descriptor is owned by the OwnedFd below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return format!("errno {} after {i}", errno());
+        }
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: `fd` is a fresh descriptor nothing else owns.
+        held.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+    }
+    format!("ok {n}")
 }
 
 /// One query over a connected UDP socket (a fresh socket and id per query).
