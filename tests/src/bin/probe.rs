@@ -21,7 +21,7 @@
 //! attack ...                   → (see `integration_tests::attack`: routing headers, source
 //!                                 routes, ping and raw sockets)
 //! hold N                       → ok N | errno E after I   (opens N UDP sockets and keeps them
-//!                                 open, raising RLIMIT_NOFILE as needed)
+//!                                 open, raising the soft RLIMIT_NOFILE up to the hard one)
 //! release                      → ok N   (closes the held sockets)
 //! ```
 //! With `--first-connect tcp|udp ADDR PORT` it does that one call right after entering the
@@ -378,14 +378,22 @@ static HELD: std::sync::Mutex<Vec<std::os::fd::OwnedFd>> = std::sync::Mutex::new
 /// Opens `n` more UDP sockets and keeps them open.
 fn hold(n: usize) -> String {
     let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let want = (held.len() + n + 1024) as libc::rlim_t;
-    let limit = libc::rlimit {
-        rlim_cur: want,
-        rlim_max: want,
+    // The soft limit up to the hard one (raising the hard limit needs CAP_SYS_RESOURCE).
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: setrlimit with a valid struct (root may raise the hard limit).
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return format!("setrlimit errno {}", errno());
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return format!("getrlimit errno {}", errno());
+        }
+        limit.rlim_cur = limit
+            .rlim_max
+            .min((held.len() + n + 1024) as libc::rlim_t);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return format!("setrlimit errno {}", errno());
+        }
     }
     for i in 0..n {
         // SAFETY: plain socket(2); the descriptor is owned by the OwnedFd below.
