@@ -377,7 +377,10 @@ fn retransmissions_of_a_target_socket_sent_from_timers_are_still_decided() {
     // SYN at 0 s, retransmissions after 1 s and 3 s (initial RTO 1 s, doubled).
     std::thread::sleep(Duration::from_millis(3_500));
     let lines = agent.take_events(3, Duration::from_secs(3));
-    assert!(lines.len() >= 3, "the SYN and two retransmissions: {lines:?}");
+    assert!(
+        lines.len() >= 3,
+        "the SYN and two retransmissions: {lines:?}"
+    );
     for l in &lines {
         assert_eq!(l["hook"], "packet_egress", "{l}");
         assert_eq!(l["rule"], ROUTING_RULE, "{l}");

@@ -318,7 +318,9 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         return hold(n);
     }
     if parts[..] == ["release"] {
-        let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = HELD
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = held.len();
         held.clear();
         return format!("ok {n}");
@@ -377,7 +379,9 @@ static HELD: std::sync::Mutex<Vec<std::os::fd::OwnedFd>> = std::sync::Mutex::new
 
 /// Opens `n` more UDP sockets and keeps them open.
 fn hold(n: usize) -> String {
-    let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut held = HELD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // The soft limit up to the hard one (raising the hard limit needs CAP_SYS_RESOURCE).
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -388,9 +392,7 @@ fn hold(n: usize) -> String {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return format!("getrlimit errno {}", errno());
         }
-        limit.rlim_cur = limit
-            .rlim_max
-            .min((held.len() + n + 1024) as libc::rlim_t);
+        limit.rlim_cur = limit.rlim_max.min((held.len() + n + 1024) as libc::rlim_t);
         if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
             return format!("setrlimit errno {}", errno());
         }
