@@ -37,7 +37,9 @@
 //!    but with a current-task test every retransmitted SYN, sent from the retransmit timer,
 //!    would leave with the routing header for its first segment — a blocked address — and a
 //!    connection through it would then carry data whose retransmissions leave the same way.
-//!    Test: `retransmissions_of_a_target_socket_sent_from_timers_are_still_decided`.
+//!    Test: `retransmissions_of_a_target_socket_sent_from_timers_are_still_decided` — with a
+//!    build that left first on the current task (Linux 6.18, which offers the helper), it
+//!    failed: one `packet_egress` line (the SYN of `connect()`), the retransmissions let out.
 //! 2. **Corked UDP** (`UDP_CORK`/`MSG_MORE`): the queued datagram is sent by whichever task
 //!    uncorks or sends the last part — any task holding the descriptor.
 //! 3. **Descriptors passed** (`SCM_RIGHTS`, `pidfd_getfd`) to a process that is not a target:
