@@ -108,8 +108,15 @@ pub struct PortKey {
     pub port: u16,
 }
 
-/// Capacity of `FQDN_PORTS`: every port of every class in both rule sets.
-pub const PORTS_CAPACITY: u32 = crate::ACTIVE_SETS * 3 * 65_536;
+/// (protocol class, port) entries of `FQDN_PORTS` one rule set may use: the ports that `fqdn`
+/// rules with a port list allow, counted once per protocol class (a rule allowing every port
+/// takes none, see `FQDN_ANY_PORT`). The agent's capacity check refuses a policy beyond it.
+pub const PORTS_PER_SET: u32 = 16_384;
+
+/// Capacity of `FQDN_PORTS`: [`PORTS_PER_SET`] for each rule set (a reload writes the inactive
+/// set while the active one stays). 32,768 entries: 512 KiB of hash buckets, where room for
+/// every port of every class (393,216 entries) took 8 MiB.
+pub const PORTS_CAPACITY: u32 = crate::ACTIVE_SETS * PORTS_PER_SET;
 
 /// The index of a [`crate::proto`] class bit in [`PortKey::class`] and `FQDN_ANY_PORT`.
 #[inline(always)]

@@ -71,6 +71,10 @@ pub struct Args {
     /// Only the scope-mode section (its floors included); no release build of the agent.
     #[arg(long)]
     scope_only: bool,
+    /// Only the per-call section (floor, allow, deny + event at both sizes); no connect()
+    /// loop, scope mode or agent (for comparing builds of the programs).
+    #[arg(long, conflicts_with = "scope_only")]
+    per_call_only: bool,
     #[command(subcommand)]
     workload: Option<workload::Workload>,
 }
@@ -137,7 +141,9 @@ fn bench(args: &Args) -> anyhow::Result<String> {
         return scope_only(args);
     }
     // Built first (a no-op when it is current): the agent measured is the one that ships.
-    crate::vm::build::release_enforcer()?;
+    if !args.per_call_only {
+        crate::vm::build::release_enforcer()?;
+    }
 
     eprintln!(
         "bench: generating and compiling {SMALL} and {LARGE} block prefixes (seed {})",
@@ -255,6 +261,9 @@ fn bench(args: &Args) -> anyhow::Result<String> {
         // should run as in production.
     }
 
+    if args.per_call_only {
+        return Ok(report::render_per_call(args, &cases, &samples));
+    }
     sys::check_interrupted()?;
     eprintln!(
         "bench: connect() loop, {} rounds x {} connects per side (bpf_stats back at {stats_previous})",

@@ -128,7 +128,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     let capacity = Capacity::of(
         family_entries([Some(&v4), api_v4], 32, |n| n.prefix_len()),
         family_entries([Some(&v6), api_v6], 128, |n| n.prefix_len()),
-        policy.fqdns.len(),
+        policy,
     );
     capacity.check(policy)?;
     Ok(Compiled {

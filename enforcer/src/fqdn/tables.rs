@@ -8,7 +8,7 @@ use enforcer_common::{
 };
 
 use super::names::name_key;
-use crate::policy::{Location, Policy, PortRange};
+use crate::policy::{FqdnRule, Location, Policy, PortRange};
 
 /// Answers' TTLs are capped to a day: a longer-lived answer is re-resolved (or re-learned).
 pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -77,25 +77,33 @@ pub fn compile(policy: &Policy) -> Result<FqdnTables, FqdnCompileError> {
         };
         *names.entry(key).or_default() |= 1u64 << slot;
         let bit = 1u64 << slot;
-        for (c, class) in [proto::TCP, proto::UDP, proto::OTHER]
-            .into_iter()
-            .enumerate()
-        {
-            if rule.protocols & class == 0 {
-                continue;
-            }
-            if covers_every_port(&rule.ports) {
-                tables.any_port[c] |= bit;
-                continue;
-            }
-            for r in &rule.ports {
-                for port in r.lo..=r.hi {
-                    *tables.ports.entry((c as u8, port)).or_default() |= bit;
-                }
+        for_each_port_entry(rule, |c, port| match port {
+            None => tables.any_port[c as usize] |= bit,
+            Some(port) => *tables.ports.entry((c, port)).or_default() |= bit,
+        });
+    }
+    Ok(tables)
+}
+
+/// What one `fqdn` rule needs in the port tables, per protocol class index ([`class_index`]):
+/// `None` for the class's any-port mask, else one `FQDN_PORTS` entry per port. The one
+/// definition for the tables and the capacity check ([`crate::compile::Capacity`]).
+pub fn for_each_port_entry(rule: &FqdnRule, mut f: impl FnMut(u8, Option<u16>)) {
+    for class in [proto::TCP, proto::UDP, proto::OTHER] {
+        if rule.protocols & class == 0 {
+            continue;
+        }
+        let c = class_index(class) as u8;
+        if covers_every_port(&rule.ports) {
+            f(c, None);
+            continue;
+        }
+        for r in &rule.ports {
+            for port in r.lo..=r.hi {
+                f(c, Some(port));
             }
         }
     }
-    Ok(tables)
 }
 
 /// No port list, or one covering 1-65535 (port 0 is never a real destination).

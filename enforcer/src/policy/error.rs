@@ -92,6 +92,21 @@ pub enum Problem {
         exact: usize,
         trie: usize,
     },
+    #[error(
+        "{} distinct {family} /{full_len}s certainly go to the exact map, which holds {} per \
+         rule set (a /{full_len} takes a trie entry only when it has more than {clauses} \
+         clauses: named twice, inside a shorter prefix or preset, or with more than {clauses} \
+         port ranges); this one is the first beyond it; refused before parsing the rest",
+        crate::input::grouped(*certain), crate::input::grouped(*exact)
+    )]
+    TooManyExact {
+        family: &'static str,
+        full_len: u8,
+        /// Full-length prefixes that can only go to the exact map.
+        certain: usize,
+        exact: usize,
+        clauses: usize,
+    },
     #[error("invalid CIDR \"{}\": {reason}", crate::input::cut(value))]
     InvalidCidr { value: String, reason: String },
     #[error(

@@ -62,71 +62,7 @@ pub fn render(
 ) -> String {
     let mut out = String::new();
     let mut missed = Vec::new();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let _ = writeln!(
-        out,
-        "\nKernel {}, {cpus} CPUs. connect4 cost from bpf_stats (run_time_ns / run_cnt): median of {} runs x \
-         {} UDP connect() calls each over {} destinations, in an empty netns.\n",
-        kernel.trim(),
-        args.runs,
-        args.calls,
-        args.destinations,
-    );
-    let _ = writeln!(
-        out,
-        "| connect4 path | Blocked prefixes | ns per call | Range | Above floor | Target | Result |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---|");
-    let floor = median(&samples[0].ns);
-    for (case, s) in cases.iter().zip(samples) {
-        let m = median(&s.ns);
-        let (lo, hi) = min_max(&s.ns);
-        let prefixes = case.prefixes.map_or("–".to_owned(), thousands);
-        let above = if case.prefixes.is_some() {
-            format!("{:+.1}", m - floor)
-        } else {
-            "–".to_owned()
-        };
-        let (target, result) = match (case.deny, case.prefixes) {
-            (true, Some(n)) => (
-                format!("≤ {DENY_MAX_NS:.0} ns"),
-                verdict(
-                    m <= DENY_MAX_NS,
-                    &mut missed,
-                    format!(
-                        "{} at {} prefixes: {m:.1} ns > {DENY_MAX_NS:.0} ns",
-                        case.label,
-                        thousands(n)
-                    ),
-                ),
-            ),
-            (false, Some(LARGE)) => (
-                format!("≤ {ALLOW_ABOVE_FLOOR_MAX_NS:.0} ns above floor"),
-                verdict(
-                    m - floor <= ALLOW_ABOVE_FLOOR_MAX_NS,
-                    &mut missed,
-                    format!(
-                        "allow at {} prefixes: {:.1} ns above the floor > {ALLOW_ABOVE_FLOOR_MAX_NS:.0} ns",
-                        thousands(LARGE),
-                        m - floor
-                    ),
-                ),
-            ),
-            _ => ("–".to_owned(), "–"),
-        };
-        let lost = if s.lost_events > 0 {
-            format!(" ({} events lost)", s.lost_events)
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            out,
-            "| {}{lost} | {prefixes} | {m:.1} | {lo:.1}–{hi:.1} | {above} | {target} | {result} |",
-            case.label
-        );
-    }
-
+    per_call(&mut out, args, cases, samples, &mut missed);
     let ratios: Vec<f64> = rounds
         .iter()
         .map(|(w, wo)| (w / wo - 1.0) * 100.0)
@@ -165,15 +101,102 @@ pub fn render(
     );
     super::scope::render(&mut out, scope, &mut missed);
     render_agent(&mut out, agent, &mut missed);
+    render_missed(&mut out, &missed);
+    out
+}
+
+/// `--per-call-only`: the per-call table alone.
+pub fn render_per_call(args: &Args, cases: &[Case<'_>], samples: &[Samples]) -> String {
+    let mut out = String::new();
+    let mut missed = Vec::new();
+    per_call(&mut out, args, cases, samples, &mut missed);
+    render_missed(&mut out, &missed);
+    out
+}
+
+fn render_missed(out: &mut String, missed: &[String]) {
     if missed.is_empty() {
         let _ = writeln!(out, "\nAll targets met.");
     } else {
         let _ = writeln!(out, "\nTargets missed:");
-        for m in &missed {
+        for m in missed {
             let _ = writeln!(out, "- {m}");
         }
     }
-    out
+}
+
+/// The per-call table: each case's median next to the floor, with its target.
+fn per_call(
+    out: &mut String,
+    args: &Args,
+    cases: &[Case<'_>],
+    samples: &[Samples],
+    missed: &mut Vec<String>,
+) {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let _ = writeln!(
+        out,
+        "\nKernel {}, {cpus} CPUs. connect4 cost from bpf_stats (run_time_ns / run_cnt): median of {} runs x \
+         {} UDP connect() calls each over {} destinations, in an empty netns.\n",
+        kernel.trim(),
+        args.runs,
+        args.calls,
+        args.destinations,
+    );
+    let _ = writeln!(
+        out,
+        "| connect4 path | Blocked prefixes | ns per call | Range | Above floor | Target | Result |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---|");
+    let floor = median(&samples[0].ns);
+    for (case, s) in cases.iter().zip(samples) {
+        let m = median(&s.ns);
+        let (lo, hi) = min_max(&s.ns);
+        let prefixes = case.prefixes.map_or("–".to_owned(), thousands);
+        let above = if case.prefixes.is_some() {
+            format!("{:+.1}", m - floor)
+        } else {
+            "–".to_owned()
+        };
+        let (target, result) = match (case.deny, case.prefixes) {
+            (true, Some(n)) => (
+                format!("≤ {DENY_MAX_NS:.0} ns"),
+                verdict(
+                    m <= DENY_MAX_NS,
+                    missed,
+                    format!(
+                        "{} at {} prefixes: {m:.1} ns > {DENY_MAX_NS:.0} ns",
+                        case.label,
+                        thousands(n)
+                    ),
+                ),
+            ),
+            (false, Some(LARGE)) => (
+                format!("≤ {ALLOW_ABOVE_FLOOR_MAX_NS:.0} ns above floor"),
+                verdict(
+                    m - floor <= ALLOW_ABOVE_FLOOR_MAX_NS,
+                    missed,
+                    format!(
+                        "allow at {} prefixes: {:.1} ns above the floor > {ALLOW_ABOVE_FLOOR_MAX_NS:.0} ns",
+                        thousands(LARGE),
+                        m - floor
+                    ),
+                ),
+            ),
+            _ => ("–".to_owned(), "–"),
+        };
+        let lost = if s.lost_events > 0 {
+            format!(" ({} events lost)", s.lost_events)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "| {}{lost} | {prefixes} | {m:.1} | {lo:.1}–{hi:.1} | {above} | {target} | {result} |",
+            case.label
+        );
+    }
 }
 
 fn mib(bytes: f64) -> f64 {

@@ -183,7 +183,17 @@ fn the_issue_policy_of_270000_host_blocks_is_refused_by_check() {
         let a = Ipv4Addr::from(0x0b00_0000 + i);
         yaml.push_str(&format!("  - cidr: {a}/32\n"));
     }
-    let p = parse_policy(&yaml, "feed.yaml").unwrap();
+    // The file is refused by the pre-scan, before its YAML tree is built ...
+    let e = parse_policy(&yaml, "feed.yaml").unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "feed.yaml:262147:5: 270,000 distinct IPv4 /32s certainly go to the exact map"
+        ),
+        "{e}"
+    );
+    // ... and the same rules by the compiler's capacity check (the one `run` makes too).
+    let mut p = policy(DefaultVerdict::Allow, host_blocks(270_000, false, false));
+    p.source = "feed.yaml".into();
     let e = compile(&p).unwrap_err().to_string();
     assert!(
         e.starts_with(
