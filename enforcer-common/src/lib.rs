@@ -450,7 +450,8 @@ pub struct EventHeader {
     pub version: u16,
     /// Size of the whole record in bytes.
     pub len: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC); 0 in a [`DenyEvent`], which the deny path does
+    /// not stamp (the agent's line carries the time it drained the record).
     pub ts_ns: u64,
     pub cgroup_id: u64,
 }

@@ -20,8 +20,7 @@ use core::ptr::addr_of_mut;
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_sock_addr},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_ns, generated,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated,
     },
     macros::{cgroup_sock_addr, map},
     maps::{Array, PerCpuArray, RingBuf},
@@ -293,7 +292,10 @@ pub(crate) fn emit(r: &Record, who: &Who) {
             kind: r.kind,
             version: EVENT_VERSION,
             len: core::mem::size_of::<DenyEvent>() as u32,
-            ts_ns: bpf_ktime_get_ns(),
+            // Not stamped: nothing reads a deny record's time (the agent's JSON line carries
+            // the time it drained the record, at most one drain interval later), and the
+            // helper is one of the deny path's costs (issue 17).
+            ts_ns: 0,
             cgroup_id,
         });
         addr_of_mut!((*p).tgid).write(tgid);
