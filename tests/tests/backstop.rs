@@ -297,30 +297,38 @@ fn audit_mode_logs_what_enforce_mode_would_refuse_and_drop() {
 }
 
 /// More target sockets open at once than the old cookie table held (32,768 entries for all
-/// targets; its 32,769th socket was refused with `socket_refused`), held by two processes (the
-/// hard descriptor limit here is 20,000 per process): every socket is created, a new one is
-/// still marked, and its source-routed packet is still dropped by the backstop. The mark is
+/// targets; its 32,769th socket was refused with `socket_refused`), spread over as many
+/// processes as the hard descriptor limit needs (20,000 per process on the host, 4,096 in the
+/// test VMs; raising it needs CAP_SYS_RESOURCE): every socket is created, a new one is still
+/// marked, and its source-routed packet is still dropped by the backstop. The mark is
 /// socket-local storage, allocated in each socket.
 #[test]
 fn a_target_with_more_open_sockets_than_the_old_table_held_is_still_decided() {
     if !privileged() {
         return;
     }
-    const HELD: usize = 16_500;
+    const TOTAL: usize = 33_000;
+    let per = (hard_fd_limit() - 64).min(TOTAL);
+    let counts: Vec<usize> = (0..TOTAL.div_ceil(per))
+        .map(|i| per.min(TOTAL - i * per))
+        .collect();
     let dir = TempDir::new().unwrap();
     let cg = TestCgroup::new().unwrap();
     let (mut agent, metrics) = agent_with_metrics(&dir, &cg);
-    let mut first = Probe::spawn(&cg).unwrap();
-    let mut probe = Probe::spawn(&cg).unwrap();
-    prepare_netns(probe.pid());
-    for p in [&mut first, &mut probe] {
-        assert_eq!(
-            p.command_line(&format!("hold {HELD}")).unwrap(),
-            format!("ok {HELD}")
-        );
-    }
+    let mut holders: Vec<Probe> = counts.iter().map(|_| Probe::spawn(&cg).unwrap()).collect();
+    let hold_all = |holders: &mut [Probe]| {
+        for (p, n) in holders.iter_mut().zip(&counts) {
+            assert_eq!(
+                p.command_line(&format!("hold {n}")).unwrap(),
+                format!("ok {n}")
+            );
+        }
+    };
+    hold_all(&mut holders);
     let lines = agent.events_within(Duration::from_millis(500));
     assert!(lines.is_empty(), "no socket refused: {lines:?}");
+    let probe = holders.last_mut().unwrap();
+    prepare_netns(probe.pid());
     let cmd = "attack lsrr cmsg 169.254.169.254 192.0.2.1 53";
     assert_eq!(probe.command_line(cmd).unwrap(), "errno 1", "{cmd}");
     let lines = agent.take_events(1, Duration::from_secs(5));
@@ -331,19 +339,29 @@ fn a_target_with_more_open_sockets_than_the_old_table_held_is_still_decided() {
     assert_eq!(denied(&metrics, "packet_egress"), 1);
     assert_eq!(denied(&metrics, "sock_create"), 0);
     // Closed (their marks go with them), then opened again: nothing left behind fills up.
-    for p in [&mut first, &mut probe] {
-        assert_eq!(p.command_line("release").unwrap(), format!("ok {HELD}"));
+    for (p, n) in holders.iter_mut().zip(&counts) {
+        assert_eq!(p.command_line("release").unwrap(), format!("ok {n}"));
     }
-    for p in [&mut first, &mut probe] {
-        assert_eq!(
-            p.command_line(&format!("hold {HELD}")).unwrap(),
-            format!("ok {HELD}")
-        );
-    }
+    hold_all(&mut holders);
+    let probe = holders.last_mut().unwrap();
     assert_eq!(probe.command_line(cmd).unwrap(), "errno 1", "{cmd}");
     let lines = agent.take_events(1, Duration::from_secs(5));
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["hook"], "packet_egress", "{lines:?}");
+}
+
+/// The hard `RLIMIT_NOFILE` the probes inherit (they raise their soft limit to it).
+fn hard_fd_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid struct.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    usize::try_from(limit.rlim_max).unwrap_or(usize::MAX)
 }
 
 /// A routing header set through the 32-bit syscall ABI (no cgroup/setsockopt program runs for
