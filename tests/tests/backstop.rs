@@ -357,10 +357,8 @@ fn hard_fd_limit() -> usize {
         rlim_max: 0,
     };
     // SAFETY: getrlimit with a valid struct.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0, "getrlimit");
     usize::try_from(limit.rlim_max).unwrap_or(usize::MAX)
 }
 
