@@ -123,8 +123,9 @@ fn set_byte(task: u32, value: u8) {
 /// A target's DNS query (UDP to port 53): marks its socket, whose answers may then teach the
 /// learning program (`fqdn::learn`).
 #[inline(always)]
-pub fn mark_dns_socket(ctx: &SockAddrContext, tgid: u32, port: u16, proto_class: u8) {
+pub fn mark_dns_socket(ctx: &SockAddrContext, port: u16, proto_class: u8) {
     if port == DNS_PORT && proto_class == proto::UDP {
+        let tgid = crate::current_tgid();
         // SAFETY: the helper reads the socket of this program's context.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
         let _ = TARGET_SOCKETS.insert(&cookie, &tgid, 0);

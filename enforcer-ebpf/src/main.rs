@@ -64,22 +64,22 @@ const AF_INET6: u16 = 10;
 
 #[cgroup_sock_addr(connect4)]
 pub fn enforcer_connect4(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, hook::CONNECT4)
+    enter::<{ hook::CONNECT4 }>(&ctx)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn enforcer_connect6(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, hook::CONNECT6)
+    enter::<{ hook::CONNECT6 }>(&ctx)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn enforcer_sendmsg4(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, hook::SENDMSG4)
+    enter::<{ hook::SENDMSG4 }>(&ctx)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn enforcer_sendmsg6(ctx: SockAddrContext) -> i32 {
-    decide(&ctx, hook::SENDMSG6)
+    enter::<{ hook::SENDMSG6 }>(&ctx)
 }
 
 /// An address after normalisation: IPv4 (also for IPv6 spellings embedding one) or IPv6.
@@ -98,28 +98,44 @@ struct Call {
     protocol: u32,
 }
 
-/// The one verdict function of all four egress hooks: normalise → rule verdict → report.
+/// The program's own body: in scope mode, the caller's tgid and its byte in `TARGET_TGIDS`,
+/// and `return ALLOW` for every process that is not a target — a few contiguous instructions
+/// and one helper call. Everything else is [`decide`], a BPF subprogram of its own (the JIT
+/// compiles it into a separate image), so a non-target's call never touches its instructions.
+/// In direct mode (`SCOPED` a constant 0 to the verifier) this is the call of [`decide`] alone.
 #[inline(always)]
-fn decide(ctx: &SockAddrContext, hook: u8) -> i32 {
-    // Scope mode: one lookup by process, before anything else; every call of a process that
-    // is not a target leaves here.
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if scoped() && !identity::is_target(tgid) {
+fn enter<const HOOK: u8>(ctx: &SockAddrContext) -> i32 {
+    if scoped() && !identity::is_target(current_tgid()) {
         return ALLOW;
     }
+    decide::<HOOK>(ctx)
+}
+
+/// The calling process.
+#[inline(always)]
+pub(crate) fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// The one verdict function of all four egress hooks, for a caller [`enter`] did not let
+/// through: normalise → rule verdict → report. Not inlined (one subprogram per hook): see
+/// [`enter`]. The caller's tgid is asked for only where it is needed (a target's DNS socket,
+/// a denial an automatic rule may lift), so direct mode's allow path makes no helper call.
+#[inline(never)]
+fn decide<const HOOK: u8>(ctx: &SockAddrContext) -> i32 {
     let Some((set, cfg)) = active_config() else {
         // Unreachable for an array index below max_entries; deny rather than guess.
         return DENY;
     };
     // SAFETY: the kernel hands every sock_addr program a valid `bpf_sock_addr`.
-    let call = normalise(unsafe { &*ctx.sock_addr }, hook);
+    let call = normalise(unsafe { &*ctx.sock_addr }, HOOK);
     let proto_class = proto::class(call.protocol);
     if scoped() {
-        identity::mark_dns_socket(ctx, tgid, call.port, proto_class);
+        identity::mark_dns_socket(ctx, call.port, proto_class);
     }
     let denied_by = policy::can_egress(set, cfg, &call.dst, call.port, proto_class)
-        .filter(|_| !auto::allows(tgid, &call.dst, call.port, proto_class));
-    report(hook, cfg, &call, denied_by)
+        .filter(|_| !auto::allows(current_tgid(), &call.dst, call.port, proto_class));
+    report(HOOK, cfg, &call, denied_by)
 }
 
 /// The rule set programs read now and its configuration.

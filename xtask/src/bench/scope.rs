@@ -47,6 +47,8 @@ const POLICY: &str = "mode: enforce\ndefault: allow\nblock:\n  - preset: cloud-m
 #[derive(Default)]
 pub struct ScopeFigures {
     floor_connect: Vec<f64>,
+    /// The connect4 floor that also asks the caller's tgid.
+    floor_tgid: Vec<f64>,
     floor_sendmsg: Vec<f64>,
     floor_ingress: Vec<f64>,
     connect: Vec<f64>,
@@ -62,6 +64,7 @@ pub struct ScopeFigures {
 /// The programs measured, by id.
 struct Ids {
     floor_connect: u32,
+    floor_tgid: u32,
     floor_sendmsg: u32,
     floor_ingress: u32,
     connect: u32,
@@ -71,8 +74,14 @@ struct Ids {
 }
 
 /// Loads and attaches the floor's sendmsg4 and ingress programs to `cg_floor` (its connect4
-/// floor is attached already).
-fn attach_floors(floor: &mut Ebpf, cg_floor: &Cgroup) -> anyhow::Result<()> {
+/// floor is attached already), and the connect4 floor that asks the caller's tgid to `cg_tgid`.
+fn attach_floors(floor: &mut Ebpf, cg_floor: &Cgroup, cg_tgid: &Cgroup) -> anyhow::Result<()> {
+    let tgid: &mut CgroupSockAddr = floor
+        .program_mut("bench_floor_connect4_tgid")
+        .context("bench_floor_connect4_tgid missing from the floor object")?
+        .try_into()?;
+    tgid.load()?;
+    tgid.attach(&cg_tgid.dir, CgroupAttachMode::Single)?;
     let send: &mut CgroupSockAddr = floor
         .program_mut("bench_floor_sendmsg4")
         .context("bench_floor_sendmsg4 missing from the floor object")?
@@ -99,7 +108,7 @@ fn one(ids: &[u32], what: &str) -> anyhow::Result<u32> {
     }
 }
 
-fn ids(cg_floor: &Cgroup, scope: &Cgroup) -> anyhow::Result<Ids> {
+fn ids(cg_floor: &Cgroup, cg_tgid: &Cgroup, scope: &Cgroup) -> anyhow::Result<Ids> {
     use sys::attach_type::{CONNECT4, INGRESS, SENDMSG4};
     let by_name = |name: &str| -> anyhow::Result<u32> {
         let ids = sys::attached_prog_ids(&scope.dir, INGRESS)?;
@@ -113,6 +122,10 @@ fn ids(cg_floor: &Cgroup, scope: &Cgroup) -> anyhow::Result<Ids> {
         floor_connect: one(
             &sys::attached_prog_ids(&cg_floor.dir, CONNECT4)?,
             "floor connect4",
+        )?,
+        floor_tgid: one(
+            &sys::attached_prog_ids(&cg_tgid.dir, CONNECT4)?,
+            "floor connect4 with the tgid",
         )?,
         floor_sendmsg: one(
             &sys::attached_prog_ids(&cg_floor.dir, SENDMSG4)?,
@@ -138,7 +151,8 @@ pub fn measure(
     cg_bare: &Cgroup,
     dsts: &[Ipv4Addr],
 ) -> anyhow::Result<ScopeFigures> {
-    attach_floors(floor, cg_floor)?;
+    let cg_tgid = cgroups.child("floor-tgid")?;
+    attach_floors(floor, cg_floor, &cg_tgid)?;
     let scope = cgroups.child("scope")?;
     let other = cgroups.child("scope/other")?;
     let am = cgroups.child("scope/am")?;
@@ -150,7 +164,7 @@ pub fn measure(
     kernel.attach(&scope)?;
     let mut fqdn = FqdnMaps::take(kernel.object_mut())?;
     let mut events = fqdn.events.take().context("the learned-event ring")?;
-    let ids = ids(cg_floor, &scope)?;
+    let ids = ids(cg_floor, &cg_tgid, &scope)?;
     let dsts: Vec<String> = dsts.iter().map(ToString::to_string).collect();
     let dsts = dsts.join(",");
     let path = |cg: &Cgroup| cg.path.display().to_string();
@@ -202,6 +216,8 @@ pub fn measure(
             let calls = args.calls;
             let d = delta(&[ids.floor_connect], || udp(cg_floor))?;
             f.floor_connect.push(d.per(0, calls)?);
+            let d = delta(&[ids.floor_tgid], || udp(&cg_tgid))?;
+            f.floor_tgid.push(d.per(0, calls)?);
             let d = delta(&[ids.connect], || udp(&other))?;
             f.connect.push(d.per(0, calls)?);
             let d = delta(&[ids.floor_sendmsg, ids.floor_ingress], || {
@@ -310,7 +326,9 @@ pub fn render(out: &mut String, f: &ScopeFigures, missed: &mut Vec<String>) {
         "\nScope mode: enforcer loaded for scope mode at a bench scope cgroup (policy with one \
          `fqdn` rule and an `api:` section on port {API_PORT}, so both ingress programs are \
          attached), a non-target process in a child cgroup, a target in another. ns per program \
-         run from bpf_stats, median of {} runs; the floor is a trivial program on the same hook.\n",
+         run from bpf_stats, median of {} runs; the floor is a trivial program on the same hook \
+         (the first row: the connect4 floor that also asks the caller's tgid, the one helper \
+         call a decision by process cannot do without).\n",
         f.floor_connect.len()
     );
     let _ = writeln!(
@@ -321,7 +339,14 @@ pub fn render(out: &mut String, f: &ScopeFigures, missed: &mut Vec<String>) {
     let fc = median(&f.floor_connect);
     let fs = median(&f.floor_sendmsg);
     let fi = median(&f.floor_ingress);
-    let rows: [(&str, &str, &[f64], f64, bool); 5] = [
+    let rows: [(&str, &str, &[f64], f64, bool); 6] = [
+        (
+            "floor + `bpf_get_current_pid_tgid`",
+            "any `connect()`",
+            &f.floor_tgid,
+            fc,
+            false,
+        ),
         ("connect4", "non-target `connect()`", &f.connect, fc, true),
         (
             "sendmsg4",
