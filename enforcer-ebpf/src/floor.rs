@@ -23,7 +23,11 @@ pub fn bench_floor_connect4(_ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(connect4)]
 pub fn bench_floor_connect4_tgid(_ctx: SockAddrContext) -> i32 {
     // The branch keeps the call: no process has tgid 0.
-    if bpf_get_current_pid_tgid() >> 32 == 0 { 0 } else { 1 }
+    if bpf_get_current_pid_tgid() >> 32 == 0 {
+        0
+    } else {
+        1
+    }
 }
 
 #[cgroup_sock_addr(sendmsg4)]
