@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::map, maps::HashMap};
 use enforcer_common::{AutoKey, MAX_AUTO_RULES};
 
-use crate::Dst;
+use crate::{Dst, words_to_bytes};
 
 #[map]
 static AUTO_ALLOW: HashMap<AutoKey, u32> = HashMap::with_max_entries(MAX_AUTO_RULES, 0);
@@ -13,18 +13,19 @@ static AUTO_ALLOW: HashMap<AutoKey, u32> = HashMap::with_max_entries(MAX_AUTO_RU
 /// Whether an automatic rule read from process `tgid` opens `dst`:`port` for `proto_class`.
 #[inline(always)]
 pub fn allows(tgid: u32, dst: &Dst, port: u16, proto_class: u8) -> bool {
-    let mut key = AutoKey {
+    // Every field written (no `..Default::default()`: the compiler would zero the key with a
+    // `memset` subprogram call first).
+    let (v4, addr) = match dst {
+        Dst::V4(a) => (1, words_to_bytes([u32::from_ne_bytes(*a), 0, 0, 0])),
+        Dst::V6(a) => (0, *a),
+    };
+    let key = AutoKey {
         tgid,
         port,
-        ..AutoKey::default()
+        v4,
+        _pad: 0,
+        addr,
     };
-    match dst {
-        Dst::V4(a) => {
-            key.v4 = 1;
-            key.addr[0..4].copy_from_slice(a);
-        }
-        Dst::V6(a) => key.addr = *a,
-    }
     // SAFETY: the value is a plain u32 mask, copied out at once.
     let mask = unsafe { AUTO_ALLOW.get(&key) }.copied().unwrap_or(0);
     mask as u8 & proto_class != 0

@@ -154,13 +154,11 @@ pub fn active_config() -> Option<(u32, &'static Config)> {
 #[inline(always)]
 fn normalise(sa: &bpf_sock_addr, hook: u8) -> Call {
     let port = u16::from_be(sa.user_port as u16);
-    let mut raw = [0u8; 16];
     // `hook` is a constant in each inlined copy: an IPv4 program never touches user_ip6 (the
     // verifier rejects that context access for connect4/sendmsg4), and vice versa.
-    let dst = if is_v4_hook(hook) {
-        let a = sa.user_ip4.to_ne_bytes();
-        raw[0..4].copy_from_slice(&a);
-        Dst::V4(a)
+    let (dst, raw) = if is_v4_hook(hook) {
+        let w = sa.user_ip4;
+        (Dst::V4(w.to_ne_bytes()), words_to_bytes([w, 0, 0, 0]))
     } else {
         // Each u32 of user_ip6 is loaded on its own: the verifier wants aligned 4-byte loads.
         let w = [
@@ -169,13 +167,10 @@ fn normalise(sa: &bpf_sock_addr, hook: u8) -> Call {
             sa.user_ip6[2],
             sa.user_ip6[3],
         ];
-        raw[0..4].copy_from_slice(&w[0].to_ne_bytes());
-        raw[4..8].copy_from_slice(&w[1].to_ne_bytes());
-        raw[8..12].copy_from_slice(&w[2].to_ne_bytes());
-        raw[12..16].copy_from_slice(&w[3].to_ne_bytes());
+        let raw = words_to_bytes(w);
         match embedded_ipv4(w) {
-            Some(v4) => Dst::V4(v4.to_ne_bytes()),
-            None => Dst::V6(raw),
+            Some(v4) => (Dst::V4(v4.to_ne_bytes()), raw),
+            None => (Dst::V6(raw), raw),
         }
     };
     Call {
@@ -184,6 +179,16 @@ fn normalise(sa: &bpf_sock_addr, hook: u8) -> Call {
         port,
         protocol: sa.protocol,
     }
+}
+
+/// Four words as the 16 bytes they are in memory (each in native order, as `to_ne_bytes`).
+/// Written as whole words: a zeroed byte array filled in part makes the compiler call a
+/// `memset` subprogram (a BPF call and return on every decided call).
+#[inline(always)]
+pub(crate) fn words_to_bytes(w: [u32; 4]) -> [u8; 16] {
+    // SAFETY: [u32; 4] and [u8; 16] have the same size, and every bit pattern is a valid
+    // [u8; 16].
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
 }
 
 #[inline(always)]
