@@ -303,8 +303,13 @@ pub fn add_tasks(ebpf: &mut Ebpf, tgids: &[u32]) -> Result<(), KernelError> {
             .map_err(map_err(name))?;
     for &tgid in tgids {
         let old = map.get(&tgid, 0).unwrap_or(0);
-        // Alive when scanned: no exit mark (see `why::EXITED`).
-        let inserted = map.insert(tgid, (old & !why::EXITED) | why::SCANNED, 0);
+        // The exit mark (`why::EXITED`) is kept: an entry holds it only for a task that has
+        // exited (a task forked onto the PID since gets a fresh entry from the fork
+        // tracepoint), so a process that exited after the scan read `/proc` — or a zombie
+        // the scan still saw — is removed by the free tracepoint as it should be. Clearing it
+        // here left such an entry (and its byte) behind for good (seen in the 6.12 VM: the
+        // `identity` test's scanned target killed while a scan was writing).
+        let inserted = map.insert(tgid, old | why::SCANNED, 0);
         // The byte even when the full hash refused the entry: the programs read the byte.
         if !bytes.set(tgid, true) {
             inserted.map_err(map_err(name))?;
