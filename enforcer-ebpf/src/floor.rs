@@ -1,8 +1,9 @@
 //! The benchmark's floors: programs that allow every call (or pass every packet) and do nothing
 //! else, one per hook the benchmark measures (cgroup/connect4, cgroup/sendmsg4, cgroup_skb
-//! ingress), and a connect4 floor that also asks the caller's tgid (one helper call). `cargo xtask bench` measures them exactly like the enforcer's programs on the same
-//! hook, so the difference is what the enforcer's logic costs on top of the kernel's
-//! per-program overhead (the run itself plus the `bpf_stats` bookkeeping).
+//! ingress), and a connect4 floor that also asks the caller's tgid (one helper call).
+//! `cargo xtask bench` measures them exactly like the enforcer's programs on the same hook, so
+//! the difference is what the enforcer's logic costs on top of the kernel's per-program
+//! overhead (the run itself plus the `bpf_stats` bookkeeping).
 #![no_std]
 #![no_main]
 

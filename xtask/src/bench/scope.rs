@@ -76,18 +76,8 @@ struct Ids {
 /// Loads and attaches the floor's sendmsg4 and ingress programs to `cg_floor` (its connect4
 /// floor is attached already), and the connect4 floor that asks the caller's tgid to `cg_tgid`.
 fn attach_floors(floor: &mut Ebpf, cg_floor: &Cgroup, cg_tgid: &Cgroup) -> anyhow::Result<()> {
-    let tgid: &mut CgroupSockAddr = floor
-        .program_mut("bench_floor_connect4_tgid")
-        .context("bench_floor_connect4_tgid missing from the floor object")?
-        .try_into()?;
-    tgid.load()?;
-    tgid.attach(&cg_tgid.dir, CgroupAttachMode::Single)?;
-    let send: &mut CgroupSockAddr = floor
-        .program_mut("bench_floor_sendmsg4")
-        .context("bench_floor_sendmsg4 missing from the floor object")?
-        .try_into()?;
-    send.load()?;
-    send.attach(&cg_floor.dir, CgroupAttachMode::Single)?;
+    attach_sock_addr(floor, "bench_floor_connect4_tgid", cg_tgid)?;
+    attach_sock_addr(floor, "bench_floor_sendmsg4", cg_floor)?;
     let ingress: &mut CgroupSkb = floor
         .program_mut("bench_floor_ingress")
         .context("bench_floor_ingress missing from the floor object")?
@@ -98,6 +88,17 @@ fn attach_floors(floor: &mut Ebpf, cg_floor: &Cgroup, cg_tgid: &Cgroup) -> anyho
         CgroupSkbAttachType::Ingress,
         CgroupAttachMode::Single,
     )?;
+    Ok(())
+}
+
+/// Loads the floor object's sock_addr program `name` and attaches it to `cg`.
+fn attach_sock_addr(floor: &mut Ebpf, name: &str, cg: &Cgroup) -> anyhow::Result<()> {
+    let prog: &mut CgroupSockAddr = floor
+        .program_mut(name)
+        .with_context(|| format!("{name} missing from the floor object"))?
+        .try_into()?;
+    prog.load()?;
+    prog.attach(&cg.dir, CgroupAttachMode::Single)?;
     Ok(())
 }
 
