@@ -501,3 +501,90 @@ fn every_identity_writer_marks_the_fast_path_and_the_two_maps_agree() {
     );
     drop((holder, agent));
 }
+
+/// A target's child that exited but is not reaped yet (a zombie: its entry carries the exit
+/// mark) is still in `/proc`, where the agent's scan finds it (a child of a target). The scan
+/// keeps the mark, so once the zombie is reaped its entry and byte go: clearing it (as the
+/// scan did before 222f87c) left both behind for good, and the PID a target for its next
+/// owner.
+#[test]
+fn a_zombie_the_scan_finds_is_forgotten_once_reaped() {
+    if !privileged() {
+        return;
+    }
+    use enforcer_common::identity::why;
+    let dir = TempDir::new().unwrap();
+    let exe = dir.path.join("alertmanager");
+    std::fs::copy(probe_bin(), &exe).unwrap();
+    let scope = TestCgroup::new().unwrap();
+    let workload = scope.child("workload").unwrap();
+    let policy = dir
+        .write(
+            "p.yaml",
+            "default: allow\nblock:\n  - preset: cloud-metadata\ntargets:\n  \
+             - process: [alertmanager]\n",
+        )
+        .unwrap();
+    let pins = PinDir::new();
+    let agent = Agent::start_args(
+        Some(&policy),
+        &[
+            "--scope",
+            &scope.path_str(),
+            "--pin",
+            "--bpffs-dir",
+            &pins.path_str(),
+        ],
+    )
+    .unwrap();
+    let pin_dir = enforcer::kernel::pin::Pins::new(&pins.path);
+    let entry = |pid: u32| enforcer::kernel::identity::pinned_task(&pin_dir, pid).unwrap();
+    let mut target = Probe::spawn_exe(&exe, &workload).unwrap();
+    let zombie: u32 = target.command_line("zombie").unwrap().parse().unwrap();
+    let state = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim().to_owned()))
+            .and_then(|rest| rest.chars().next())
+    };
+    let dead =
+        integration_tests::eventually(Duration::from_secs(5), Duration::from_millis(10), || {
+            (state(zombie) == Some('Z')).then_some(())
+        });
+    assert!(
+        dead.is_some(),
+        "{zombie} never became a zombie: {:?}",
+        state(zombie)
+    );
+    let bits = entry(zombie).expect("the child of a target is one");
+    assert_ne!(bits & why::INHERITED, 0, "{bits:#x}");
+    assert_ne!(bits & why::EXITED, 0, "{bits:#x}");
+    // The agent scans every 250 ms; its mark says it found the zombie.
+    let scanned =
+        integration_tests::eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+            entry(zombie).filter(|b| b & why::SCANNED != 0)
+        });
+    let bits = scanned.expect("the scan finds the zombie, a child of a target");
+    assert_ne!(
+        bits & why::EXITED,
+        0,
+        "the scan cleared the exit mark: {bits:#x}"
+    );
+    assert_eq!(
+        target.command_line(&format!("reap {zombie}")).unwrap(),
+        "reaped"
+    );
+    // The free tracepoint runs an RCU grace period after the reap.
+    let gone =
+        integration_tests::eventually(Duration::from_secs(5), Duration::from_millis(50), || {
+            let (tasks, bytes) = enforcer::kernel::identity::pinned_targets(&pin_dir).unwrap();
+            (!tasks.contains(&zombie) && !bytes.contains(&zombie)).then_some(())
+        });
+    assert!(
+        gone.is_some(),
+        "reaped {zombie}, still a target: {:?}",
+        enforcer::kernel::identity::pinned_targets(&pin_dir)
+    );
+    assert!(entry(target.pid()).is_some(), "the target itself stays one");
+    drop((target, agent));
+}

@@ -344,6 +344,15 @@ pub fn pinned_targets(pins: &super::pin::Pins) -> Result<(Vec<u32>, Vec<u32>), K
     Ok((keys, bytes.marked()))
 }
 
+/// The pinned `TARGET_TASKS` entry of task `tid` (its [`why`] bits), if it has one (for
+/// inspection and tests).
+pub fn pinned_task(pins: &super::pin::Pins, tid: u32) -> Result<Option<u32>, KernelError> {
+    let name = map_names::TARGET_TASKS;
+    let tasks = Map::HashMap(MapData::from_pin(pins.map(name)).map_err(map_err(name))?);
+    let tasks: HashMap<&MapData, u32, u32> = HashMap::try_from(&tasks).map_err(map_err(name))?;
+    Ok(tasks.get(&tid, 0).ok())
+}
+
 /// The keys of `TARGET_TASKS`: target processes (tgids) and their threads' tids.
 pub fn target_tasks(ebpf: &Ebpf) -> Result<Vec<u32>, KernelError> {
     let name = map_names::TARGET_TASKS;

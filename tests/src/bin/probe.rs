@@ -218,6 +218,29 @@ fn fork_as(pid: i32) -> Result<(), String> {
 
 fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
     let parts: Vec<&str> = line.split_whitespace().collect();
+    // `zombie`: a child that exits at once and stays unreaped until `reap PID`; the reply is
+    // its pid.
+    if let ["zombie"] = parts[..] {
+        // SAFETY: the child calls only _exit (async-signal-safe) after the fork.
+        return match unsafe { libc::fork() } {
+            // SAFETY: ends the forked child at once, running nothing of the parent's state.
+            0 => unsafe { libc::_exit(0) },
+            -1 => format!("error fork: {}", std::io::Error::last_os_error()),
+            pid => pid.to_string(),
+        };
+    }
+    if let ["reap", pid] = parts[..] {
+        let Ok(pid) = pid.parse::<i32>() else {
+            return format!("bad command {line:?}");
+        };
+        let mut status = 0;
+        // SAFETY: waits for a child of this process.
+        return if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            "reaped".to_owned()
+        } else {
+            format!("error waitpid: {}", std::io::Error::last_os_error())
+        };
+    }
     if let ["flood", proto, addr, port, n] = parts[..] {
         let ty = if proto == "tcp" {
             libc::SOCK_STREAM
