@@ -30,6 +30,12 @@ pub mod map_names {
     pub const V4_FILTER: &str = "V4_FILTER";
     /// `HashMap<AutoKey, u32>`: automatic rules, per target process (see [`crate::AutoKey`]).
     pub const AUTO_ALLOW: &str = "AUTO_ALLOW";
+    /// `Array<u64>` of [`crate::AUTO_PORT_WORDS`] words: bit `port` set when some
+    /// `AUTO_ALLOW` entry names that port, so a denial to any other port skips the lookup.
+    pub const AUTO_PORTS: &str = "AUTO_PORTS";
+    /// `PerCpuArray<u64>` with one entry: deny records this CPU queued (see
+    /// [`crate::wake_every`]).
+    pub const EVENTS_QUEUED: &str = "EVENTS_QUEUED";
     /// IPv4 exact entries (`/32`s, see [`crate::ExactValue`]), one hash map per rule set,
     /// looked up before the trie.
     pub const V4_EXACT: [&str; 2] = ["V4_EXACT_0", "V4_EXACT_1"];
@@ -38,7 +44,7 @@ pub mod map_names {
 
     /// Every map of this module (all are pinned when the agent runs with pinning; so are
     /// [`crate::identity::map_names::ALL`] and [`crate::fqdn::map_names::ALL`]).
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         V4_RULES[0],
         V4_RULES[1],
         V6_RULES[0],
@@ -52,13 +58,15 @@ pub mod map_names {
         COUNTERS,
         EVENTS,
         AUTO_ALLOW,
+        AUTO_PORTS,
+        EVENTS_QUEUED,
         V4_FILTER,
     ];
 }
 
 /// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
 /// pinned map changes shape: an agent only adopts pins of its own layout version.
-pub const PIN_LAYOUT_VERSION: u32 = 11;
+pub const PIN_LAYOUT_VERSION: u32 = 12;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.
@@ -366,11 +374,11 @@ pub const MAX_EXACT_V6: u32 = 65_536;
 /// Size of the event ring buffer in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
 
-/// Programs skip the userspace wakeup until this much is queued; the agent also drains the ring
-/// on a short timer. A wakeup per event costs ~2.6 µs per denied call, no wakeup ~170 ns.
-/// A power of two: the deny programs wake the agent once each time the queued bytes cross a
-/// multiple of it (see [`wakeup_crossed`]).
-pub const EVENTS_WAKEUP_BYTES: u64 = (EVENTS_BYTES as u64) / 8;
+/// Programs skip the userspace wakeup until about this much is queued; the agent also drains
+/// the ring on a short timer. A wakeup per event costs ~2.6 µs per denied call, no wakeup
+/// ~170 ns. A power of two. The deny programs wake the agent on every [`wake_every`]-th record
+/// a CPU queues, which bounds the records queued without a wakeup by this many bytes.
+pub const EVENTS_WAKEUP_BYTES: u64 = (EVENTS_BYTES as u64) / 4;
 
 /// Bytes a record of `size` bytes takes in a BPF ring buffer: the ring's 8-byte header, the
 /// whole rounded up to 8.
@@ -380,6 +388,44 @@ pub const fn ring_record_bytes(size: usize) -> u64 {
 
 /// Bytes one [`DenyEvent`] takes in the ring.
 pub const DENY_RECORD_BYTES: u64 = ring_record_bytes(core::mem::size_of::<DenyEvent>());
+
+/// The global (a constant the agent writes when it loads the object, like [`SCOPED_GLOBAL`])
+/// holding [`wake_every`] for this machine's possible CPUs.
+pub const WAKE_EVERY_GLOBAL: &str = "WAKE_EVERY";
+
+/// How many deny records one CPU queues per wakeup of the agent: the largest power of two `k`
+/// with `cpus × k × record ≤ step` (at least 1). Every CPU wakes the agent on its `k`-th,
+/// `2k`-th, … record, so the records that have not caused a wakeup are fewer than `k` per CPU:
+/// less than `step` bytes in all, as a count of the ring's queued bytes would give, without the
+/// kernel call that asks the ring for it (one of the deny path's costs, issue 17).
+pub const fn wake_every(cpus: u32, record: u64, step: u64) -> u32 {
+    let cpus = if cpus == 0 { 1 } else { cpus as u64 };
+    let record = if record == 0 { 1 } else { record };
+    let most = step / (cpus * record);
+    if most <= 1 {
+        1
+    } else {
+        // Largest power of two ≤ most, and never above 2^31.
+        let k = 1u64 << most.ilog2();
+        if k > 1 << 31 { 1 << 31 } else { k as u32 }
+    }
+}
+
+/// Whether the `queued`-th record a CPU queued (counting from 1) wakes the agent, with
+/// `every` from [`wake_every`] (a power of two).
+#[inline(always)]
+pub fn wakes(queued: u64, every: u32) -> bool {
+    queued & (u64::from(every) - 1) == 0
+}
+
+/// Words of `AUTO_PORTS` (one bit per port).
+pub const AUTO_PORT_WORDS: u32 = 65_536 / 64;
+
+/// Where port `port`'s bit is in `AUTO_PORTS`: word index and mask.
+#[inline(always)]
+pub fn auto_port_pos(port: u16) -> (u32, u64) {
+    (u32::from(port) / 64, 1u64 << (port % 64))
+}
 
 /// Whether queuing a record of `record` bytes, after which `avail` bytes are queued, crossed a
 /// multiple of `step` (a power of two): the one record of each such step that wakes the
@@ -506,6 +552,47 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_cpu_wakeups_bound_the_unwoken_backlog() {
+        let rec = DENY_RECORD_BYTES;
+        for cpus in [1, 2, 3, 4, 7, 8, 64, 128, 512, 1024, 4096] {
+            let k = wake_every(cpus, rec, EVENTS_WAKEUP_BYTES);
+            assert!(k.is_power_of_two(), "{cpus} CPUs: {k}");
+            // Fewer than k records per CPU have not woken the agent: under the step in all.
+            assert!(
+                u64::from(cpus) * u64::from(k - 1) * rec < EVENTS_WAKEUP_BYTES,
+                "{cpus} CPUs: {k}"
+            );
+            // The largest such power of two (or 1 when even one record per CPU is too many).
+            if k > 1 || u64::from(cpus) * rec * 2 <= EVENTS_WAKEUP_BYTES {
+                assert!(u64::from(cpus) * u64::from(k) * 2 * rec > EVENTS_WAKEUP_BYTES);
+            }
+            // A CPU's k-th, 2k-th, … record wakes, and no other.
+            let mut woke = (1..=3 * u64::from(k)).filter(|&n| wakes(n, k));
+            let k = u64::from(k);
+            assert_eq!(
+                (woke.next(), woke.next(), woke.next(), woke.next()),
+                (Some(k), Some(2 * k), Some(3 * k), None)
+            );
+        }
+        assert_eq!(wake_every(2, 96, 1 << 18), 1024);
+        assert_eq!(wake_every(64, 96, 1 << 18), 32);
+        assert_eq!(wake_every(0, 0, 0), 1);
+        assert_eq!(wake_every(1, 1, u64::MAX), 1 << 31);
+    }
+
+    #[test]
+    fn every_port_has_its_own_auto_port_bit() {
+        let mut seen = [0u64; AUTO_PORT_WORDS as usize];
+        for port in 0..=u16::MAX {
+            let (word, bit) = auto_port_pos(port);
+            assert!(word < AUTO_PORT_WORDS && bit.is_power_of_two());
+            assert_eq!(seen[word as usize] & bit, 0, "port {port}");
+            seen[word as usize] |= bit;
+        }
+        assert!(seen.iter().all(|w| *w == u64::MAX));
+    }
 
     #[test]
     fn one_wakeup_per_step_of_queued_bytes() {

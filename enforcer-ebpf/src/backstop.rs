@@ -146,7 +146,7 @@ fn check(ctx: &SkBuffContext) -> i32 {
         Some(rule_id::ROUTING_HEADER)
     } else {
         policy::can_egress(set, cfg, &pkt.dst, pkt.port, proto_class)
-            .filter(|_| !auto::allows(mark.tgid, &pkt.dst, pkt.port, proto_class))
+            .filter(|_| !auto::allows(|| mark.tgid, &pkt.dst, pkt.port, proto_class))
     };
     report(ctx, cfg, mark, &pkt, denied_by)
 }

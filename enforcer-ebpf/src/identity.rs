@@ -21,6 +21,8 @@ use enforcer_common::{
     proto,
 };
 
+use crate::Caller;
+
 #[map]
 static TARGET_NAMES: HashMap<ExeName, u32> = HashMap::with_max_entries(MAX_TARGET_NAMES, 0);
 #[map]
@@ -123,9 +125,9 @@ fn set_byte(task: u32, value: u8) {
 /// A target's DNS query (UDP to port 53): marks its socket, whose answers may then teach the
 /// learning program (`fqdn::learn`).
 #[inline(always)]
-pub fn mark_dns_socket(ctx: &SockAddrContext, port: u16, proto_class: u8) {
+pub fn mark_dns_socket(ctx: &SockAddrContext, port: u16, proto_class: u8, caller: &mut Caller) {
     if port == DNS_PORT && proto_class == proto::UDP {
-        let tgid = crate::current_tgid();
+        let tgid = caller.tgid();
         // SAFETY: the helper reads the socket of this program's context.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
         let _ = TARGET_SOCKETS.insert(&cookie, &tgid, 0);

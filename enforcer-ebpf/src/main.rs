@@ -18,7 +18,7 @@ mod sock;
 use core::ptr::addr_of_mut;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_sock_addr},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_sock_addr},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated,
     },
@@ -27,9 +27,8 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use enforcer_common::{
-    ACTIVE_SETS, COMM_LEN, Config, DENY_RECORD_BYTES, DenyEvent, EVENT_VERSION, EVENTS_BYTES,
-    EVENTS_WAKEUP_BYTES, EventHeader, counter, embedded_ipv4, event_kind, hook, mode, proto,
-    sockets::SocketMark, wakeup_crossed,
+    ACTIVE_SETS, COMM_LEN, Config, DenyEvent, EVENT_VERSION, EVENTS_BYTES, EventHeader, counter,
+    embedded_ipv4, event_kind, hook, mode, proto, sockets::SocketMark, wakes,
 };
 
 #[map]
@@ -40,6 +39,9 @@ static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+/// Records this CPU queued on `EVENTS`, for the wakeup (see [`emit`]).
+#[map]
+static EVENTS_QUEUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 pub(crate) const ALLOW: i32 = 1;
 pub(crate) const DENY: i32 = 0;
@@ -49,6 +51,11 @@ pub(crate) const DENY: i32 = 0;
 /// exactly one before anything else.
 #[unsafe(no_mangle)]
 static SCOPED: u32 = 0;
+
+/// Every how many records a CPU queues it wakes the agent
+/// ([`enforcer_common::wake_every`] for this machine, `WAKE_EVERY_GLOBAL`), written at load.
+#[unsafe(no_mangle)]
+static WAKE_EVERY: u32 = 1;
 
 /// Whether the object was loaded for scope mode (see [`SCOPED`]).
 #[inline(always)]
@@ -105,24 +112,61 @@ struct Call {
 /// In direct mode (`SCOPED` a constant 0 to the verifier) this is the call of [`decide`] alone.
 #[inline(always)]
 fn enter<const HOOK: u8>(ctx: &SockAddrContext) -> i32 {
-    if scoped() && !identity::is_target(current_tgid()) {
-        return ALLOW;
+    if scoped() {
+        let asked = bpf_get_current_pid_tgid();
+        if !identity::is_target((asked >> 32) as u32) {
+            return ALLOW;
+        }
+        decide::<HOOK>(ctx, asked)
+    } else {
+        // Direct mode: every call is decided, so the decision is inlined here (no subprogram
+        // call and return); the verifier drops the scope-mode branch as dead code.
+        decision::<HOOK>(ctx, 0)
     }
-    decide::<HOOK>(ctx)
 }
 
-/// The calling process.
-#[inline(always)]
-pub(crate) fn current_tgid() -> u32 {
-    (bpf_get_current_pid_tgid() >> 32) as u32
+/// The calling task's `bpf_get_current_pid_tgid()`, asked of the kernel at most once per call
+/// and only where something needs it (each helper call is one of the path's costs).
+pub(crate) struct Caller(u64);
+
+impl Caller {
+    /// `pid_tgid` as already asked, or 0 when not yet (no task of a process has pid_tgid 0:
+    /// tgid 0 is the idle task, which makes no system calls).
+    #[inline(always)]
+    pub(crate) fn new(pid_tgid: u64) -> Self {
+        Self(pid_tgid)
+    }
+
+    #[inline(always)]
+    pub(crate) fn pid_tgid(&mut self) -> u64 {
+        if self.0 == 0 {
+            self.0 = bpf_get_current_pid_tgid();
+        }
+        self.0
+    }
+
+    /// The calling process.
+    #[inline(always)]
+    pub(crate) fn tgid(&mut self) -> u32 {
+        (self.pid_tgid() >> 32) as u32
+    }
 }
 
 /// The one verdict function of all four egress hooks, for a caller [`enter`] did not let
 /// through: normalise → rule verdict → report. Not inlined (one subprogram per hook): see
 /// [`enter`]. The caller's tgid is asked for only where it is needed (a target's DNS socket,
-/// a denial an automatic rule may lift), so direct mode's allow path makes no helper call.
+/// a denial an automatic rule may lift, the event), and once ([`Caller`]; scope mode's
+/// [`enter`] passes the one it asked, 0 otherwise), so direct mode's allow path makes no
+/// helper call.
 #[inline(never)]
-fn decide<const HOOK: u8>(ctx: &SockAddrContext) -> i32 {
+fn decide<const HOOK: u8>(ctx: &SockAddrContext, asked: u64) -> i32 {
+    decision::<HOOK>(ctx, asked)
+}
+
+/// The body of [`decide`], inlined where the call of a subprogram buys nothing (direct mode).
+#[inline(always)]
+fn decision<const HOOK: u8>(ctx: &SockAddrContext, asked: u64) -> i32 {
+    let mut caller = Caller::new(asked);
     let Some((set, cfg)) = active_config() else {
         // Unreachable for an array index below max_entries; deny rather than guess.
         return DENY;
@@ -131,11 +175,11 @@ fn decide<const HOOK: u8>(ctx: &SockAddrContext) -> i32 {
     let call = normalise(unsafe { &*ctx.sock_addr }, HOOK);
     let proto_class = proto::class(call.protocol);
     if scoped() {
-        identity::mark_dns_socket(ctx, call.port, proto_class);
+        identity::mark_dns_socket(ctx, call.port, proto_class, &mut caller);
     }
     let denied_by = policy::can_egress(set, cfg, &call.dst, call.port, proto_class)
-        .filter(|_| !auto::allows(current_tgid(), &call.dst, call.port, proto_class));
-    report(HOOK, cfg, &call, denied_by)
+        .filter(|_| !auto::allows(|| caller.tgid(), &call.dst, call.port, proto_class));
+    report(HOOK, cfg, &call, denied_by, &mut caller)
 }
 
 /// The rule set programs read now and its configuration.
@@ -199,7 +243,7 @@ fn is_v4_hook(hook: u8) -> bool {
 /// Counts the verdict, queues an event for a denial (or would-be denial in audit mode) and
 /// returns what the hook answers.
 #[inline(always)]
-fn report(hook: u8, cfg: &Config, call: &Call, denied_by: Option<u32>) -> i32 {
+fn report(hook: u8, cfg: &Config, call: &Call, denied_by: Option<u32>, caller: &mut Caller) -> i32 {
     let Some(rule) = denied_by else {
         count(counter::index(counter::ALLOWED, hook));
         return ALLOW;
@@ -223,7 +267,7 @@ fn report(hook: u8, cfg: &Config, call: &Call, denied_by: Option<u32>) -> i32 {
             generation: cfg.generation,
             port: call.port,
         },
-        &Who::Current,
+        &Who::Current(caller.pid_tgid()),
     );
     if audit { ALLOW } else { DENY }
 }
@@ -250,7 +294,7 @@ pub(crate) fn refuse(hook: u8, cfg: &Config, family: u16, protocol: u8, rule: u3
             generation: cfg.generation,
             port: 0,
         },
-        &Who::Current,
+        &Who::Current(bpf_get_current_pid_tgid()),
     );
     if audit { ALLOW } else { DENY }
 }
@@ -276,10 +320,10 @@ pub(crate) struct Record {
 }
 
 /// Whose call it was: the current task (connect, sendmsg, socket, setsockopt run in the
-/// caller's context) or the creator of a marked socket (the packet layer runs in softirq or
-/// another task's context), with the socket's cgroup.
+/// caller's context), with its `bpf_get_current_pid_tgid()`, or the creator of a marked socket
+/// (the packet layer runs in softirq or another task's context), with the socket's cgroup.
 pub(crate) enum Who<'a> {
-    Current,
+    Current(u64),
     Socket(&'a SocketMark, u64),
 }
 
@@ -291,8 +335,8 @@ pub(crate) fn emit(r: &Record, who: &Who) {
         return;
     };
     let (tgid, tid, uid, gid, cgroup_id) = match who {
-        Who::Current => {
-            let pid_tgid = bpf_get_current_pid_tgid();
+        Who::Current(pid_tgid) => {
+            let pid_tgid = *pid_tgid;
             let uid_gid = bpf_get_current_uid_gid();
             (
                 (pid_tgid >> 32) as u32,
@@ -334,7 +378,7 @@ pub(crate) fn emit(r: &Record, who: &Who) {
         let comm = addr_of_mut!((*p).comm);
         match who {
             // The helper writes the comm straight into the record (zero-filled on failure).
-            Who::Current => {
+            Who::Current(_) => {
                 if generated::bpf_get_current_comm(comm.cast(), COMM_LEN as u32) != 0 {
                     comm.write([0u8; 16]);
                 }
@@ -342,11 +386,21 @@ pub(crate) fn emit(r: &Record, who: &Who) {
             Who::Socket(m, _) => comm.write(m.comm),
         }
     }
-    // Wake the agent once per batch queued (the record that crosses a multiple of
-    // EVENTS_WAKEUP_BYTES); it drains on a short timer otherwise. The queued bytes include
-    // this reserved record.
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let flags = if wakeup_crossed(avail, DENY_RECORD_BYTES, EVENTS_WAKEUP_BYTES) {
+    // Wake the agent on every WAKE_EVERY-th record this CPU queues (fewer than
+    // EVENTS_WAKEUP_BYTES in all stay queued without a wakeup; see `wake_every`); it drains on
+    // a short timer otherwise. A per-CPU count in place of asking the ring how much it holds:
+    // one kernel call less per event.
+    let queued = match EVENTS_QUEUED.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot; this program cannot be preempted by itself on this CPU.
+        Some(n) => unsafe {
+            *n += 1;
+            *n
+        },
+        None => 0,
+    };
+    // SAFETY: a read of a constant the loader wrote; volatile so the compiler keeps the load.
+    let every = unsafe { core::ptr::read_volatile(&WAKE_EVERY) };
+    let flags = if queued != 0 && wakes(queued, every) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

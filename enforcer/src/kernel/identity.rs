@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, Map, MapData},
+    maps::{Array, HashMap, Map, MapData},
     programs::{TracePoint, links::FdLink, trace_point::TracePointLinkId},
 };
 use enforcer_common::{
@@ -362,36 +362,115 @@ pub fn target_tasks(ebpf: &Ebpf) -> Result<Vec<u32>, KernelError> {
     Ok(map.keys().filter_map(Result::ok).collect())
 }
 
-/// Makes `AUTO_ALLOW` hold exactly `wanted` (new entries first, then stale ones go). An entry
-/// the full map refuses is skipped and returned; the others are still written.
+/// Makes `AUTO_ALLOW` hold exactly `wanted` (new entries first, then stale ones go), and
+/// `AUTO_PORTS` name exactly their ports: a port's bit is set before its first entry is
+/// written and cleared after its last entry is gone, so the programs (which skip the lookup
+/// for a port whose bit is clear) never miss an entry. An entry the full map refuses is
+/// skipped and returned; the others are still written.
 pub fn set_auto_rules(
     ebpf: &mut Ebpf,
     wanted: &[(AutoKey, u32)],
 ) -> Result<Vec<AutoKey>, KernelError> {
     let name = enforcer_common::map_names::AUTO_ALLOW;
+    let present: Vec<AutoKey> = {
+        let map: HashMap<&MapData, AutoKey, u32> =
+            HashMap::try_from(ebpf.map(name).ok_or(KernelError::MissingMap { name })?)
+                .map_err(map_err(name))?;
+        map.keys().filter_map(Result::ok).collect()
+    };
+    let before = PortBits::of(present.iter());
+    let after = PortBits::of(wanted.iter().map(|(k, _)| k));
+    let both = before.union(&after);
+    write_port_bits(ebpf, &before, &both)?;
     let mut map: HashMap<&mut MapData, AutoKey, u32> =
         HashMap::try_from(ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })?)
             .map_err(map_err(name))?;
-    let stale: Vec<AutoKey> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !wanted.iter().any(|(w, _)| w == k))
-        .collect();
     let mut refused = Vec::new();
     for (key, value) in wanted {
         if map.insert(key, value, 0).is_err() {
             refused.push(*key);
         }
     }
-    for key in stale {
-        map.remove(&key).map_err(map_err(name))?;
+    for key in present
+        .iter()
+        .filter(|k| !wanted.iter().any(|(w, _)| w == *k))
+    {
+        map.remove(key).map_err(map_err(name))?;
     }
+    write_port_bits(ebpf, &both, &after)?;
     Ok(refused)
+}
+
+/// The ports a set of automatic rules names, as `AUTO_PORTS` holds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PortBits(Vec<u64>);
+
+impl PortBits {
+    pub(crate) fn of<'a>(keys: impl Iterator<Item = &'a AutoKey>) -> Self {
+        let mut words = vec![0u64; enforcer_common::AUTO_PORT_WORDS as usize];
+        for key in keys {
+            let (word, bit) = enforcer_common::auto_port_pos(key.port);
+            words[word as usize] |= bit;
+        }
+        Self(words)
+    }
+
+    fn union(&self, other: &Self) -> Self {
+        Self(self.0.iter().zip(&other.0).map(|(a, b)| a | b).collect())
+    }
+
+    /// The words that differ from `from`: (index, new word).
+    pub(crate) fn changes_from<'a>(
+        &'a self,
+        from: &'a Self,
+    ) -> impl Iterator<Item = (u32, u64)> + 'a {
+        (0u32..)
+            .zip(self.0.iter().zip(&from.0))
+            .filter(|(_, (new, old))| new != old)
+            .map(|(i, (new, _))| (i, *new))
+    }
+}
+
+/// Writes the words of `AUTO_PORTS` that `to` changes relative to `from` (what it holds).
+fn write_port_bits(ebpf: &mut Ebpf, from: &PortBits, to: &PortBits) -> Result<(), KernelError> {
+    let name = enforcer_common::map_names::AUTO_PORTS;
+    let mut ports: Array<&mut MapData, u64> =
+        Array::try_from(ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })?)
+            .map_err(map_err(name))?;
+    for (index, word) in to.changes_from(from) {
+        ports.set(index, word, 0).map_err(map_err(name))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_bits_change_only_the_words_of_ports_added_or_gone() {
+        let key = |port| AutoKey {
+            port,
+            ..AutoKey::default()
+        };
+        let old = [key(53), key(9094)];
+        let new = [key(53), key(53), key(8053)];
+        let before = PortBits::of(old.iter());
+        let after = PortBits::of(new.iter());
+        let both = before.union(&after);
+        // Set first: 8053's word only (53's bit is there, 9094 stays until its entry is gone).
+        let (w8053, b8053) = enforcer_common::auto_port_pos(8053);
+        let (w9094, _) = enforcer_common::auto_port_pos(9094);
+        let (w53, b53) = enforcer_common::auto_port_pos(53);
+        assert_eq!(
+            both.changes_from(&before).collect::<Vec<_>>(),
+            [(w8053, b8053)]
+        );
+        // Then cleared: 9094's word, which holds no other port now.
+        assert_eq!(after.changes_from(&both).collect::<Vec<_>>(), [(w9094, 0)]);
+        assert_eq!(after.0[w53 as usize], b53);
+        assert_eq!(PortBits::of([].iter()).changes_from(&after).count(), 2);
+    }
 
     #[test]
     fn tracepoint_formats_give_field_offsets() {

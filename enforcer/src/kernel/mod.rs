@@ -105,6 +105,15 @@ impl Kernel {
         let mut loader = EbpfLoader::new();
         let scoped_value = u32::from(scoped);
         loader.override_global(enforcer_common::SCOPED_GLOBAL, &scoped_value, true);
+        // Per-CPU wakeup batches sized for the CPUs that can exist (an unreadable list counts
+        // as many CPUs: smaller batches, more wakeups, never a larger unwoken backlog).
+        let cpus = aya::util::nr_cpus().map_or(4096, |n| u32::try_from(n).unwrap_or(u32::MAX));
+        let wake_every = enforcer_common::wake_every(
+            cpus,
+            enforcer_common::DENY_RECORD_BYTES,
+            enforcer_common::EVENTS_WAKEUP_BYTES,
+        );
+        loader.override_global(enforcer_common::WAKE_EVERY_GLOBAL, &wake_every, true);
         // The identity programs read tracepoint fields at offsets that differ between kernels.
         // Without them (no tracefs) the agent still enforces in direct mode; scope mode
         // refuses to start (see `set_targets`).
