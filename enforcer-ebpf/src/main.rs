@@ -109,7 +109,8 @@ struct Call {
 /// and `return ALLOW` for every process that is not a target — a few contiguous instructions
 /// and one helper call. Everything else is [`decide`], a BPF subprogram of its own (the JIT
 /// compiles it into a separate image), so a non-target's call never touches its instructions.
-/// In direct mode (`SCOPED` a constant 0 to the verifier) this is the call of [`decide`] alone.
+/// In direct mode (`SCOPED` a constant 0 to the verifier) every call is decided, so the
+/// decision ([`decision`]) is inlined instead.
 #[inline(always)]
 fn enter<const HOOK: u8>(ctx: &SockAddrContext) -> i32 {
     if scoped() {
@@ -152,18 +153,18 @@ impl Caller {
     }
 }
 
-/// The one verdict function of all four egress hooks, for a caller [`enter`] did not let
-/// through: normalise → rule verdict → report. Not inlined (one subprogram per hook): see
-/// [`enter`]. The caller's tgid is asked for only where it is needed (a target's DNS socket,
-/// a denial an automatic rule may lift, the event), and once ([`Caller`]; scope mode's
-/// [`enter`] passes the one it asked, 0 otherwise), so direct mode's allow path makes no
-/// helper call.
+/// Scope mode's decision for a target (one subprogram per hook, behind the non-target exit):
+/// see [`enter`] and [`decision`].
 #[inline(never)]
 fn decide<const HOOK: u8>(ctx: &SockAddrContext, asked: u64) -> i32 {
     decision::<HOOK>(ctx, asked)
 }
 
-/// The body of [`decide`], inlined where the call of a subprogram buys nothing (direct mode).
+/// The one verdict function of all four egress hooks, for a caller [`enter`] did not let
+/// through: normalise → rule verdict → report. The caller's tgid is asked for only where it
+/// is needed (a target's DNS socket, a denial an automatic rule may lift, the event), and
+/// once ([`Caller`]; scope mode's [`enter`] passes the one it asked, 0 otherwise), so direct
+/// mode's allow path makes no helper call.
 #[inline(always)]
 fn decision<const HOOK: u8>(ctx: &SockAddrContext, asked: u64) -> i32 {
     let mut caller = Caller::new(asked);

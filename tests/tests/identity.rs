@@ -513,33 +513,15 @@ fn a_zombie_the_scan_finds_is_forgotten_once_reaped() {
         return;
     }
     use enforcer_common::identity::why;
-    let dir = TempDir::new().unwrap();
-    let exe = dir.path.join("alertmanager");
-    std::fs::copy(probe_bin(), &exe).unwrap();
-    let scope = TestCgroup::new().unwrap();
-    let workload = scope.child("workload").unwrap();
-    let policy = dir
-        .write(
-            "p.yaml",
-            "default: allow\nblock:\n  - preset: cloud-metadata\ntargets:\n  \
-             - process: [alertmanager]\n",
-        )
-        .unwrap();
+    // Declared first, dropped last: the agent stops before its pins go.
     let pins = PinDir::new();
-    let agent = Agent::start_args(
-        Some(&policy),
-        &[
-            "--scope",
-            &scope.path_str(),
-            "--pin",
-            "--bpffs-dir",
-            &pins.path_str(),
-        ],
-    )
-    .unwrap();
+    let s = setup(
+        "  - process: [alertmanager]\n",
+        &["--pin", "--bpffs-dir", &pins.path_str()],
+    );
     let pin_dir = enforcer::kernel::pin::Pins::new(&pins.path);
     let entry = |pid: u32| enforcer::kernel::identity::pinned_task(&pin_dir, pid).unwrap();
-    let mut target = Probe::spawn_exe(&exe, &workload).unwrap();
+    let mut target = Probe::spawn_exe(&s.target, &s.workload).unwrap();
     let zombie: u32 = target.command_line("zombie").unwrap().parse().unwrap();
     let state = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -586,5 +568,5 @@ fn a_zombie_the_scan_finds_is_forgotten_once_reaped() {
         enforcer::kernel::identity::pinned_targets(&pin_dir)
     );
     assert!(entry(target.pid()).is_some(), "the target itself stays one");
-    drop((target, agent));
+    drop((target, s));
 }
