@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, Map, MapData},
+    maps::{Array, HashMap, Map, MapData, MapError},
     programs::{TracePoint, links::FdLink, trace_point::TracePointLinkId},
 };
 use enforcer_common::{
@@ -293,6 +293,10 @@ fn tgid_bytes(ebpf: &Ebpf, write: bool) -> Result<TgidBytes, KernelError> {
     }
 }
 
+/// `bpf_map_update_elem` flags (uapi `BPF_NOEXIST`, `BPF_EXIST`): create only, update only.
+const BPF_NOEXIST: u64 = 1;
+const BPF_EXIST: u64 = 2;
+
 /// Marks `tgids` as targets found by a scan (keeping what the kernel already knew of them):
 /// the `TARGET_TASKS` entry, then the byte the programs read.
 pub fn add_tasks(ebpf: &mut Ebpf, tgids: &[u32]) -> Result<(), KernelError> {
@@ -302,17 +306,42 @@ pub fn add_tasks(ebpf: &mut Ebpf, tgids: &[u32]) -> Result<(), KernelError> {
         HashMap::try_from(ebpf.map_mut(name).ok_or(KernelError::MissingMap { name })?)
             .map_err(map_err(name))?;
     for &tgid in tgids {
-        let old = map.get(&tgid, 0).unwrap_or(0);
+        let old = map.get(&tgid, 0).ok();
         // The exit mark (`why::EXITED`) is kept: an entry holds it only for a task that has
         // exited (a task forked onto the PID since gets a fresh entry from the fork
         // tracepoint), so a process that exited after the scan read `/proc` — or a zombie
         // the scan still saw — is removed by the free tracepoint as it should be. Clearing it
         // here left such an entry (and its byte) behind for good (seen in the 6.12 VM: the
         // `identity` test's scanned target killed while a scan was writing).
-        let inserted = map.insert(tgid, old | why::SCANNED, 0);
-        // The byte even when the full hash refused the entry: the programs read the byte.
-        if !bytes.set(tgid, true) {
-            inserted.map_err(map_err(name))?;
+        //
+        // The free tracepoint may delete the entry (then clear the byte) at any moment in
+        // between: an entry read here is only updated if it still exists, one not read only
+        // created if no tracepoint wrote it since, and the byte is cleared again when the
+        // entry is gone once it is set — so the scan never brings back the entry or the byte
+        // of a task that was freed meanwhile (the two maps disagreed after such a race).
+        let (bits, flags) = match old {
+            Some(old) => (old | why::SCANNED, BPF_EXIST),
+            None => (why::SCANNED, BPF_NOEXIST),
+        };
+        match map.insert(tgid, bits, flags) {
+            Ok(()) => {}
+            // Freed (ENOENT) or written by a tracepoint (EEXIST) since the read: the kernel's
+            // writer owns the entry and its byte.
+            Err(MapError::SyscallError(e))
+                if matches!(e.io_error.raw_os_error(), Some(libc::ENOENT | libc::EEXIST)) =>
+            {
+                continue;
+            }
+            // The full hash refused it: the byte alone, which the programs read.
+            Err(e) => {
+                if !bytes.set(tgid, true) {
+                    return Err(map_err(name)(e));
+                }
+                continue;
+            }
+        }
+        if bytes.set(tgid, true) && matches!(map.get(&tgid, 0), Err(MapError::KeyNotFound)) {
+            bytes.set(tgid, false);
         }
     }
     Ok(())
