@@ -41,10 +41,13 @@ pub mod map_names {
     pub const V4_EXACT: [&str; 2] = ["V4_EXACT_0", "V4_EXACT_1"];
     /// IPv6 exact entries (`/128`s), one hash map per rule set.
     pub const V6_EXACT: [&str; 2] = ["V6_EXACT_0", "V6_EXACT_1"];
+    /// IPv4 block entries (see [`crate::BlockValue`]), one hash map per rule set, looked up
+    /// after the exact map and before the trie.
+    pub const V4_BLOCKS: [&str; 2] = ["V4_BLOCKS_0", "V4_BLOCKS_1"];
 
     /// Every map of this module (all are pinned when the agent runs with pinning; so are
     /// [`crate::identity::map_names::ALL`] and [`crate::fqdn::map_names::ALL`]).
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         V4_RULES[0],
         V4_RULES[1],
         V6_RULES[0],
@@ -53,6 +56,8 @@ pub mod map_names {
         V4_EXACT[1],
         V6_EXACT[0],
         V6_EXACT[1],
+        V4_BLOCKS[0],
+        V4_BLOCKS[1],
         CONFIG,
         ACTIVE,
         COUNTERS,
@@ -66,7 +71,7 @@ pub mod map_names {
 
 /// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
 /// pinned map changes shape: an agent only adopts pins of its own layout version.
-pub const PIN_LAYOUT_VERSION: u32 = 12;
+pub const PIN_LAYOUT_VERSION: u32 = 13;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.
@@ -266,7 +271,9 @@ pub struct Clause {
     pub protocols: u8,
     /// [`action`] code.
     pub action: u8,
-    pub _pad: [u8; 2],
+    /// In a block entry ([`BlockValue`]): the last octets `hosts[0]..=hosts[1]` of the /24 the
+    /// clause applies to. Zero and ignored in trie and exact entries.
+    pub hosts: [u8; 2],
 }
 
 /// The clauses of one map entry, in the order the kernel walks them. Clauses are ordered:
@@ -294,6 +301,43 @@ pub const EXACT_CLAUSES: usize = 4;
 /// also when none of its clauses matches (the trie would not fall back to a shorter prefix
 /// either).
 pub type ExactValue = ClauseList<EXACT_CLAUSES>;
+
+/// Clauses a /24 block entry holds ([`BlockValue`]).
+pub const BLOCK_CLAUSES: usize = 8;
+
+/// Value of an IPv4 block entry (`V4_BLOCKS`, keyed by direction and /24 block): every clause
+/// of every rule that covers an address of the block, each with the host range it covers
+/// ([`Clause::hosts`]), in the kernel's clause order. The first clause whose host range holds
+/// the address and that matches port and protocol is the clause the longest-prefix entry of
+/// that address would give: an entry's clauses are those of the rules containing it, in one
+/// order shared by every entry (allow before block, allow by rule id, block from the most
+/// specific rule to the least). So a block entry answers for every address of its /24 without
+/// the trie's walk; only exact (/32) entries come before it.
+pub type BlockValue = ClauseList<BLOCK_CLAUSES>;
+
+impl BlockValue {
+    /// The first clause covering last octet `host` that matches `port` (host order) and the
+    /// protocol class bit `proto_class`.
+    #[inline(always)]
+    pub fn first_match_host(&self, host: u8, port: u16, proto_class: u8) -> Option<&Clause> {
+        let n = self.n_clauses as usize;
+        for i in 0..BLOCK_CLAUSES {
+            if i >= n {
+                break;
+            }
+            let c = &self.clauses[i];
+            if host >= c.hosts[0]
+                && host <= c.hosts[1]
+                && c.protocols & proto_class != 0
+                && port >= c.port_lo
+                && port <= c.port_hi
+            {
+                return Some(c);
+            }
+        }
+        None
+    }
+}
 
 /// Whether an entry of `prefix_len` bits (of `full_len`: 32 or 128) with `n_clauses` clauses
 /// goes into the exact hash map rather than the trie (one rule for the agent's writer and its
@@ -367,6 +411,10 @@ pub const MAX_PREFIXES: u32 = 262_144;
 /// without preallocation: entries cost memory as they are written; the bucket array (16 bytes
 /// per slot, a power of two) is allocated whole.
 pub const MAX_EXACT_V4: u32 = 262_144;
+
+/// Capacity of each IPv4 block hash map (/24 blocks per rule set, both directions). Blocks
+/// beyond it keep their entries in the trie (slower, not refused).
+pub const MAX_BLOCKS_V4: u32 = 131_072;
 
 /// Capacity of each IPv6 exact hash map (`/128` entries per rule set).
 pub const MAX_EXACT_V6: u32 = 65_536;

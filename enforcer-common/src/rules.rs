@@ -49,6 +49,13 @@ pub fn v4_key(dir: u8, a: [u8; 4]) -> [u8; V4_KEY_LEN] {
     [dir, 0, 0, 0, a[0], a[1], a[2], a[3]]
 }
 
+/// Key of the IPv4 block map: direction tag, then the address's /24 block (its first three
+/// octets).
+#[inline(always)]
+pub fn v4_block_key(dir: u8, a: [u8; 4]) -> [u8; 4] {
+    [dir, a[0], a[1], a[2]]
+}
+
 /// Key data for an IPv6 address (network order) in direction `dir`.
 #[inline(always)]
 pub fn v6_key(dir: u8, a: [u8; 16]) -> [u8; V6_KEY_LEN] {
@@ -76,6 +83,10 @@ mod tests {
         assert_eq!(k[..4], [0, 0, 0, 0]);
         assert_eq!(k[4..], [0xfd; 16]);
         assert_eq!(key_prefix_len(32), 64);
+        assert_eq!(
+            v4_block_key(direction::INGRESS, [192, 0, 2, 7]),
+            [1, 192, 0, 2]
+        );
         assert_eq!(key_prefix_len(0), DIRECTION_BITS);
     }
 }

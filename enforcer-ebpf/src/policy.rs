@@ -3,7 +3,8 @@
 //! ([`enforcer_common::rules`]) and thin per-direction wrappers around it.
 //!
 //! - [`can_access`]: longest prefix of (direction, address), first clause matching port and
-//!   protocol class. Nothing else.
+//!   protocol class, through three maps that together hold each rule set: the exact (/32,
+//!   /128) hash map, for IPv4 the /24 block hash map, then the LPM trie. Nothing else.
 //! - [`can_egress`]: what a target may reach — the IPv4 prefilter, [`can_access`] in
 //!   [`direction::EGRESS`], then FQDN-learned addresses and the policy default.
 
@@ -13,11 +14,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
 };
 use enforcer_common::{
-    ACTIVE_SETS, Clause, Config, ExactValue, LpmValue, MAX_EXACT_V4, MAX_EXACT_V6, MAX_PREFIXES,
-    V4_KEY_LEN, V4Filter, V6_KEY_LEN, action,
+    ACTIVE_SETS, BlockValue, Clause, Config, ExactValue, LpmValue, MAX_BLOCKS_V4, MAX_EXACT_V4,
+    MAX_EXACT_V6, MAX_PREFIXES, V4_KEY_LEN, V4Filter, V6_KEY_LEN, action,
     api::ApiConfig,
     direction, proto, rule_id,
-    rules::{key_prefix_len, v4_key, v6_key},
+    rules::{key_prefix_len, v4_block_key, v4_key, v6_key},
     v4_filter_pos, verdict,
 };
 
@@ -44,6 +45,13 @@ static V6_EXACT_0: HashMap<[u8; V6_KEY_LEN], ExactValue> =
 #[map]
 static V6_EXACT_1: HashMap<[u8; V6_KEY_LEN], ExactValue> =
     HashMap::with_max_entries(MAX_EXACT_V6, BPF_F_NO_PREALLOC);
+// IPv4 /24 block entries, keyed by (direction tag, first three octets).
+#[map]
+static V4_BLOCKS_0: HashMap<[u8; 4], BlockValue> =
+    HashMap::with_max_entries(MAX_BLOCKS_V4, BPF_F_NO_PREALLOC);
+#[map]
+static V4_BLOCKS_1: HashMap<[u8; 4], BlockValue> =
+    HashMap::with_max_entries(MAX_BLOCKS_V4, BPF_F_NO_PREALLOC);
 #[map]
 static V4_FILTER: Array<V4Filter> = Array::with_max_entries(ACTIVE_SETS, 0);
 
@@ -52,6 +60,9 @@ static V4_FILTER: Array<V4Filter> = Array::with_max_entries(ACTIVE_SETS, 0);
 ///
 /// The exact hash map first: an address with a full-length entry there would get that same
 /// entry from the trie, so a hit decides (matching clause or none) without the trie's walk.
+/// For IPv4 the block map next: a /24 with an entry there has all its rules' clauses in it
+/// ([`BlockValue`]), so a hit decides too; the trie holds only what neither map answers for
+/// (prefixes shorter than /24, and the blocks the compiler could not fold).
 #[inline(always)]
 pub fn can_access(
     set: u32,
@@ -76,6 +87,18 @@ pub fn can_access(
             };
             if let Some(v) = exact {
                 return v.first_match(port, proto_class);
+            }
+            let block = v4_block_key(dir, *a);
+            // SAFETY: as above.
+            let folded = unsafe {
+                if set == 0 {
+                    V4_BLOCKS_0.get(&block)
+                } else {
+                    V4_BLOCKS_1.get(&block)
+                }
+            };
+            if let Some(v) = folded {
+                return v.first_match_host(a[3], port, proto_class);
             }
             let key = Key::new(key_prefix_len(32), data);
             let entry = if set == 0 {

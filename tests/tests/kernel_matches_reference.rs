@@ -39,6 +39,9 @@ const V4_BASES: &[[u8; 4]] = &[
     [192, 0, 2, 7],
     [127, 0, 0, 9],
     [198, 51, 100, 200],
+    // Same /24s as bases above: several prefixes in one block entry.
+    [198, 51, 100, 7],
+    [10, 1, 2, 130],
 ];
 const V6_BASES: &[&str] = &[
     "fd00:ec2::254",
@@ -51,7 +54,9 @@ const PORTS: &[u16] = &[22, 53, 80, 443, 8080, 9094];
 
 fn v4_cidr(rng: &mut StdRng) -> (Ipv4Addr, u8) {
     let base = Ipv4Addr::from(*V4_BASES.choose(rng).unwrap());
-    let len = *[0u8, 8, 16, 24, 28, 30, 31, 32].choose(rng).unwrap();
+    let len = *[0u8, 8, 16, 24, 25, 26, 28, 30, 31, 32]
+        .choose(rng)
+        .unwrap();
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     (Ipv4Addr::from(u32::from(base) & mask), len)
 }
@@ -197,6 +202,8 @@ fn kernel_verdict_equals_reference_evaluator() {
     let mut probe = Probe::spawn(&cg).unwrap();
     let mut cases = 0;
     let mut fqdn_allowed = 0;
+    // Cases whose address the block map answers for (its /24 folded, no exact entry).
+    let mut in_blocks = 0;
     for generation in 1..=POLICIES as u32 {
         let yaml = random_policy(&mut rng);
         let policy = policy::parse_policy(&yaml, "random.yaml")
@@ -244,6 +251,12 @@ fn kernel_verdict_equals_reference_evaluator() {
                 _ => probe.sendto(&addr.to_string(), port),
             }
             .unwrap();
+            if let IpAddr::V4(a) = enforcer::policy::normalize_addr(addr)
+                && compiled.v4_blocks.find(a).is_some()
+                && compiled.v4.find_by(|n| n.cmp(&a.into())).is_none()
+            {
+                in_blocks += 1;
+            }
             let mut want = reference::evaluate_with(&policy, &facts, addr, port, ip_proto);
             // An unconnected send to the unspecified address goes to this host's loopback
             // address: the sendmsg hook decides the address given, the packet-layer backstop
@@ -291,7 +304,14 @@ fn kernel_verdict_equals_reference_evaluator() {
         fqdn_allowed > 100,
         "only {fqdn_allowed} cases were allowed by step 4"
     );
-    eprintln!("{cases} cases ({fqdn_allowed} allowed by an FQDN rule): kernel == reference");
+    assert!(
+        in_blocks > 500,
+        "only {in_blocks} cases were decided by a block entry"
+    );
+    eprintln!(
+        "{cases} cases ({fqdn_allowed} allowed by an FQDN rule, {in_blocks} by a block \
+         entry): kernel == reference"
+    );
 }
 
 /// The loopback address a datagram to the unspecified address `addr` really goes to (IPv4

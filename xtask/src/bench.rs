@@ -197,7 +197,7 @@ fn bench(args: &Args) -> anyhow::Result<String> {
             deny: true,
         },
         Case {
-            label: "deny + event, in a /24–/31 (trie)",
+            label: "deny + event, in a /24–/31 (block map)",
             prefixes: Some(SMALL),
             cgroup: &cg_small,
             prog_id: id(&cg_small)?,
@@ -227,7 +227,7 @@ fn bench(args: &Args) -> anyhow::Result<String> {
             deny: true,
         },
         Case {
-            label: "deny + event, in a /24–/31 (trie)",
+            label: "deny + event, in a /24–/31 (block map)",
             prefixes: Some(LARGE),
             cgroup: &cg_large,
             prog_id: id(&cg_large)?,

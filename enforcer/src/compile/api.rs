@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use enforcer_common::{action, api::ApiConfig, proto, rule_id, verdict};
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use super::{CompileError, longest_match};
+use super::{Blocks, CompileError, access, blocks};
 use crate::policy::{api::ApiGuard, normalize_addr};
 
 /// What the kernel holds for the `api:` section.
@@ -26,10 +26,14 @@ pub struct CompiledApi {
     /// Ingress entries, sorted by (network address, prefix length); rule id = index into the
     /// section's `allow` list.
     pub v4: super::Entries<Ipv4Net>,
+    /// Ingress IPv4 block entries ([`blocks`]).
+    pub v4_blocks: Blocks,
     pub v6: super::Entries<Ipv6Net>,
 }
 
-pub(super) fn compile(api: &ApiGuard) -> Result<CompiledApi, CompileError> {
+/// Compiles the section, with at most `block_budget` block entries (what egress left of the
+/// shared block map).
+pub(super) fn compile(api: &ApiGuard, block_budget: usize) -> Result<CompiledApi, CompileError> {
     let rules = api.rules();
     if rules.len() >= rule_id::DEFAULT as usize {
         return Err(CompileError::TooManyRules {
@@ -38,12 +42,18 @@ pub(super) fn compile(api: &ApiGuard) -> Result<CompiledApi, CompileError> {
         });
     }
     let source = &api.location.file;
-    let (v4, v6) = super::entries(rules, source)?;
+    let (mut v4, v6) = super::entries(rules, source)?;
+    let v4_blocks = blocks::fold(
+        &mut v4,
+        |id| rules[id as usize].net.prefix_len(),
+        block_budget,
+    );
     Ok(CompiledApi {
         mode: api.mode.code(),
         default_verdict: api.default_verdict().code(),
         ports: api.ports.clone(),
         v4,
+        v4_blocks,
         v6,
     })
 }
@@ -71,8 +81,8 @@ impl CompiledApi {
     /// What the kernel decides for a SYN from `peer`, in userspace: (verdict code, rule id),
     /// [`rule_id::DEFAULT`] when no rule matched.
     pub fn lookup(&self, peer: IpAddr) -> (u32, u32) {
-        let value = longest_match(&self.v4, &self.v6, normalize_addr(peer));
-        match value.as_ref().and_then(|v| v.first_match(0, proto::TCP)) {
+        let maps = (&self.v4, &self.v4_blocks, &self.v6);
+        match access(maps, normalize_addr(peer), 0, proto::TCP) {
             Some(c) if c.action == action::ALLOW => (verdict::ALLOW, c.rule_id),
             Some(c) => (verdict::DENY, c.rule_id),
             None => (self.default_verdict, rule_id::DEFAULT),

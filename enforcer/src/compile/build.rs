@@ -112,7 +112,7 @@ fn push_clauses(out: &mut Vec<Clause>, rule: &Rule, id: u32) {
             port_hi: r.hi,
             protocols: rule.protocols,
             action: rule.action.code(),
-            _pad: [0; 2],
+            hosts: [0; 2],
         });
     }
 }

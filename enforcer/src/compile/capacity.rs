@@ -4,7 +4,7 @@
 use std::fmt;
 
 use enforcer_common::{
-    MAX_EXACT_V4, MAX_EXACT_V6, MAX_PREFIXES,
+    MAX_BLOCKS_V4, MAX_EXACT_V4, MAX_EXACT_V6, MAX_PREFIXES,
     fqdn::{MAX_RULES as MAX_FQDN_RULES, PORTS_PER_SET},
 };
 
@@ -24,14 +24,18 @@ impl Usage {
 }
 
 /// Map entries a compiled policy needs, per family, next to what the maps hold. Full-length
-/// entries of at most [`enforcer_common::EXACT_CLAUSES`] clauses go to the exact hash maps,
-/// the others to the LPM tries ([`enforcer_common::is_exact`]).
+/// entries of at most [`enforcer_common::EXACT_CLAUSES`] clauses go to the exact hash maps
+/// ([`enforcer_common::is_exact`]), IPv4 /24–/31 entries folded into /24 blocks to the block
+/// map ([`super::blocks`]; at most its capacity are folded, so it never overflows), the others
+/// to the LPM tries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
     /// Entries of the IPv4 LPM trie (per rule set; there are two, for reloads).
     pub v4: Usage,
     /// Entries of the IPv4 exact hash map (`/32`s).
     pub v4_exact: Usage,
+    /// Entries of the IPv4 block hash map (/24 blocks).
+    pub v4_blocks: Usage,
     /// Entries of the IPv6 LPM trie.
     pub v6: Usage,
     /// Entries of the IPv6 exact hash map (`/128`s).
@@ -81,11 +85,12 @@ pub enum CapacityError {
     },
 }
 
-/// Entries of one family: (LPM trie, exact hash map).
+/// Entries of one family: LPM trie, exact hash map, block hash map (IPv4 only).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FamilyEntries {
     pub trie: usize,
     pub exact: usize,
+    pub blocks: usize,
 }
 
 impl Capacity {
@@ -101,6 +106,7 @@ impl Capacity {
             fqdn_ports_over,
             v4: usage(v4.trie, MAX_PREFIXES),
             v4_exact: usage(v4.exact, MAX_EXACT_V4),
+            v4_blocks: usage(v4.blocks, MAX_BLOCKS_V4),
             v6: usage(v6.trie, MAX_PREFIXES),
             v6_exact: usage(v6.exact, MAX_EXACT_V6),
             fqdn: Usage {
@@ -150,10 +156,11 @@ impl fmt::Display for Capacity {
         let line = |u: Usage| format!("{} of {}", grouped(u.used), grouped(u.available));
         write!(
             f,
-            "IPv4 entries {}, /32 entries {}; IPv6 entries {}, /128 entries {}; fqdn rules {}, \
-             fqdn port entries {}",
+            "IPv4 entries {}, /32 entries {}, /24 block entries {}; IPv6 entries {}, /128 \
+             entries {}; fqdn rules {}, fqdn port entries {}",
             line(self.v4),
             line(self.v4_exact),
+            line(self.v4_blocks),
             line(self.v6),
             line(self.v6_exact),
             line(self.fqdn),

@@ -78,6 +78,16 @@ impl<N: Copy> Entries<N> {
         }
     }
 
+    /// Keeps the entries whose index `keep` accepts, in order.
+    pub(super) fn retain(&mut self, keep: impl Fn(usize) -> bool) {
+        let mut out = Self::default();
+        for i in (0..self.len()).filter(|&i| keep(i)) {
+            out.push(self.nets[i], self.clauses(i));
+        }
+        out.shrink_to_fit();
+        *self = out;
+    }
+
     /// Gives back the spare capacity of the vectors (a policy is compiled once and kept).
     pub(super) fn shrink_to_fit(&mut self) {
         self.nets.shrink_to_fit();
@@ -116,6 +126,12 @@ mod tests {
         assert_eq!(v.clauses[2], Clause::default());
         assert_eq!(e.find_by(|n| n.cmp(&3)), Some(2));
         assert_eq!(e.find_by(|n| n.cmp(&9)), None);
+        let mut kept = e.clone();
+        kept.retain(|i| i != 1);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept.clauses(0), &[clause(3)]);
+        assert_eq!(kept.clauses(1), &[clause(4), clause(5)]);
+        assert_eq!(kept.find_by(|n| n.cmp(&2)), None);
         let mapped = e.map_nets(u32::from);
         assert_eq!(
             mapped

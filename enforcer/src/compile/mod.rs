@@ -14,11 +14,13 @@
 //! out.
 //!
 //! [`Compiled`] owns every step between a validated policy and the kernel maps: the LPM entries
-//! ([`build`]), the IPv4 /24 prefilter ([`prefilter`]), the FQDN tables, and the capacity check
+//! ([`build`]), the IPv4 /24 prefilter ([`prefilter`]), the IPv4 block entries that take the
+//! /24–/31 entries out of the trie ([`blocks`]), the FQDN tables, and the capacity check
 //! ([`capacity`]) that `enforcer check` and `enforcer run` share. It is computed once and carried
 //! to the loader, which only copies it into the maps.
 
 pub mod api;
+pub mod blocks;
 mod build;
 pub mod capacity;
 mod entries;
@@ -28,6 +30,7 @@ mod render;
 mod tests;
 
 pub use api::CompiledApi;
+pub use blocks::Blocks;
 pub use capacity::{Capacity, CapacityError, FamilyEntries, Usage};
 pub use entries::Entries;
 pub use prefilter::V4Prefilter;
@@ -36,7 +39,7 @@ pub use render::render;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use enforcer_common::{LpmValue, action, is_exact, proto, rule_id, verdict};
+use enforcer_common::{Clause, MAX_BLOCKS_V4, action, is_exact, proto, rule_id, verdict};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::policy::{Location, Policy, Rule, normalize_addr};
@@ -48,8 +51,10 @@ pub struct Compiled {
     pub mode: u32,
     /// [`enforcer_common::verdict`] code used when no clause matches.
     pub default_verdict: u32,
-    /// IPv4 entries, sorted by (network address, prefix length).
+    /// IPv4 entries of the exact map and the trie, sorted by (network address, prefix length).
     pub v4: Entries<Ipv4Net>,
+    /// IPv4 block entries: the /24 blocks whose entries left `v4` ([`blocks`]).
+    pub v4_blocks: Blocks,
     /// IPv6 entries, sorted by (network address, prefix length).
     pub v6: Entries<Ipv6Net>,
     /// The IPv4 prefilter: every /24 block that an entry of `v4` touches.
@@ -121,12 +126,27 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
             max: rule_id::DEFAULT,
         });
     }
-    let (v4, v6) = entries(&policy.rules, &policy.source)?;
-    let api = policy.api.as_ref().map(api::compile).transpose()?;
+    let (mut v4, v6) = entries(&policy.rules, &policy.source)?;
+    // The prefilter marks every block an entry touches, folded or not.
+    let v4_filter = V4Prefilter::of((0..v4.len()).map(|i| v4.net(i)));
+    let rules = &policy.rules;
+    let v4_blocks = blocks::fold(
+        &mut v4,
+        |id| rules[id as usize].net.prefix_len(),
+        MAX_BLOCKS_V4 as usize,
+    );
+    let budget = MAX_BLOCKS_V4 as usize - v4_blocks.len();
+    let api = policy
+        .api
+        .as_ref()
+        .map(|a| api::compile(a, budget))
+        .transpose()?;
     let api_v4 = api.as_ref().map(|a| &a.v4);
     let api_v6 = api.as_ref().map(|a| &a.v6);
+    let mut v4_entries = family_entries([Some(&v4), api_v4], 32, |n| n.prefix_len());
+    v4_entries.blocks = v4_blocks.len() + api.as_ref().map_or(0, |a| a.v4_blocks.len());
     let capacity = Capacity::of(
-        family_entries([Some(&v4), api_v4], 32, |n| n.prefix_len()),
+        v4_entries,
         family_entries([Some(&v6), api_v6], 128, |n| n.prefix_len()),
         policy,
     );
@@ -134,8 +154,9 @@ pub fn compile(policy: &Policy) -> Result<Compiled, CompileError> {
     Ok(Compiled {
         mode: policy.mode.code(),
         default_verdict: policy.default.code(),
-        v4_filter: V4Prefilter::of((0..v4.len()).map(|i| v4.net(i))),
+        v4_filter,
         v4,
+        v4_blocks,
         v6,
         capacity,
         fqdn: crate::fqdn::tables::compile(policy)?,
@@ -192,36 +213,61 @@ fn key4(addr: Ipv4Addr) -> u128 {
     u32::from(addr) as u128
 }
 
-/// What the kernel does with the maps, in userspace: normalise the address, skip the LPM walk
-/// for an IPv4 address whose /24 block the prefilter does not mark, take the longest matching
-/// prefix, and let the first matching clause decide ([`LpmValue::first_match`], the kernel's own
-/// code); otherwise the default. Returns (verdict code, rule id); a default verdict reports
-/// [`rule_id::DEFAULT`].
+/// What the kernel does with the maps, in userspace: normalise the address, skip the lookups
+/// for an IPv4 address whose /24 block the prefilter does not mark, find the clause
+/// ([`access`]), and let it decide; otherwise the default. Returns (verdict code, rule id); a
+/// default verdict reports [`rule_id::DEFAULT`].
 pub fn lookup(compiled: &Compiled, addr: IpAddr, port: u16, ip_protocol: u8) -> (u32, u32) {
-    let value = match normalize_addr(addr) {
-        IpAddr::V4(a) if !compiled.v4_filter.covers(a) => None,
-        addr => longest_match(&compiled.v4, &compiled.v6, addr),
-    };
     let class = proto::class(u32::from(ip_protocol));
-    match value.as_ref().and_then(|v| v.first_match(port, class)) {
+    let clause = match normalize_addr(addr) {
+        IpAddr::V4(a) if !compiled.v4_filter.covers(a) => None,
+        addr => access(
+            (&compiled.v4, &compiled.v4_blocks, &compiled.v6),
+            addr,
+            port,
+            class,
+        ),
+    };
+    match clause {
         Some(c) if c.action == action::ALLOW => (verdict::ALLOW, c.rule_id),
         Some(c) => (verdict::DENY, c.rule_id),
         None => (compiled.default_verdict, rule_id::DEFAULT),
     }
 }
 
-/// The entry the kernel's LPM lookup finds for a normalised address.
-fn longest_match(v4: &Entries<Ipv4Net>, v6: &Entries<Ipv6Net>, addr: IpAddr) -> Option<LpmValue> {
+/// One direction's maps as the agent keeps them: IPv4 exact and trie entries, IPv4 blocks,
+/// IPv6 exact and trie entries.
+type Maps<'a> = (&'a Entries<Ipv4Net>, &'a Blocks, &'a Entries<Ipv6Net>);
+
+/// The kernel's `can_access` in userspace, map by map, with the kernel's own clause scans
+/// ([`enforcer_common::ClauseList::first_match`], [`enforcer_common::BlockValue::first_match_host`]):
+/// the exact entry of a normalised address, else (IPv4) its block's entry, else the trie's
+/// longest prefix.
+fn access((v4, blocks, v6): Maps<'_>, addr: IpAddr, port: u16, class: u8) -> Option<Clause> {
     match addr {
-        IpAddr::V4(a) => (0..=32u8).rev().find_map(|len| {
-            let net = Ipv4Net::new(a, len).ok()?.trunc();
-            let i = v4.find_by(|n| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))?;
-            Some(v4.value(i))
-        }),
-        IpAddr::V6(a) => (0..=128u8).rev().find_map(|len| {
-            let net = Ipv6Net::new(a, len).ok()?.trunc();
-            let i = v6.find_by(|n| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))?;
-            Some(v6.value(i))
-        }),
+        IpAddr::V4(a) => {
+            let at = |len: u8| {
+                let net = Ipv4Net::new(a, len).ok()?.trunc();
+                v4.find_by(|n| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))
+            };
+            if let Some(i) = at(32).filter(|&i| is_exact(32, 32, v4.clauses(i).len())) {
+                return v4.value(i).first_match(port, class).copied();
+            }
+            if let Some(b) = blocks.find(a) {
+                return blocks
+                    .value(b)
+                    .first_match_host(a.octets()[3], port, class)
+                    .copied();
+            }
+            let i = (0..=32u8).rev().find_map(at)?;
+            v4.value(i).first_match(port, class).copied()
+        }
+        IpAddr::V6(a) => {
+            let i = (0..=128u8).rev().find_map(|len| {
+                let net = Ipv6Net::new(a, len).ok()?.trunc();
+                v6.find_by(|n| (n.network(), n.prefix_len()).cmp(&(net.network(), len)))
+            })?;
+            v6.value(i).first_match(port, class).copied()
+        }
     }
 }

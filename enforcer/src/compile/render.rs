@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use enforcer_common::{LpmValue, MAX_CLAUSES, action, proto};
+use enforcer_common::{Clause, action, proto};
 use ipnet::IpNet;
 
 use super::Compiled;
@@ -78,20 +78,38 @@ pub fn render(policy: &Policy, compiled: &Compiled) -> String {
         compiled.capacity
     );
     let _ = writeln!(out, "\nIPv4 map entries ({}):", compiled.v4.len());
-    for (net, value) in compiled.v4.iter() {
-        render_entry(&mut out, &IpNet::V4(net), &value);
+    for i in 0..compiled.v4.len() {
+        render_entry(
+            &mut out,
+            &IpNet::V4(compiled.v4.net(i)),
+            compiled.v4.clauses(i),
+            false,
+        );
+    }
+    let blocks = &compiled.v4_blocks;
+    let _ = writeln!(
+        out,
+        "\nIPv4 /24 block entries ({}; each clause applies to the hosts it names):",
+        blocks.len()
+    );
+    for i in 0..blocks.len() {
+        render_entry(&mut out, &IpNet::V4(blocks.net(i)), blocks.clauses(i), true);
     }
     let _ = writeln!(out, "\nIPv6 map entries ({}):", compiled.v6.len());
-    for (net, value) in compiled.v6.iter() {
-        render_entry(&mut out, &IpNet::V6(net), &value);
+    for i in 0..compiled.v6.len() {
+        render_entry(
+            &mut out,
+            &IpNet::V6(compiled.v6.net(i)),
+            compiled.v6.clauses(i),
+            false,
+        );
     }
     out
 }
 
-fn render_entry(out: &mut String, net: &IpNet, value: &LpmValue) {
+fn render_entry(out: &mut String, net: &IpNet, clauses: &[Clause], hosts: bool) {
     let _ = writeln!(out, "  {net}");
-    let n = (value.n_clauses as usize).min(MAX_CLAUSES);
-    for (i, c) in value.clauses[..n].iter().enumerate() {
+    for (i, c) in clauses.iter().enumerate() {
         let act = if c.action == action::ALLOW {
             "allow"
         } else {
@@ -111,9 +129,14 @@ fn render_entry(out: &mut String, net: &IpNet, value: &LpmValue) {
         .filter(|(bit, _)| c.protocols & bit != 0)
         .map(|(_, name)| name)
         .collect();
+        let within = if hosts {
+            format!(" hosts .{}-.{}", c.hosts[0], c.hosts[1])
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "    {:>2}. {act} rule {} ports {ports} protocols {}",
+            "    {:>2}. {act} rule {}{within} ports {ports} protocols {}",
             i + 1,
             c.rule_id,
             names.join(",")

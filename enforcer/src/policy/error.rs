@@ -80,17 +80,24 @@ pub enum Problem {
     )]
     UnknownDefault { value: String },
     #[error(
-        "more than {} distinct {family} prefixes: the kernel maps hold {} /{full_len}s in the \
-         exact map and {} prefixes in the trie; refused before parsing the rest",
-        crate::input::grouped(*capacity), crate::input::grouped(*exact), crate::input::grouped(*trie)
+        "more than {} {family} prefixes certainly take trie entries, all the trie holds: the \
+         prefixes shorter than /{}, the /{full_len}s beyond the {} the exact map holds{}; \
+         refused before parsing the rest",
+        crate::input::grouped(*trie), blocks.map_or(*full_len, |_| 24),
+        crate::input::grouped(*exact),
+        blocks.map_or(String::new(), |b| format!(
+            ", and one for each /24 with /24-/31 prefixes beyond the {} /24s the block map \
+             holds", crate::input::grouped(b)))
     )]
     TooManyPrefixes {
         family: &'static str,
+        /// Distinct prefixes of the family so far.
         distinct: usize,
-        capacity: usize,
         full_len: u8,
         exact: usize,
         trie: usize,
+        /// The block map's capacity (IPv4).
+        blocks: Option<usize>,
     },
     #[error(
         "{} distinct {family} /{full_len}s certainly go to the exact map, which holds {} per \

@@ -49,7 +49,8 @@ pub struct BenchPolicy {
     pub compiled: Compiled,
     /// Not covered by any block prefix: the allow path (`default: allow`).
     pub allow_dsts: Vec<Ipv4Addr>,
-    /// Inside a /24–/31 block prefix: the deny path through the LPM trie.
+    /// Inside a /24–/31 block prefix: the deny path through the block map (the trie when the
+    /// compiler could not fold its /24).
     pub deny_dsts: Vec<Ipv4Addr>,
     /// A blocked /32 (a feed's entry): the deny path through the exact hash map.
     pub deny_host_dsts: Vec<Ipv4Addr>,

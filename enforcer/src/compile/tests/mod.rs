@@ -1,6 +1,8 @@
 //! The compiler against the reference evaluator, by scenario: random policies (`emulation`),
-//! hand-checked entries and limits (`entries`), and large policies and capacity (`scale`).
+//! hand-checked entries and limits (`entries`), IPv4 block entries (`blocks`), and large
+//! policies and capacity (`scale`).
 
+mod blocks;
 mod emulation;
 mod entries;
 mod scale;
@@ -67,4 +69,9 @@ pub(super) fn assert_agree(p: &Policy, c: &Compiled, addr: IpAddr, port: u16, ip
         "destination {addr} port {port} protocol {ip_protocol}: reference says {expected:?}\n{}",
         render(p, c)
     );
+}
+
+/// One direction's IPv4 entries of `p`, before any block is folded.
+pub(super) fn entries_of(p: &Policy) -> super::Entries<ipnet::Ipv4Net> {
+    super::entries(&p.rules, &p.source).unwrap().0
 }

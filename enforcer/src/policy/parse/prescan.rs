@@ -7,9 +7,12 @@
 //! compiler's capacity check ([`crate::compile::Capacity`]) counts: a refusal here is one the
 //! compiler would make. Two refusals:
 //!
-//! - **Both maps together** (at the line where it becomes certain, while scanning): a `/32`
-//!   (`/128`) goes to the exact map unless it has more clauses than an exact value holds, so
-//!   only the full-length prefixes beyond the exact map's capacity certainly take trie entries.
+//! - **The trie** (at the line where it becomes certain, while scanning): a `/32` (`/128`) goes
+//!   to the exact map unless it has more clauses than an exact value holds, so only the
+//!   full-length prefixes beyond the exact map's capacity certainly take trie entries; an IPv4
+//!   /24–/31 prefix may be folded into its /24's block entry ([`crate::compile::blocks`]), so
+//!   of those only one per /24 beyond the block map's capacity certainly does; every other
+//!   shorter prefix does.
 //! - **The exact map alone** (after the scan): a full-length prefix takes more than
 //!   [`EXACT_CLAUSES`] clauses, and so a trie entry, only when it is named more than once, lies
 //!   inside a shorter prefix of the text or of a preset (whose rules' clauses it inherits), or
@@ -26,7 +29,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use enforcer_common::{EXACT_CLAUSES, MAX_EXACT_V4, MAX_EXACT_V6, MAX_PREFIXES};
+use enforcer_common::{EXACT_CLAUSES, MAX_BLOCKS_V4, MAX_EXACT_V4, MAX_EXACT_V6, MAX_PREFIXES};
 use ipnet::IpNet;
 
 use super::super::{Location, PolicyError, Problem, normalize_net, presets};
@@ -39,6 +42,10 @@ struct Family {
     /// (line, column) of each distinct full-length prefix, in the order first seen.
     full_at: Vec<(u32, u32)>,
     shorter: HashSet<(u128, u8)>,
+    /// Distinct shorter prefixes that no block entry can hold (all of them for IPv6).
+    unfoldable: usize,
+    /// The /24s of IPv4 /24–/31 prefixes.
+    blocks: HashSet<u32>,
 }
 
 /// One family's limits and names.
@@ -46,6 +53,8 @@ struct Limits {
     name: &'static str,
     full_len: u8,
     exact: usize,
+    /// The block map's capacity (IPv4).
+    blocks: Option<usize>,
 }
 
 /// Refuses `text` when its `cidr:` values alone need more entries than the maps hold.
@@ -55,21 +64,31 @@ pub(super) fn check(text: &str, file: &str) -> Result<(), PolicyError> {
         file,
         MAX_PREFIXES as usize,
         [MAX_EXACT_V4 as usize, MAX_EXACT_V6 as usize],
+        MAX_BLOCKS_V4 as usize,
     )
 }
 
-/// [`check`] against tries of `trie` entries and exact maps of `exact` (IPv4, IPv6) entries.
-fn check_with(text: &str, file: &str, trie: usize, exact: [usize; 2]) -> Result<(), PolicyError> {
+/// [`check`] against tries of `trie` entries, exact maps of `exact` (IPv4, IPv6) entries and an
+/// IPv4 block map of `blocks` entries.
+fn check_with(
+    text: &str,
+    file: &str,
+    trie: usize,
+    exact: [usize; 2],
+    blocks: usize,
+) -> Result<(), PolicyError> {
     let (mut v4, mut v6) = (Family::default(), Family::default());
     let v4_limits = Limits {
         name: "IPv4",
         full_len: 32,
         exact: exact[0],
+        blocks: Some(blocks),
     };
     let v6_limits = Limits {
         name: "IPv6",
         full_len: 128,
         exact: exact[1],
+        blocks: None,
     };
     // Numbers outside `cidr:` values (each port range is at most two), and whether the text
     // repeats nodes by alias.
@@ -113,21 +132,29 @@ fn check_with(text: &str, file: &str, trie: usize, exact: [usize; 2]) -> Result<
                         family.full_at.push((to_u32(i + 1), to_u32(column)));
                     }
                 }
-            } else {
-                family.shorter.insert((addr, net.prefix_len()));
+            } else if family.shorter.insert((addr, net.prefix_len())) {
+                match limits.blocks {
+                    Some(_) if net.prefix_len() >= 24 => {
+                        family.blocks.insert((addr >> 8) as u32);
+                    }
+                    _ => family.unfoldable += 1,
+                }
             }
+            let unfolded = limits
+                .blocks
+                .map_or(0, |b| family.blocks.len().saturating_sub(b));
             let trie_at_least =
-                family.shorter.len() + family.full.len().saturating_sub(limits.exact);
+                family.unfoldable + unfolded + family.full.len().saturating_sub(limits.exact);
             if trie_at_least > trie {
                 return Err(PolicyError::Invalid {
                     location: at(i + 1, column),
                     problem: Problem::TooManyPrefixes {
                         family: limits.name,
                         distinct: family.full.len() + family.shorter.len(),
-                        capacity: trie + limits.exact,
                         full_len: limits.full_len,
                         exact: limits.exact,
                         trie,
+                        blocks: limits.blocks,
                     },
                 });
             }
@@ -263,19 +290,44 @@ mod tests {
         assert_eq!(
             e,
             format!(
-                "feed.yaml:{}:5: more than 524,288 distinct IPv4 prefixes: the kernel maps hold \
-                 262,144 /32s in the exact map and 262,144 prefixes in the trie; refused before \
-                 parsing the rest",
+                "feed.yaml:{}:5: more than 262,144 IPv4 prefixes certainly take trie entries, \
+                 all the trie holds: the prefixes shorter than /24, the /32s beyond the 262,144 \
+                 the exact map holds, and one for each /24 with /24-/31 prefixes beyond the \
+                 131,072 /24s the block map holds; refused before parsing the rest",
                 cap + 4
             )
         );
-        // Shorter prefixes need the trie alone.
-        let e = check(&feed(MAX_PREFIXES + 1, 24), "f.yaml").unwrap_err();
+        // Prefixes shorter than /24 need the trie alone.
+        let e = check(&feed(MAX_PREFIXES + 1, 23), "f.yaml").unwrap_err();
         assert!(
             e.to_string().starts_with("f.yaml:262148:5: more than"),
             "{e}"
         );
-        assert!(check(&feed(MAX_PREFIXES, 24), "f.yaml").is_ok());
+        assert!(check(&feed(MAX_PREFIXES, 23), "f.yaml").is_ok());
+        // /24s in distinct blocks: the block map holds some, the trie the rest.
+        let both = MAX_PREFIXES + MAX_BLOCKS_V4;
+        assert!(check(&feed(both, 24), "f.yaml").is_ok());
+        let e = check(&feed(both + 1, 24), "f.yaml").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("f.yaml:{}:5: more than", both + 4)),
+            "{e}"
+        );
+        // Many /24–/31 prefixes in one /24 need one block entry at most.
+        assert!(check(&feed(MAX_PREFIXES + 1, 31), "f.yaml").is_ok());
+        // IPv6 has no block map.
+        let v6: String = (0..=MAX_PREFIXES)
+            .map(|i| format!("  - cidr: 2001:db8:{:x}:{:x}::/64\n", i >> 16, i & 0xffff))
+            .collect();
+        let e = check(&v6, "f.yaml").unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                "more than 262,144 IPv6 prefixes certainly take trie entries, all the trie \
+                 holds: the prefixes shorter than /128, the /128s beyond the 65,536 the exact \
+                 map holds; refused before parsing the rest"
+            ),
+            "{e}"
+        );
         // Duplicates are one entry; flow style and bare addresses count too.
         let dup = "block:\n".to_owned() + &"  - {cidr: 10.0.0.1, ports: [1]}\n".repeat(600_000);
         assert!(check(&dup, "d.yaml").is_ok());
@@ -315,7 +367,7 @@ mod tests {
     #[test]
     fn each_way_a_full_length_prefix_can_reach_the_trie_lifts_the_bound_by_one() {
         let exact = 1_000;
-        let small = |text: &str| check_with(text, "f.yaml", 100_000, [exact, exact]);
+        let small = |text: &str| check_with(text, "f.yaml", 100_000, [exact, exact], 1_000);
         assert!(small(&feed(exact as u32, 32)).is_ok());
         let over = feed(exact as u32 + 1, 32);
         let e = small(&over).unwrap_err().to_string();
