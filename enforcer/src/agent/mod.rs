@@ -190,8 +190,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         targets = if agent.scoped { "policy targets (scope mode)" } else { "--cgroup" },
         rules = agent.policy.rules.len(),
         auto_rules = agent.auto.len(),
-        v4_prefixes = compiled.v4.len(),
-        v6_prefixes = compiled.v6.len(),
+        v4_entries = compiled.v4.len(),
+        v4_blocks = compiled.v4_blocks.len(),
+        v6_entries = compiled.v6.len(),
         pinned = agent.opts.pins.as_ref().map(|p| p.root().display().to_string()),
         "ready"
     );
