@@ -165,7 +165,7 @@ fn check_prints_targets_capacity_and_warnings() {
         "  process prometheus-alertmanager  (",
         "execs are matched by \"prometheus-aler\"",
         "capacity (used of available, per rule set): IPv4 entries ",
-        " of 262,144, /32 entries 0 of 262,144, /24 block entries 0 of 131,072; IPv6 entries ",
+        " of 262,144, /32 entries 0 of 262,144, /24 block entries 1 of 131,072; IPv6 entries ",
         "; fqdn rules 1 of 64",
     ] {
         assert!(out.contains(needle), "{needle} missing:\n{out}");

@@ -483,10 +483,20 @@ fn every_identity_writer_marks_the_fast_path_and_the_two_maps_agree() {
     assert_eq!(marked(moved.pid()), (true, true), "moved by another task");
     assert_eq!(marked(holder.pid()), (false, false), "not a target");
 
-    // The two maps agree, now and after the targets are gone (the free tracepoint runs after
-    // an RCU grace period, so the last check waits for it).
-    let (tasks, bytes) = enforcer::kernel::identity::pinned_targets(&pin_dir).unwrap();
-    assert_eq!(tasks, bytes);
+    // The two maps agree, now and after the targets are gone. The free tracepoint runs after
+    // an RCU grace period, and the short-lived targets above exited just before: their entries
+    // and bytes go (entry first, then byte) while the two maps are read one after the other,
+    // so each check waits for a quiet moment (a disagreement that stays fails).
+    let agree =
+        integration_tests::eventually(Duration::from_secs(5), Duration::from_millis(50), || {
+            let (tasks, bytes) = enforcer::kernel::identity::pinned_targets(&pin_dir).unwrap();
+            (tasks == bytes).then_some(())
+        });
+    assert!(
+        agree.is_some(),
+        "{:?}",
+        enforcer::kernel::identity::pinned_targets(&pin_dir)
+    );
     let gone = [early.pid(), moved.pid()];
     drop((early, moved));
     let settled =
