@@ -481,3 +481,106 @@ fn kernel_ingress_verdict_equals_reference_evaluator() {
     );
     eprintln!("{cases} ingress cases ({refused} refused): kernel == reference");
 }
+
+/// `check` and `run` agree at the limit: a policy that fills the IPv4 exact map, block map and
+/// trie to exactly the capacity the compiler reports (what `check` prints and accepts) installs
+/// into the kernel's maps of one rule set, and then a reload flips to the other; addresses of
+/// each kind are decided as the reference evaluator decides them. One more prefix is refused
+/// by the compiler (`check` and `run` alike).
+#[test]
+fn a_policy_filling_every_ipv4_map_installs_and_decides() {
+    use enforcer::policy::{Location, Rule, RuleAction, RuleSource};
+    use enforcer_common::{MAX_BLOCKS_V4, MAX_EXACT_V4, MAX_PREFIXES, proto};
+    use ipnet::{IpNet, Ipv4Net};
+
+    if !privileged() {
+        return;
+    }
+    let mut p = policy::default_policy();
+    p.source = "full.yaml".into();
+    let base = compile::compile(&p).unwrap().capacity;
+    let block = |addr: u32, len: u8| Rule {
+        action: RuleAction::Block,
+        net: IpNet::V4(Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap()),
+        ports: vec![],
+        protocols: proto::ALL,
+        source: RuleSource::Cidr,
+        location: Location {
+            file: "full.yaml".into(),
+            line: 1,
+            column: 5,
+        },
+    };
+    let ip = |a: &str| a.parse::<Ipv4Addr>().map(u32::from).unwrap();
+    // /32s, 256 to a /24 (a /24 of exact entries alone is not folded): the exact map.
+    let exact = MAX_EXACT_V4 as usize - base.v4_exact.used;
+    p.rules
+        .extend((0..exact as u32).map(|i| block(ip("11.0.0.0") + i, 32)));
+    // One /26 in each of as many /24s: the block map.
+    let blocks = MAX_BLOCKS_V4 as usize - base.v4_blocks.used;
+    p.rules
+        .extend((0..blocks as u32).map(|i| block(ip("32.0.0.64") + (i << 8), 26)));
+    // /23s: the trie.
+    let trie = MAX_PREFIXES as usize - base.v4.used;
+    p.rules
+        .extend((0..trie as u32).map(|i| block(ip("40.0.0.0") + (i << 9), 23)));
+    let compiled = compile::compile(&p).unwrap();
+    let c = compiled.capacity;
+    for (name, usage) in [
+        ("exact", c.v4_exact),
+        ("blocks", c.v4_blocks),
+        ("trie", c.v4),
+    ] {
+        assert_eq!(usage.used, usage.available, "{name}: {c}");
+    }
+
+    let cg = TestCgroup::new().unwrap();
+    let mut enforcer = Kernel::load().unwrap();
+    let mut probe = Probe::spawn(&cg).unwrap();
+    for generation in 1..=2 {
+        let started = Instant::now();
+        enforcer.install(&compiled, generation).unwrap();
+        eprintln!(
+            "generation {generation}: {} rules installed in {:?}",
+            p.rules.len(),
+            started.elapsed()
+        );
+        if generation == 1 {
+            enforcer.attach(&Cgroup::open(&cg.path).unwrap()).unwrap();
+        }
+        // The first and last prefix of each kind, the next address after the last, and
+        // addresses between them.
+        let last_exact = ip("11.0.0.0") + exact as u32 - 1;
+        let last_block = ip("32.0.0.64") + ((blocks as u32 - 1) << 8);
+        let last_trie = ip("40.0.0.0") + ((trie as u32 - 1) << 9);
+        for (addr, denied) in [
+            (ip("11.0.0.5"), true),
+            (last_exact, true),
+            (last_exact + 1, false),
+            (ip("32.0.0.70"), true),
+            (ip("32.0.0.5"), false),
+            (last_block + 63, true),
+            (last_block + 64, false),
+            (last_block + 256, false),
+            (ip("40.0.1.7"), true),
+            (last_trie + 511, true),
+            (last_trie + 512, false),
+            (ip("169.254.169.254"), true),
+        ] {
+            let addr = Ipv4Addr::from(addr).to_string();
+            let want = reference::evaluate(&p, addr.parse().unwrap(), 9, 17);
+            assert_eq!(matches!(want, Decision::Deny { .. }), denied, "{addr}");
+            let outcome = probe.connect("udp", &addr, 9).unwrap();
+            assert_eq!(outcome.denied(), denied, "{addr}: {outcome:?}");
+        }
+    }
+
+    p.rules.push(block(ip("48.0.0.0"), 23));
+    let e = compile::compile(&p).unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "full.yaml: the policy needs 262,145 IPv4 map entries, more than the 262,144"
+        ),
+        "{e}"
+    );
+}
