@@ -22,10 +22,10 @@
 
 use std::net::Ipv4Addr;
 
-use enforcer_common::{BLOCK_CLAUSES, BlockValue, Clause, action, is_exact, proto};
+use enforcer_common::{BLOCK_CLAUSES, BlockValue, Clause, action, is_exact};
 use ipnet::Ipv4Net;
 
-use super::Entries;
+use super::{Entries, build::is_catch_all};
 
 /// Prefix length of a block.
 pub const BLOCK_LEN: u8 = 24;
@@ -77,6 +77,12 @@ impl Blocks {
         self.ends
             .push(u32::try_from(self.clauses.len()).expect("fewer than 2^32 clauses"));
     }
+
+    fn shrink_to_fit(&mut self) {
+        self.numbers.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.clauses.shrink_to_fit();
+    }
 }
 
 /// Folds the blocks of `entries` (one direction's IPv4 entries, sorted) into block entries, at
@@ -91,7 +97,7 @@ pub(super) fn fold(
     let mut folded = vec![false; entries.len()];
     // Entries shorter than a block enclosing the current position, least specific first.
     let mut stack: Vec<usize> = Vec::new();
-    let mut list: Vec<(u8, Clause)> = Vec::new();
+    let mut list: Vec<Clause> = Vec::new();
     let n = entries.len();
     let mut i = 0;
     while i < n {
@@ -115,8 +121,7 @@ pub(super) fn fold(
             end += 1;
         }
         if blocks.len() < budget && fold_one(entries, i..end, stack.last(), &rule_len, &mut list) {
-            let clauses: Vec<Clause> = list.iter().map(|&(_, c)| c).collect();
-            blocks.push(block, &clauses);
+            blocks.push(block, &list);
             for (j, f) in folded.iter_mut().enumerate().take(end).skip(i) {
                 *f = !is_exact_entry(entries, j);
             }
@@ -128,14 +133,6 @@ pub(super) fn fold(
     }
     blocks.shrink_to_fit();
     blocks
-}
-
-impl Blocks {
-    fn shrink_to_fit(&mut self) {
-        self.numbers.shrink_to_fit();
-        self.ends.shrink_to_fit();
-        self.clauses.shrink_to_fit();
-    }
 }
 
 fn is_exact_entry(entries: &Entries<Ipv4Net>, j: usize) -> bool {
@@ -150,7 +147,7 @@ fn fold_one(
     range: std::ops::Range<usize>,
     parent: Option<&usize>,
     rule_len: &impl Fn(u32) -> u8,
-    list: &mut Vec<(u8, Clause)>,
+    list: &mut Vec<Clause>,
 ) -> bool {
     list.clear();
     let mut any = false;
@@ -171,9 +168,7 @@ fn fold_one(
         return false;
     }
     if let Some(&p) = parent {
-        for c in entries.clauses(p) {
-            list.push((rule_len(c.rule_id), with_hosts(*c, 0, 255)));
-        }
+        list.extend(entries.clauses(p).iter().map(|c| with_hosts(*c, 0, 255)));
     }
     for j in range {
         let net = entries.net(j);
@@ -185,28 +180,24 @@ fn fold_one(
         let last = net.broadcast().octets()[3];
         // An entry's own clauses are those of rules of its own prefix length (a rule that
         // contains the entry and is as long is the entry's prefix).
-        for c in entries
+        let own = entries
             .clauses(j)
             .iter()
-            .filter(|c| rule_len(c.rule_id) == len)
-        {
-            list.push((len, with_hosts(*c, first, last)));
-        }
+            .filter(|c| rule_len(c.rule_id) == len);
+        list.extend(own.map(|c| with_hosts(*c, first, last)));
     }
     // The order every entry's clauses follow; stable, so a rule's clauses keep theirs.
-    list.sort_by_key(|&(len, c)| {
+    list.sort_by_key(|c| {
         if c.action == action::ALLOW {
             (0, 0, c.rule_id)
         } else {
-            (1, u8::MAX - len, c.rule_id)
+            (1, u8::MAX - rule_len(c.rule_id), c.rule_id)
         }
     });
-    if let Some(k) = list.iter().position(|(_, c)| {
-        c.hosts == [0, 255]
-            && c.port_lo == 0
-            && c.port_hi == u16::MAX
-            && c.protocols & proto::ALL == proto::ALL
-    }) {
+    if let Some(k) = list
+        .iter()
+        .position(|c| c.hosts == [0, 255] && is_catch_all(c))
+    {
         list.truncate(k + 1);
     }
     list.len() <= BLOCK_CLAUSES

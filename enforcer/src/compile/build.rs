@@ -134,7 +134,8 @@ fn merge_by_rule_id(a: &[Clause], b: &[Clause], out: &mut Vec<Clause>) {
     out.extend_from_slice(&b[j..]);
 }
 
-fn is_catch_all(c: &Clause) -> bool {
+/// Every port, every protocol: nothing after such a clause can be reached.
+pub(super) fn is_catch_all(c: &Clause) -> bool {
     c.port_lo == 0 && c.port_hi == u16::MAX && c.protocols & proto::ALL == proto::ALL
 }
 
