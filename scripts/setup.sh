@@ -7,7 +7,7 @@ set -euo pipefail
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 APT_PACKAGES=(
-  # bpf-linker against Debian's LLVM 22 (../shared/TOOLCHAIN.md)
+  # bpf-linker against Debian's LLVM 22 (pinned below)
   llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
   # inspection of attached programs, namespaces
   bpftool iproute2 util-linux procps
@@ -61,11 +61,27 @@ if ! rustup target list --installed 2>/dev/null | grep -qx 'x86_64-unknown-linux
   rustup target add x86_64-unknown-linux-musl
 fi
 
-if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then
-  log "cargo install bpf-linker (LLVM 22; takes about 2 minutes)"
-  PATH=/usr/lib/llvm-22/bin:$PATH cargo install bpf-linker --locked --no-default-features --features llvm-22
-fi
+# bpf-linker, pinned: the eBPF object is what this exact linker makes of the pinned aya crates
+# with this LLVM major. A bpf-linker already on the machine is used only when it is this version
+# and links this LLVM major; anything else (an earlier run's cache, another LLVM) is replaced.
+BPF_LINKER_VERSION=0.13.0
+LLVM_MAJOR=22
 export PATH="$HOME/.cargo/bin:$PATH"
+bpf_linker_ok() {
+  command -v bpf-linker >/dev/null 2>&1 || return 1
+  [[ $(bpf-linker --version 2>/dev/null) == "bpf-linker $BPF_LINKER_VERSION" ]] || return 1
+  # The LLVM it was built against: the shared library it loads (a static link names none).
+  local linked
+  linked=$(ldd "$(command -v bpf-linker)" 2>/dev/null | sed -nE 's/.*libLLVM(-|\.so\.)([0-9]+).*/\2/p' | head -n1)
+  [[ $linked == "$LLVM_MAJOR" ]]
+}
+if ! bpf_linker_ok; then
+  log "cargo install bpf-linker $BPF_LINKER_VERSION against LLVM $LLVM_MAJOR (about 2 minutes;" \
+    "found: $(bpf-linker --version 2>/dev/null || echo none))"
+  PATH=/usr/lib/llvm-$LLVM_MAJOR/bin:$PATH cargo install bpf-linker --force --locked \
+    --version "=$BPF_LINKER_VERSION" --no-default-features --features "llvm-$LLVM_MAJOR"
+  bpf_linker_ok || { log "bpf-linker $BPF_LINKER_VERSION (LLVM $LLVM_MAJOR) still not usable"; exit 1; }
+fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   log "cargo install cargo-nextest"

@@ -92,6 +92,13 @@ enum Command {
         /// Output format of the destination report.
         #[arg(long, value_enum, default_value_t = Format::Text, requires = "alertmanager_config")]
         format: Format,
+        /// Also load every kernel program into this machine's kernel (nothing is attached),
+        /// print what the verifier spent on each (instructions processed, load time) for both
+        /// modes, and unload them. Exit status 1 when a program is refused or processes more
+        /// than 100,000 instructions (a tenth of the kernel's limit); a load slower than 2 s
+        /// is a warning. Needs root.
+        #[arg(long, conflicts_with = "alertmanager_config")]
+        kernel: bool,
     },
     /// Suggest a policy from an Alertmanager configuration, for a human to review.
     ///
@@ -115,6 +122,45 @@ enum Format {
     Text,
     /// One JSON document.
     Json,
+}
+
+/// `check --kernel`: loads the object in both modes, prints the verifier's table, unloads.
+fn check_kernel() -> ExitCode {
+    let mut ok = true;
+    for (mode, scoped) in [("direct mode", false), ("scope mode", true)] {
+        match enforcer::kernel::Kernel::load_with(None, scoped) {
+            Ok(k) => {
+                let report = k.load_report();
+                println!("\nkernel programs, {mode}:\n{report}");
+                for problem in report.over_budget() {
+                    eprintln!("error: {mode}: {problem}");
+                    ok = false;
+                }
+                // Time depends on the machine (and its load): a warning, not a failure.
+                if let Some(slow) = report.slower_than(enforcer::kernel::verifier::LOAD_BUDGET) {
+                    eprintln!("warning: {mode}: {slow}");
+                }
+                for (feature, available) in k.features() {
+                    if !available {
+                        eprintln!(
+                            "error: {mode}: feature {} is not available",
+                            feature.as_str()
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {mode}: {}", enforcer::error_chain(&e));
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn main() -> ExitCode {
@@ -179,6 +225,7 @@ fn main() -> ExitCode {
             resolve,
             strict,
             format,
+            ..
         } => {
             let options = amconfig::CheckOptions { resolve, strict };
             let report = agent::load_policy(policy.as_deref())
@@ -212,7 +259,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&anyhow::Error::new(e)),
         },
-        Command::Check { policy, .. } => {
+        Command::Check { policy, kernel, .. } => {
             let checked = agent::load_policy(policy.as_deref())
                 .map_err(anyhow::Error::new)
                 .and_then(|p| {
@@ -226,7 +273,11 @@ fn main() -> ExitCode {
                     for w in check_warnings(&p) {
                         eprintln!("warning: {w}");
                     }
-                    ExitCode::SUCCESS
+                    if kernel {
+                        check_kernel()
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(e) => fail(&e),
             }

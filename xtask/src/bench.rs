@@ -15,6 +15,7 @@ mod report;
 mod scope;
 mod scope_workload;
 mod sys;
+mod verifier;
 mod workload;
 
 use std::{
@@ -89,7 +90,7 @@ pub fn run(args: &Args) -> ExitCode {
             }
         };
     }
-    match bench(args) {
+    match bench(args).and_then(|report| Ok(report + &verifier::section()?)) {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS

@@ -449,6 +449,10 @@ fn guest_script(payload: &Payload, test_args: &[String]) -> String {
                 sh_quote(&a.probe.to_string_lossy())
             );
             s += "export RUST_BACKTRACE=1\n";
+            // Wall-clock budgets (the verifier test's load time) scale under emulation.
+            if qemu::accel()[1] != "kvm" {
+                s += "export ENFORCER_TESTS_EMULATED=1\n";
+            }
             let extra: String = test_args
                 .iter()
                 .map(|a| format!(" {}", sh_quote(a)))

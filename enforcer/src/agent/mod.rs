@@ -156,6 +156,7 @@ impl Signals {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    let started = std::time::Instant::now();
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = opts.metrics {
         let listener_metrics = metrics.clone();
@@ -194,6 +195,17 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         v4_blocks = compiled.v4_blocks.len(),
         v6_entries = compiled.v6.len(),
         pinned = agent.opts.pins.as_ref().map(|p| p.root().display().to_string()),
+        load_ms = (agent.kernel.load_report().total().as_secs_f64() * 1e3).round(),
+        max_verified_insns = agent.kernel.load_report().max_instructions().map(|(_, n)| n),
+        startup_ms = started.elapsed().as_millis() as u64,
+        lost_features = agent
+            .kernel
+            .features()
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(f, _)| f.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         "ready"
     );
     let signal_name = agent.serve(&mut ring, &mut signals).await?;
@@ -220,6 +232,9 @@ impl Agent {
             tracing::info!("--cgroup given: the policy's targets are not used");
         }
         let mut kernel = Kernel::load_with(opts.pins.clone(), scoped)?;
+        metrics
+            .kernel
+            .observe(&kernel.features(), kernel.load_report());
         let api_guard = api::ApiGuard::start(&mut kernel)?;
         let mut agent = Agent {
             stamp: opts.policy.as_deref().and_then(file_stamp),

@@ -28,9 +28,13 @@ use super::{
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Loads the tracepoint programs (verifier included); pins them for inspection.
-pub fn load(ebpf: &mut Ebpf, pins: Option<&Pins>) -> Result<(), KernelError> {
+pub fn load(
+    ebpf: &mut Ebpf,
+    pins: Option<&Pins>,
+    report: &mut super::verifier::LoadReport,
+) -> Result<(), KernelError> {
     for (name, _, _) in prog_names::ALL {
-        super::progs::load(ebpf, name, pins)?;
+        super::progs::load(ebpf, name, pins, report)?;
     }
     Ok(())
 }

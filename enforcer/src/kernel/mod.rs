@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, VerifierLogLevel,
     maps::{Array, MapData, PerCpuArray, RingBuf},
 };
 use enforcer_common::{
@@ -21,11 +21,32 @@ mod maps;
 pub mod pin;
 mod progs;
 mod rules;
+pub mod verifier;
 
 pub use comm::{comm_key, comm_text};
 pub use error::{KernelError, map_err};
 pub use maps::{Counters, clear_trie, set_entries};
 use pin::{LinkPins, Pins};
+use verifier::LoadReport;
+
+/// A part of the agent that can be lost on a kernel that refuses its programs (or lacks what
+/// it reads) while enforcement goes on; `enforcer_feature_available{feature}` says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// The DNS-learning programs: FQDN rules without a race between an answer and the connect.
+    DnsLearning,
+    /// The exec/exit tracepoints: scope mode's kernel-held target identity.
+    Identity,
+}
+
+impl Feature {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::DnsLearning => "dns_learning",
+            Feature::Identity => "identity",
+        }
+    }
+}
 
 /// The kernel object built by build.rs (aya-build) from `enforcer-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
@@ -85,6 +106,8 @@ pub struct Kernel {
     /// The targets' listening ports, guarded when the `api:` section names none; written
     /// with the next [`Kernel::install`].
     api_listen_ports: Vec<u16>,
+    /// What the verifier spent on each program (see [`verifier`]).
+    load_report: LoadReport,
 }
 
 impl Kernel {
@@ -143,30 +166,43 @@ impl Kernel {
                 loader.map_pin_path(name, p.map(name));
             }
         }
+        // Statistics only: on a refusal the log holds the verifier's reason and its counts,
+        // not a trace of every instruction (which can be hundreds of MiB at the limit).
+        loader.verifier_log_level(VerifierLogLevel::STATS);
         let mut ebpf = loader.load(OBJECT).map_err(KernelError::Load)?;
+        let mut report = LoadReport::default();
         for name in PROGRAMS {
-            progs::load(&mut ebpf, name, pins.as_ref())?;
+            progs::load(&mut ebpf, name, pins.as_ref(), &mut report)?;
         }
-        identity::load(&mut ebpf, pins.as_ref())?;
+        identity::load(&mut ebpf, pins.as_ref(), &mut report)?;
         for name in SOCKET_PROGRAMS {
-            progs::load(&mut ebpf, name, pins.as_ref())?;
+            progs::load(&mut ebpf, name, pins.as_ref(), &mut report)?;
         }
-        progs::load(&mut ebpf, enforcer_common::api::PROG_NAME, pins.as_ref())?;
+        progs::load(
+            &mut ebpf,
+            enforcer_common::api::PROG_NAME,
+            pins.as_ref(),
+            &mut report,
+        )?;
         // The DNS-learning program is an addition to enforcement, not a part of it: where the
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
         // a helper call), the connect programs still enforce, and FQDN rules are served by the
         // agent's own resolution alone.
         // With the query recorder: the learner learns only answers to queries it recorded.
         let dns = [fqdn_names::PROG_DNS_EGRESS, fqdn_names::PROG_DNS_INGRESS];
-        let fqdn_learning = match dns.map(|n| progs::load(&mut ebpf, n, pins.as_ref())) {
+        let fqdn_learning = match dns.map(|n| progs::load(&mut ebpf, n, pins.as_ref(), &mut report))
+        {
             [Ok(()), Ok(())] => true,
-            [Err(e), _] | [_, Err(e)] => {
-                let reason = crate::error_chain(&e);
-                tracing::warn!(
-                    error = %reason.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""),
-                    "the DNS-learning program does not load on this kernel: FQDN rules fall back to \
-                     the agent's own resolution (the no-race guarantee needs the learning program)"
-                );
+            _ => {
+                for p in report.programs.iter().filter(|p| p.error.is_some()) {
+                    tracing::error!(
+                        program = p.program,
+                        feature = Feature::DnsLearning.as_str(),
+                        verifier = p.error.as_deref().unwrap_or(""),
+                        "a program did not load: FQDN rules fall back to the agent's own \
+                         resolution (the no-race guarantee needs the DNS-learning program)"
+                    );
+                }
                 false
             }
         };
@@ -184,6 +220,7 @@ impl Kernel {
             identity_links: None,
             identity_error,
             api_listen_ports: Vec::new(),
+            load_report: report,
         };
         if adopted {
             let name = map_names::ACTIVE;
@@ -261,6 +298,20 @@ impl Kernel {
     /// for allowlisted names are learned before the answer is delivered.
     pub fn fqdn_learning(&self) -> bool {
         self.fqdn_learning
+    }
+
+    /// Each optional feature and whether it is available here (its programs loaded, the
+    /// kernel facts it needs were read).
+    pub fn features(&self) -> [(Feature, bool); 2] {
+        [
+            (Feature::DnsLearning, self.fqdn_learning),
+            (Feature::Identity, self.identity_error.is_none()),
+        ]
+    }
+
+    /// What the verifier spent on each program at load.
+    pub fn load_report(&self) -> &LoadReport {
+        &self.load_report
     }
 
     /// The targets' listening ports (their `--web.listen-address`), which the API guard

@@ -4,7 +4,10 @@
 //! and detached when dropped). aya 0.14 turns no `cgroup/setsockopt` link into an `FdLink`:
 //! that one is created with `BPF_LINK_CREATE` here and held as a plain descriptor
 //! ([`HeldLink::Raw`]).
-use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::Instant,
+};
 
 use aya::{
     Ebpf,
@@ -17,6 +20,7 @@ use aya::{
 use super::{
     error::KernelError,
     pin::{LinkPins, Pins},
+    verifier::LoadReport,
 };
 use crate::cgroup::Cgroup;
 
@@ -37,11 +41,17 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Program
         .ok_or(KernelError::MissingProgram { name })
 }
 
-/// Loads program `name` (verifier included); with `pins`, pins it under `progs/` for
-/// inspection (bpftool): the links keep programs alive, not these pins.
-pub fn load(ebpf: &mut Ebpf, name: &'static str, pins: Option<&Pins>) -> Result<(), KernelError> {
-    let prog = program(ebpf, name)?;
-    let loaded = match prog {
+/// Loads program `name` (verifier included) and records what the verifier spent on it in
+/// `report`; with `pins`, pins it under `progs/` for inspection (bpftool): the links keep
+/// programs alive, not these pins.
+pub fn load(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    pins: Option<&Pins>,
+    report: &mut LoadReport,
+) -> Result<(), KernelError> {
+    let started = Instant::now();
+    let loaded = match program(ebpf, name)? {
         Program::CgroupSockAddr(p) => p.load(),
         Program::CgroupSkb(p) => p.load(),
         Program::CgroupSock(p) => p.load(),
@@ -49,15 +59,18 @@ pub fn load(ebpf: &mut Ebpf, name: &'static str, pins: Option<&Pins>) -> Result<
         Program::TracePoint(p) => p.load(),
         _ => Err(ProgramError::UnexpectedProgramType),
     };
+    report.record(ebpf, name, started.elapsed(), loaded.as_ref().copied());
     loaded.map_err(|source| KernelError::Program { name, source })?;
     if let Some(p) = pins {
         let path = p.progs_dir().join(name);
         let _ = std::fs::remove_file(&path);
-        prog.pin(&path).map_err(|source| KernelError::Pin {
-            what: "program",
-            path,
-            source,
-        })?;
+        program(ebpf, name)?
+            .pin(&path)
+            .map_err(|source| KernelError::Pin {
+                what: "program",
+                path,
+                source,
+            })?;
     }
     Ok(())
 }

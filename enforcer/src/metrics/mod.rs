@@ -15,6 +15,7 @@ use prometheus_client::{
 };
 
 pub mod api;
+pub mod kernel;
 
 pub use api::LoggedLabels;
 
@@ -81,6 +82,8 @@ pub struct Metrics {
     pub integrity: Arc<crate::integrity::IntegrityMetrics>,
     /// The API guard's metrics.
     pub api: api::ApiMetrics,
+    /// Features and verifier figures of the loaded programs.
+    pub kernel: kernel::KernelMetrics,
     ready: AtomicBool,
     /// Kernel counter totals already added to `decisions`/`lost_events`.
     seen: Mutex<Counters>,
@@ -194,6 +197,7 @@ impl Metrics {
         );
         let integrity = Arc::new(crate::integrity::IntegrityMetrics::register(&mut registry));
         let api = api::ApiMetrics::register(&mut registry);
+        let kernel = kernel::KernelMetrics::register(&mut registry);
         let build_info = Family::<VersionLabels, Gauge>::default();
         registry.register("build_info", "Version of the agent", build_info.clone());
         build_info
@@ -221,6 +225,7 @@ impl Metrics {
             dns_checksum_offloaded,
             integrity,
             api,
+            kernel,
             ready: AtomicBool::new(false),
             seen: Mutex::new(Counters::default()),
         }
