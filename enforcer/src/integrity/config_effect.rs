@@ -141,7 +141,8 @@ pub fn judge(
         out.push(Finding::new(
             FindingKind::ConfigDropsProtected,
             at,
-            &probe.subject,
+            // What is wrong is part of its identity: another problem is another finding.
+            &format!("{}|{}", probe.subject, Value::Array(judged.clone())),
             details! {
                 "subject" => probe.subject, "alertname" => probe.alertname,
                 "labels" => probe.labels, "routes" => judged, "config_hash" => hash,

@@ -221,8 +221,11 @@ pub fn judge(
             "alertname" => a.name(), "fingerprint" => a.fingerprint, "labels" => a.labels,
             "protected" => protected, "state" => a.state,
         };
-        let mut cause = false;
+        // The cause is part of the finding's identity: a protected alert inhibited, then muted
+        // by an interval, is two findings, each printed when it starts.
+        let mut why = String::new();
         if !a.silenced_by.is_empty() {
+            why = format!("silenced:{}", a.silenced_by.join(","));
             let views: Vec<Value> = a
                 .silenced_by
                 .iter()
@@ -234,7 +237,6 @@ pub fn judge(
                 })
                 .collect();
             d.insert("silenced_by".into(), Value::Array(views));
-            cause = true;
         }
         if !a.inhibited_by.is_empty() {
             let sources: Vec<&Alert> = a
@@ -262,14 +264,18 @@ pub fn judge(
                 json!({"fingerprint": f, "alertname": by_fp.get(f.as_str()).map_or("", |s| s.name())})
             }).collect();
             d.insert("inhibited_by".into(), Value::Array(by));
+            why.push_str(&format!(
+                "|inhibited:{}:{}",
+                rules.join(","),
+                a.inhibited_by.join(",")
+            ));
             d.insert("inhibit_rules".into(), json!(rules));
-            cause = true;
         }
-        if cause {
+        if !why.is_empty() {
             suppressed.push(Finding::new(
                 FindingKind::ProtectedAlertSuppressed,
                 at,
-                &a.fingerprint,
+                &format!("{}|{why}", a.fingerprint),
                 d,
             ));
             continue;
@@ -318,19 +324,21 @@ pub fn judge(
         );
         if muted.is_empty() {
             d.insert("receivers_without_integrations".into(), json!(empty));
+            let subject = format!("{}|{}", a.fingerprint, empty.join(","));
             undelivered.push(Finding::new(
                 FindingKind::ProtectedAlertUndelivered,
                 at,
-                &a.fingerprint,
+                &subject,
                 d,
             ));
         } else {
+            let subject = format!("{}|muted:{}", a.fingerprint, Value::Array(muted.clone()));
             d.insert("muted_by".into(), Value::Array(muted));
             d.insert("receivers_without_integrations".into(), json!(empty));
             suppressed.push(Finding::new(
                 FindingKind::ProtectedAlertSuppressed,
                 at,
-                &a.fingerprint,
+                &subject,
                 d,
             ));
         }

@@ -441,3 +441,21 @@ fn renames_and_reorders_are_said_as_what_they_are() {
     assert_eq!(changed[0]["before"], json!(["deadman"]));
     assert_eq!(changed[0]["after"], json!(["team"]));
 }
+
+#[test]
+fn a_new_cause_is_a_new_finding() {
+    let mut alerts = firing([&[], &[], &[], &[]]);
+    alerts[1] = alert(
+        "f1",
+        &[("alertname", "NodeDown"), ("severity", "critical")],
+        &["s1"],
+        &[],
+    );
+    let by_s1 = judged(&alerts, &[], CONFIG, &mut EffectMemory::default());
+    alerts[1].silenced_by = vec!["s2".into()];
+    let by_s2 = judged(&alerts, &[], CONFIG, &mut EffectMemory::default());
+    assert_ne!(
+        by_s1[0].key, by_s2[0].key,
+        "the reporter would not print the second"
+    );
+}
