@@ -27,6 +27,8 @@ pub use super::timeintervals::{Civil, TimeInterval};
 pub const MAX_ROUTES: usize = 2_000;
 /// Matchers of routes and inhibit rules together.
 pub const MAX_MATCHERS: usize = 10_000;
+/// Inhibit rules analysed.
+pub const MAX_INHIBIT_RULES: usize = 500;
 /// Memory of every compiled matcher together (each is bounded on its own too).
 pub const MAX_DFA_BYTES: usize = 128 << 20;
 
@@ -366,7 +368,11 @@ pub fn parse_routing(text: &str, file: &str) -> Result<Routing, RoutingError> {
         }
     }
     if let Some(list) = root.value("inhibit_rules") {
-        for (i, rule) in cx.list(list, "inhibit_rules")?.iter().enumerate() {
+        let rules = cx.list(list, "inhibit_rules")?;
+        if rules.len() > MAX_INHIBIT_RULES {
+            return Err(cx.too_large("the number of inhibit rules", MAX_INHIBIT_RULES));
+        }
+        for (i, rule) in rules.iter().enumerate() {
             let name = match rule.value("name") {
                 Some(n) => cx.string(n, "inhibit_rules[].name")?,
                 None => format!("inhibit_rules[{i}]"),

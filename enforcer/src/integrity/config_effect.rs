@@ -12,6 +12,7 @@
 //! - the `config_changed` summary: receivers renamed (same definition, new name), routes only
 //!   re-ordered, and where the routing of the protected and firing alerts changed.
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -26,7 +27,7 @@ use crate::matchers::{self, ALERTNAME, Answer, Op};
 use crate::policy::IntegritySettings;
 
 /// Firing alerts whose routing is compared in a `config_changed` summary.
-const MAX_PROBES: usize = 500;
+const MAX_PROBES: usize = 200;
 
 /// A label set routed to judge the configuration.
 pub struct Probe {
@@ -102,13 +103,14 @@ fn shown(d: Duration) -> String {
 
 /// The configuration's findings at `now` (ms since the epoch).
 pub fn judge(
-    routing: &Routing,
+    analysed: &Analysed,
     settings: &IntegritySettings,
     alerts: &[Alert],
     now: i64,
     hash: &str,
     at: &Source,
 ) -> Vec<Finding> {
+    let routing = &analysed.routing;
     let civil = super::time::civil(now);
     let e = &settings.effect;
     let mut out = Vec::new();
@@ -149,14 +151,13 @@ pub fn judge(
             },
         ));
     }
-    for rule in &routing.inhibit_rules {
-        let mut reasons = Vec::new();
-        for p in &settings.protected {
-            if covers(&rule.target, &p.matchers) != Answer::No {
-                reasons.push(json!({"target_covers_protected": p.text}));
-            }
-        }
-        if matchers::matches_everything(&rule.source) == Answer::No {
+    for (rule, known) in routing.inhibit_rules.iter().zip(&analysed.inhibit) {
+        let mut reasons: Vec<Value> = known
+            .covers
+            .iter()
+            .map(|p| json!({"target_covers_protected": p}))
+            .collect();
+        if !known.source_matches_everything {
             let after = i64::try_from(e.always_firing_after.as_millis()).unwrap_or(i64::MAX);
             let deadman = |a: &Alert| {
                 settings.protected.iter().any(|p| {
@@ -300,23 +301,57 @@ pub fn summarise(
     details.insert("routing_changed".into(), Value::Array(changed));
 }
 
-/// The routing of each configuration read, by hash (the last two are kept).
+/// What an inhibit rule is, whatever fires: computed once per configuration (the matcher
+/// algebra is bounded per question, but a configuration may ask many).
+pub struct InhibitKnown {
+    /// Protected selectors its target covers.
+    pub covers: Vec<String>,
+    pub source_matches_everything: bool,
+}
+
+/// A running configuration's routing and what its inhibit rules are.
+pub struct Analysed {
+    pub routing: Routing,
+    pub inhibit: Vec<InhibitKnown>,
+}
+
+impl Analysed {
+    pub fn new(routing: Routing, settings: &IntegritySettings) -> Self {
+        let inhibit = routing
+            .inhibit_rules
+            .iter()
+            .map(|rule| InhibitKnown {
+                covers: settings
+                    .protected
+                    .iter()
+                    .filter(|p| covers(&rule.target, &p.matchers) != Answer::No)
+                    .map(|p| p.text.clone())
+                    .collect(),
+                source_matches_everything: matchers::matches_everything(&rule.source) != Answer::No,
+            })
+            .collect();
+        Self { routing, inhibit }
+    }
+}
+
+/// The analysis of each configuration read, by hash (the current and previous are kept).
 #[derive(Default)]
 pub struct RoutingCache {
-    entries: HashMap<String, Result<std::sync::Arc<Routing>, String>>,
+    entries: HashMap<String, Result<Arc<Analysed>, String>>,
 }
 
 impl RoutingCache {
-    /// The routing of `run` (parsed once per hash).
+    /// The analysis of `run` (made once per hash); `keep` is the other hash to keep.
     pub fn get(
         &mut self,
         run: &Running,
         keep: Option<&str>,
-    ) -> Result<std::sync::Arc<Routing>, String> {
+        settings: &IntegritySettings,
+    ) -> Result<Arc<Analysed>, String> {
         if !self.entries.contains_key(&run.hash) {
             self.entries.retain(|h, _| Some(h.as_str()) == keep);
             let parsed = crate::amconfig::routes::parse_routing(&run.text, "running configuration")
-                .map(std::sync::Arc::new)
+                .map(|r| Arc::new(Analysed::new(r, settings)))
                 .map_err(|e| e.to_string());
             self.entries.insert(run.hash.clone(), parsed);
         }

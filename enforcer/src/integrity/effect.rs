@@ -29,7 +29,7 @@ use crate::policy::IntegritySettings;
 pub const MAX_FINDINGS_PER_KIND: usize = 50;
 /// Protected alerts routed through the route tree per read (each route walk is bounded by
 /// the tree's bounds; this bounds their number).
-const MAX_ROUTED: usize = 1_000;
+const MAX_ROUTED: usize = 200;
 /// Silences named in one finding.
 const MAX_NAMED: usize = 20;
 

@@ -313,8 +313,9 @@ fn the_api_answers_are_read() {
 
 fn config_findings(config: &str, alerts: &[Alert]) -> Vec<Finding> {
     let routing = parse_routing(config, "am.yml").unwrap();
+    let settings = IntegritySettings::default();
     config_effect::judge(
-        &routing,
+        &config_effect::Analysed::new(routing, &settings),
         &IntegritySettings::default(),
         alerts,
         now(),

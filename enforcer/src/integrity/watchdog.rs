@@ -309,17 +309,17 @@ fn observe(
                     .set(seen.breadth.get(&breadth).copied().unwrap_or(0));
             }
             let keep = w.config.as_ref().map(|c| c.hash.clone());
-            let routing = w.routing.get(&running, keep.as_deref());
+            let routing = w.routing.get(&running, keep.as_deref(), settings);
             if let Some(old) = &w.config
                 && old.hash != running.hash
             {
                 let mut f = config::changed(old, &running, &w.source);
-                let old_routing = w.routing.get(old, Some(&running.hash)).ok();
+                let old_routing = w.routing.get(old, Some(&running.hash), settings).ok();
                 let probes = config_effect::probes(settings, &alerts);
                 config_effect::summarise(
                     &mut f.details,
-                    (old, old_routing.as_deref()),
-                    (&running, routing.as_ref().ok().map(AsRef::as_ref)),
+                    (old, old_routing.as_deref().map(|a| &a.routing)),
+                    (&running, routing.as_ref().ok().map(|a| &a.routing)),
                     &probes,
                 );
                 changes.push(f);
@@ -370,7 +370,7 @@ fn judge_effect(
     w: &mut Watched,
     silences: &[silences::Silence],
     running: &Running,
-    routing: Result<Arc<crate::amconfig::routes::Routing>, String>,
+    routing: Result<Arc<config_effect::Analysed>, String>,
     alerts: &[Alert],
     settings: &crate::policy::IntegritySettings,
     metrics: &IntegrityMetrics,
@@ -387,7 +387,7 @@ fn judge_effect(
     let judged = effect::judge(
         alerts,
         silences,
-        routing.as_ref().ok().map(AsRef::as_ref),
+        routing.as_ref().ok().map(|a| &a.routing),
         settings,
         &mut w.effect,
         now,

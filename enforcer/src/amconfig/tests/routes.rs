@@ -259,6 +259,15 @@ fn hostile_configurations_are_bounded() {
     text.push_str("receivers: [{name: r}]\n");
     let e = parse_routing(&text, "am.yml").unwrap_err().to_string();
     assert!(e.contains("number of routes"), "{e}");
+    // More inhibit rules than are analysed.
+    let mut text = String::from("route: {receiver: r}\nreceivers: [{name: r}]\ninhibit_rules:\n");
+    for i in 0..=MAX_INHIBIT_RULES {
+        text.push_str(&format!(
+            "  - {{source_matchers: ['a=\"{i}\"'], target_matchers: [b=c]}}\n"
+        ));
+    }
+    let e = parse_routing(&text, "am.yml").unwrap_err().to_string();
+    assert!(e.contains("number of inhibit rules"), "{e}");
     // A deep tree is refused by the YAML depth bound, not by the stack.
     let mut deep = String::from("route:\n");
     for d in 0..200 {
