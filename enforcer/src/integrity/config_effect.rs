@@ -157,7 +157,9 @@ pub fn judge(
             .iter()
             .map(|p| json!({"target_covers_protected": p}))
             .collect();
-        if !known.source_matches_everything {
+        if known.source_matches_everything {
+            reasons.push(json!({"source_always_firing": "matches every alert"}));
+        } else {
             let after = i64::try_from(e.always_firing_after.as_millis()).unwrap_or(i64::MAX);
             let deadman = |a: &Alert| {
                 settings.protected.iter().any(|p| {
@@ -175,8 +177,6 @@ pub fn judge(
                 reasons
                     .push(json!({"source_always_firing": a.name(), "fingerprint": a.fingerprint}));
             }
-        } else {
-            reasons.push(json!({"source_always_firing": "matches every alert"}));
         }
         if reasons.is_empty() {
             continue;
