@@ -460,3 +460,28 @@ fn a_new_cause_is_a_new_finding() {
         "the reporter would not print the second"
     );
 }
+
+#[test]
+fn a_flood_of_protected_alerts_is_bounded() {
+    // Anyone who reaches the API can post alerts: 5,000 critical ones, all muted.
+    let alerts: Vec<Alert> = (0..5_000)
+        .map(|i| {
+            alert(
+                &format!("{i:05}"),
+                &[("alertname", "Flood"), ("severity", "critical")],
+                &[],
+                &[],
+            )
+        })
+        .collect();
+    let muted = with(
+        "    - matchers: [severity=critical]\n      receiver: team\n      mute_time_intervals: [always]\n",
+        "time_intervals:\n  - name: always\n    time_intervals: [{}]\n",
+    );
+    let found = judged(&alerts, &[], &muted, &mut EffectMemory::default());
+    assert_eq!(found.len(), MAX_FINDINGS_PER_KIND, "{}", found.len());
+    assert_eq!(
+        found.last().unwrap().details["and_more"],
+        MAX_ROUTED - MAX_FINDINGS_PER_KIND
+    );
+}
