@@ -193,10 +193,13 @@ pub fn judge(
     now: i64,
     at: &Source,
 ) -> Judged {
-    let civil = super::time::civil(now);
-    let by_fp: HashMap<&str, &Alert> = alerts.iter().map(|a| (a.fingerprint.as_str(), a)).collect();
-    let silence_by_id: HashMap<&str, &Silence> =
-        silences.iter().map(|s| (s.id.as_str(), s)).collect();
+    let cx = Cx {
+        by_fp: alerts.iter().map(|a| (a.fingerprint.as_str(), a)).collect(),
+        silence_by_id: silences.iter().map(|s| (s.id.as_str(), s)).collect(),
+        routing,
+        civil: super::time::civil(now),
+        at,
+    };
     let protected_of = |a: &Alert| -> Vec<String> {
         settings
             .protected
@@ -217,130 +220,18 @@ pub fn judge(
             continue;
         }
         protected_names.push(a.name().to_owned());
-        let mut d = details! {
-            "alertname" => a.name(), "fingerprint" => a.fingerprint, "labels" => a.labels,
-            "protected" => protected, "state" => a.state,
-        };
-        // The cause is part of the finding's identity: a protected alert inhibited, then muted
-        // by an interval, is two findings, each printed when it starts.
-        let mut why = String::new();
-        if !a.silenced_by.is_empty() {
-            why = format!("silenced:{}", a.silenced_by.join(","));
-            let views: Vec<Value> = a
-                .silenced_by
-                .iter()
-                .take(MAX_NAMED)
-                .map(|id| {
-                    silence_by_id
-                        .get(id.as_str())
-                        .map_or_else(|| json!({"silence_id": id}), |s| silence_view(s))
-                })
-                .collect();
-            d.insert("silenced_by".into(), Value::Array(views));
-        }
-        if !a.inhibited_by.is_empty() {
-            let sources: Vec<&Alert> = a
-                .inhibited_by
-                .iter()
-                .filter_map(|f| by_fp.get(f.as_str()).copied())
-                .collect();
-            let rules: Vec<&str> = routing.map_or_else(Vec::new, |r| {
-                r.inhibit_rules
-                    .iter()
-                    .filter(|rule| matches_labels(&rule.target, &a.labels))
-                    .filter(|rule| {
-                        sources.iter().any(|s| {
-                            matches_labels(&rule.source, &s.labels)
-                                && rule
-                                    .equal
-                                    .iter()
-                                    .all(|l| s.labels.get(l) == a.labels.get(l))
-                        })
-                    })
-                    .map(|rule| rule.name.as_str())
-                    .collect()
-            });
-            let by: Vec<Value> = a.inhibited_by.iter().take(MAX_NAMED).map(|f| {
-                json!({"fingerprint": f, "alertname": by_fp.get(f.as_str()).map_or("", |s| s.name())})
-            }).collect();
-            d.insert("inhibited_by".into(), Value::Array(by));
-            why.push_str(&format!(
-                "|inhibited:{}:{}",
-                rules.join(","),
-                a.inhibited_by.join(",")
-            ));
-            d.insert("inhibit_rules".into(), json!(rules));
-        }
-        if !why.is_empty() {
-            suppressed.push(Finding::new(
-                FindingKind::ProtectedAlertSuppressed,
-                at,
-                &format!("{}|{why}", a.fingerprint),
-                d,
-            ));
+        if !a.silenced_by.is_empty() || !a.inhibited_by.is_empty() {
+            suppressed.push(by_api(a, protected, &cx));
             continue;
         }
-        let Some(routing) = routing else { continue };
         routed += 1;
         if routed > MAX_ROUTED {
             continue;
         }
-        let routes = routing.route(&a.labels);
-        let states: Vec<(usize, RouteState)> = routes
-            .iter()
-            .map(|&i| (i, route_state(routing, i, &civil)))
-            .collect();
-        if states
-            .iter()
-            .any(|(_, s)| s.muted_by.is_empty() && s.integrations > 0)
-        {
-            continue;
-        }
-        let muted: Vec<Value> = states
-            .iter()
-            .flat_map(|(_, s)| s.muted_by.clone())
-            .collect();
-        let empty: Vec<String> = states
-            .iter()
-            .filter(|(_, s)| s.integrations == 0)
-            .map(|(i, _)| routing.routes[*i].receiver.clone())
-            .collect();
-        d.insert(
-            "routes".into(),
-            json!(
-                routes
-                    .iter()
-                    .map(|&i| &routing.routes[i].path)
-                    .collect::<Vec<_>>()
-            ),
-        );
-        d.insert(
-            "receivers".into(),
-            json!(if a.receivers.is_empty() {
-                empty.clone()
-            } else {
-                a.receivers.clone()
-            }),
-        );
-        if muted.is_empty() {
-            d.insert("receivers_without_integrations".into(), json!(empty));
-            let subject = format!("{}|{}", a.fingerprint, empty.join(","));
-            undelivered.push(Finding::new(
-                FindingKind::ProtectedAlertUndelivered,
-                at,
-                &subject,
-                d,
-            ));
-        } else {
-            let subject = format!("{}|muted:{}", a.fingerprint, Value::Array(muted.clone()));
-            d.insert("muted_by".into(), Value::Array(muted));
-            d.insert("receivers_without_integrations".into(), json!(empty));
-            suppressed.push(Finding::new(
-                FindingKind::ProtectedAlertSuppressed,
-                at,
-                &subject,
-                d,
-            ));
+        match by_routing(a, protected, &cx) {
+            Some(f) if f.finding == FindingKind::ProtectedAlertUndelivered => undelivered.push(f),
+            Some(f) => suppressed.push(f),
+            None => {}
         }
     }
     let mut states = Vec::new();
@@ -380,6 +271,140 @@ pub fn judge(
             .filter(|a| !protected_of(a).is_empty())
             .count(),
     }
+}
+
+/// What a judgement of one read looks things up in.
+struct Cx<'a> {
+    by_fp: HashMap<&'a str, &'a Alert>,
+    silence_by_id: HashMap<&'a str, &'a Silence>,
+    routing: Option<&'a Routing>,
+    civil: Civil,
+    at: &'a Source,
+}
+
+fn alert_details(a: &Alert, protected: Vec<String>) -> serde_json::Map<String, Value> {
+    details! {
+        "alertname" => a.name(), "fingerprint" => a.fingerprint, "labels" => a.labels,
+        "protected" => protected, "state" => a.state,
+    }
+}
+
+/// A protected alert that Alertmanager reports silenced or inhibited: the silences, the
+/// inhibiting alerts and the inhibit rules that match them. The cause is part of the
+/// finding's identity: inhibited, then silenced, is two findings, each printed when it starts.
+fn by_api(a: &Alert, protected: Vec<String>, cx: &Cx<'_>) -> Finding {
+    let mut d = alert_details(a, protected);
+    let mut why = String::new();
+    if !a.silenced_by.is_empty() {
+        why = format!("silenced:{}", a.silenced_by.join(","));
+        let views: Vec<Value> = a
+            .silenced_by
+            .iter()
+            .take(MAX_NAMED)
+            .map(|id| {
+                cx.silence_by_id
+                    .get(id.as_str())
+                    .map_or_else(|| json!({"silence_id": id}), |s| silence_view(s))
+            })
+            .collect();
+        d.insert("silenced_by".into(), Value::Array(views));
+    }
+    if !a.inhibited_by.is_empty() {
+        let sources: Vec<&Alert> = a
+            .inhibited_by
+            .iter()
+            .filter_map(|f| cx.by_fp.get(f.as_str()).copied())
+            .collect();
+        let rules: Vec<&str> = cx.routing.map_or_else(Vec::new, |r| {
+            r.inhibit_rules
+                .iter()
+                .filter(|rule| matches_labels(&rule.target, &a.labels))
+                .filter(|rule| {
+                    sources.iter().any(|s| {
+                        matches_labels(&rule.source, &s.labels)
+                            && rule
+                                .equal
+                                .iter()
+                                .all(|l| s.labels.get(l) == a.labels.get(l))
+                    })
+                })
+                .map(|rule| rule.name.as_str())
+                .collect()
+        });
+        let by: Vec<Value> = a
+            .inhibited_by
+            .iter()
+            .take(MAX_NAMED)
+            .map(|f| json!({"fingerprint": f, "alertname": cx.by_fp.get(f.as_str()).map_or("", |s| s.name())}))
+            .collect();
+        d.insert("inhibited_by".into(), Value::Array(by));
+        why.push_str(&format!(
+            "|inhibited:{}:{}",
+            rules.join(","),
+            a.inhibited_by.join(",")
+        ));
+        d.insert("inhibit_rules".into(), json!(rules));
+    }
+    Finding::new(
+        FindingKind::ProtectedAlertSuppressed,
+        cx.at,
+        &format!("{}|{why}", a.fingerprint),
+        d,
+    )
+}
+
+/// A protected alert Alertmanager delivers as far as its API says: routed through the running
+/// route tree, is every route muted now by a time interval, or at a receiver without
+/// integrations?
+fn by_routing(a: &Alert, protected: Vec<String>, cx: &Cx<'_>) -> Option<Finding> {
+    let routing = cx.routing?;
+    let routes = routing.route(&a.labels);
+    let states: Vec<(usize, RouteState)> = routes
+        .iter()
+        .map(|&i| (i, route_state(routing, i, &cx.civil)))
+        .collect();
+    if states
+        .iter()
+        .any(|(_, s)| s.muted_by.is_empty() && s.integrations > 0)
+    {
+        return None;
+    }
+    let mut d = alert_details(a, protected);
+    let muted: Vec<Value> = states
+        .iter()
+        .flat_map(|(_, s)| s.muted_by.clone())
+        .collect();
+    let empty: Vec<String> = states
+        .iter()
+        .filter(|(_, s)| s.integrations == 0)
+        .map(|(i, _)| routing.routes[*i].receiver.clone())
+        .collect();
+    let paths: Vec<&String> = routes.iter().map(|&i| &routing.routes[i].path).collect();
+    d.insert("routes".into(), json!(paths));
+    let receivers = if a.receivers.is_empty() {
+        &empty
+    } else {
+        &a.receivers
+    };
+    d.insert("receivers".into(), json!(receivers));
+    d.insert("receivers_without_integrations".into(), json!(empty));
+    if muted.is_empty() {
+        let subject = format!("{}|{}", a.fingerprint, empty.join(","));
+        return Some(Finding::new(
+            FindingKind::ProtectedAlertUndelivered,
+            cx.at,
+            &subject,
+            d,
+        ));
+    }
+    let subject = format!("{}|muted:{}", a.fingerprint, Value::Array(muted.clone()));
+    d.insert("muted_by".into(), Value::Array(muted));
+    Some(Finding::new(
+        FindingKind::ProtectedAlertSuppressed,
+        cx.at,
+        &subject,
+        d,
+    ))
 }
 
 /// At most [`MAX_FINDINGS_PER_KIND`]; the last kept one counts the rest.
