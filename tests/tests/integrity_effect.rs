@@ -332,6 +332,18 @@ fn configuration_changes_are_judged_by_where_protected_alerts_go() {
         f["routes"].to_string().contains("group_wait")
     });
     assert!(f["routes"].to_string().contains("repeat_interval"), "{f}");
+
+    // A configuration Alertmanager runs but that is beyond what the watchdog analyses is a
+    // finding itself, not a silent pass.
+    let wide: String = (0..2_100)
+        .map(|i| format!("    - matchers: ['instance=\"n{i}\"']\n      receiver: team\n"))
+        .collect();
+    let t = reload(ns, &path, &config(&wide, ""));
+    let f = findings.expect("config_not_analysed", t, |_| true);
+    assert!(
+        f["error"].as_str().unwrap().contains("number of routes"),
+        "{f}"
+    );
     drop(findings);
     s.agent.stop();
 }
