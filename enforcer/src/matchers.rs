@@ -23,6 +23,7 @@ use std::{collections::HashSet, fmt, sync::Arc};
 use regex_automata::{
     Anchored, MatchKind,
     dfa::{Automaton as _, StartKind, dense},
+    nfa::thompson,
     util::{primitives::StateID, start},
 };
 
@@ -32,6 +33,9 @@ pub const ALERTNAME: &str = "alertname";
 /// Bound on a compiled DFA (and its determinization): a pathological regex in a silence must
 /// not make the agent allocate without limit.
 const DFA_SIZE_LIMIT: usize = 4 << 20;
+/// Bound on the NFA a regex compiles to, before any DFA: `(.{0,1000}){1000}` must fail fast,
+/// not build a billion-state NFA first.
+const NFA_SIZE_LIMIT: usize = 1 << 20;
 /// Bound on the product states [`exists`] visits; beyond it the answer is [`Answer::Unknown`].
 const MAX_PRODUCT_STATES: usize = 50_000;
 
@@ -119,6 +123,7 @@ impl Matcher {
             .determinize_size_limit(Some(DFA_SIZE_LIMIT));
         let dfa = dense::Builder::new()
             .configure(config)
+            .thompson(thompson::Config::new().nfa_size_limit(Some(NFA_SIZE_LIMIT)))
             .build(&pattern)
             .map_err(|e| MatcherError::Regex {
                 name: name.to_owned(),
@@ -141,6 +146,40 @@ impl Matcher {
         }
         let accepted = self.dfa.is_match_state(self.dfa.next_eoi_state(s));
         accepted != self.op.negated()
+    }
+
+    /// A shortest printable-ASCII value the matcher matches (`""` first), if one is found
+    /// within a bounded search: a representative label value for routing a selector.
+    pub fn example(&self) -> Option<String> {
+        if self.matches("") {
+            return Some(String::new());
+        }
+        let mut seen = HashSet::new();
+        let mut queue = std::collections::VecDeque::from([(self.start(), Vec::new())]);
+        while let Some((s, text)) = queue.pop_front() {
+            if seen.len() > MAX_PRODUCT_STATES || text.len() > 256 {
+                return None;
+            }
+            for b in 0x20..0x7f_u8 {
+                let t = self.dfa.next_state(s, b);
+                if self.dfa.is_quit_state(t) || !seen.insert(t) {
+                    continue;
+                }
+                let mut next: Vec<u8> = text.clone();
+                next.push(b);
+                let accepted = self.dfa.is_match_state(self.dfa.next_eoi_state(t));
+                if accepted != self.op.negated() {
+                    return String::from_utf8(next).ok();
+                }
+                queue.push_back((t, next));
+            }
+        }
+        None
+    }
+
+    /// Heap memory of the compiled automaton.
+    pub fn memory_usage(&self) -> usize {
+        self.dfa.memory_usage()
     }
 
     fn start(&self) -> StateID {

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 mod agent;
+pub mod alertmanager;
 pub mod attack;
 mod bins;
 mod bpffs;

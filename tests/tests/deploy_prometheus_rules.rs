@@ -74,4 +74,23 @@ fn alert_rules_pass_promtool_check_and_test() {
         );
     }
     assert!(rules.to_string().contains(JOB));
+
+    // A rule that links a runbook links the page of its own name, and the page exists.
+    let prefix = "https://github.com/alertmanager-enforcer/enforcer/blob/main/docs/runbooks/";
+    for rule in rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+    {
+        let Some(url) = rule["annotations"]["runbook_url"].as_str() else {
+            continue;
+        };
+        let name = rule["alert"].as_str().unwrap();
+        assert_eq!(url, format!("{prefix}{name}.md"), "{name}");
+        let page = deploy("..")
+            .join("docs/runbooks")
+            .join(format!("{name}.md"));
+        assert!(page.is_file(), "{name}: no {}", page.display());
+    }
 }

@@ -21,20 +21,17 @@
 //! Each finding must arrive within [`WITHIN`] of the change (one 1 s interval, plus the read
 //! itself and the line's way through a pipe).
 use std::{
-    io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
-    path::Path,
+    net::TcpListener,
     time::{Duration, Instant},
 };
 
+use integration_tests::alertmanager::{
+    AM_ADDR, Findings, Watched, agent_metric, am_api as api, amtool_silence, start_alertmanager,
+};
 use integration_tests::{
-    Agent, ChildGuard, HttpSink, NetNs, TempDir, TestCgroup, http_get, installed, privileged,
-    wait_for,
+    Agent, HttpSink, NetNs, TempDir, TestCgroup, installed, privileged, wait_for,
 };
 use serde_json::Value;
-
-const AM_ADDR: &str = "127.0.0.1:9093";
-const WITHIN: Duration = Duration::from_secs(3);
 /// In the notify URL's query: must never appear in the agent's logs.
 const SECRET: &str = "s3cr3t-token";
 
@@ -50,130 +47,6 @@ fn policy(notify_port: u16) -> String {
     )
 }
 
-/// One HTTP/1.1 request to Alertmanager inside the namespace: (status, body).
-fn api(ns: &NetNs, method: &str, path: &str, body: &str) -> (u16, String) {
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {AM_ADDR}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let response = ns
-        .run(|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect(AM_ADDR)?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(request.as_bytes())?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    // Alertmanager answers small bodies chunked: keep the JSON part.
-    let json = body.find(['{', '[']).map_or(body, |i| {
-        &body[i..body.rfind(['}', ']']).map_or(body.len(), |j| j + 1)]
-    });
-    (status, json.to_owned())
-}
-
-/// `amtool silence add ...` inside the namespace; the new silence's id.
-fn amtool_silence(ns: &NetNs, matcher: &str, duration: &str) -> String {
-    let out = ns
-        .output(&[
-            "amtool",
-            &format!("--alertmanager.url=http://{AM_ADDR}"),
-            "silence",
-            "add",
-            matcher,
-            &format!("--duration={duration}"),
-            "--comment=integrity test",
-            "--author=mallory",
-        ])
-        .expect("amtool (scripts/setup.sh installs Debian's prometheus-alertmanager)");
-    assert!(
-        out.status.success(),
-        "amtool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Starts Alertmanager in `cg` inside `ns` (joined before exec) and waits until it is ready.
-fn start_alertmanager(ns: &NetNs, cg: &TestCgroup, tmp: &TempDir, config: &Path) -> ChildGuard {
-    let mut cmd = ns.command_in_cgroup(cg, "prometheus-alertmanager");
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.path={}",
-            tmp.path.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={AM_ADDR}"))
-        .arg("--cluster.listen-address=");
-    let log = tmp.path.join("alertmanager.log");
-    let mut am = ChildGuard::spawn_logged("prometheus-alertmanager", &mut cmd, &log)
-        .expect("prometheus-alertmanager (scripts/setup.sh installs it)");
-    wait_for(Duration::from_secs(30), "Alertmanager's /-/ready", || {
-        am.assert_alive();
-        matches!(ns.http_get(AM_ADDR, "/-/ready"), Ok((200, _))).then_some(())
-    });
-    am
-}
-
-/// The value of one series of the agent's /metrics.
-fn agent_metric(addr: &str, series: &str) -> Option<f64> {
-    let response = http_get(addr, "/metrics").ok()?;
-    response.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|v| v.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
-
-/// The agent's integrity lines, collected across calls.
-struct Findings<'a> {
-    agent: &'a mut Agent,
-    seen: Vec<Value>,
-}
-
-impl Findings<'_> {
-    fn collect(&mut self) {
-        for v in self.agent.take_events(0, Duration::from_millis(10)) {
-            if v["event"] == "integrity" {
-                self.seen.push(v);
-            }
-        }
-    }
-
-    /// Waits up to [`WITHIN`] for a finding of `kind` that `pred` accepts; panics with every
-    /// finding seen when none comes.
-    fn expect(&mut self, kind: &str, since: Instant, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            self.collect();
-            if let Some(f) = self.seen.iter().find(|f| f["finding"] == kind && pred(f)) {
-                eprintln!("{kind} after {:?}", since.elapsed());
-                return f.clone();
-            }
-            assert!(
-                since.elapsed() < WITHIN,
-                "no {kind} finding within {WITHIN:?}; findings:\n{:#?}\nagent stderr:\n{}",
-                self.seen,
-                self.agent.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kinds(&self) -> Vec<String> {
-        self.seen
-            .iter()
-            .map(|f| f["finding"].as_str().unwrap_or("").to_owned())
-            .collect()
-    }
-}
-
 #[test]
 fn the_silence_attack_and_a_tampered_configuration_are_caught_and_sent_out_of_band() {
     let setup = "scripts/setup.sh installs Debian's prometheus-alertmanager";
@@ -183,24 +56,16 @@ fn the_silence_attack_and_a_tampered_configuration_are_caught_and_sent_out_of_ba
     {
         return;
     }
-    let ns = NetNs::new("enforcer-integ").unwrap();
-    let cg = TestCgroup::new().unwrap();
-    let tmp = TempDir::new().unwrap();
-    let sink_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let notify_port = sink_listener.local_addr().unwrap().port();
-    let sink = HttpSink::start(sink_listener).unwrap();
-    let policy_path = tmp.write("policy.yaml", &policy(notify_port)).unwrap();
-    let config = tmp.write("alertmanager.yml", CONFIG).unwrap();
-    let metrics_port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let cg_path = cg.path_str();
-    let args = ["--cgroup", &cg_path, "--metrics-address", &metrics_addr];
-    let mut agent = Agent::start_args(Some(&policy_path), &args).unwrap();
-    let am = start_alertmanager(&ns, &cg, &tmp, &config);
-    agent.wait_for_stderr("integrity watchdog: watching");
+    let Watched {
+        ns,
+        cg,
+        tmp: _tmp,
+        sink,
+        mut agent,
+        am,
+        metrics: metrics_addr,
+        config,
+    } = Watched::start("enforcer-integ", policy, CONFIG);
     let mut findings = Findings {
         agent: &mut agent,
         seen: Vec::new(),

@@ -25,8 +25,10 @@ mod extract;
 mod gourl;
 mod host;
 mod report;
+pub mod routes;
 mod schema;
 mod suggest;
+mod timeintervals;
 
 #[cfg(test)]
 mod tests;

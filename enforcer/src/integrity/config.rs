@@ -159,9 +159,10 @@ pub fn denied(config: &Running, policy: &Policy, base: &Path, at: &Source) -> Ve
                 "rule" => f.reason,
                 "config_hash" => config.hash,
             };
+            // Not the configuration's hash: an unrelated change (a rename elsewhere, a route
+            // re-ordered) must not raise the same denied receiver again.
             let subject = format!(
-                "{}|{}|{}|{}",
-                config.hash,
+                "{}|{}|{}",
                 f.receiver,
                 f.field,
                 destination.as_deref().unwrap_or("")
@@ -226,5 +227,26 @@ mod tests {
                 .contains("cloud-metadata"),
             "{evil:?}"
         );
+    }
+
+    #[test]
+    fn a_denied_receiver_is_the_same_finding_across_unrelated_changes() {
+        let text = BEFORE.to_owned()
+            + "- name: evil\n  webhook_configs:\n  - url: http://169.254.169.254/latest/meta-data/\n";
+        let policy = crate::policy::default_policy();
+        let keys = |t: String| -> Vec<String> {
+            let mut k: Vec<String> = denied(&running(t), &policy, Path::new("/nonexistent"), &at())
+                .into_iter()
+                .map(|f| f.key)
+                .collect();
+            k.sort();
+            k
+        };
+        let renamed = text.replace(
+            "receiver: team\n      matchers",
+            "receiver: team\n      continue: true\n      matchers",
+        );
+        assert_ne!(running(text.clone()).hash, running(renamed.clone()).hash);
+        assert_eq!(keys(text), keys(renamed));
     }
 }

@@ -16,10 +16,17 @@ pub enum FindingKind {
     ConfigChanged,
     ReceiverDenied,
     ApiUnreachable,
+    ProtectedAlertSuppressed,
+    ProtectedAlertUndelivered,
+    SilencesMuteFiring,
+    ProtectedAlertsGone,
+    ConfigDropsProtected,
+    InhibitRuleRisky,
+    ConfigNotAnalysed,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 8] = [
+    pub const ALL: [FindingKind; 15] = [
         FindingKind::SilenceMatchesEverything,
         FindingKind::SilenceCoversProtected,
         FindingKind::SilenceBroadened,
@@ -28,6 +35,13 @@ impl FindingKind {
         FindingKind::ConfigChanged,
         FindingKind::ReceiverDenied,
         FindingKind::ApiUnreachable,
+        FindingKind::ProtectedAlertSuppressed,
+        FindingKind::ProtectedAlertUndelivered,
+        FindingKind::SilencesMuteFiring,
+        FindingKind::ProtectedAlertsGone,
+        FindingKind::ConfigDropsProtected,
+        FindingKind::InhibitRuleRisky,
+        FindingKind::ConfigNotAnalysed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +54,13 @@ impl FindingKind {
             FindingKind::ConfigChanged => "config_changed",
             FindingKind::ReceiverDenied => "receiver_denied",
             FindingKind::ApiUnreachable => "api_unreachable",
+            FindingKind::ProtectedAlertSuppressed => "protected_alert_suppressed",
+            FindingKind::ProtectedAlertUndelivered => "protected_alert_undelivered",
+            FindingKind::SilencesMuteFiring => "silences_mute_firing",
+            FindingKind::ProtectedAlertsGone => "protected_alerts_gone",
+            FindingKind::ConfigDropsProtected => "config_drops_protected",
+            FindingKind::InhibitRuleRisky => "inhibit_rule_risky",
+            FindingKind::ConfigNotAnalysed => "config_not_analysed",
         }
     }
 

@@ -38,7 +38,18 @@ pub struct IntegrityMetrics {
     pub last_read: Family<WatchedLabels, Gauge>,
     pub api_up: Family<WatchedLabels, Gauge>,
     pub notifications: Family<ResultLabels, Counter>,
+    pub alerts: Family<AlertLabels, Gauge>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub target: String,
+    pub pid: String,
+    /// `firing` (every alert the API shows), `suppressed`, `protected`.
+    pub kind: &'static str,
+}
+
+const ALERT_KINDS: [&str; 3] = ["firing", "suppressed", "protected"];
 
 impl IntegrityMetrics {
     /// Creates the metrics and registers them under `integrity_`.
@@ -80,6 +91,11 @@ impl IntegrityMetrics {
             "Out-of-band notifications by result (sent, failed after retries, dropped from a full queue)",
             m.notifications.clone(),
         );
+        r.register(
+            "alerts",
+            "Alerts of a watched Alertmanager at the last read: firing (all), suppressed (silenced or inhibited), protected (named by a protected selector)",
+            m.alerts.clone(),
+        );
         for kind in super::FindingKind::ALL {
             let labels = KindLabels {
                 kind: kind.as_str(),
@@ -99,6 +115,20 @@ impl IntegrityMetrics {
             .inc();
     }
 
+    /// The alert gauges of one read.
+    pub fn observe_alerts(&self, w: &WatchedLabels, judged: &super::effect::Judged) {
+        let counts = [judged.firing, judged.suppressed, judged.protected_firing];
+        for (kind, n) in ALERT_KINDS.into_iter().zip(counts) {
+            self.alerts
+                .get_or_create(&AlertLabels {
+                    target: w.target.clone(),
+                    pid: w.pid.clone(),
+                    kind,
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Forgets the series of a process that is no longer watched.
     pub fn forget(&self, target: &str, pid: u32) {
         let w = WatchedLabels {
@@ -107,6 +137,13 @@ impl IntegrityMetrics {
         };
         self.last_read.remove(&w);
         self.api_up.remove(&w);
+        for kind in ALERT_KINDS {
+            self.alerts.remove(&AlertLabels {
+                target: w.target.clone(),
+                pid: w.pid.clone(),
+                kind,
+            });
+        }
         for breadth in ["everything", "protected", "narrow"] {
             self.silences.remove(&BreadthLabels {
                 target: w.target.clone(),

@@ -11,11 +11,17 @@
 //!   (the expired id linked to its successor), extended, too long.
 //! - [`config`]: the running configuration's hash, receivers and routes, and the receivers the
 //!   policy denies (decided by [`crate::amconfig::check`], as `enforcer check` decides them).
+//! - [`effect`]: what the silences, inhibit rules, time intervals and receivers do to the
+//!   alerts firing now (`GET /api/v2/alerts`, `/api/v2/alerts/groups`).
+//! - [`config_effect`]: the protected selectors and alerts routed through the running route
+//!   tree; inhibit rules fed by always-firing alerts; the `config_changed` summary.
 //! - [`notify`]: the out-of-band POSTs (bounded queue, retries, repeats while a finding
 //!   persists, no URL secret ever logged).
 //! - [`watchdog`]: the loop over the targets, findings on stdout, metrics.
 pub mod client;
 pub mod config;
+pub mod config_effect;
+pub mod effect;
 pub mod finding;
 pub mod flags;
 pub mod http;

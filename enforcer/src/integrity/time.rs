@@ -32,6 +32,27 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
+/// The civil time (UTC) of a moment, for time intervals.
+pub fn civil(ms: i64) -> crate::amconfig::routes::Civil {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let (ny, nm) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    crate::amconfig::routes::Civil {
+        year,
+        month,
+        day,
+        month_days: days_from_civil(ny, nm, 1) - days_from_civil(year, month, 1),
+        // 1970-01-01 was a Thursday.
+        weekday: (days + 4).rem_euclid(7),
+        minute: secs.rem_euclid(86_400) / 60,
+    }
+}
+
 /// `2026-12-02T00:15:15.450Z` (UTC, milliseconds).
 pub fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -111,6 +132,11 @@ mod tests {
         assert_eq!(
             parse_rfc3339("2024-02-29T12:00:00.123456789Z"),
             Some(1_709_208_000_123)
+        );
+        let c = civil(parse_rfc3339("2024-02-29T23:59:00Z").unwrap());
+        assert_eq!(
+            (c.year, c.month, c.day, c.month_days, c.weekday, c.minute),
+            (2024, 2, 29, 29, 4, 1439)
         );
         for bad in [
             "",

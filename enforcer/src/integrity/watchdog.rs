@@ -16,6 +16,8 @@ use tokio::sync::watch;
 
 use super::client::ApiClient;
 use super::config::{self, Running};
+use super::config_effect::{self, RoutingCache};
+use super::effect::{self, Alert, EffectMemory};
 use super::finding::{Finding, FindingKind, Source};
 use super::metrics::{BreadthLabels, IntegrityMetrics, KindLabels, WatchedLabels};
 use super::notify::Notifier;
@@ -101,6 +103,11 @@ struct Watched {
     denied: Option<Vec<Finding>>,
     /// The silence findings of the last successful read.
     silence_states: Vec<Finding>,
+    /// The running configuration's routing, by hash.
+    routing: RoutingCache,
+    effect: EffectMemory,
+    /// The effect findings of the last successful read.
+    effect_states: Vec<Finding>,
     failures: u32,
     last_error: String,
 }
@@ -168,13 +175,18 @@ fn watch(proc_root: &Path, p: &WatchedProcess, policy: &Policy) -> Watched {
         config: None,
         denied: None,
         silence_states: Vec::new(),
+        routing: RoutingCache::default(),
+        effect: EffectMemory::default(),
+        effect_states: Vec::new(),
         failures: 0,
         last_error: String::new(),
     }
 }
 
-/// One read: silences and running configuration.
-async fn read(client: Arc<ApiClient>) -> Result<(Vec<silences::Silence>, Running), String> {
+/// One read: silences, running configuration and firing alerts.
+type ReadResult = Result<(Vec<silences::Silence>, Running, Vec<Alert>), String>;
+
+async fn read(client: Arc<ApiClient>) -> ReadResult {
     let body = client
         .get("api/v2/silences")
         .await
@@ -185,7 +197,16 @@ async fn read(client: Arc<ApiClient>) -> Result<(Vec<silences::Silence>, Running
         .await
         .map_err(|e| e.to_string())?;
     let running = config::parse_status(&body).map_err(|e| e.to_string())?;
-    Ok((silences, running))
+    let alerts = client
+        .get("api/v2/alerts")
+        .await
+        .map_err(|e| e.to_string())?;
+    let groups = client
+        .get("api/v2/alerts/groups")
+        .await
+        .map_err(|e| e.to_string())?;
+    let alerts = effect::parse_alerts(&alerts, &groups).map_err(|e| e.to_string())?;
+    Ok((silences, running, alerts))
 }
 
 async fn run(
@@ -260,7 +281,7 @@ async fn run(
 
 fn observe(
     w: &mut Watched,
-    result: Result<(Vec<silences::Silence>, Running), String>,
+    result: ReadResult,
     policy: &Policy,
     metrics: &IntegrityMetrics,
     reporter: &mut Reporter,
@@ -269,12 +290,12 @@ fn observe(
     let mut changes = Vec::new();
     let mut states;
     match result {
-        Ok((silences, running)) => {
+        Ok((silences, running, alerts)) => {
             if w.failures >= settings.unreachable_after {
                 tracing::info!(pid = w.source.pid, api = %w.source.api, "integrity watchdog: API reachable again");
             }
             w.failures = 0;
-            let seen = w.book.observe(silences, settings, &w.source);
+            let seen = w.book.observe(silences.clone(), settings, &w.source);
             changes.extend(seen.changes);
             w.silence_states = seen.states;
             for breadth in [Breadth::Everything, Breadth::Protected, Breadth::Narrow] {
@@ -287,13 +308,26 @@ fn observe(
                     })
                     .set(seen.breadth.get(&breadth).copied().unwrap_or(0));
             }
+            let keep = w.config.as_ref().map(|c| c.hash.clone());
+            let routing = w.routing.get(&running, keep.as_deref(), settings);
             if let Some(old) = &w.config
                 && old.hash != running.hash
             {
-                changes.push(config::changed(old, &running, &w.source));
+                let mut f = config::changed(old, &running, &w.source);
+                let old_routing = w.routing.get(old, Some(&running.hash), settings).ok();
+                let probes = config_effect::probes(settings, &alerts);
+                config_effect::summarise(
+                    &mut f.details,
+                    (old, old_routing.as_deref().map(|a| &a.routing)),
+                    (&running, routing.as_ref().ok().map(|a| &a.routing)),
+                    &probes,
+                );
+                changes.push(f);
                 metrics.config_changes.get_or_create(&w.labels).inc();
                 w.denied = None;
             }
+            w.effect_states =
+                judge_effect(w, &silences, &running, routing, &alerts, settings, metrics);
             if w.denied.is_none() {
                 w.denied = Some(config::denied(&running, policy, &w.config_dir, &w.source));
             }
@@ -304,6 +338,7 @@ fn observe(
                 .set(super::time::now_ms() / 1000);
             metrics.api_up.get_or_create(&w.labels).set(1);
             states = w.silence_states.clone();
+            states.extend(w.effect_states.iter().cloned());
         }
         Err(e) => {
             w.failures = w.failures.saturating_add(1);
@@ -314,6 +349,7 @@ fn observe(
             w.last_error = e.clone();
             // What was found before still holds as far as anyone knows.
             states = w.silence_states.clone();
+            states.extend(w.effect_states.iter().cloned());
             if w.failures >= settings.unreachable_after {
                 states.push(Finding::new(
                     FindingKind::ApiUnreachable,
@@ -326,6 +362,51 @@ fn observe(
     }
     states.extend(w.denied.iter().flatten().cloned());
     reporter.report(w.source.pid, states, changes);
+}
+
+/// The findings judged by effect on the firing alerts and by routing through the running
+/// configuration, and the alert gauges.
+fn judge_effect(
+    w: &mut Watched,
+    silences: &[silences::Silence],
+    running: &Running,
+    routing: Result<Arc<config_effect::Analysed>, String>,
+    alerts: &[Alert],
+    settings: &crate::policy::IntegritySettings,
+    metrics: &IntegrityMetrics,
+) -> Vec<Finding> {
+    let now = super::time::now_ms();
+    let routing = routing.map_err(|e| {
+        Finding::new(
+            FindingKind::ConfigNotAnalysed,
+            &w.source,
+            &running.hash,
+            details! {"error" => e, "config_hash" => running.hash},
+        )
+    });
+    let judged = effect::judge(
+        alerts,
+        silences,
+        routing.as_ref().ok().map(|a| &a.routing),
+        settings,
+        &mut w.effect,
+        now,
+        &w.source,
+    );
+    metrics.observe_alerts(&w.labels, &judged);
+    let mut states = judged.states;
+    match routing {
+        Ok(r) => states.extend(config_effect::judge(
+            &r,
+            settings,
+            alerts,
+            now,
+            &running.hash,
+            &w.source,
+        )),
+        Err(f) => states.push(f),
+    }
+    states
 }
 
 /// Prints and sends findings: a state once when it starts (again every `notify_repeat` to the

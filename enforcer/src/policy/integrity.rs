@@ -28,6 +28,40 @@ pub struct IntegritySettings {
     pub notify_queue: usize,
     /// `api`: credentials and TLS for APIs behind `--web.config.file`.
     pub api: ApiSettings,
+    /// `effect`: what the firing alerts and the route tree are judged by.
+    pub effect: EffectSettings,
+}
+
+/// `integrity.effect:` — thresholds of the findings judged by effect on firing alerts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectSettings {
+    /// `mute_percent` (default 50): a set of silences muting more than this percentage of the
+    /// firing alerts is a finding.
+    pub mute_percent: usize,
+    /// `silence_window` (default 15m): silences created this close together are one set.
+    pub silence_window: Duration,
+    /// `max_group_wait` (default 10m), `max_group_interval` (default 1h),
+    /// `max_repeat_interval` (default 168h): a protected alert's route with a longer timer
+    /// holds its notifications back.
+    pub max_group_wait: Duration,
+    pub max_group_interval: Duration,
+    pub max_repeat_interval: Duration,
+    /// `always_firing_after` (default 1h): an alert firing this long feeds an inhibit rule
+    /// for good.
+    pub always_firing_after: Duration,
+}
+
+impl Default for EffectSettings {
+    fn default() -> Self {
+        Self {
+            mute_percent: 50,
+            silence_window: Duration::from_secs(15 * 60),
+            max_group_wait: Duration::from_secs(10 * 60),
+            max_group_interval: Duration::from_secs(3600),
+            max_repeat_interval: Duration::from_secs(7 * 24 * 3600),
+            always_firing_after: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl IntegritySettings {
@@ -65,6 +99,7 @@ impl IntegritySettings {
             notify_repeat: Self::DEFAULT_REPEAT,
             notify_queue: Self::DEFAULT_QUEUE,
             api: ApiSettings::default(),
+            effect: EffectSettings::default(),
         }
     }
 }
@@ -194,6 +229,36 @@ mod tests {
         assert_eq!(s.notify_queue, 10);
         assert_eq!(s.api.basic_auth.unwrap().username, "w");
         assert_eq!(s.api.tls.unwrap().server_name.as_deref(), Some("am"));
+        assert_eq!(s.effect, EffectSettings::default());
+        let p = parse_policy(
+            "default: allow\nintegrity:\n  effect:\n    mute_percent: 80\n    silence_window: 1h\n    \
+             max_group_wait: 1m\n    max_group_interval: 2m\n    max_repeat_interval: 3m\n    \
+             always_firing_after: 4m\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let e = p.integrity.effect;
+        assert_eq!(e.mute_percent, 80);
+        assert_eq!(e.silence_window, Duration::from_secs(3600));
+        assert_eq!(
+            [
+                e.max_group_wait,
+                e.max_group_interval,
+                e.max_repeat_interval,
+                e.always_firing_after
+            ],
+            [60, 120, 180, 240].map(Duration::from_secs)
+        );
+        let e = parse_policy(
+            "default: allow\nintegrity:\n  effect:\n    mute_percent: 101\n",
+            "p.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("p.yaml:4:19: mute_percent 101 is out of range"),
+            "{e}"
+        );
     }
 
     #[test]

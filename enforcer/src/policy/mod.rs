@@ -22,7 +22,9 @@ use enforcer_common::{action, mode, proto, rule_id, verdict};
 use ipnet::{IpNet, Ipv4Net};
 
 pub use error::{PolicyError, Problem};
-pub use integrity::{ApiSettings, BasicAuth, IntegritySettings, NotifyUrl, Selector, TlsSettings};
+pub use integrity::{
+    ApiSettings, BasicAuth, EffectSettings, IntegritySettings, NotifyUrl, Selector, TlsSettings,
+};
 pub use presets::{PRESETS_VERSION, Preset, PresetEntry, preset, presets, render_presets};
 
 /// `mode:` — whether a deny verdict is enforced or only logged.

@@ -17,13 +17,20 @@
 //!     basic_auth: {username: watchdog, password_file: /etc/enforcer/am-password}
 //!     bearer_token_file: /etc/enforcer/am-token
 //!     tls: {ca_file: /etc/enforcer/am-ca.pem, server_name: alertmanager}
+//!   effect:                       # judged by effect on firing alerts and the route tree
+//!     mute_percent: 50            # silences muting more than this % of firing alerts
+//!     silence_window: 15m         # silences created this close together are one set
+//!     max_group_wait: 10m         # longer timers on a protected alert's route are findings
+//!     max_group_interval: 1h
+//!     max_repeat_interval: 168h
+//!     always_firing_after: 1h     # an inhibit source firing this long is always firing
 //! ```
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Cx, PolicyError, Problem};
 use crate::policy::integrity::{
-    ApiSettings, BasicAuth, IntegritySettings, NotifyUrl, Selector, TlsSettings,
+    ApiSettings, BasicAuth, EffectSettings, IntegritySettings, NotifyUrl, Selector, TlsSettings,
 };
 use crate::yaml::{Kind, Node};
 
@@ -37,9 +44,10 @@ const KEYS: &[&str] = &[
     "notify_repeat",
     "notify_queue",
     "api",
+    "effect",
 ];
 const EXPECTED: &str = "enabled, interval, max_silence_duration, unreachable_after, protected, \
-                        notify, notify_repeat, notify_queue, api";
+                        notify, notify_repeat, notify_queue, api, effect";
 
 impl Cx<'_> {
     pub(super) fn integrity(&self, node: &Node) -> Result<IntegritySettings, PolicyError> {
@@ -92,6 +100,7 @@ impl Cx<'_> {
                         .map(|entry| self.notify_entry(entry))
                         .collect::<Result<_, _>>()?;
                 }
+                "effect" => s.effect = self.effect(value)?,
                 _ => s.api = self.api(value)?,
             }
         }
@@ -170,6 +179,49 @@ impl Cx<'_> {
         let text = self.text(field.value, "url", "an http or https URL")?;
         NotifyUrl::parse(&text)
             .map_err(|reason| self.err(field.value, Problem::InvalidNotifyUrl { reason }))
+    }
+
+    fn effect(&self, node: &Node) -> Result<EffectSettings, PolicyError> {
+        let mut e = EffectSettings::default();
+        if let Kind::Null = node.kind {
+            return Ok(e);
+        }
+        let keys = &[
+            "mute_percent",
+            "silence_window",
+            "max_group_wait",
+            "max_group_interval",
+            "max_repeat_interval",
+            "always_firing_after",
+        ];
+        let expected = "mute_percent, silence_window, max_group_wait, max_group_interval, \
+                        max_repeat_interval, always_firing_after";
+        for field in self.fields(node, "effect", keys, expected)? {
+            let value = field.value;
+            let min = Duration::from_secs(1);
+            match field.name {
+                "mute_percent" => e.mute_percent = self.whole(value, "mute_percent", 100)?,
+                "silence_window" => {
+                    e.silence_window = self.bounded_duration(value, "silence_window", min)?
+                }
+                "max_group_wait" => {
+                    e.max_group_wait = self.bounded_duration(value, "max_group_wait", min)?
+                }
+                "max_group_interval" => {
+                    e.max_group_interval =
+                        self.bounded_duration(value, "max_group_interval", min)?;
+                }
+                "max_repeat_interval" => {
+                    e.max_repeat_interval =
+                        self.bounded_duration(value, "max_repeat_interval", min)?;
+                }
+                _ => {
+                    e.always_firing_after =
+                        self.bounded_duration(value, "always_firing_after", min)?
+                }
+            }
+        }
+        Ok(e)
     }
 
     fn api(&self, node: &Node) -> Result<ApiSettings, PolicyError> {
