@@ -446,3 +446,40 @@ fn presets_lists_both_presets() {
         assert!(out.contains(needle), "{needle} missing:\n{out}");
     }
 }
+
+#[test]
+fn run_diagnostics_follow_log_format_and_log_level() {
+    // A policy that cannot be read: `run` fails before touching the kernel, with one error line.
+    let run = |args: &[&str], rust_log: &str| {
+        let out = std::process::Command::new(integration_tests::enforcer_bin())
+            .args([
+                "run",
+                "--policy",
+                "/nonexistent/p.yaml",
+                "--web.listen-address",
+                "none",
+            ])
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let json = run(&[], "info");
+    let line: serde_json::Value =
+        serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(line["level"], "ERROR");
+    assert_eq!(line["message"], "enforcer run failed");
+
+    let logfmt = run(&["--log.format", "logfmt"], "info");
+    assert!(logfmt.starts_with("ts="), "{logfmt}");
+    assert!(
+        logfmt.contains(" level=error msg=\"enforcer run failed\" error=\"/nonexistent/p.yaml: cannot read the policy"),
+        "{logfmt}"
+    );
+
+    // --log.level wins over RUST_LOG.
+    assert_eq!(run(&[], "off"), "");
+    assert!(run(&["--log.level", "error"], "off").contains("enforcer run failed"));
+}
