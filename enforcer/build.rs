@@ -3,6 +3,7 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
+    build_info();
     let out_dir = std::env::var("OUT_DIR").context("OUT_DIR not set")?;
     // The enforcer's programs, and the benchmark's floor program (`cargo xtask bench`).
     let objects = ["enforcer-ebpf", "floor"].map(|bin| std::path::Path::new(&out_dir).join(bin));
@@ -42,4 +43,64 @@ fn main() -> anyhow::Result<()> {
         }],
         Toolchain::Custom(&toolchain),
     )
+}
+
+/// `ENFORCER_REVISION` and `ENFORCER_BUILD_DATE` for `--version` and `enforcer_build_info`: the
+/// git commit being built (`unknown` outside a git checkout; the variable of the same name
+/// overrides, for builds from a source archive) and the build's UTC date (SOURCE_DATE_EPOCH
+/// when set, for reproducible builds).
+fn build_info() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    println!("cargo::rerun-if-env-changed=ENFORCER_REVISION");
+    println!("cargo::rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    // A new commit or checkout changes HEAD (a branch name) or the ref it names.
+    for file in ["HEAD", "packed-refs"] {
+        if let Some(path) = git(&["rev-parse", "--git-path", file]) {
+            println!("cargo::rerun-if-changed={path}");
+        }
+    }
+    if let Some(path) =
+        git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r]))
+    {
+        println!("cargo::rerun-if-changed={path}");
+    }
+    let revision = std::env::var("ENFORCER_REVISION")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .or_else(|| git(&["rev-parse", "HEAD"]))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    println!("cargo::rustc-env=ENFORCER_REVISION={revision}");
+    println!("cargo::rustc-env=ENFORCER_BUILD_DATE={}", utc_date(epoch));
+}
+
+/// `YYYY-MM-DD` of a Unix time (proleptic Gregorian calendar, UTC).
+fn utc_date(epoch: u64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = (epoch / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }

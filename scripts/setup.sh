@@ -7,7 +7,7 @@ set -euo pipefail
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 APT_PACKAGES=(
-  # bpf-linker against Debian's LLVM 22 (pinned below)
+  # bpf-linker against Debian's LLVM 22 (pinned below; docs/building.md)
   llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
   # inspection of attached programs, namespaces
   bpftool iproute2 util-linux procps

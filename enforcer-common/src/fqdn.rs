@@ -1,4 +1,4 @@
-//! The FQDN allowlist (DESIGN.md decision order, step 4): shared map names, layouts and codes.
+//! The FQDN allowlist (docs/design.md decision order, step 4): shared map names, layouts and codes.
 //!
 //! Two address maps per family feed step 4, both keyed by the destination address as the
 //! verdict sees it (IPv4 for mapped and NAT64 IPv6):

@@ -157,7 +157,7 @@ pub fn normalise_v6(a: [u8; 16]) -> Dst {
     }
 }
 
-/// Egress (DESIGN.md's decision order after normalisation): the rule id that denies `dst`, or
+/// Egress (the decision order of docs/design.md after normalisation): the rule id that denies `dst`, or
 /// `None` when it is allowed.
 #[inline(always)]
 pub fn can_egress(set: u32, cfg: &Config, dst: &Dst, port: u16, proto_class: u8) -> Option<u32> {

@@ -17,7 +17,15 @@ pub mod matchers;
 pub mod metrics;
 pub mod policy;
 pub mod reference;
+pub mod sd_notify;
 mod yaml;
+
+/// The agent's version (Cargo.toml).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit it was built from (`build.rs`; `unknown` outside a git checkout).
+pub const REVISION: &str = env!("ENFORCER_REVISION");
+/// The UTC date it was built (`build.rs`; SOURCE_DATE_EPOCH when set).
+pub const BUILD_DATE: &str = env!("ENFORCER_BUILD_DATE");
 
 /// An error and its sources, outermost first, joined by `": "`: the one way errors are
 /// printed (each error's own message names only what it adds; its cause is its source).

@@ -1,19 +1,74 @@
 //! `enforcer`: parse the command line and dispatch; the work is in the library.
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
-use clap::{Parser, Subcommand};
-use enforcer::{agent, amconfig, compile, policy};
+use clap::{CommandFactory as _, Parser, Subcommand};
+use enforcer::{
+    agent, amconfig, compile,
+    logging::{LogFormat, LogLevel},
+    policy,
+};
+
+/// `--version`: the version, the git revision and the build date.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("ENFORCER_REVISION"),
+    ", built ",
+    env!("ENFORCER_BUILD_DATE"),
+    ")"
+);
 
 /// eBPF egress enforcer for Prometheus Alertmanager.
 ///
 /// Decides in the kernel every connect() and unconnected sendmsg() of the processes in a cgroup
 /// (Alertmanager's), so that a malicious receiver cannot reach the cloud metadata service,
 /// internal networks or Alertmanager itself; every denied call is written as one JSON line.
+///
+/// Exit status: 0 on success; 1 when a command fails (an invalid policy, a denied destination,
+/// an error while running); 2 on a usage error (an unknown flag or subcommand, a missing or
+/// malformed flag value).
 #[derive(Parser)]
-#[command(name = "enforcer", version, about, long_about)]
+#[command(name = "enforcer", version = VERSION, about, long_about)]
 struct Cli {
+    /// Least severe diagnostic written on stderr (overrides RUST_LOG; default info).
+    #[arg(long = "log.level", value_name = "LEVEL", global = true, value_enum)]
+    log_level: Option<LogLevel>,
+    /// Format of the diagnostics on stderr (decision events on stdout are always JSON).
+    #[arg(
+        long = "log.format",
+        value_name = "FORMAT",
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Json
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--web.listen-address`: an `IP:PORT`, or `none`.
+#[derive(Clone, Copy, Debug)]
+struct ListenAddress(Option<SocketAddr>);
+
+impl std::str::FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "none" {
+            return Ok(Self(None));
+        }
+        s.parse().map(|a| Self(Some(a))).map_err(|e| {
+            format!(
+                "{e}; expected IP:PORT such as 127.0.0.1:9895 or [::1]:9895 (an address, not \
+                 a host name), or `none`"
+            )
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -49,8 +104,13 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = enforcer::kernel::pin::DEFAULT_ROOT)]
         bpffs_dir: PathBuf,
         /// Address of the metrics endpoint (/metrics, /healthz, /readyz); `none` disables it.
-        #[arg(long, value_name = "ADDR", default_value = enforcer::metrics::DEFAULT_ADDRESS)]
-        metrics_address: String,
+        #[arg(
+            long = "web.listen-address",
+            visible_alias = "metrics-address",
+            value_name = "ADDR",
+            default_value = enforcer::metrics::DEFAULT_ADDRESS
+        )]
+        metrics_address: ListenAddress,
         /// Milliseconds between drains of the event ring buffer when no wakeup arrives.
         #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         drain_interval_ms: u64,
@@ -62,8 +122,9 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = enforcer::kernel::pin::DEFAULT_ROOT)]
         bpffs_dir: PathBuf,
     },
-    /// Validate a policy and print its rules and the compiled kernel entries; with
-    /// --alertmanager-config, decide instead every destination of an Alertmanager configuration.
+    /// Validate a policy and print its rules and the compiled kernel entries (--format json:
+    /// one JSON document); with --alertmanager-config, decide instead every destination of an
+    /// Alertmanager configuration.
     ///
     /// Each destination (receiver, field, scheme://host:port, never userinfo, path or query) is
     /// printed with the verdict the policy gives it and the deciding rule: ALLOW, DENY,
@@ -89,8 +150,10 @@ enum Command {
         /// Fail on destinations that cannot be decided statically (templated hosts, ...) too.
         #[arg(long, requires = "alertmanager_config")]
         strict: bool,
-        /// Output format of the destination report.
-        #[arg(long, value_enum, default_value_t = Format::Text, requires = "alertmanager_config")]
+        /// Output format: of the destination report with --alertmanager-config, else of the
+        /// policy listing (json: `"valid"`, rules with their file positions, the API guard,
+        /// targets, capacity, warnings; a refused policy is `{"valid":false,"error":...}`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Also load every kernel program into this machine's kernel (nothing is attached),
         /// print what the verifier spent on each (instructions processed, load time) for both
@@ -113,12 +176,26 @@ enum Command {
     },
     /// Print the shipped presets and the ranges they contain.
     Presets,
+    /// Print a shell completion script, e.g. `enforcer completions bash >
+    /// /etc/bash_completion.d/enforcer`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page enforcer(1) in roff; with --dir, write it and one page per
+    /// subcommand (enforcer-run.1, ...) there instead.
+    Man {
+        /// Directory to write enforcer.1 and enforcer-SUBCOMMAND.1 into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
-/// Output format of `check --alertmanager-config`.
+/// Output format of `check`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Format {
-    /// One line per destination, then a summary.
+    /// Lines for a human.
     Text,
     /// One JSON document.
     Json,
@@ -164,7 +241,9 @@ fn check_kernel() -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // A usage error exits with 2 (clap's convention), --help and --version with 0.
     let cli = Cli::parse();
+    let (log_level, log_format) = (cli.log_level, cli.log_format);
     match cli.command {
         Command::Run {
             policy,
@@ -175,7 +254,7 @@ fn main() -> ExitCode {
             metrics_address,
             drain_interval_ms,
         } => {
-            enforcer::logging::init();
+            enforcer::logging::init_with(log_level, log_format);
             match enforcer::cgroup::enter_host_cgroup_namespace() {
                 Ok(true) => tracing::info!("joined the host's cgroup namespace (via /proc/1)"),
                 Ok(false) => {}
@@ -183,19 +262,7 @@ fn main() -> ExitCode {
                     tracing::warn!(error = %e, "could not join the host's cgroup namespace; target discovery may miss processes of other pods")
                 }
             }
-            let metrics = match metrics_address.as_str() {
-                "none" => None,
-                a => match a.parse() {
-                    Ok(addr) => Some(addr),
-                    Err(e) => {
-                        return fail(&anyhow::anyhow!(
-                            "--metrics-address {}: {e}; expected IP:PORT such as 127.0.0.1:9895 \
-                             or [::1]:9895 (an address, not a host name), or `none`",
-                            enforcer::input::quote(a)
-                        ));
-                    }
-                },
-            };
+            let metrics = metrics_address.0;
             let opts = agent::RunOptions {
                 policy,
                 cgroups: cgroup,
@@ -259,27 +326,17 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&anyhow::Error::new(e)),
         },
-        Command::Check { policy, kernel, .. } => {
-            let checked = agent::load_policy(policy.as_deref())
-                .map_err(anyhow::Error::new)
-                .and_then(|p| {
-                    compile::compile(&p)
-                        .map(|c| (p, c))
-                        .map_err(anyhow::Error::new)
-                });
-            match checked {
-                Ok((p, c)) => {
-                    print!("{}", compile::render(&p, &c));
-                    for w in check_warnings(&p) {
-                        eprintln!("warning: {w}");
-                    }
-                    if kernel {
-                        check_kernel()
-                    } else {
-                        ExitCode::SUCCESS
-                    }
-                }
-                Err(e) => fail(&e),
+        Command::Check {
+            policy,
+            format,
+            kernel,
+            ..
+        } => {
+            let code = check_policy(policy.as_deref(), format);
+            if kernel && code == ExitCode::SUCCESS {
+                check_kernel()
+            } else {
+                code
             }
         }
         Command::Detach { bpffs_dir } => {
@@ -306,7 +363,82 @@ fn main() -> ExitCode {
             print!("{}", policy::render_presets());
             ExitCode::SUCCESS
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "enforcer",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match write_man(dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
     }
+}
+
+/// `enforcer check` of a policy alone.
+fn check_policy(path: Option<&Path>, format: Format) -> ExitCode {
+    let checked = agent::load_policy(path)
+        .map_err(anyhow::Error::new)
+        .and_then(|p| {
+            compile::compile(&p)
+                .map(|c| (p, c))
+                .map_err(anyhow::Error::new)
+        });
+    match (checked, format) {
+        (Ok((p, c)), Format::Text) => {
+            print!("{}", compile::render(&p, &c));
+            for w in check_warnings(&p) {
+                eprintln!("warning: {w}");
+            }
+            ExitCode::SUCCESS
+        }
+        (Ok((p, c)), Format::Json) => {
+            println!("{}", compile::render_json(&p, &c, &check_warnings(&p)));
+            ExitCode::SUCCESS
+        }
+        (Err(e), Format::Text) => fail(&e),
+        (Err(e), Format::Json) => {
+            println!(
+                "{}",
+                compile::refused_json(&enforcer::error_chain(e.as_ref()))
+            );
+            fail(&e)
+        }
+    }
+}
+
+/// `enforcer man`: enforcer(1) on stdout, or every page into `dir`.
+fn write_man(dir: Option<&Path>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let cmd = Cli::command();
+    let Some(dir) = dir else {
+        let mut out = std::io::stdout().lock();
+        return clap_mangen::Man::new(cmd)
+            .render(&mut out)
+            .context("writing the man page");
+    };
+    let mut pages = vec![("enforcer".to_owned(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        let name = format!("enforcer-{}", sub.get_name());
+        let page = sub
+            .clone()
+            .display_name(name.clone())
+            .bin_name(format!("enforcer {}", sub.get_name()));
+        pages.push((name, page));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page)
+            .render(&mut buf)
+            .context("rendering a man page")?;
+        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Prints the error chain on stderr; policy errors start with `file:line:column:`.

@@ -1,4 +1,4 @@
-//! The reference evaluator: DESIGN.md's decision order, read straight off a [`Policy`].
+//! The reference evaluator: the decision order of docs/design.md, read straight off a [`Policy`].
 //!
 //! It shares nothing with the compiler on purpose: it is the oracle the compiled maps (and the
 //! kernel programs that read them) are tested against. Slow and obvious beats fast here.

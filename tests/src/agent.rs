@@ -34,8 +34,8 @@ impl Agent {
     pub fn start_args(policy: Option<&Path>, args: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(enforcer_bin());
         cmd.arg("run");
-        if !args.contains(&"--metrics-address") {
-            cmd.args(["--metrics-address", "none"]);
+        if !args.contains(&"--metrics-address") && !args.contains(&"--web.listen-address") {
+            cmd.args(["--web.listen-address", "none"]);
         }
         cmd.args(args);
         if let Some(p) = policy {

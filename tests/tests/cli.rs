@@ -231,13 +231,204 @@ fn detach_fails_when_nothing_is_pinned_there() {
 }
 
 #[test]
-fn metrics_address_errors_say_the_form_wanted() {
-    let (code, _, err) = run_enforcer(&["run", "--metrics-address", "localhost:9895"]);
-    assert_eq!(code, 1);
-    assert!(
-        err.contains("--metrics-address \"localhost:9895\": invalid socket address syntax; expected IP:PORT such as 127.0.0.1:9895"),
-        "{err}"
+fn listen_address_errors_are_usage_errors_that_say_the_form_wanted() {
+    // The Prometheus-style name and the earlier one (an alias) alike: exit 2, as every usage
+    // error, with what was wanted.
+    for flag in ["--web.listen-address", "--metrics-address"] {
+        let (code, out, err) = run_enforcer(&["run", flag, "localhost:9895"]);
+        assert_eq!(code, 2, "{flag}: {out}{err}");
+        assert!(
+            err.contains("invalid value 'localhost:9895' for '--web.listen-address <ADDR>'")
+                && err.contains("expected IP:PORT such as 127.0.0.1:9895"),
+            "{flag}: {err}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_with_2_and_help_and_version_with_0() {
+    for args in [
+        &["run", "--no-such-flag"][..],
+        &["no-such-command"],
+        &["check", "--format", "yaml"],
+        &["run", "--log.level", "verbose"],
+        &["run", "--log.format", "xml"],
+        &["run", "--drain-interval-ms", "0"],
+        &["completions", "tcsh"],
+        &[],
+    ] {
+        let (code, out, err) = run_enforcer(args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        // No command at all: the help, on stderr.
+        assert!(
+            err.starts_with("error: ") || (args.is_empty() && err.contains("Usage: enforcer")),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, out, _) = run_enforcer(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("2 on a usage error"), "{out}");
+    let (code, out, _) = run_enforcer(&["run", "--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--web.listen-address",
+        "--log.level",
+        "--log.format",
+        "[alias: --metrics-address]",
+    ] {
+        assert!(out.contains(flag), "{flag} missing:\n{out}");
+    }
+}
+
+#[test]
+fn version_names_the_git_revision_and_the_build_date() {
+    let (code, out, err) = run_enforcer(&["--version"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out.trim();
+    let rest = line
+        .strip_prefix(&format!(
+            "enforcer {} (revision ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (revision, rest) = rest
+        .split_once(", built ")
+        .unwrap_or_else(|| panic!("{line}"));
+    let date = rest.strip_suffix(')').unwrap_or_else(|| panic!("{line}"));
+    // This checkout's commit (the tests run in a git checkout).
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(head.status.success());
+    assert_eq!(
+        revision,
+        String::from_utf8_lossy(&head.stdout).trim(),
+        "{line}"
     );
+    let parts: Vec<&str> = date.split('-').collect();
+    assert!(
+        parts.len() == 3
+            && parts[0].len() == 4
+            && parts.iter().all(|p| p.parse::<u32>().is_ok())
+            && (1..=12).contains(&parts[1].parse::<u32>().unwrap())
+            && (1..=31).contains(&parts[2].parse::<u32>().unwrap())
+            && parts[0].parse::<u32>().unwrap() >= 2026,
+        "{line}"
+    );
+}
+
+#[test]
+fn check_prints_a_policy_alone_as_json() {
+    let dir = TempDir::new().unwrap();
+    let p = dir
+        .write(
+            "p.yaml",
+            "mode: audit\ndefault: deny\nblock:\n  - preset: cloud-metadata\nallow:\n  - cidr: 10.96.0.10/32\n    ports: [53]\napi:\n  allow:\n    - cidr: 127.0.0.1/32\n",
+        )
+        .unwrap();
+    let (code, out, err) =
+        run_enforcer(&["check", "--policy", p.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["mode"], "audit");
+    assert_eq!(v["policy"], p.to_str().unwrap());
+    assert!(
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule"] == "allow cidr 10.96.0.10/32 ports 53"
+                && r["location"].as_str().unwrap().ends_with(":6:5")),
+        "{v}"
+    );
+    assert_eq!(
+        v["api"]["other_peers"],
+        "would be refused (audit mode: answered, logged)"
+    );
+    assert_eq!(v["capacity"]["ipv4_entries"]["available"], 262_144);
+    // No targets and no --cgroup: nothing to warn about for check itself.
+    assert!(v["warnings"].is_array(), "{v}");
+
+    // A refused policy: the same document shape says so, with the message, and exit 1.
+    let bad = dir
+        .write(
+            "bad.yaml",
+            "default: deny\nblock:\n  - cidr: 10.0.0.300/8\n",
+        )
+        .unwrap();
+    let (code, out, err) = run_enforcer(&[
+        "check",
+        "--policy",
+        bad.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["valid"], false);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:3:11:", bad.display())),
+        "{v}"
+    );
+}
+
+#[test]
+fn check_says_audit_mode_would_refuse_api_peers() {
+    let dir = TempDir::new().unwrap();
+    for (mode, said) in [
+        (
+            "audit",
+            "any other peer: would be refused (audit mode: answered, logged)",
+        ),
+        ("enforce", "any other peer: refused (its SYN is dropped)"),
+    ] {
+        let p = dir
+            .write(
+                &format!("{mode}.yaml"),
+                &format!(
+                    "mode: {mode}\ndefault: allow\napi:\n  allow:\n    - cidr: 127.0.0.1/32\n"
+                ),
+            )
+            .unwrap();
+        let (code, out, err) = run_enforcer(&["check", "--policy", p.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(said), "{mode}:\n{out}");
+    }
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definition() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = run_enforcer(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        // fish spells long flags `-l web.listen-address`.
+        for word in ["enforcer", "web.listen-address", "alertmanager-config"] {
+            assert!(out.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let (code, out, err) = run_enforcer(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(".TH enforcer 1"), "{out}");
+    assert!(out.contains("completions"), "{out}");
+    let dir = TempDir::new().unwrap();
+    let (code, _, err) = run_enforcer(&["man", "--dir", dir.path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let run_page = std::fs::read_to_string(dir.path.join("enforcer-run.1")).unwrap();
+    assert!(run_page.contains("web.listen\\-address"), "{run_page}");
+    for page in [
+        "enforcer.1",
+        "enforcer-check.1",
+        "enforcer-detach.1",
+        "enforcer-man.1",
+    ] {
+        assert!(dir.path.join(page).is_file(), "{page}");
+    }
 }
 
 #[test]
@@ -254,4 +445,41 @@ fn presets_lists_both_presets() {
     ] {
         assert!(out.contains(needle), "{needle} missing:\n{out}");
     }
+}
+
+#[test]
+fn run_diagnostics_follow_log_format_and_log_level() {
+    // A policy that cannot be read: `run` fails before touching the kernel, with one error line.
+    let run = |args: &[&str], rust_log: &str| {
+        let out = std::process::Command::new(integration_tests::enforcer_bin())
+            .args([
+                "run",
+                "--policy",
+                "/nonexistent/p.yaml",
+                "--web.listen-address",
+                "none",
+            ])
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let json = run(&[], "info");
+    let line: serde_json::Value =
+        serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(line["level"], "ERROR");
+    assert_eq!(line["message"], "enforcer run failed");
+
+    let logfmt = run(&["--log.format", "logfmt"], "info");
+    assert!(logfmt.starts_with("ts="), "{logfmt}");
+    assert!(
+        logfmt.contains(" level=error msg=\"enforcer run failed\" error=\"/nonexistent/p.yaml: cannot read the policy"),
+        "{logfmt}"
+    );
+
+    // --log.level wins over RUST_LOG.
+    assert_eq!(run(&[], "off"), "");
+    assert!(run(&["--log.level", "error"], "off").contains("enforcer run failed"));
 }

@@ -20,11 +20,11 @@ use serde_json::Value;
 /// newest whose schemas `kubernetes-validate` ships.
 const KUBERNETES_VERSIONS: &[&str] = &["1.28.0", "1.37.0"];
 
-/// Not Kubernetes API objects, so kubernetes-validate has no schema for them: the kustomize
-/// file (checked by `kustomization_lists_the_manifests`) and the Prometheus Operator's
-/// PodMonitor, a CRD (checked against a subset of its CRD schema by
+/// Not a Kubernetes API object, so kubernetes-validate has no schema for it: the kustomize file
+/// (checked by `kustomization_lists_the_manifests`). The Prometheus Operator's PodMonitor, a CRD,
+/// lives in deploy/monitoring (checked against a subset of its CRD schema by
 /// `podmonitor_matches_its_crd_schema_and_the_daemonset`).
-const NOT_CORE: &[&str] = &["kustomization.yaml", "podmonitor.yaml"];
+const NOT_CORE: &[&str] = &["kustomization.yaml"];
 
 #[test]
 fn kubernetes_manifests_pass_kubernetes_validate_strict() {
@@ -145,7 +145,7 @@ fn kustomization_lists_the_manifests() {
         .map(|p| name(p).to_owned())
         .filter(|n| !NOT_CORE.contains(&n.as_str()))
         .collect();
-    // The PodMonitor is left out on purpose (it needs the operator's CRDs).
+    // The PodMonitor is in deploy/monitoring on purpose (it needs the operator's CRDs).
     assert_eq!(
         listed, present,
         "kustomization.yaml resources vs files in deploy/kubernetes"
@@ -174,6 +174,10 @@ fn daemonset_has_what_the_agent_needs() {
     );
     assert_eq!(c["securityContext"]["privileged"], true);
     assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert_eq!(
+        pod["nodeSelector"]["kubernetes.io/os"], "linux",
+        "Linux eBPF: Linux nodes only"
+    );
     assert!(
         pod["tolerations"]
             .as_array()
@@ -238,7 +242,7 @@ fn daemonset_has_what_the_agent_needs() {
     );
 
     // Metrics, probes and scrape annotations all on the one port.
-    let address = flag_value(&args, "--metrics-address").expect("--metrics-address");
+    let address = flag_value(&args, "--web.listen-address").expect("--web.listen-address");
     let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
     let metrics = c["ports"]
         .as_array()
@@ -276,7 +280,7 @@ fn daemonset_has_what_the_agent_needs() {
 #[test]
 fn podmonitor_matches_its_crd_schema_and_the_daemonset() {
     let schema = repo().join("tests/fixtures/deploy/podmonitor.schema.json");
-    let podmonitor = deploy("kubernetes/podmonitor.yaml");
+    let podmonitor = deploy("monitoring/podmonitor.yaml");
     let check = "import json, sys, yaml, jsonschema\n\
                  schema = json.load(open(sys.argv[1]))\n\
                  jsonschema.Draft202012Validator.check_schema(schema)\n\

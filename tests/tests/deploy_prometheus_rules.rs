@@ -6,7 +6,7 @@
 //! `scripts/setup.sh`); nothing is skipped silently.
 use std::collections::BTreeSet;
 
-use integration_tests::deploy::{INSTALL_PROMTOOL, JOB, deploy, run, text, yaml_doc};
+use integration_tests::deploy::{INSTALL_PROMTOOL, deploy, run, text, yaml_doc};
 use serde_json::Value;
 
 #[test]
@@ -58,7 +58,8 @@ fn alert_rules_pass_promtool_check_and_test() {
     for required in [
         "enforcer_denials_total",
         "enforcer_lost_events_total",
-        "up{job=\"alertmanager-egress-enforcer\"}",
+        "absent(enforcer_build_info)",
+        "last_over_time(enforcer_build_info[1d])",
         "enforcer_target_attached",
         "enforcer_fqdn_resolution_failures_total",
         "enforcer_policy_last_reload_success",
@@ -73,8 +74,21 @@ fn alert_rules_pass_promtool_check_and_test() {
             "no alert rule uses {required}"
         );
     }
-    assert!(rules.to_string().contains(JOB));
-
+    // No rule assumes a scrape job name (the annotation-based kubernetes-pods job is as good as
+    // the PodMonitor's), and every aggregation keeps the node, not the pod's address.
+    let text = rules.to_string();
+    assert!(!text.contains("job=\\\""), "a rule selects a job name");
+    for by in text.split("by (").skip(1) {
+        let labels = &by[..by.find(')').unwrap()];
+        assert!(
+            !labels.contains("instance"),
+            "aggregation by instance: by ({labels})"
+        );
+        assert!(
+            labels.contains("node") || labels == "job, target",
+            "aggregation without the node: by ({labels})"
+        );
+    }
     // A rule that links a runbook links the page of its own name, and the page exists.
     let prefix = "https://github.com/alertmanager-enforcer/enforcer/blob/main/docs/runbooks/";
     for rule in rules["groups"]

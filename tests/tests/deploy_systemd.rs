@@ -70,6 +70,11 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         "ProtectSystem=strict",
         "ReadWritePaths=/sys/fs/bpf /sys/fs/cgroup",
         "--policy /etc/enforcer/policy.yaml",
+        // Alertmanager (ordered after this unit) starts only on READY=1, which the agent sends
+        // once attached (tests/tests/systemd_notify.rs).
+        "Type=notify",
+        "NotifyAccess=main",
+        "--web.listen-address 127.0.0.1:9895",
         " --pin ",
     ] {
         assert!(shipped.contains(line), "enforcer.service lacks {line:?}");

@@ -153,7 +153,7 @@ fn embedded_default_denies_metadata_private_and_their_ipv6_spellings_with_one_li
         assert!(ev["timestamp"].is_string(), "{ev}");
     }
     // The default blocks 127/8 too (preset private): Alertmanager calling its own API
-    // (http://127.0.0.1:9093/-/quit) is one of the attacks.
+    // (http://127.0.0.1:9093/-/reload, which a webhook's POST triggers) is one of the attacks.
     let port = probe.listen("127.0.0.1").unwrap();
     assert_eq!(
         probe.connect("tcp", "127.0.0.1", port).unwrap(),

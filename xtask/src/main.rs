@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod image;
+mod monitoring;
 mod vm;
 
 #[derive(Parser)]
@@ -23,6 +24,8 @@ enum Command {
     Bench(bench::Args),
     /// Builds the agent's OCI image (static musl binary, FROM scratch) with podman.
     Image(image::Args),
+    /// Writes deploy/monitoring/prometheusrule.yaml from deploy/prometheus/enforcer-rules.yml.
+    Monitoring(monitoring::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +34,6 @@ fn main() -> ExitCode {
         Command::VmTest(args) => vm::run(&args).exit_code(),
         Command::Bench(args) => bench::run(&args),
         Command::Image(args) => image::run(&args),
+        Command::Monitoring(args) => monitoring::run(&args),
     }
 }

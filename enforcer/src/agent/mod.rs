@@ -208,9 +208,22 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             .join(","),
         "ready"
     );
+    // systemd (Type=notify): the units ordered after this one start now, not at exec.
+    notify_systemd("READY=1");
     let signal_name = agent.serve(&mut ring, &mut signals).await?;
     metrics.set_ready(false);
+    notify_systemd("STOPPING=1");
     agent.stop(ring.get_mut(), signal_name).await
+}
+
+/// Tells systemd `state` when it started the agent as `Type=notify`; a failure is logged (the
+/// unit then times out starting, which systemd reports).
+fn notify_systemd(state: &str) {
+    match crate::sd_notify::notify(state) {
+        Ok(true) => tracing::debug!(state, "notified systemd"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %error_chain(&e), "could not notify systemd"),
+    }
 }
 
 impl Agent {

@@ -1,6 +1,6 @@
 //! The verdict the policy gives a destination, with the rule that decides it.
 //!
-//! Literal addresses go through the reference evaluator (DESIGN.md's decision order). Host
+//! Literal addresses go through the reference evaluator (the decision order of docs/design.md). Host
 //! names are decided by the FQDN allow rules (exact name, or `*.name` for one or more labels
 //! below it, on the rule's ports and protocols), else by the policy's default; block ranges
 //! cannot apply to a name until it is resolved, which `--resolve` does: then every address is
@@ -151,7 +151,7 @@ pub fn decide_with(policy: &Policy, dest: &Destination, resolver: Option<Resolve
     verdict
 }
 
-/// One address, in DESIGN.md's order; `name` is the host name it was resolved from (its
+/// One address, in the decision order of docs/design.md; `name` is the host name it was resolved from (its
 /// FQDN rule allows it where no CIDR rule decides, never over a block).
 fn address_verdict(
     policy: &Policy,

@@ -24,6 +24,7 @@ pub mod blocks;
 mod build;
 pub mod capacity;
 mod entries;
+mod json;
 pub mod prefilter;
 mod render;
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub use api::CompiledApi;
 pub use blocks::Blocks;
 pub use capacity::{Capacity, CapacityError, FamilyEntries, Usage};
 pub use entries::Entries;
+pub use json::{refused_json, render_json};
 pub use prefilter::V4Prefilter;
 pub use render::render;
 

@@ -57,6 +57,8 @@ pub struct NameLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
+    /// The git commit the agent was built from (`unknown` outside a checkout).
+    pub revision: &'static str,
 }
 
 /// Every metric the agent exports.
@@ -199,10 +201,15 @@ impl Metrics {
         let api = api::ApiMetrics::register(&mut registry);
         let kernel = kernel::KernelMetrics::register(&mut registry);
         let build_info = Family::<VersionLabels, Gauge>::default();
-        registry.register("build_info", "Version of the agent", build_info.clone());
+        registry.register(
+            "build_info",
+            "Version and git revision of the agent (always 1)",
+            build_info.clone(),
+        );
         build_info
             .get_or_create(&VersionLabels {
-                version: env!("CARGO_PKG_VERSION"),
+                version: crate::VERSION,
+                revision: crate::REVISION,
             })
             .set(1);
         Self {

@@ -50,6 +50,16 @@ impl ApiGuard {
         }
     }
 
+    /// What a peer outside the `allow` list gets, as `enforcer check` says it: in audit mode
+    /// it is answered and only logged, so it "would be refused".
+    pub fn other_peers(&self) -> &'static str {
+        match (&self.allow, self.mode) {
+            (None, _) => "allowed (no allow list; every call is logged)",
+            (Some(_), Mode::Enforce) => "refused (its SYN is dropped)",
+            (Some(_), Mode::Audit) => "would be refused (audit mode: answered, logged)",
+        }
+    }
+
     /// `enforcer check`'s listing of the section.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -72,7 +82,7 @@ impl ApiGuard {
                 for (id, rule) in rules.iter().enumerate() {
                     let _ = writeln!(out, "  [{id}] allow peer {} ({})", rule.net, rule.location);
                 }
-                out.push_str("  any other peer: refused (its SYN is dropped)\n");
+                let _ = writeln!(out, "  any other peer: {}", self.other_peers());
             }
         }
         out
@@ -126,6 +136,38 @@ mod tests {
         let p = parse_policy("mode: audit\ndefault: allow\napi:\n  mode: enforce\n", "p").unwrap();
         assert_eq!(p.api.unwrap().mode, Mode::Enforce);
         assert!(parse_policy("default: allow\n", "p").unwrap().api.is_none());
+    }
+
+    #[test]
+    fn check_says_audit_mode_would_refuse_and_enforce_mode_refuses() {
+        let section = |mode: &str| {
+            parse_policy(
+                &format!(
+                    "mode: {mode}\ndefault: allow\napi:\n  allow:\n    - cidr: 127.0.0.1/32\n"
+                ),
+                "p.yaml",
+            )
+            .unwrap()
+            .api
+            .unwrap()
+            .render()
+        };
+        let enforce = section("enforce");
+        assert!(
+            enforce.contains("any other peer: refused (its SYN is dropped)"),
+            "{enforce}"
+        );
+        let audit = section("audit");
+        assert!(
+            audit.contains("any other peer: would be refused (audit mode: answered, logged)"),
+            "{audit}"
+        );
+        assert!(!audit.contains(": refused"), "{audit}");
+        let open = parse_policy("default: allow\napi:\n", "p")
+            .unwrap()
+            .api
+            .unwrap();
+        assert!(open.render().contains("no allow list"), "{}", open.render());
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct End {
 
 /// KVM only when `/dev/kvm` opens and a hardware KVM module is loaded: these machines have a
 /// `/dev/kvm` from a nested software scheme on which QEMU aborts or crawls
-/// (../shared/TOOLCHAIN.md).
+/// (docs/building.md).
 pub(super) fn accel() -> [&'static str; 4] {
     let kvm_opens = std::fs::OpenOptions::new()
         .read(true)
