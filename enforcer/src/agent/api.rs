@@ -7,7 +7,10 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use enforcer_common::{api::ApiEvent, verdict};
+use enforcer_common::{
+    api::{ApiEvent, surface},
+    proto, verdict,
+};
 
 use super::auto::is_alertmanager;
 use crate::{
@@ -67,12 +70,13 @@ impl ApiGuard {
         } = &view
         else {
             api_events::log_refused(&view, target);
+            api_events::log_cluster_join(&view, target);
             return;
         };
         let allowed = self
             .api
             .as_ref()
-            .is_none_or(|a| a.lookup(*peer_ip).0 == verdict::ALLOW);
+            .is_none_or(|a| a.lookup(*peer_ip, surface::WEB, proto::TCP).0 == verdict::ALLOW);
         let peer = peer_process(
             Path::new("/proc"),
             netns_pids,

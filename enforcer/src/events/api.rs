@@ -1,13 +1,17 @@
 //! The API guard's events: decoding its ring-buffer records and their JSON lines.
 //!
 //! `api_peer_refused` / `would_refuse`: a peer outside the `api:` allow list opened a
-//! connection to a guarded port (its SYN was dropped, or let through in audit mode).
+//! connection to a guarded port (its SYN was dropped, or let through in audit mode), or, on a
+//! cluster port, sent a datagram; `surface` says which (`web` or `cluster`).
 //! `api_request`: a state-changing HTTP call reached a guarded port.
+//! `cluster_join`: an allowed peer started a gossip session on a cluster port (a TCP
+//! connection, or a datagram from an address not seen recently).
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enforcer_common::{
     EventHeader,
-    api::{API_EVENT_VERSION, ApiEvent, HEAD_LEN, event_kind},
+    api::{API_EVENT_VERSION, ApiEvent, HEAD_LEN, event_kind, surface},
+    proto::{IPPROTO_TCP, IPPROTO_UDP},
 };
 use serde::Serialize;
 
@@ -18,6 +22,7 @@ impl Record for ApiEvent {
         event_kind::PEER_REFUSED,
         event_kind::PEER_WOULD_REFUSE,
         event_kind::REQUEST,
+        event_kind::CLUSTER_JOIN,
     ];
     const VERSION: u16 = API_EVENT_VERSION;
     fn header(&self) -> &EventHeader {
@@ -41,6 +46,10 @@ pub enum ApiView {
     /// `audit`: the SYN was let through.
     Refused {
         audit: bool,
+        /// `web` or `cluster`.
+        surface: &'static str,
+        /// `tcp`, `udp`, or `unparsed` (an IPv6 packet with extension headers).
+        protocol: &'static str,
         peer_ip: IpAddr,
         peer_port: u16,
         local_ip: IpAddr,
@@ -59,6 +68,26 @@ pub enum ApiView {
         port: u16,
         cgroup_id: u64,
     },
+    ClusterJoin {
+        protocol: &'static str,
+        peer_ip: IpAddr,
+        peer_port: u16,
+        local_ip: IpAddr,
+        port: u16,
+        /// The target process that received it (its socket's creator); `None` when the socket
+        /// carries no mark.
+        pid: Option<u32>,
+        generation: u32,
+    },
+}
+
+/// The name of an IP protocol number of a guard event.
+fn protocol_name(p: u8) -> &'static str {
+    match p {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        _ => "unparsed",
+    }
 }
 
 fn addr(family: u16, bytes: [u8; 16]) -> IpAddr {
@@ -86,8 +115,21 @@ impl ApiView {
                 cgroup_id: ev.header.cgroup_id,
             };
         }
+        if ev.header.kind == event_kind::CLUSTER_JOIN {
+            return ApiView::ClusterJoin {
+                protocol: protocol_name(ev.protocol),
+                peer_ip,
+                peer_port: ev.peer_port,
+                local_ip,
+                port: ev.local_port,
+                pid: (ev.owner_tgid != 0).then_some(ev.owner_tgid),
+                generation: ev.generation,
+            };
+        }
         ApiView::Refused {
             audit: ev.header.kind == event_kind::PEER_WOULD_REFUSE,
+            surface: surface::name(u16::from(ev.surface)),
+            protocol: protocol_name(ev.protocol),
             peer_ip,
             peer_port: ev.peer_port,
             local_ip,
@@ -143,6 +185,10 @@ pub struct RefusedView<'a> {
     pub event: &'static str,
     pub mode: &'static str,
     pub target: &'a str,
+    /// `web` (the HTTP API) or `cluster` (the gossip port).
+    pub surface: &'static str,
+    /// `tcp` (a SYN), `udp` (a datagram), `unparsed` (IPv6 extension headers).
+    pub protocol: &'static str,
     pub peer_ip: IpAddr,
     pub peer_port: u16,
     pub local_ip: IpAddr,
@@ -176,6 +222,8 @@ pub struct RequestView<'a> {
 pub fn log_refused(view: &ApiView, target: &str) {
     let ApiView::Refused {
         audit,
+        surface,
+        protocol,
         peer_ip,
         peer_port,
         local_ip,
@@ -194,11 +242,57 @@ pub fn log_refused(view: &ApiView, target: &str) {
         },
         mode: if *audit { "audit" } else { "enforce" },
         target,
+        surface,
+        protocol,
         peer_ip: *peer_ip,
         peer_port: *peer_port,
         local_ip: *local_ip,
         port: *port,
         suppressed_since_last: *suppressed,
+        generation: *generation,
+    });
+}
+
+/// What one cluster join line says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterJoinView<'a> {
+    pub event: &'static str,
+    pub target: &'a str,
+    /// `tcp` (a push/pull or reliable-message session) or `udp` (a datagram from a peer not
+    /// seen recently).
+    pub protocol: &'static str,
+    pub peer_ip: IpAddr,
+    pub peer_port: u16,
+    pub local_ip: IpAddr,
+    pub port: u16,
+    /// The Alertmanager process whose gossip socket received it.
+    pub pid: Option<u32>,
+    pub generation: u32,
+}
+
+/// Writes a cluster join line.
+pub fn log_cluster_join(view: &ApiView, target: &str) {
+    let ApiView::ClusterJoin {
+        protocol,
+        peer_ip,
+        peer_port,
+        local_ip,
+        port,
+        pid,
+        generation,
+    } = view
+    else {
+        return;
+    };
+    emit(&ClusterJoinView {
+        event: "cluster_join",
+        target,
+        protocol,
+        peer_ip: *peer_ip,
+        peer_port: *peer_port,
+        local_ip: *local_ip,
+        port: *port,
+        pid: *pid,
         generation: *generation,
     });
 }

@@ -16,6 +16,14 @@ pub struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// tcp (SYNs) | udp (datagrams)
+    pub protocol: &'static str,
+    /// accepted | refused | would_refuse
+    pub verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// write | read
     pub kind: &'static str,
@@ -35,6 +43,9 @@ pub struct ApiMetrics {
     pub logged_requests: Family<LoggedLabels, Counter>,
     pub reports_suppressed: Counter,
     pub lost_events: Counter,
+    pub cluster: Family<ClusterLabels, Counter>,
+    pub cluster_joins: Counter,
+    pub watchdog: Counter,
     seen: Mutex<ApiCounters>,
 }
 
@@ -70,12 +81,35 @@ impl ApiMetrics {
             "API guard events the kernel could not queue (ring buffer full)",
             lost_events.clone(),
         );
+        let cluster = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "api_cluster_packets",
+            "Packets to a guarded cluster (gossip) port by protocol and verdict: TCP SYNs and UDP \
+             datagrams; every refused one counts",
+            cluster.clone(),
+        );
+        let cluster_joins = Counter::default();
+        registry.register(
+            "api_cluster_joins",
+            "Gossip sessions of allowed peers written as cluster_join lines",
+            cluster_joins.clone(),
+        );
+        let watchdog = Counter::default();
+        registry.register(
+            "api_watchdog_connections",
+            "Connections of the agent's own integrity watchdog let in by its identity although \
+             the allow list would refuse its address",
+            watchdog.clone(),
+        );
         Self {
             connections,
             requests,
             logged_requests,
             reports_suppressed,
             lost_events,
+            cluster,
+            cluster_joins,
+            watchdog,
             seen: Mutex::new(ApiCounters::default()),
         }
     }
@@ -108,6 +142,52 @@ impl ApiMetrics {
         );
         self.lost_events
             .inc_by(now.lost_events.saturating_sub(seen.lost_events));
+        for (protocol, verdict, new, old) in [
+            (
+                "tcp",
+                "accepted",
+                now.cluster_tcp_accepted,
+                seen.cluster_tcp_accepted,
+            ),
+            (
+                "tcp",
+                "refused",
+                now.cluster_tcp_refused,
+                seen.cluster_tcp_refused,
+            ),
+            (
+                "tcp",
+                "would_refuse",
+                now.cluster_tcp_would_refuse,
+                seen.cluster_tcp_would_refuse,
+            ),
+            (
+                "udp",
+                "accepted",
+                now.cluster_udp_accepted,
+                seen.cluster_udp_accepted,
+            ),
+            (
+                "udp",
+                "refused",
+                now.cluster_udp_refused,
+                seen.cluster_udp_refused,
+            ),
+            (
+                "udp",
+                "would_refuse",
+                now.cluster_udp_would_refuse,
+                seen.cluster_udp_would_refuse,
+            ),
+        ] {
+            self.cluster
+                .get_or_create(&ClusterLabels { protocol, verdict })
+                .inc_by(new.saturating_sub(old));
+        }
+        self.cluster_joins
+            .inc_by(now.cluster_joins.saturating_sub(seen.cluster_joins));
+        self.watchdog
+            .inc_by(now.watchdog_accepted.saturating_sub(seen.watchdog_accepted));
         *seen = *now;
     }
 }

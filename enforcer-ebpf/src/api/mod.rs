@@ -3,14 +3,21 @@
 //! - A packet to a socket whose local port is not guarded leaves at once, on a field of the
 //!   context, before any byte of the packet is read (the agent attaches the guard only to a
 //!   policy with an `api:` section); in scope mode a packet of a socket outside the target
-//!   Alertmanager processes' cgroups leaves after the port check, and so does what is not TCP.
-//! - A SYN (a new connection) is decided by the verdict core in the ingress direction
-//!   ([`policy::can_ingress`]) over the peer's address; a refused peer's SYN is dropped, so
-//!   the API never answers it. Every refusal is counted; reports are limited per peer
-//!   (bounded LRU) and per second.
+//!   Alertmanager processes' cgroups leaves after the port check. A web port guards TCP, a
+//!   cluster port TCP and UDP; anything else leaves.
+//! - A SYN (a new connection), and on a cluster port every UDP datagram, is decided by the
+//!   verdict core in the ingress direction ([`policy::can_ingress`]) over the peer's address
+//!   and the port's surface; on a cluster port the receiving target's own `--cluster.peer`
+//!   addresses are let in too ([`cluster`]), on a web port the agent's own watchdog
+//!   ([`watchdog`]). A refused peer's SYN or datagram is dropped, so Alertmanager never sees
+//!   it. Every refusal is counted; reports are limited per peer (bounded LRU) and per second.
+//! - An allowed peer that starts a gossip session is reported ([`cluster::joined`]).
 //! - A segment that starts an HTTP request is classified by its method: state-changing calls
 //!   (POST, PUT, DELETE, PATCH, anything on `/-/reload`) are reported with the head of the
 //!   request, read-only calls only counted.
+
+mod cluster;
+mod watchdog;
 
 use core::ptr::addr_of_mut;
 
@@ -29,12 +36,12 @@ use enforcer_common::{
     api::{
         API_EVENT_VERSION, API_EVENTS_BYTES, ApiConfig, ApiEvent, HEAD_LEN, MAX_API_CGROUPS,
         MAX_PEERS, PEER_REPORT_INTERVAL_NS, PeerReport, REPORTS_PER_SECOND, RateWindow, counter,
-        event_kind,
+        event_kind, surface,
     },
-    mode,
+    mode, proto,
 };
 
-use enforcer_common::proto::IPPROTO_TCP;
+use enforcer_common::proto::{IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{Dst, ETH_P_IP, ETH_P_IPV6, active_config, policy};
 
@@ -54,6 +61,9 @@ static API_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_API_CGROUP
 const PASS: i32 = 1;
 const DROP: i32 = 0;
 const TCP_SYN: u8 = 0x02;
+/// [`Segment::protocol`] of an IPv6 packet whose transport header sits behind extension
+/// headers the guard does not follow.
+const UNPARSED: u8 = 0;
 const TCP_ACK: u8 = 0x10;
 /// Bytes of the payload read to classify a request ("GET / HTTP/1.1\r\n" is 16).
 const CLASSIFY_LEN: usize = 16;
@@ -63,9 +73,13 @@ pub fn enforcer_api_ingress(ctx: SkBuffContext) -> i32 {
     guard(&ctx)
 }
 
-/// A TCP segment as the guard sees it.
+/// A TCP segment or UDP datagram as the guard sees it.
 struct Segment {
     family: u16,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    protocol: u8,
+    /// [`surface`] of the local port.
+    surface: u16,
     peer: [u8; 16],
     local: [u8; 16],
     peer_port: u16,
@@ -88,66 +102,94 @@ fn guard(ctx: &SkBuffContext) -> i32 {
     };
     // SAFETY: the kernel hands every cgroup_skb program a valid `__sk_buff`.
     let local_port = unsafe { (*ctx.skb.skb).local_port };
-    if local_port > 0xffff || !api.guards(local_port as u16) {
+    if local_port > 0xffff {
+        return PASS;
+    }
+    let surface = api.surface(local_port as u16);
+    if surface == surface::NONE {
         return PASS;
     }
     if crate::scoped() && !is_target_socket(ctx) {
         return PASS;
     }
-    let Some(seg) = segment(ctx) else {
+    let Some(seg) = segment(ctx, surface) else {
         return PASS;
     };
-    if !api.guards(seg.local_port) {
+    if seg.protocol != UNPARSED && api.surface(seg.local_port) != surface {
         return PASS;
     }
-    if seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+    if seg.protocol != IPPROTO_TCP || seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         return decide_peer(ctx, set, api, &seg);
     }
-    if seg.payload_len >= CLASSIFY_LEN {
+    if surface == surface::WEB && seg.payload_len >= CLASSIFY_LEN {
         classify_request(ctx, api, &seg);
     }
     PASS
 }
 
-/// The IP and TCP headers of the packet (`None` when it is not TCP, or a later fragment).
+/// The IP and TCP (or, on a cluster port, UDP) headers of the packet (`None` for another
+/// protocol, or a later fragment).
 #[inline(always)]
-fn segment(ctx: &SkBuffContext) -> Option<Segment> {
+fn segment(ctx: &SkBuffContext, surface: u16) -> Option<Segment> {
+    let carried = |p: u8| p == IPPROTO_TCP || (p == IPPROTO_UDP && surface == surface::CLUSTER);
     // SAFETY: the kernel hands every cgroup_skb program a valid `__sk_buff`; `protocol` holds
     // the 16-bit network-order EtherType.
     let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     let mut peer = [0u8; 16];
     let mut local = [0u8; 16];
-    let (family, l4) = if protocol == ETH_P_IP {
+    let (family, ip_proto, l4) = if protocol == ETH_P_IP {
         let vihl: u8 = ctx.load(0).ok()?;
         let frag: u16 = ctx.load(6).ok()?;
-        let proto: u8 = ctx.load(9).ok()?;
-        if proto != IPPROTO_TCP || u16::from_be(frag) & 0x1fff != 0 {
+        let ip_proto: u8 = ctx.load(9).ok()?;
+        if !carried(ip_proto) || u16::from_be(frag) & 0x1fff != 0 {
             return None;
         }
         let src: [u8; 4] = ctx.load(12).ok()?;
         let dst: [u8; 4] = ctx.load(16).ok()?;
         peer[..4].copy_from_slice(&src);
         local[..4].copy_from_slice(&dst);
-        (2u16, usize::from(vihl & 0x0f) * 4)
+        (2u16, ip_proto, usize::from(vihl & 0x0f) * 4)
     } else if protocol == ETH_P_IPV6 {
-        // Extension headers before TCP are not followed: such a packet is not guarded.
+        // Extension headers before TCP/UDP are not followed: a packet that carries one to a
+        // guarded port is "unparsed" (protocol 0) and refused, whatever it holds (no legitimate
+        // peer of an API or gossip port needs them; following them is a loop).
         let next: u8 = ctx.load(6).ok()?;
-        if next != IPPROTO_TCP {
-            return None;
-        }
         peer = ctx.load(8).ok()?;
         local = ctx.load(24).ok()?;
-        (10u16, 40)
+        if is_ipv6_extension(next) {
+            return Some(Segment {
+                family: 10,
+                protocol: UNPARSED,
+                surface,
+                peer,
+                local,
+                peer_port: 0,
+                local_port: 0,
+                flags: 0,
+                payload_off: 0,
+                payload_len: 0,
+            });
+        }
+        if !carried(next) {
+            return None;
+        }
+        (10u16, next, 40)
     } else {
         return None;
     };
     let ports: [u8; 4] = ctx.load(l4).ok()?;
-    let doff: u8 = ctx.load(l4 + 12).ok()?;
-    let flags: u8 = ctx.load(l4 + 13).ok()?;
-    let payload_off = l4 + usize::from(doff >> 4) * 4;
+    let (flags, payload_off) = if ip_proto == IPPROTO_TCP {
+        let doff: u8 = ctx.load(l4 + 12).ok()?;
+        let flags: u8 = ctx.load(l4 + 13).ok()?;
+        (flags, l4 + usize::from(doff >> 4) * 4)
+    } else {
+        (0, l4 + 8)
+    };
     let len = ctx.len() as usize;
     Some(Segment {
         family,
+        protocol: ip_proto,
+        surface,
         peer,
         local,
         peer_port: u16::from_be_bytes([ports[0], ports[1]]),
@@ -156,6 +198,13 @@ fn segment(ctx: &SkBuffContext) -> Option<Segment> {
         payload_off,
         payload_len: len.saturating_sub(payload_off),
     })
+}
+
+/// Hop-by-hop, routing, fragment, destination options, authentication header, mobility, HIP,
+/// shim6: the IPv6 extension headers that may come before a transport header.
+#[inline(always)]
+fn is_ipv6_extension(next: u8) -> bool {
+    matches!(next, 0 | 43 | 44 | 60 | 51 | 135 | 139 | 140)
 }
 
 /// Scope mode: whether the packet's socket was created in the cgroup of a target
@@ -168,7 +217,8 @@ fn is_target_socket(ctx: &SkBuffContext) -> bool {
     unsafe { API_CGROUPS.get(&own) }.is_some()
 }
 
-/// A new connection: the peer's verdict, counted; a refused peer's SYN is dropped (enforce).
+/// A new connection (or, on a cluster port, a datagram): the peer's verdict, counted; a
+/// refused peer's SYN or datagram is dropped (enforce).
 #[inline(always)]
 fn decide_peer(ctx: &SkBuffContext, set: u32, api: &ApiConfig, seg: &Segment) -> i32 {
     let peer = if seg.family == 2 {
@@ -176,25 +226,66 @@ fn decide_peer(ctx: &SkBuffContext, set: u32, api: &ApiConfig, seg: &Segment) ->
     } else {
         policy::normalise_v6(seg.peer)
     };
-    if policy::can_ingress(set, api, &peer, seg.local_port).is_none() {
-        count(counter::ACCEPTED);
+    let cluster = seg.surface == surface::CLUSTER;
+    // The receiving target (the creator of the listening or UDP socket), asked only on a
+    // cluster port, where its own peers are let in and its joins are reported.
+    let owner = if cluster { cluster::owner(ctx) } else { 0 };
+    let mut refused = seg.protocol == UNPARSED
+        || policy::can_ingress(
+            set,
+            api,
+            &peer,
+            seg.surface,
+            proto::class(u32::from(seg.protocol)),
+        )
+        .is_some();
+    if refused && seg.protocol != UNPARSED {
+        if cluster {
+            refused = !cluster::own_peer(ctx, owner, &peer);
+        } else if watchdog::is_own(ctx, seg) {
+            count(counter::WATCHDOG_ACCEPTED);
+            refused = false;
+        }
+    }
+    let (accepted, refused_index, would_index) = counters(seg);
+    if !refused {
+        count(accepted);
+        if cluster {
+            cluster::joined(ctx, api, seg, owner);
+        }
         return PASS;
     }
     let audit = api.mode == mode::AUDIT;
-    count(if audit {
-        counter::WOULD_REFUSE
-    } else {
-        counter::REFUSED
-    });
+    count(if audit { would_index } else { refused_index });
     if let Some(suppressed) = may_report(seg) {
         let kind = if audit {
             event_kind::PEER_WOULD_REFUSE
         } else {
             event_kind::PEER_REFUSED
         };
-        emit(ctx, false, kind, api, seg, suppressed);
+        emit(ctx, false, kind, api, seg, suppressed, owner);
     }
     if audit { PASS } else { DROP }
+}
+
+/// The (accepted, refused, would-refuse) counters of a segment's surface and protocol.
+#[inline(always)]
+fn counters(seg: &Segment) -> (u32, u32, u32) {
+    if seg.surface != surface::CLUSTER {
+        (counter::ACCEPTED, counter::REFUSED, counter::WOULD_REFUSE)
+    } else if seg.protocol == IPPROTO_UDP {
+        (
+            counter::CLUSTER_UDP_ACCEPTED,
+            counter::CLUSTER_UDP_REFUSED,
+            counter::CLUSTER_UDP_WOULD_REFUSE,
+        )
+    } else {
+        (
+            counter::CLUSTER_TCP_ACCEPTED,
+            counter::CLUSTER_TCP_REFUSED,
+            counter::CLUSTER_TCP_WOULD_REFUSE,
+        )
+    }
 }
 
 /// Whether this refusal is reported: at most once per peer per [`PEER_REPORT_INTERVAL_NS`]
@@ -218,6 +309,22 @@ fn may_report(seg: &Segment) -> Option<u32> {
         }
         suppressed = last.suppressed;
     }
+    if !within_rate(now) {
+        return None;
+    }
+    let report = PeerReport {
+        reported_ns: now,
+        suppressed: 0,
+    };
+    // A full LRU evicts its least recently used peer; failure only loses the rate limit.
+    let _ = API_PEERS.insert(&key, &report, 0);
+    Some(suppressed.min(u64::from(u32::MAX)) as u32)
+}
+
+/// Whether one more report fits this CPU's [`REPORTS_PER_SECOND`] (counted as suppressed
+/// otherwise).
+#[inline(always)]
+fn within_rate(now: u64) -> bool {
     if let Some(w) = API_RATE.get_ptr_mut(0) {
         // SAFETY: per-CPU slot; this program cannot be preempted by itself on this CPU.
         let w = unsafe { &mut *w };
@@ -227,17 +334,11 @@ fn may_report(seg: &Segment) -> Option<u32> {
         }
         if w.reports >= REPORTS_PER_SECOND {
             count(counter::REPORTS_SUPPRESSED);
-            return None;
+            return false;
         }
         w.reports += 1;
     }
-    let report = PeerReport {
-        reported_ns: now,
-        suppressed: 0,
-    };
-    // A full LRU evicts its least recently used peer; failure only loses the rate limit.
-    let _ = API_PEERS.insert(&key, &report, 0);
-    Some(suppressed.min(u64::from(u32::MAX)) as u32)
+    true
 }
 
 /// A segment that starts an HTTP request: reported when it changes state, counted otherwise.
@@ -254,7 +355,7 @@ fn classify_request(ctx: &SkBuffContext, api: &ApiConfig, seg: &Segment) {
         start.starts_with(b"GET ") || start.starts_with(b"HEAD ") || start.starts_with(b"OPTIONS ");
     if write || (read && is_reload(ctx, seg, &start)) {
         count(counter::WRITES);
-        emit(ctx, true, event_kind::REQUEST, api, seg, 0);
+        emit(ctx, true, event_kind::REQUEST, api, seg, 0, 0);
     } else if read {
         count(counter::READS);
     }
@@ -283,6 +384,7 @@ fn emit(
     api: &ApiConfig,
     seg: &Segment,
     suppressed: u32,
+    owner_tgid: u32,
 ) {
     let Some(mut slot) = API_EVENTS.reserve::<ApiEvent>(0) else {
         count(counter::LOST_EVENTS);
@@ -310,6 +412,10 @@ fn emit(
         addr_of_mut!((*p).local_port).write(seg.local_port);
         addr_of_mut!((*p).head_len).write(head_len);
         addr_of_mut!((*p).suppressed).write(suppressed);
+        addr_of_mut!((*p).protocol).write(seg.protocol);
+        addr_of_mut!((*p).surface).write(seg.surface as u8);
+        addr_of_mut!((*p)._pad).write(0);
+        addr_of_mut!((*p).owner_tgid).write(owner_tgid);
         addr_of_mut!((*p).peer_addr).write(seg.peer);
         addr_of_mut!((*p).local_addr).write(seg.local);
     }
