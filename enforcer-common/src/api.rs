@@ -177,10 +177,11 @@ pub mod counter {
     /// Refusal reports left out by the per-peer or per-second limit (the counters above
     /// still count every SYN).
     pub const REPORTS_SUPPRESSED: u32 = 3;
-    /// State-changing requests reported.
-    pub const WRITES: u32 = 4;
-    /// Read-only requests (counted, not reported).
-    pub const READS: u32 = 5;
+    /// Web port: segments with a payload queued for the agent's stream reassembly.
+    pub const STREAM_SEGMENTS: u32 = 4;
+    /// Web port: segments longer than [`super::STREAM_CHUNKS`] chunks (their tail was not
+    /// queued; the agent reports a request head it cannot see).
+    pub const STREAM_CUT: u32 = 5;
     /// Events that did not fit into the ring buffer.
     pub const LOST_EVENTS: u32 = 6;
     /// Cluster port, TCP: SYNs of allowed peers (each a gossip session).
@@ -206,8 +207,15 @@ pub mod event_kind {
     pub const PEER_REFUSED: u16 = 16;
     /// A peer's SYN would have been dropped (audit mode).
     pub const PEER_WOULD_REFUSE: u16 = 17;
-    /// A state-changing request arrived on a guarded port.
-    pub const REQUEST: u16 = 18;
+    /// Kind 18 (a request head, layout 1) is no longer queued: requests are parsed by the
+    /// agent out of the stream events below.
+    /// An accepted connection to a web port: `seq` is the SYN's sequence number.
+    pub const STREAM_OPEN: u16 = 20;
+    /// Bytes of a web port's stream: `head` holds `head_len` bytes at sequence number `seq`
+    /// (chunk `chunk` of a segment whose payload is `payload_len` bytes).
+    pub const STREAM_DATA: u16 = 21;
+    /// The peer's FIN or RST (`tcp_flags`) on a web port's stream, at sequence `seq`.
+    pub const STREAM_CLOSE: u16 = 22;
     /// An allowed peer started a gossip session on a cluster port: a TCP connection, or a
     /// datagram from an address not seen recently.
     pub const CLUSTER_JOIN: u16 = 19;
@@ -216,8 +224,10 @@ pub mod event_kind {
 /// Version of [`ApiEvent`]'s layout.
 pub const API_EVENT_VERSION: u16 = 2;
 
-/// Bytes of a request's head carried in a [`event_kind::REQUEST`] event.
+/// Bytes of stream data carried in one [`event_kind::STREAM_DATA`] event.
 pub const HEAD_LEN: usize = 128;
+/// Chunks of one segment queued at most (the first `STREAM_CHUNKS * HEAD_LEN` bytes).
+pub const STREAM_CHUNKS: usize = 16;
 
 /// How long a refused peer stays quiet after it was reported (its SYNs are still counted).
 pub const PEER_REPORT_INTERVAL_NS: u64 = 60_000_000_000;
@@ -265,9 +275,17 @@ pub struct ApiEvent {
     pub protocol: u8,
     /// [`surface`] of the local port (as u8).
     pub surface: u8,
-    pub _pad: u16,
-    /// The tgid that created the receiving socket (its socket mark), 0 when unmarked.
+    /// TCP flags of the segment.
+    pub tcp_flags: u8,
+    /// Stream data: the chunk's index within its segment.
+    pub chunk: u8,
+    /// The tgid that created the receiving socket (its socket mark), 0 when unmarked or not
+    /// asked (refusals and data on a web port).
     pub owner_tgid: u32,
+    /// Stream events: the TCP sequence number (see [`event_kind`]).
+    pub seq: u32,
+    /// Stream data: the whole segment's payload length.
+    pub payload_len: u32,
     /// Network order; IPv4 in the first 4 bytes.
     pub peer_addr: [u8; 16],
     pub local_addr: [u8; 16],
@@ -275,8 +293,8 @@ pub struct ApiEvent {
     pub head: [u8; HEAD_LEN],
 }
 
-/// Size of the guard's ring buffer.
-pub const API_EVENTS_BYTES: u32 = 1 << 18;
+/// Size of the guard's ring buffer (stream data of a busy API: 4,000 chunks).
+pub const API_EVENTS_BYTES: u32 = 1 << 20;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -316,7 +334,7 @@ mod tests {
         assert!(!c.guards(9094));
         assert_eq!(c.surface(9095), surface::NONE);
         assert_eq!(core::mem::size_of::<ApiConfig>(), 56);
-        assert_eq!(core::mem::size_of::<ApiEvent>(), 24 + 24 + 32 + HEAD_LEN);
+        assert_eq!(core::mem::size_of::<ApiEvent>(), 24 + 32 + 32 + HEAD_LEN);
         assert_eq!(core::mem::size_of::<ClusterPeerKey>(), 32);
     }
 }

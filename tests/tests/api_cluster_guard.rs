@@ -12,14 +12,18 @@
 //! silence never reaches A; C's TCP SYNs and UDP datagrams to 9094 are `api_peer_refused`
 //! lines (surface `cluster`) and counted in `enforcer_api_cluster_packets_total`; B's session
 //! with A is a `cluster_join` line naming B and port 9094.
+mod api_guard_support;
+
 use std::{
     path::{Path, PathBuf},
     time::Duration,
 };
 
+use api_guard_support::{metric, metrics_address};
+
 use anyhow::bail;
 use integration_tests::{
-    Agent, ChildGuard, NetNs, TempDir, TestCgroup, eventually, http_get, installed, privileged,
+    Agent, ChildGuard, NetNs, TempDir, TestCgroup, eventually, installed, privileged,
 };
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
@@ -134,35 +138,11 @@ fn has_silence(ns: &NetNs, id: &str) -> bool {
     amtool(ns, &["silence", "query", "-q"]).is_ok_and(|out| out.lines().any(|l| l.trim() == id))
 }
 
-fn metric(addr: &str, series: &str) -> u64 {
-    let body = http_get(addr, "/metrics").unwrap_or_default();
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-fn metrics_address() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
+const POLICY: &str = "mode: enforce\ndefault: allow\nblock:\n  - preset: cloud-metadata\n\
+                      api:\n  allow:\n    - cidr: 127.0.0.1/32\n";
 
 fn policy(dir: &TempDir) -> PathBuf {
-    dir.write(
-        "policy.yaml",
-        "mode: enforce\ndefault: allow\nblock:\n  - preset: cloud-metadata\n\
-         api:\n  allow:\n    - cidr: 127.0.0.1/32\n",
-    )
-    .unwrap()
+    dir.write("policy.yaml", POLICY).unwrap()
 }
 
 fn target_of(line: &serde_json::Value, cg: &Path) -> bool {
@@ -286,6 +266,32 @@ fn a_stranger_never_gossips_into_the_cluster_and_replicas_still_converge() {
     assert!(
         !joins.iter().any(|l| l["peer_ip"] == C),
         "a refused peer never joins: {joins:#?}"
+    );
+
+    // Control: the same attacker let in by `cluster_allow` does gossip its silence into A —
+    // what the guard stopped above.
+    std::fs::write(
+        dir.path.join("policy.yaml"),
+        format!("{POLICY}  cluster_allow:\n    - cidr: {C}/32\n"),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_for_stderr("\"message\":\"policy reloaded\"");
+    let leaked = eventually(Duration::from_secs(40), Duration::from_millis(500), || {
+        has_silence(&a_ns, &planted).then_some(())
+    });
+    assert!(
+        leaked.is_some(),
+        "with cluster_allow the attacker's silence should reach A\nA:\n{}\nC:\n{}",
+        a.log_text(),
+        c.log_text()
+    );
+    let joined = agent.events_within(Duration::from_secs(1));
+    assert!(
+        joined
+            .iter()
+            .any(|l| l["event"] == "cluster_join" && l["peer_ip"] == C),
+        "the allowed attacker's join is a line: {joined:#?}"
     );
     drop((a, b, c));
 }

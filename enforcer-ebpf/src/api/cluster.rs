@@ -20,7 +20,7 @@ use enforcer_common::{
     proto::IPPROTO_UDP,
 };
 
-use super::{ApiConfig, Segment, count, emit, within_rate};
+use super::{ApiConfig, Meta, Segment, count, emit, within_rate};
 use crate::{Dst, sock, words_to_bytes};
 
 #[map]
@@ -95,13 +95,6 @@ pub(super) fn joined(ctx: &SkBuffContext, api: &ApiConfig, seg: &Segment, owner_
         return;
     }
     count(counter::CLUSTER_JOINS);
-    emit(
-        ctx,
-        false,
-        event_kind::CLUSTER_JOIN,
-        api,
-        seg,
-        0,
-        owner_tgid,
-    );
+    let meta = Meta::report(0, owner_tgid);
+    emit(ctx, event_kind::CLUSTER_JOIN, api, seg, &meta);
 }

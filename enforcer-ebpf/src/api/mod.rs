@@ -12,9 +12,11 @@
 //!   ([`watchdog`]). A refused peer's SYN or datagram is dropped, so Alertmanager never sees
 //!   it. Every refusal is counted; reports are limited per peer (bounded LRU) and per second.
 //! - An allowed peer that starts a gossip session is reported ([`cluster::joined`]).
-//! - A segment that starts an HTTP request is classified by its method: state-changing calls
-//!   (POST, PUT, DELETE, PATCH, anything on `/-/reload`) are reported with the head of the
-//!   request, read-only calls only counted.
+//! - Every accepted connection to a web port is a stream the agent puts back together: its
+//!   opening (with the SYN's sequence number and the listening target's process), each
+//!   segment's payload in chunks with their sequence numbers, and the peer's FIN or RST
+//!   ([`stream`]). The agent parses the requests out of the stream, however they are
+//!   segmented or pipelined, and says so where it cannot.
 
 mod cluster;
 mod watchdog;
@@ -35,8 +37,8 @@ use enforcer_common::{
     ACTIVE_SETS, EventHeader,
     api::{
         API_EVENT_VERSION, API_EVENTS_BYTES, ApiConfig, ApiEvent, HEAD_LEN, MAX_API_CGROUPS,
-        MAX_PEERS, PEER_REPORT_INTERVAL_NS, PeerReport, REPORTS_PER_SECOND, RateWindow, counter,
-        event_kind, surface,
+        MAX_PEERS, PEER_REPORT_INTERVAL_NS, PeerReport, REPORTS_PER_SECOND, RateWindow,
+        STREAM_CHUNKS, counter, event_kind, surface,
     },
     mode, proto,
 };
@@ -65,8 +67,8 @@ const TCP_SYN: u8 = 0x02;
 /// headers the guard does not follow.
 const UNPARSED: u8 = 0;
 const TCP_ACK: u8 = 0x10;
-/// Bytes of the payload read to classify a request ("GET / HTTP/1.1\r\n" is 16).
-const CLASSIFY_LEN: usize = 16;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
 
 #[cgroup_skb(ingress)]
 pub fn enforcer_api_ingress(ctx: SkBuffContext) -> i32 {
@@ -85,6 +87,8 @@ struct Segment {
     peer_port: u16,
     local_port: u16,
     flags: u8,
+    /// TCP sequence number of the segment (host order; 0 for UDP).
+    seq: u32,
     payload_off: usize,
     payload_len: usize,
 }
@@ -121,8 +125,8 @@ fn guard(ctx: &SkBuffContext) -> i32 {
     if seg.protocol != IPPROTO_TCP || seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         return decide_peer(ctx, set, api, &seg);
     }
-    if surface == surface::WEB && seg.payload_len >= CLASSIFY_LEN {
-        classify_request(ctx, api, &seg);
+    if surface == surface::WEB {
+        stream(ctx, api, &seg);
     }
     PASS
 }
@@ -166,6 +170,7 @@ fn segment(ctx: &SkBuffContext, surface: u16) -> Option<Segment> {
                 peer_port: 0,
                 local_port: 0,
                 flags: 0,
+                seq: 0,
                 payload_off: 0,
                 payload_len: 0,
             });
@@ -178,12 +183,13 @@ fn segment(ctx: &SkBuffContext, surface: u16) -> Option<Segment> {
         return None;
     };
     let ports: [u8; 4] = ctx.load(l4).ok()?;
-    let (flags, payload_off) = if ip_proto == IPPROTO_TCP {
+    let (flags, seq, payload_off) = if ip_proto == IPPROTO_TCP {
+        let seq: u32 = ctx.load(l4 + 4).ok()?;
         let doff: u8 = ctx.load(l4 + 12).ok()?;
         let flags: u8 = ctx.load(l4 + 13).ok()?;
-        (flags, l4 + usize::from(doff >> 4) * 4)
+        (flags, u32::from_be(seq), l4 + usize::from(doff >> 4) * 4)
     } else {
-        (0, l4 + 8)
+        (0, 0, l4 + 8)
     };
     let len = ctx.len() as usize;
     Some(Segment {
@@ -195,6 +201,7 @@ fn segment(ctx: &SkBuffContext, surface: u16) -> Option<Segment> {
         peer_port: u16::from_be_bytes([ports[0], ports[1]]),
         local_port: u16::from_be_bytes([ports[2], ports[3]]),
         flags,
+        seq,
         payload_off,
         payload_len: len.saturating_sub(payload_off),
     })
@@ -252,6 +259,8 @@ fn decide_peer(ctx: &SkBuffContext, set: u32, api: &ApiConfig, seg: &Segment) ->
         count(accepted);
         if cluster {
             cluster::joined(ctx, api, seg, owner);
+        } else {
+            opened(ctx, api, seg);
         }
         return PASS;
     }
@@ -263,9 +272,97 @@ fn decide_peer(ctx: &SkBuffContext, set: u32, api: &ApiConfig, seg: &Segment) ->
         } else {
             event_kind::PEER_REFUSED
         };
-        emit(ctx, false, kind, api, seg, suppressed, owner);
+        emit(ctx, kind, api, seg, &Meta::report(suppressed, owner));
     }
-    if audit { PASS } else { DROP }
+    if !audit {
+        return DROP;
+    }
+    if !cluster && seg.protocol == IPPROTO_TCP {
+        opened(ctx, api, seg);
+    }
+    PASS
+}
+
+/// A connection to a web port let through: its stream starts (every byte after the SYN's
+/// sequence number is the peer's request stream), with the listening target's process.
+#[inline(always)]
+fn opened(ctx: &SkBuffContext, api: &ApiConfig, seg: &Segment) {
+    let meta = Meta {
+        owner_tgid: cluster::owner(ctx),
+        seq: seg.seq,
+        ..Meta::default()
+    };
+    emit(ctx, event_kind::STREAM_OPEN, api, seg, &meta);
+}
+
+/// A segment of an accepted connection to a web port: its payload, in [`HEAD_LEN`] chunks
+/// (at most [`STREAM_CHUNKS`]; a longer payload's tail is left out and counted, the agent
+/// knows its length from `payload_len`), and the peer's FIN or RST. Every segment is queued:
+/// the agent puts the stream back together however the peer segments, pipelines or spells its
+/// requests.
+#[inline(always)]
+fn stream(ctx: &SkBuffContext, api: &ApiConfig, seg: &Segment) {
+    if seg.payload_len > 0 {
+        count(counter::STREAM_SEGMENTS);
+        for i in 0..STREAM_CHUNKS {
+            let off = i * HEAD_LEN;
+            if off >= seg.payload_len {
+                break;
+            }
+            let meta = Meta {
+                seq: seg.seq.wrapping_add(off as u32),
+                chunk: i as u8,
+                copy_from: off as u32,
+                ..Meta::default()
+            };
+            emit(ctx, event_kind::STREAM_DATA, api, seg, &meta);
+        }
+        if seg.payload_len > STREAM_CHUNKS * HEAD_LEN {
+            count(counter::STREAM_CUT);
+        }
+    }
+    if seg.flags & (TCP_FIN | TCP_RST) != 0 {
+        let meta = Meta {
+            seq: seg.seq.wrapping_add(seg.payload_len as u32),
+            ..Meta::default()
+        };
+        emit(ctx, event_kind::STREAM_CLOSE, api, seg, &meta);
+    }
+}
+
+/// What an event carries besides the segment.
+struct Meta {
+    suppressed: u32,
+    owner_tgid: u32,
+    seq: u32,
+    chunk: u8,
+    /// Offset into the payload of the bytes to copy into `head`; [`NO_COPY`]: none.
+    copy_from: u32,
+}
+
+const NO_COPY: u32 = u32::MAX;
+
+impl Default for Meta {
+    fn default() -> Self {
+        Self {
+            suppressed: 0,
+            owner_tgid: 0,
+            seq: 0,
+            chunk: 0,
+            copy_from: NO_COPY,
+        }
+    }
+}
+
+impl Meta {
+    #[inline(always)]
+    fn report(suppressed: u32, owner_tgid: u32) -> Self {
+        Self {
+            suppressed,
+            owner_tgid,
+            ..Self::default()
+        }
+    }
 }
 
 /// The (accepted, refused, would-refuse) counters of a segment's surface and protocol.
@@ -341,51 +438,9 @@ fn within_rate(now: u64) -> bool {
     true
 }
 
-/// A segment that starts an HTTP request: reported when it changes state, counted otherwise.
+/// Queues one event; counts it as lost when the ring is full.
 #[inline(always)]
-fn classify_request(ctx: &SkBuffContext, api: &ApiConfig, seg: &Segment) {
-    let Ok(start) = ctx.load::<[u8; CLASSIFY_LEN]>(seg.payload_off) else {
-        return;
-    };
-    let write = start.starts_with(b"POST ")
-        || start.starts_with(b"PUT ")
-        || start.starts_with(b"DELETE ")
-        || start.starts_with(b"PATCH ");
-    let read =
-        start.starts_with(b"GET ") || start.starts_with(b"HEAD ") || start.starts_with(b"OPTIONS ");
-    if write || (read && is_reload(ctx, seg, &start)) {
-        count(counter::WRITES);
-        emit(ctx, true, event_kind::REQUEST, api, seg, 0, 0);
-    } else if read {
-        count(counter::READS);
-    }
-}
-
-/// Whether a read-only method's path is `/-/reload` (which Alertmanager answers to any method).
-#[inline(always)]
-fn is_reload(ctx: &SkBuffContext, seg: &Segment, start: &[u8; CLASSIFY_LEN]) -> bool {
-    let skip = if start.starts_with(b"GET ") {
-        4
-    } else if start.starts_with(b"HEAD ") {
-        5
-    } else {
-        8
-    };
-    ctx.load::<[u8; 9]>(seg.payload_off + skip)
-        .is_ok_and(|p| &p == b"/-/reload")
-}
-
-/// Queues one event; counts it as lost when the ring is full. `head`: copy the request head.
-#[inline(always)]
-fn emit(
-    ctx: &SkBuffContext,
-    head: bool,
-    kind: u16,
-    api: &ApiConfig,
-    seg: &Segment,
-    suppressed: u32,
-    owner_tgid: u32,
-) {
+fn emit(ctx: &SkBuffContext, kind: u16, api: &ApiConfig, seg: &Segment, meta: &Meta) {
     let Some(mut slot) = API_EVENTS.reserve::<ApiEvent>(0) else {
         count(counter::LOST_EVENTS);
         return;
@@ -396,8 +451,8 @@ fn emit(
     // every field is written.
     unsafe {
         addr_of_mut!((*p).head).write([0u8; HEAD_LEN]);
-        if head {
-            head_len = copy_head(ctx, seg, addr_of_mut!((*p).head));
+        if meta.copy_from != NO_COPY {
+            head_len = copy_head(ctx, seg, meta.copy_from as usize, addr_of_mut!((*p).head));
         }
         addr_of_mut!((*p).header).write(EventHeader {
             kind,
@@ -411,11 +466,14 @@ fn emit(
         addr_of_mut!((*p).peer_port).write(seg.peer_port);
         addr_of_mut!((*p).local_port).write(seg.local_port);
         addr_of_mut!((*p).head_len).write(head_len);
-        addr_of_mut!((*p).suppressed).write(suppressed);
+        addr_of_mut!((*p).suppressed).write(meta.suppressed);
         addr_of_mut!((*p).protocol).write(seg.protocol);
         addr_of_mut!((*p).surface).write(seg.surface as u8);
-        addr_of_mut!((*p)._pad).write(0);
-        addr_of_mut!((*p).owner_tgid).write(owner_tgid);
+        addr_of_mut!((*p).tcp_flags).write(seg.flags);
+        addr_of_mut!((*p).chunk).write(meta.chunk);
+        addr_of_mut!((*p).owner_tgid).write(meta.owner_tgid);
+        addr_of_mut!((*p).seq).write(meta.seq);
+        addr_of_mut!((*p).payload_len).write(seg.payload_len as u32);
         addr_of_mut!((*p).peer_addr).write(seg.peer);
         addr_of_mut!((*p).local_addr).write(seg.local);
     }
@@ -423,15 +481,12 @@ fn emit(
     slot.submit(BPF_RB_NO_WAKEUP as u64);
 }
 
-/// Copies up to [`HEAD_LEN`] bytes of the payload straight into the reserved record (one
-/// helper call, no stack copy); returns how many were copied.
+/// Copies up to [`HEAD_LEN`] bytes of the payload from offset `off` straight into the
+/// reserved record (one helper call, no stack copy); returns how many were copied.
 #[inline(always)]
-fn copy_head(ctx: &SkBuffContext, seg: &Segment, head: *mut [u8; HEAD_LEN]) -> u16 {
-    let want = if seg.payload_len > HEAD_LEN {
-        HEAD_LEN
-    } else {
-        seg.payload_len
-    } as u32;
+fn copy_head(ctx: &SkBuffContext, seg: &Segment, off: usize, head: *mut [u8; HEAD_LEN]) -> u16 {
+    let left = seg.payload_len.saturating_sub(off);
+    let want = if left > HEAD_LEN { HEAD_LEN } else { left } as u32;
     // The bound is checked on the very register the helper gets: a volatile read keeps LLVM
     // from folding the check into the `min` above and from reloading the length from a stack
     // slot after it (Linux 6.1's verifier does not carry a register's bound to a reload).
@@ -442,8 +497,8 @@ fn copy_head(ctx: &SkBuffContext, seg: &Segment, head: *mut [u8; HEAD_LEN]) -> u
     }
     // SAFETY: `head` is HEAD_LEN writable bytes of the reserved record and `len` <= HEAD_LEN;
     // the helper copies from the program's own skb.
-    let r =
-        unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), seg.payload_off as u32, head.cast(), len) };
+    let from = (seg.payload_off + off) as u32;
+    let r = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), from, head.cast(), len) };
     if r == 0 { len as u16 } else { 0 }
 }
 

@@ -26,6 +26,7 @@ use crate::{
 };
 
 pub mod api;
+pub mod api_stream;
 mod attach;
 pub mod auto;
 pub mod cluster;
@@ -380,6 +381,12 @@ impl Agent {
             let target = self.target_of(ev.header.cgroup_id, "");
             self.api_guard
                 .report(&ev, &target, &self.metrics, &self.api_pids);
+        }
+        for out in self.api_guard.expire() {
+            if let api_stream::Out::Closed { key, .. } = &out {
+                let target = self.target_of(key.cgroup, "");
+                self.api_guard.write(&out, &target, &self.metrics, &[]);
+            }
         }
     }
 

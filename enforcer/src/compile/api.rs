@@ -177,7 +177,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(14);
         let mut refused = 0;
         for case in 0..300 {
-            let mut pick = |rng: &mut StdRng| -> Vec<String> {
+            let pick = |rng: &mut StdRng| -> Vec<String> {
                 let n = rng.random_range(0..4);
                 (0..n)
                     .map(|_| cidrs[rng.random_range(0..cidrs.len())].to_owned())

@@ -21,8 +21,10 @@ impl Record for ApiEvent {
     const KINDS: &'static [u16] = &[
         event_kind::PEER_REFUSED,
         event_kind::PEER_WOULD_REFUSE,
-        event_kind::REQUEST,
         event_kind::CLUSTER_JOIN,
+        event_kind::STREAM_OPEN,
+        event_kind::STREAM_DATA,
+        event_kind::STREAM_CLOSE,
     ];
     const VERSION: u16 = API_EVENT_VERSION;
     fn header(&self) -> &EventHeader {
@@ -68,6 +70,22 @@ pub enum ApiView {
         port: u16,
         cgroup_id: u64,
     },
+    /// A piece of a web port's stream ([`event_kind::STREAM_OPEN`], `STREAM_DATA`,
+    /// `STREAM_CLOSE`), for the agent's reassembly.
+    Stream {
+        kind: u16,
+        peer_ip: IpAddr,
+        peer_port: u16,
+        local_ip: IpAddr,
+        port: u16,
+        cgroup_id: u64,
+        seq: u32,
+        chunk: u8,
+        payload_len: u32,
+        rst: bool,
+        pid: Option<u32>,
+        data: Vec<u8>,
+    },
     ClusterJoin {
         protocol: &'static str,
         peer_ip: IpAddr,
@@ -102,17 +120,23 @@ impl ApiView {
     pub fn new(ev: &ApiEvent) -> Self {
         let peer_ip = addr(ev.family, ev.peer_addr);
         let local_ip = addr(ev.family, ev.local_addr);
-        if ev.header.kind == event_kind::REQUEST {
-            let head = &ev.head[..usize::from(ev.head_len).min(HEAD_LEN)];
-            let (method, path) = request_line(head);
-            return ApiView::Request {
-                method,
-                path,
+        if matches!(
+            ev.header.kind,
+            event_kind::STREAM_OPEN | event_kind::STREAM_DATA | event_kind::STREAM_CLOSE
+        ) {
+            return ApiView::Stream {
+                kind: ev.header.kind,
                 peer_ip,
                 peer_port: ev.peer_port,
                 local_ip,
                 port: ev.local_port,
                 cgroup_id: ev.header.cgroup_id,
+                seq: ev.seq,
+                chunk: ev.chunk,
+                payload_len: ev.payload_len,
+                rst: ev.tcp_flags & 0x04 != 0,
+                pid: (ev.owner_tgid != 0).then_some(ev.owner_tgid),
+                data: ev.head[..usize::from(ev.head_len).min(HEAD_LEN)].to_vec(),
             };
         }
         if ev.header.kind == event_kind::CLUSTER_JOIN {
@@ -138,21 +162,6 @@ impl ApiView {
             generation: ev.generation,
         }
     }
-}
-
-/// Method and path (query string cut off) of a request head; the path is cut at the head's
-/// end when the request line is longer than the head.
-pub fn request_line(head: &[u8]) -> (String, String) {
-    let line_end = head
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(head.len());
-    let line = String::from_utf8_lossy(&head[..line_end]);
-    let mut parts = line.splitn(3, ' ');
-    let method = parts.next().unwrap_or("").to_owned();
-    let target = parts.next().unwrap_or("");
-    let path = target.split(['?', '#']).next().unwrap_or("").to_owned();
-    (method, path)
 }
 
 /// The class of a path, for metrics labels (bounded: paths carry ids).
@@ -297,6 +306,43 @@ pub fn log_cluster_join(view: &ApiView, target: &str) {
     });
 }
 
+/// One `api_connection` line: an accepted connection to a web port opened or closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionView<'a> {
+    pub event: &'static str,
+    /// `open` or `close`.
+    pub state: &'static str,
+    pub target: &'a str,
+    pub peer_ip: IpAddr,
+    pub peer_port: u16,
+    pub local_ip: IpAddr,
+    pub port: u16,
+    /// The Alertmanager process listening (its socket's creator).
+    pub pid: Option<u32>,
+    /// Close: `fin`, `rst` or `idle`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub how: Option<&'static str>,
+    /// Close: bytes the peer sent, and the requests parsed from them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u32>,
+}
+
+/// One `api_request_unparsed` line: where a web port's stream could not be followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnparsedView<'a> {
+    pub event: &'static str,
+    pub target: &'a str,
+    pub peer_ip: IpAddr,
+    pub peer_port: u16,
+    pub local_ip: IpAddr,
+    pub port: u16,
+    pub reason: &'static str,
+    /// Bytes of the connection's stream before that point.
+    pub at_byte: u64,
+}
+
 /// Writes a request line; `peer` is the calling process when it runs on this node.
 pub fn log_request(view: &ApiView, target: &str, peer_allowed: bool, peer: Option<&PeerProcess>) {
     let ApiView::Request {
@@ -333,19 +379,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_line_drops_the_query_string() {
-        assert_eq!(
-            request_line(b"POST /api/v2/silences?x=1 HTTP/1.1\r\nHost: a\r\n"),
-            ("POST".to_owned(), "/api/v2/silences".to_owned())
-        );
-        assert_eq!(
-            request_line(b"DELETE /api/v2/silence/8c1f HTTP/1.1\r\n"),
-            ("DELETE".to_owned(), "/api/v2/silence/8c1f".to_owned())
-        );
-        assert_eq!(
-            request_line(b"GET /-/reload"),
-            ("GET".into(), "/-/reload".into())
-        );
+    fn path_classes() {
         assert_eq!(path_class("/api/v2/silence/8c1f"), "silences");
         assert_eq!(path_class("/api/v2/alerts"), "alerts");
         assert_eq!(path_class("/-/reload"), "reload");

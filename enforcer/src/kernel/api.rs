@@ -34,13 +34,13 @@ pub fn guarded_ports(api: &CompiledApi, listen_ports: &[u16]) -> Vec<u16> {
 /// (`cluster_listen_ports`: each `--cluster.listen-address`, none where it is empty), else
 /// Alertmanager's default when no target was read yet.
 pub fn guarded_cluster_ports(api: &CompiledApi, cluster_listen_ports: Option<&[u16]>) -> Vec<u16> {
-    if !api.cluster_ports.is_empty() {
-        api.cluster_ports.clone()
-    } else {
+    if api.cluster_ports.is_empty() {
         match cluster_listen_ports {
             Some(ports) => ports.to_vec(),
             None => vec![ALERTMANAGER_DEFAULT_CLUSTER_PORT],
         }
+    } else {
+        api.cluster_ports.clone()
     }
 }
 
@@ -85,8 +85,10 @@ pub struct ApiCounters {
     pub refused: u64,
     pub would_refuse: u64,
     pub reports_suppressed: u64,
-    pub writes: u64,
-    pub reads: u64,
+    /// Web port segments with a payload queued for the stream reassembly.
+    pub stream_segments: u64,
+    /// ... whose tail was longer than the kernel queues.
+    pub stream_cut: u64,
     pub lost_events: u64,
     pub cluster_tcp_accepted: u64,
     pub cluster_tcp_refused: u64,
@@ -110,8 +112,8 @@ pub fn counters(ebpf: &Ebpf) -> Result<ApiCounters, KernelError> {
         refused: total(counter::REFUSED)?,
         would_refuse: total(counter::WOULD_REFUSE)?,
         reports_suppressed: total(counter::REPORTS_SUPPRESSED)?,
-        writes: total(counter::WRITES)?,
-        reads: total(counter::READS)?,
+        stream_segments: total(counter::STREAM_SEGMENTS)?,
+        stream_cut: total(counter::STREAM_CUT)?,
         lost_events: total(counter::LOST_EVENTS)?,
         cluster_tcp_accepted: total(counter::CLUSTER_TCP_ACCEPTED)?,
         cluster_tcp_refused: total(counter::CLUSTER_TCP_REFUSED)?,

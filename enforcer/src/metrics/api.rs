@@ -46,6 +46,8 @@ pub struct ApiMetrics {
     pub cluster: Family<ClusterLabels, Counter>,
     pub cluster_joins: Counter,
     pub watchdog: Counter,
+    pub stream_cut: Counter,
+    pub unparsed: Counter,
     seen: Mutex<ApiCounters>,
 }
 
@@ -60,7 +62,8 @@ impl ApiMetrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "api_requests",
-            "HTTP requests seen on a guarded API port: write (logged) or read (only counted)",
+            "HTTP requests parsed from a guarded API port's streams: write (logged) or read (only \
+             counted)",
             requests.clone(),
         );
         let logged_requests = Family::<LoggedLabels, Counter>::default();
@@ -101,7 +104,23 @@ impl ApiMetrics {
              the allow list would refuse its address",
             watchdog.clone(),
         );
+        let stream_cut = Counter::default();
+        registry.register(
+            "api_stream_segments_cut",
+            "Segments to a web port longer than the kernel queues for the agent (their tail is \
+             only counted; a request head in it is reported unparsed)",
+            stream_cut.clone(),
+        );
+        let unparsed = Counter::default();
+        registry.register(
+            "api_requests_unparsed",
+            "Points of a web port's stream where the agent could not follow the requests \
+             (api_request_unparsed lines)",
+            unparsed.clone(),
+        );
         Self {
+            stream_cut,
+            unparsed,
             connections,
             requests,
             logged_requests,
@@ -128,14 +147,8 @@ impl ApiMetrics {
                 .get_or_create(&ConnectionLabels { verdict })
                 .inc_by(new.saturating_sub(old));
         }
-        for (kind, new, old) in [
-            ("write", now.writes, seen.writes),
-            ("read", now.reads, seen.reads),
-        ] {
-            self.requests
-                .get_or_create(&RequestLabels { kind })
-                .inc_by(new.saturating_sub(old));
-        }
+        self.stream_cut
+            .inc_by(now.stream_cut.saturating_sub(seen.stream_cut));
         self.reports_suppressed.inc_by(
             now.reports_suppressed
                 .saturating_sub(seen.reports_suppressed),
