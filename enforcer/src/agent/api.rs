@@ -49,6 +49,7 @@ impl ApiGuard {
     /// The section now installed.
     pub fn update(&mut self, api: Option<&CompiledApi>) {
         self.api = api.cloned();
+        crate::integrity::origin::guard_active(api.is_some());
     }
 
     /// Takes every queued event out of the ring (undecodable records are logged and skipped).
@@ -173,6 +174,9 @@ impl ApiGuard {
             .api
             .as_ref()
             .is_none_or(|a| a.lookup(key.peer.ip(), surface::WEB, proto::TCP).0 == verdict::ALLOW);
+        if api_events::path_class(path) == "silences" {
+            crate::integrity::origin::silence_written();
+        }
         let peer = peer_process(Path::new("/proc"), netns_pids, key.peer, key.local);
         metrics
             .api

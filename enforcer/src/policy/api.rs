@@ -182,6 +182,40 @@ mod tests {
     }
 
     #[test]
+    fn check_lists_the_cluster_guard() {
+        let p = parse_policy(
+            "default: allow\napi:\n  allow:\n    - cidr: 10.0.0.0/8\n  cluster_ports: [9094, 7946]\n  cluster_allow:\n    - cidr: 10.244.0.0/16\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let api = p.api.unwrap();
+        assert_eq!(api.cluster_ports, vec![7946, 9094]);
+        let rules = api.ingress_rules();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[1].ports, vec![super::CLUSTER_RULE_PORTS]);
+        let text = api.render();
+        assert!(
+            text.contains("cluster guard: ports 7946,9094 (TCP and UDP)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[1] allow cluster peer 10.244.0.0/16 (p.yaml:7:7)"),
+            "{text}"
+        );
+        let default = parse_policy("default: allow\napi:\n", "p")
+            .unwrap()
+            .api
+            .unwrap();
+        assert!(
+            default
+                .render()
+                .contains("cluster guard: ports each target's --cluster.listen-address port"),
+            "{}",
+            default.render()
+        );
+    }
+
+    #[test]
     fn mistakes_name_file_line_column_and_field() {
         assert_eq!(
             err("default: allow\napi:\n  allow: []\n"),
