@@ -14,12 +14,13 @@ use std::{
 use enforcer_common::api::{HEAD_LEN, STREAM_CHUNKS};
 
 /// A request head longer than this is not followed (Go's default limit is 1 MiB + 4 KiB;
-/// Alertmanager's requests are far shorter).
-const MAX_HEAD: usize = 64 * 1024;
+/// Alertmanager's requests are far shorter): an unparsed line says so.
+const MAX_HEAD: usize = 16 * 1024;
 /// Out-of-order pieces held per connection before it is given up as unparsed.
-const MAX_PENDING: usize = 256;
-/// Connections followed at once; more are reported unparsed (not followed).
-const MAX_CONNS: usize = 16_384;
+const MAX_PENDING: usize = 64;
+/// Connections followed at once; more are reported unparsed (not followed). With the two
+/// bounds above, at most ~25 MiB however many connections a peer opens.
+const MAX_CONNS: usize = 1024;
 /// A connection with no event for this long is closed as `idle`.
 pub const IDLE: Duration = Duration::from_secs(600);
 
@@ -127,7 +128,13 @@ impl Streams {
     /// An accepted connection; `isn` is its SYN's sequence number.
     pub fn open(&mut self, key: ConnKey, pid: Option<u32>, isn: u32, now: Instant) -> Vec<Out> {
         let mut out = Vec::new();
-        if let Some(old) = self.conns.remove(&key) {
+        let first = isn.wrapping_add(1);
+        if let Some(old) = self.conns.get(&key) {
+            if old.bytes == 0 && old.next == Some(first) {
+                // The SYN sent again (its answer was slow): the same connection.
+                return out;
+            }
+            let old = self.conns.remove(&key).expect("present above");
             out.push(closed(key, &old, "rst"));
         }
         if self.conns.len() >= MAX_CONNS {
@@ -138,8 +145,7 @@ impl Streams {
             });
             return out;
         }
-        self.conns
-            .insert(key, Conn::new(pid, Some(isn.wrapping_add(1)), now));
+        self.conns.insert(key, Conn::new(pid, Some(first), now));
         out.push(Out::Opened { key, pid });
         out
     }
@@ -158,6 +164,13 @@ impl Streams {
         let mut out = Vec::new();
         if !self.conns.contains_key(&key) {
             if self.conns.len() >= MAX_CONNS {
+                if chunk == 0 {
+                    out.push(Out::Unparsed {
+                        key,
+                        reason: "too many connections followed at once",
+                        at_byte: 0,
+                    });
+                }
                 return out;
             }
             // Opened before the guard (or its opening was lost): followed from a segment that

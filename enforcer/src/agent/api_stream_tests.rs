@@ -182,3 +182,31 @@ fn out_of_order_and_retransmitted_segments_are_put_in_order() {
     assert!(unparsed(&out).is_empty(), "{out:?}");
     assert!(matches!(out.last(), Some(Out::Closed { how: "rst", .. })));
 }
+
+#[test]
+fn a_syn_sent_again_is_the_same_connection_and_a_new_one_closes_the_old() {
+    let mut s = Streams::default();
+    let now = Instant::now();
+    assert_eq!(s.open(key(), Some(1), 500, now).len(), 1);
+    assert!(
+        s.open(key(), Some(1), 500, now).is_empty(),
+        "retransmitted SYN"
+    );
+    let p = post("/api/v2/silences");
+    let out = s.data(
+        key(),
+        501,
+        0,
+        p.len() as u32,
+        &p.as_bytes()[..HEAD_LEN],
+        now,
+    );
+    assert_eq!(requests(&out).len(), 1, "{out:?}");
+    let out = s.open(key(), Some(1), 9000, now);
+    assert!(
+        matches!(out[0], Out::Closed { how: "rst", bytes, .. } if bytes == HEAD_LEN as u64),
+        "{out:?}"
+    );
+    assert!(matches!(out[1], Out::Opened { .. }));
+    assert_eq!(s.len(), 1);
+}
