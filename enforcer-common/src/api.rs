@@ -225,9 +225,9 @@ pub mod event_kind {
 pub const API_EVENT_VERSION: u16 = 2;
 
 /// Bytes of stream data carried in one [`event_kind::STREAM_DATA`] event.
-pub const HEAD_LEN: usize = 128;
+pub const HEAD_LEN: usize = 256;
 /// Chunks of one segment queued at most (the first `STREAM_CHUNKS * HEAD_LEN` bytes).
-pub const STREAM_CHUNKS: usize = 16;
+pub const STREAM_CHUNKS: usize = 8;
 
 /// How long a refused peer stays quiet after it was reported (its SYNs are still counted).
 pub const PEER_REPORT_INTERVAL_NS: u64 = 60_000_000_000;
@@ -293,7 +293,7 @@ pub struct ApiEvent {
     pub head: [u8; HEAD_LEN],
 }
 
-/// Size of the guard's ring buffer (stream data of a busy API: 4,000 chunks).
+/// Size of the guard's ring buffer (stream data of a busy API: 3,500 chunks).
 pub const API_EVENTS_BYTES: u32 = 1 << 20;
 
 #[cfg(feature = "user")]

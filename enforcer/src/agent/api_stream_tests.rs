@@ -193,18 +193,12 @@ fn a_syn_sent_again_is_the_same_connection_and_a_new_one_closes_the_old() {
         "retransmitted SYN"
     );
     let p = post("/api/v2/silences");
-    let out = s.data(
-        key(),
-        501,
-        0,
-        p.len() as u32,
-        &p.as_bytes()[..HEAD_LEN],
-        now,
-    );
+    let head = p.find("\r\n\r\n").unwrap() + 4;
+    let out = s.data(key(), 501, 0, head as u32, &p.as_bytes()[..head], now);
     assert_eq!(requests(&out).len(), 1, "{out:?}");
     let out = s.open(key(), Some(1), 9000, now);
     assert!(
-        matches!(out[0], Out::Closed { how: "rst", bytes, .. } if bytes == HEAD_LEN as u64),
+        matches!(out[0], Out::Closed { how: "rst", bytes, .. } if bytes == head as u64),
         "{out:?}"
     );
     assert!(matches!(out[1], Out::Opened { .. }));
