@@ -417,6 +417,10 @@ fn step(key: ConnKey, conn: &mut Conn, bytes: &[u8], out: &mut Vec<Out>) -> usiz
             if buf.is_empty() && (bytes[0] == b'\r' || bytes[0] == b'\n') {
                 return 1;
             }
+            // A TLS handshake record (`--web.config.file`): nothing to parse, said once.
+            if conn.bytes == 0 && buf.is_empty() && bytes[0] == 0x16 {
+                return lost(conn, out, "TLS stream: its requests are encrypted");
+            }
             let before = buf.len();
             buf.extend_from_slice(bytes);
             let Some(end) = head_end(buf) else {

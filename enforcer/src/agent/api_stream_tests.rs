@@ -147,6 +147,9 @@ fn what_cannot_be_followed_is_said() {
     // A malformed request line.
     let out = run(b"POST/api/v2/silences\r\n\r\n", &[]);
     assert_eq!(unparsed(&out), ["malformed request head"]);
+    // TLS.
+    let out = run(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", &[]);
+    assert_eq!(unparsed(&out), ["TLS stream: its requests are encrypted"]);
     // A request cut off by the close.
     let out = run(b"POST /api/v2/silences HTTP/1.1\r\nContent-Le", &[]);
     assert_eq!(unparsed(&out), ["incomplete request at close"]);
