@@ -3,7 +3,10 @@
 //! `api_peer_refused` / `would_refuse`: a peer outside the `api:` allow list opened a
 //! connection to a guarded port (its SYN was dropped, or let through in audit mode), or, on a
 //! cluster port, sent a datagram; `surface` says which (`web` or `cluster`).
-//! `api_request`: a state-changing HTTP call reached a guarded port.
+//! `api_request`: a state-changing HTTP call reached a guarded port (parsed by the agent out of
+//! the connection's stream, `agent::api_stream`); `api_connection`: an accepted connection to
+//! a web port opened or closed (bytes, requests); `api_request_unparsed`: where the stream
+//! could not be followed.
 //! `cluster_join`: an allowed peer started a gossip session on a cluster port (a TCP
 //! connection, or a datagram from an address not seen recently).
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
