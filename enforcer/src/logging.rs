@@ -1,6 +1,6 @@
 //! Agent diagnostics on stderr: JSON lines (the default) or logfmt, filtered by `--log.level`
-//! or `RUST_LOG`. (Deny events go to stdout, one JSON line per denied call, written by
-//! [`crate::events::emit`], whatever the format chosen here.)
+//! or `RUST_LOG`. (Deny events go to stdout as JSON lines, identical denials folded per
+//! window, written by [`crate::events::emit`], whatever the format chosen here.)
 use std::fmt::{self, Write as _};
 
 use tracing::{

@@ -75,8 +75,10 @@ impl std::str::FromStr for ListenAddress {
 enum Command {
     /// Attach to a cgroup v2 directory and enforce a policy until SIGINT/SIGTERM.
     ///
-    /// Denied calls (or, in audit mode, calls that would be denied) are written to stdout as one
-    /// JSON line each; diagnostics (including the "ready" line once attached) go to stderr.
+    /// Denied calls (or, in audit mode, calls that would be denied) are written to stdout as JSON
+    /// lines, identical ones folded per --denial-window-ms (each line's `count` says how many
+    /// calls it stands for); diagnostics (including the "ready" line once attached) go to
+    /// stderr.
     /// Exit status: 0 after a clean detach, 1 on any error.
     Run {
         /// Policy file (YAML). Without it, the embedded default: allow everything except the
@@ -114,6 +116,12 @@ enum Command {
         /// Milliseconds between drains of the event ring buffer when no wakeup arrives.
         #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         drain_interval_ms: u64,
+        /// Milliseconds of a denial aggregation window: identical denials (same target,
+        /// process, destination, port, protocol and rule) within it are written as the first
+        /// one's line and one line at the window's end whose `count` says how many followed;
+        /// 0 writes every denial as its own line. Metrics count every denial either way.
+        #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+        denial_window_ms: u64,
     },
     /// Remove everything a pinned agent left in bpffs: links (which detaches the programs),
     /// programs and maps.
@@ -253,6 +261,7 @@ fn main() -> ExitCode {
             bpffs_dir,
             metrics_address,
             drain_interval_ms,
+            denial_window_ms,
         } => {
             enforcer::logging::init_with(log_level, log_format);
             match enforcer::cgroup::enter_host_cgroup_namespace() {
@@ -268,6 +277,7 @@ fn main() -> ExitCode {
                 cgroups: cgroup,
                 scope,
                 drain_interval: Duration::from_millis(drain_interval_ms),
+                denial_window: Duration::from_millis(denial_window_ms),
                 pins: pin.then(|| enforcer::kernel::pin::Pins::new(bpffs_dir)),
                 metrics,
             };

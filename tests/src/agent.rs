@@ -4,7 +4,8 @@ use std::{
     path::Path,
     process::{Child, Command, Stdio},
     sync::{
-        Mutex,
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
         mpsc::{Receiver, RecvTimeoutError, channel},
     },
     time::{Duration, Instant},
@@ -20,6 +21,8 @@ pub struct Agent {
     events: Receiver<String>,
     seen: Vec<serde_json::Value>,
     stderr: std::sync::Arc<Mutex<Vec<String>>>,
+    /// Bytes the agent wrote to stdout so far (newlines included).
+    stdout_bytes: Arc<AtomicU64>,
 }
 
 impl Agent {
@@ -45,8 +48,11 @@ impl Agent {
         let stdout = child.stdout.take().context("agent stdout")?;
         let stderr = child.stderr.take().context("agent stderr")?;
         let (tx, events) = channel();
+        let stdout_bytes = Arc::new(AtomicU64::new(0));
+        let counted = stdout_bytes.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                counted.fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -68,6 +74,7 @@ impl Agent {
             events,
             seen: Vec::new(),
             stderr: log,
+            stdout_bytes,
         };
         match ready_rx.recv_timeout(Duration::from_secs(120)) {
             Ok(()) => Ok(agent),
@@ -76,6 +83,11 @@ impl Agent {
                 bail!("agent never became ready; stderr:\n{}", agent.stderr_text())
             }
         }
+    }
+
+    /// Bytes the agent wrote to stdout so far (those its lines were read from).
+    pub fn stdout_bytes(&self) -> u64 {
+        self.stdout_bytes.load(Ordering::Relaxed)
     }
 
     pub fn stderr_text(&self) -> String {
@@ -164,4 +176,31 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The denied calls `lines` account for: the sum of `count` over the `connect_denied` lines
+/// `pick` keeps.
+pub fn denied_calls(lines: &[serde_json::Value], pick: impl Fn(&serde_json::Value) -> bool) -> u64 {
+    lines
+        .iter()
+        .filter(|l| l["event"] == "connect_denied" && pick(l))
+        .map(|l| {
+            l["count"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no count: {l}"))
+        })
+        .sum()
+}
+
+/// The lost events the `events_lost` lines among `lines` report.
+pub fn lost_events(lines: &[serde_json::Value]) -> u64 {
+    lines
+        .iter()
+        .filter(|l| l["event"] == "events_lost")
+        .map(|l| {
+            l["lost"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no lost count: {l}"))
+        })
+        .sum()
 }

@@ -28,7 +28,7 @@ mod tempdir;
 pub mod uring;
 mod workload;
 
-pub use agent::Agent;
+pub use agent::{Agent, denied_calls, lost_events};
 pub use bins::{enforcer_bin, probe_bin, run_enforcer};
 pub use bpffs::PinDir;
 pub use cgroup::{TestCgroup, attached_programs, ingress_programs};

@@ -4,6 +4,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::Path,
     process::{ChildStdin, ChildStdout, Command, Stdio},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -140,7 +141,24 @@ impl Probe {
         port: u16,
         n: u64,
     ) -> anyhow::Result<(u64, u64)> {
-        let reply = self.command(&format!("flood {proto} {addr} {port} {n}"))?;
+        self.flood_command(&format!("flood {proto} {addr} {port} {n}"))
+    }
+
+    /// Connects in a tight loop inside the probe for `time`; returns (EPERM count, other
+    /// outcomes).
+    pub fn flood_for(
+        &mut self,
+        proto: &str,
+        addr: &str,
+        port: u16,
+        time: Duration,
+    ) -> anyhow::Result<(u64, u64)> {
+        let ms = time.as_millis();
+        self.flood_command(&format!("flood-for {proto} {addr} {port} {ms}"))
+    }
+
+    fn flood_command(&mut self, cmd: &str) -> anyhow::Result<(u64, u64)> {
+        let reply = self.command(cmd)?;
         let mut it = reply
             .strip_prefix("ok ")
             .context("flood failed")?

@@ -19,7 +19,7 @@ use crate::{
     cgroup::CgroupError,
     compile::{self, CompileError, Compiled},
     error_chain,
-    events::{self, DenyView, LostView, RuleBook},
+    events::{self, Aggregator, DenyView, LostView, RuleBook},
     kernel::{Kernel, KernelError, pin::Pins},
     metrics::{self, Metrics},
     policy::{self, Policy, PolicyError, Rule},
@@ -50,6 +50,9 @@ pub struct RunOptions {
     /// How often queued events are drained when no wakeup came (the kernel side skips
     /// per-event wakeups).
     pub drain_interval: Duration,
+    /// Identical denials within this window are written as the first one's line and one line
+    /// at the window's end (zero: every denial is its own line).
+    pub denial_window: Duration,
     /// Pin maps, programs and links here: enforcement outlives the agent, a restarted agent
     /// adopts it. `None`: everything is detached when the agent exits.
     pub pins: Option<Pins>,
@@ -125,6 +128,8 @@ struct Agent {
     stamp: Option<(SystemTime, u64, u64)>,
     /// Lost events already reported.
     lost_reported: u64,
+    /// The open windows of identical denials.
+    denials: Aggregator,
     /// The FQDN allowlist's agent (its own resolution, learned-address bookkeeping).
     fqdn: Option<fqdn::FqdnAgent>,
     /// The integrity watchdog of the Alertmanager targets' APIs.
@@ -255,6 +260,7 @@ impl Agent {
         // by the agent's identity, never locked out by the policy's own `allow` list.
         let marks = Arc::new(kernel.take_watchdog_marks()?);
         crate::own_sockets::set_marker(Arc::new(move |fd| marks.mark(fd)));
+        let denials = Aggregator::new(opts.denial_window, Aggregator::CAPACITY);
         let mut agent = Agent {
             stamp: opts.policy.as_deref().and_then(file_stamp),
             opts,
@@ -270,6 +276,7 @@ impl Agent {
             targets: TargetSet::default(),
             scoped,
             lost_reported: 0,
+            denials,
             fqdn: None,
             watchdog: None,
             api_guard,
@@ -317,6 +324,8 @@ impl Agent {
                 }
                 _ = tick.tick() => {
                     self.drain(ring.get_mut());
+                    self.denials
+                        .close_ended(std::time::Instant::now(), &mut |l| events::emit(l));
                     self.rules.prune(std::time::Instant::now());
                     self.drain_api();
                     self.report_counters();
@@ -353,6 +362,7 @@ impl Agent {
         signal_name: &'static str,
     ) -> Result<(), RunError> {
         self.drain(ring);
+        self.denials.close_all(&mut |l| events::emit(l));
         self.drain_api();
         self.report_counters();
         let totals = self.kernel.counters()?;
@@ -383,8 +393,9 @@ impl Agent {
         Ok(())
     }
 
-    /// Writes every queued event as a JSON line.
-    fn drain(&self, ring: &mut RingBuf<MapData>) {
+    /// Counts every queued event and writes its line (folded by [`Agent::denials`]).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        let now = std::time::Instant::now();
         while let Some(item) = ring.next() {
             match events::decode::<DenyEvent>(&item) {
                 Ok(ev) => {
@@ -396,7 +407,7 @@ impl Agent {
                             target: view.target.clone(),
                         })
                         .inc();
-                    events::emit(&view);
+                    self.denials.offer(view, now, &mut |l| events::emit(l));
                 }
                 Err(e) => tracing::error!(error = %e, "undecodable event"),
             }

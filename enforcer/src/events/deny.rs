@@ -122,6 +122,13 @@ pub struct DenyView {
     /// used on another port, or a block rule caught a rebinding answer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fqdn: Option<String>,
+    /// How many denied calls the line stands for: 1 for a call written when it happened; on
+    /// the line closing an aggregation window, the identical calls folded into it (see
+    /// [`super::aggregate`]).
+    pub count: u64,
+    /// Only on the line closing an aggregation window: the window's length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<u64>,
 }
 
 impl DenyView {
@@ -161,6 +168,8 @@ impl DenyView {
             rule_id: rule_id::fixed(ev.rule_id).is_none().then_some(ev.rule_id),
             generation: ev.generation,
             fqdn: rules.fqdn_of(decided_as),
+            count: 1,
+            window_ms: None,
         }
     }
 }

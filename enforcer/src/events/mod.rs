@@ -5,16 +5,19 @@
 //! record type declares ([`Record`]) and only then reads the payload, by value. What a line
 //! says is a serde view struct ([`DenyView`], [`LostView`]); [`emit`] writes it to stdout as
 //! one JSON line. The `#[repr(C)]` types of `enforcer-common` stay free of formatting.
+//! Identical denials are folded into one line per window by an [`Aggregator`].
 //!
 //! Events import only earlier stages (policy, kernel); what they need from the agent (the name
 //! an address was answered for) comes in through [`AddressNames`].
 use enforcer_common::{DenyEvent, EVENT_VERSION, EventHeader, event_kind, hook};
 
+pub mod aggregate;
 pub mod api;
 mod deny;
 pub mod learned;
 mod line;
 
+pub use aggregate::Aggregator;
 pub use deny::{AddressNames, DenyView, LostView, RuleBook};
 pub use line::emit;
 

@@ -115,7 +115,7 @@ fn a_deny_line_has_every_field_once_in_order() {
     assert_eq!(
         json,
         format!(
-            r#"{{"event":"connect_denied","target":"alertmanager@8123","mode":"enforce","pid":4242,"tid":4243,"uid":1,"gid":2,"comm":"alertmanager","cgroup_id":8123,"hook":"connect4","family":"ipv4","protocol":"tcp","dst_ip":"169.254.169.254","decided_as":"169.254.169.254","dst_port":80,"rule":{},"rule_id":0,"generation":1}}"#,
+            r#"{{"event":"connect_denied","target":"alertmanager@8123","mode":"enforce","pid":4242,"tid":4243,"uid":1,"gid":2,"comm":"alertmanager","cgroup_id":8123,"hook":"connect4","family":"ipv4","protocol":"tcp","dst_ip":"169.254.169.254","decided_as":"169.254.169.254","dst_port":80,"rule":{},"rule_id":0,"generation":1,"count":1}}"#,
             serde_json::to_string(&rules.describe(1, 0)).unwrap()
         )
     );

@@ -9,6 +9,8 @@
 //! sendto udp|udplite ADDR PORT        → ok | errno N     (unconnected, the sendmsg hooks)
 //! listen tcp ADDR PORT        → ok PORT          (a listener inside the namespace)
 //! flood tcp|udp ADDR PORT N    → ok EPERM_COUNT OTHER_COUNT   (N connects in a tight loop)
+//! flood-for tcp|udp ADDR PORT MS → ok EPERM_COUNT OTHER_COUNT  (connects in a tight loop for
+//!                                 MS milliseconds)
 //! resolve NAME a|aaaa SERVER PORT → ok ADDR...  | error TEXT
 //!                              (a DNS query over a connected UDP socket, as glibc and Go do)
 //! rounds NAME SERVER PORT CPORT N → ok ADDRS EPERM REFUSED OTHER FAILED_QUERIES
@@ -241,7 +243,7 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
             format!("error waitpid: {}", std::io::Error::last_os_error())
         };
     }
-    if let ["flood", proto, addr, port, n] = parts[..] {
+    if let [verb @ ("flood" | "flood-for"), proto, addr, port, n] = parts[..] {
         let ty = if proto == "tcp" {
             libc::SOCK_STREAM
         } else {
@@ -254,8 +256,17 @@ fn run(line: &str, listeners: &mut Vec<TcpListener>) -> String {
         ) else {
             return format!("bad command {line:?}");
         };
+        // `flood`: n calls; `flood-for`: calls until n milliseconds have passed.
+        let end = std::time::Instant::now() + Duration::from_millis(n);
         let (mut eperm, mut other) = (0u64, 0u64);
-        for _ in 0..n {
+        // The clock is read every 64 calls, so it costs the loop nothing.
+        let done = |calls: u64| match verb {
+            "flood" => calls >= n,
+            _ => calls.is_multiple_of(64) && std::time::Instant::now() >= end,
+        };
+        let mut calls = 0u64;
+        while !done(calls) {
+            calls += 1;
             match syscall_connect(ty, SocketAddr::new(ip, port)) {
                 Err(libc::EPERM) => eperm += 1,
                 _ => other += 1,
