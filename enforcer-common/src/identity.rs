@@ -42,13 +42,17 @@ pub mod map_names {
     pub const TARGET_CGROUPS: &str = "TARGET_CGROUPS";
     /// `LruHashMap<u64, u32>`: socket cookie → tgid of the target that sent a DNS query on it.
     pub const TARGET_SOCKETS: &str = "TARGET_SOCKETS";
+    /// `PerCpuArray` with one entry: the exec tracepoint's scratch buffer (no state; pinned
+    /// with the rest so every map of the object is).
+    pub const EXEC_SCRATCH: &str = "EXEC_SCRATCH";
 
-    pub const ALL: [&str; 5] = [
+    pub const ALL: [&str; 6] = [
         TARGET_NAMES,
         TARGET_TASKS,
         TARGET_TGIDS,
         TARGET_CGROUPS,
         TARGET_SOCKETS,
+        EXEC_SCRATCH,
     ];
 }
 

@@ -19,6 +19,7 @@ pub mod own_sockets;
 pub mod policy;
 pub mod reference;
 pub mod sd_notify;
+pub mod time;
 mod yaml;
 
 /// The agent's version (Cargo.toml).

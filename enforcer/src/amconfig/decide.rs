@@ -183,13 +183,7 @@ fn address_verdict(
 /// The first FQDN allow rule that covers `name` (lower case, no trailing dot) on `port`/TCP.
 pub fn fqdn_rule<'p>(policy: &'p Policy, name: &str, port: u16) -> Option<&'p FqdnRule> {
     policy.fqdns.iter().find(|r| {
-        let name_ok = if r.wildcard {
-            name.strip_suffix(r.name.as_str())
-                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
-        } else {
-            name == r.name
-        };
         let port_ok = r.ports.is_empty() || r.ports.iter().any(|p| p.contains(port));
-        name_ok && port_ok && r.protocols & proto::TCP != 0
+        r.covers(name) && port_ok && r.protocols & proto::TCP != 0
     })
 }

@@ -1,8 +1,6 @@
 //! DNS names as the kernel matches them ([`NameKey`]), and the same matching in userspace.
 use enforcer_common::fqdn::{NAME_KEY_LEN, NameKey};
 
-use crate::policy::FqdnRule;
-
 /// The key of a validated, lower-case name without trailing dot (see [`NameKey`]).
 /// `None` when the wire form does not fit (the policy parser already rejects such names).
 pub fn name_key(name: &str) -> Option<NameKey> {
@@ -46,22 +44,9 @@ pub fn key_name(key: &NameKey) -> String {
     out
 }
 
-/// Whether `rule` covers `name` (lower case, no trailing dot): an exact rule only its name, a
-/// `*.name` rule every name one or more labels below `name`, never `name` itself.
-pub fn rule_matches(rule: &FqdnRule, name: &str) -> bool {
-    if rule.wildcard {
-        name.len() > rule.name.len() + 1
-            && name.ends_with(&rule.name)
-            && name.as_bytes()[name.len() - rule.name.len() - 1] == b'.'
-    } else {
-        name == rule.name
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::parse_policy;
 
     #[test]
     fn keys_are_right_aligned_wire_labels_and_suffixes_are_keys() {
@@ -77,22 +62,5 @@ mod tests {
         assert!(name_key(&"a".repeat(64)).is_none());
         let long = ["a".repeat(63).as_str(); 4].join(".");
         assert!(name_key(&long[..253]).is_some());
-    }
-
-    #[test]
-    fn wildcards_match_one_or_more_labels_below_only() {
-        let p = parse_policy(
-            "default: deny\nallow:\n  - fqdn: \"*.example.com\"\n  - fqdn: example.org\n",
-            "t.yaml",
-        )
-        .unwrap();
-        let (w, e) = (&p.fqdns[0], &p.fqdns[1]);
-        assert!(rule_matches(w, "a.example.com"));
-        assert!(rule_matches(w, "a.b.example.com"));
-        assert!(!rule_matches(w, "example.com"));
-        assert!(!rule_matches(w, "aexample.com"));
-        assert!(!rule_matches(w, "a.example.com.evil"));
-        assert!(rule_matches(e, "example.org"));
-        assert!(!rule_matches(e, "a.example.org"));
     }
 }

@@ -29,8 +29,10 @@ pub mod metrics;
 pub mod notify;
 pub mod origin;
 pub mod silences;
-pub mod time;
 pub mod watchdog;
+
+/// RFC 3339 timestamps (one module for the whole agent).
+pub use crate::time;
 
 pub use finding::{Finding, FindingKind};
 pub use metrics::IntegrityMetrics;

@@ -351,19 +351,6 @@ pub fn add_tasks(ebpf: &mut Ebpf, tgids: &[u32]) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Whether the kernel treats process `tgid` as a target now (what `is_target` in the programs
-/// answers: its byte, or beyond the array its `TARGET_TASKS` entry).
-pub fn is_target(ebpf: &Ebpf, tgid: u32) -> Result<bool, KernelError> {
-    if let Some(marked) = tgid_bytes(ebpf, false)?.get(tgid) {
-        return Ok(marked);
-    }
-    let name = map_names::TARGET_TASKS;
-    let map: HashMap<&MapData, u32, u32> =
-        HashMap::try_from(ebpf.map(name).ok_or(KernelError::MissingMap { name })?)
-            .map_err(map_err(name))?;
-    Ok(map.get(&tgid, 0).is_ok())
-}
-
 /// The pinned identity maps of an agent (for inspection and tests): the keys of
 /// `TARGET_TASKS` and the tgids marked in `TARGET_TGIDS`, each sorted.
 pub fn pinned_targets(pins: &super::pin::Pins) -> Result<(Vec<u32>, Vec<u32>), KernelError> {

@@ -289,11 +289,6 @@ impl Kernel {
         identity::set_auto_rules(&mut self.ebpf, wanted)
     }
 
-    /// Whether the kernel treats process `tgid` as a target (scope mode).
-    pub fn is_target(&self, tgid: u32) -> Result<bool, KernelError> {
-        identity::is_target(&self.ebpf, tgid)
-    }
-
     /// True when the DNS-learning program loaded: addresses the targets' own DNS answers carry
     /// for allowlisted names are learned before the answer is delivered.
     pub fn fqdn_learning(&self) -> bool {

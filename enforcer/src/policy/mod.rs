@@ -267,6 +267,19 @@ pub struct FqdnRule {
     pub location: Location,
 }
 
+impl FqdnRule {
+    /// Whether the rule covers `name` (lower case, no trailing dot): an exact rule only its
+    /// name, a `*.name` rule every name one or more labels below `name`, never `name` itself.
+    pub fn covers(&self, name: &str) -> bool {
+        if self.wildcard {
+            name.strip_suffix(self.name.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        } else {
+            name == self.name
+        }
+    }
+}
+
 impl fmt::Display for FqdnRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let star = if self.wildcard { "*." } else { "" };

@@ -153,3 +153,21 @@ fn bad_fqdn_names_point_at_the_value() {
         "invalid domain name \"*.*.example.com\": `*` is only allowed as the whole first label, as in *.example.com",
     );
 }
+
+#[test]
+fn wildcards_cover_one_or_more_labels_below_only() {
+    let p = parse_policy(
+        "default: deny\nallow:\n  - fqdn: \"*.example.com\"\n  - fqdn: example.org\n",
+        "t.yaml",
+    )
+    .unwrap();
+    let (w, e) = (&p.fqdns[0], &p.fqdns[1]);
+    assert!(w.covers("a.example.com"));
+    assert!(w.covers("a.b.example.com"));
+    assert!(!w.covers("example.com"));
+    assert!(!w.covers("aexample.com"));
+    assert!(!w.covers(".example.com"));
+    assert!(!w.covers("a.example.com.evil"));
+    assert!(e.covers("example.org"));
+    assert!(!e.covers("a.example.org"));
+}

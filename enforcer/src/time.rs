@@ -1,5 +1,5 @@
-//! RFC 3339 timestamps (Alertmanager's `startsAt`/`endsAt`) to and from milliseconds since
-//! the Unix epoch, without a date library.
+//! RFC 3339 timestamps, without a date library: the agent's event lines (UTC, microseconds),
+//! Alertmanager's `startsAt`/`endsAt` to and from milliseconds since the Unix epoch.
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
@@ -55,15 +55,25 @@ pub fn civil(ms: i64) -> crate::amconfig::routes::Civil {
 
 /// `2026-12-02T00:15:15.450Z` (UTC, milliseconds).
 pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
+    utc(ms.div_euclid(1000), ms.rem_euclid(1000), 3)
+}
+
+/// `2026-11-23T23:50:10.011226Z` (UTC, microseconds, like the diagnostics' lines).
+pub fn rfc3339_micros(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    utc(secs, i64::from(d.subsec_micros()), 6)
+}
+
+/// `secs` since the epoch in UTC, with `frac` as the `digits`-digit fraction of a second.
+fn utc(secs: i64, frac: i64, digits: usize) -> String {
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
     format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{frac:0digits$}Z",
         sod / 3600,
         sod % 3600 / 60,
         sod % 60,
-        ms.rem_euclid(1000)
     )
 }
 
@@ -118,6 +128,20 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_timestamps_are_utc_with_microseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(rfc3339_micros(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        // 2026-11-23T23:50:10.011226Z, the README's example line.
+        let t = UNIX_EPOCH + Duration::new(1_795_477_810, 11_226_000);
+        assert_eq!(rfc3339_micros(t), "2026-11-23T23:50:10.011226Z");
+        // A leap day, and the day after the end of a leap year.
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_164_800);
+        assert_eq!(rfc3339_micros(t), "2024-02-29T00:00:00.000000Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_735_689_599);
+        assert_eq!(rfc3339_micros(t), "2024-12-31T23:59:59.000000Z");
+    }
 
     #[test]
     fn round_trip_and_offsets() {
