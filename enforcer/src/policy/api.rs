@@ -137,7 +137,10 @@ impl ApiGuard {
                 rule.location
             );
         }
-        out.push_str("  any other peer: refused (its SYN and datagrams are dropped)\n");
+        out.push_str(match self.mode {
+            Mode::Enforce => "  any other peer: refused (its SYN and datagrams are dropped)\n",
+            Mode::Audit => "  any other peer: would be refused (audit mode: answered, logged)\n",
+        });
         out
     }
 }
