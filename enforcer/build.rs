@@ -2,6 +2,9 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
+#[path = "src/civil.rs"]
+mod civil;
+
 fn main() -> anyhow::Result<()> {
     build_info();
     let out_dir = std::env::var("OUT_DIR").context("OUT_DIR not set")?;
@@ -90,17 +93,8 @@ fn build_info() {
     println!("cargo::rustc-env=ENFORCER_BUILD_DATE={}", utc_date(epoch));
 }
 
-/// `YYYY-MM-DD` of a Unix time (proleptic Gregorian calendar, UTC).
+/// `YYYY-MM-DD` of a Unix time (UTC).
 fn utc_date(epoch: u64) -> String {
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = (epoch / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil::civil_from_days((epoch / 86_400) as i64);
     format!("{year:04}-{month:02}-{day:02}")
 }
