@@ -94,10 +94,11 @@ impl Agent {
         self.stderr.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 
-    /// Waits (up to 10 s) until the agent's stderr contains `needle`; panics, showing the
-    /// stderr, when it does not.
+    /// Waits (up to 10 s, 30 s under emulation) until the agent's stderr contains `needle`;
+    /// panics, showing the stderr, when it does not.
     pub fn wait_for_stderr(&self, needle: &str) {
-        let found = eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+        let limit = Duration::from_secs(if crate::emulated() { 30 } else { 10 });
+        let found = eventually(limit, Duration::from_millis(20), || {
             self.stderr_text().contains(needle).then_some(())
         });
         assert!(found.is_some(), "no {needle:?} in:\n{}", self.stderr_text());

@@ -37,8 +37,8 @@ pub use http::{HttpSink, Request, http_get, status_and_body};
 pub use netns::{NetNs, PROXY_VARS, enter_netns};
 pub use poll::{eventually, wait_for};
 pub use privilege::{
-    ALLOW_SKIP_VAR, SKIP_LOG_VAR, cannot_run, fqdn_learning_supported, installed, privileged,
-    skip_allowed,
+    ALLOW_SKIP_VAR, SKIP_LOG_VAR, cannot_run, emulated, fqdn_learning_supported, installed,
+    privileged, skip_allowed,
 };
 pub use tempdir::TempDir;
 pub use workload::{Outcome, Probe};

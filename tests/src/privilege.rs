@@ -77,3 +77,10 @@ pub fn fqdn_learning_supported() -> bool {
         Err(e) => panic!("loading the programs: {e}"),
     }
 }
+
+/// True inside a guest without hardware virtualisation (`cargo xtask vm-test` under TCG sets
+/// `ENFORCER_TESTS_EMULATED`): every instruction costs ~10–50× more, so time limits widen and
+/// the property tests run a quarter of their cases there (the host runs them all).
+pub fn emulated() -> bool {
+    std::env::var_os("ENFORCER_TESTS_EMULATED").is_some()
+}

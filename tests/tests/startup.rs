@@ -16,7 +16,7 @@ use integration_tests::{
 /// kernel work 7–10x slower.
 fn bar() -> Duration {
     let base = Duration::from_secs(2);
-    if std::env::var_os("ENFORCER_TESTS_EMULATED").is_some() {
+    if integration_tests::emulated() {
         base * 10
     } else {
         base

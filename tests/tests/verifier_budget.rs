@@ -17,7 +17,7 @@ const EMULATION_FACTOR: u32 = 10;
 
 /// The whole load's time budget here.
 fn load_budget() -> std::time::Duration {
-    if std::env::var_os("ENFORCER_TESTS_EMULATED").is_some() {
+    if integration_tests::emulated() {
         LOAD_BUDGET * EMULATION_FACTOR
     } else {
         LOAD_BUDGET

@@ -255,6 +255,9 @@ impl Agent {
             tracing::info!(reason = why, "no policy file to reload (embedded default)");
             return;
         };
+        // Whatever started it (SIGHUP or the slow tick), this reload reads the file as it is
+        // now: the slow tick must not load the same file again.
+        self.stamp = super::file_stamp(&path);
         let result = policy::load_policy(&path)
             .map_err(RunError::from)
             .and_then(|p| {

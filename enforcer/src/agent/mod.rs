@@ -334,7 +334,6 @@ impl Agent {
         if let Some(path) = self.opts.policy.clone() {
             let stamp = file_stamp(&path);
             if stamp.is_some() && stamp != self.stamp {
-                self.stamp = stamp;
                 self.reload("policy file changed");
             }
         }
