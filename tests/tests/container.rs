@@ -1,7 +1,9 @@
 //! The agent's image (issue 16), run with a real container runtime (podman + runc) the way
-//! deploy/kubernetes/daemonset.yaml runs it: privileged, the host's PID and cgroup namespaces,
-//! the host's cgroup tree and a bpffs (the test's own instance) mounted in, read-only root
-//! filesystem, and the args `kubectl kustomize deploy/kubernetes` renders.
+//! deploy/kubernetes/daemonset.yaml runs it: the rendered `securityContext` (not privileged:
+//! the capabilities it adds, no privilege escalation, the runtime's default seccomp profile),
+//! the host's PID and cgroup namespaces, the host's cgroup tree and a bpffs (the test's own
+//! instance) mounted in with the rendered propagation, read-only root filesystem, and the args
+//! `kubectl kustomize deploy/kubernetes` renders.
 //!
 //! Alertmanager (Debian's binary, named `alertmanager` as in upstream images, with the libraries
 //! it links) runs in ANOTHER container, from a root filesystem the test assembles (`--rootfs`),
@@ -87,6 +89,64 @@ fn rendered_agent() -> Value {
         .find(|d| d["kind"] == "DaemonSet")
         .expect("a DaemonSet in the rendered kustomization");
     ds["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+/// The podman flags for the rendered container's `securityContext`: what a kubelet asks of the
+/// runtime for it. Anything the test cannot map fails it, rather than run with other settings.
+fn security_flags(c: &Value) -> Vec<String> {
+    let sc = &c["securityContext"];
+    if sc["privileged"] == true {
+        return vec!["--privileged".to_owned()];
+    }
+    let mut flags = Vec::new();
+    let caps = &sc["capabilities"];
+    if let Some(drop) = caps["drop"].as_array() {
+        assert_eq!(drop, &[Value::from("ALL")], "capabilities.drop: {sc}");
+        flags.push("--cap-drop=all".to_owned());
+    }
+    for cap in caps["add"].as_array().into_iter().flatten() {
+        flags.push(format!("--cap-add=CAP_{}", cap.as_str().unwrap()));
+    }
+    if sc["allowPrivilegeEscalation"] == false {
+        flags.push("--security-opt=no-new-privileges".to_owned());
+    }
+    // RuntimeDefault is podman's default profile (both derive from the same moby profile).
+    let seccomp = &sc["seccompProfile"]["type"];
+    assert!(
+        seccomp.is_null() || seccomp == "RuntimeDefault",
+        "seccompProfile: {sc}"
+    );
+    flags
+}
+
+/// podman's propagation option for the rendered volume mount at `path`.
+fn propagation(c: &Value, path: &str) -> &'static str {
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == path)
+        .unwrap_or_else(|| panic!("no volume mount at {path}: {c}"));
+    match mount["mountPropagation"].as_str() {
+        None | Some("None") => "rprivate",
+        Some("HostToContainer") => "rslave",
+        Some("Bidirectional") => "rshared",
+        Some(other) => panic!("mountPropagation {other}"),
+    }
+}
+
+/// The DaemonSet asks for the least privilege the agent works with, and the container test
+/// below proves that it works.
+#[test]
+fn the_daemonset_is_not_privileged() {
+    let c = rendered_agent();
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], false, "{sc}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{sc}");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{sc}");
+    let flags = security_flags(&c);
+    assert!(flags.contains(&"--cap-drop=all".to_owned()), "{flags:?}");
+    assert_ne!(propagation(&c, "/sys/fs/bpf"), "rshared");
 }
 
 #[test]
@@ -338,10 +398,18 @@ fn the_image_enforces_on_alertmanager_in_another_container_as_the_daemonset_runs
         .collect();
     args.push(format!("--scope={}", cg.path.display()));
     let mounts = [
-        "/sys/fs/cgroup:/sys/fs/cgroup:rslave".to_owned(),
-        format!("{}:/sys/fs/bpf:rshared", bpffs.display()),
+        format!(
+            "/sys/fs/cgroup:/sys/fs/cgroup:{}",
+            propagation(&c, "/sys/fs/cgroup")
+        ),
+        format!(
+            "{}:/sys/fs/bpf:{}",
+            bpffs.display(),
+            propagation(&c, "/sys/fs/bpf")
+        ),
         format!("{}:/etc/enforcer:ro", policy_dir.display()),
     ];
+    let security = security_flags(&c);
     let agent_parent = format!("/{cg_name}/agent");
     let start_agent = |name: &str| {
         let mut a = vec![
@@ -349,7 +417,6 @@ fn the_image_enforces_on_alertmanager_in_another_container_as_the_daemonset_runs
             "--detach",
             "--name",
             name,
-            "--privileged",
             "--pid=host",
             "--cgroupns=host",
             "--network=none",
@@ -358,6 +425,7 @@ fn the_image_enforces_on_alertmanager_in_another_container_as_the_daemonset_runs
             "--cgroup-parent",
             &agent_parent,
         ];
+        a.extend(security.iter().map(String::as_str));
         for m in &mounts {
             a.extend(["--volume", m]);
         }

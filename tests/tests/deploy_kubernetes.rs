@@ -172,7 +172,30 @@ fn daemonset_has_what_the_agent_needs() {
         pod["hostPID"], true,
         "process targets are found in the node's /proc"
     );
-    assert_eq!(c["securityContext"]["privileged"], true);
+    // Not privileged: the capabilities of the systemd unit's bounding set, no more
+    // (tests/tests/container.rs runs the image with them).
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], false, "{sc}");
+    let unit = std::fs::read_to_string(deploy("systemd/enforcer.service")).unwrap();
+    let mut unit_caps: Vec<&str> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet= in the unit")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_"))
+        .collect();
+    let mut caps: Vec<&str> = sc["capabilities"]["add"]
+        .as_array()
+        .expect("capabilities.add")
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    unit_caps.sort_unstable();
+    caps.sort_unstable();
+    assert_eq!(
+        caps, unit_caps,
+        "the DaemonSet's and the unit's capabilities"
+    );
     assert_eq!(pod["priorityClassName"], "system-node-critical");
     assert_eq!(
         pod["nodeSelector"]["kubernetes.io/os"], "linux",
@@ -188,7 +211,8 @@ fn daemonset_has_what_the_agent_needs() {
     );
     assert!(pod["serviceAccountName"].is_string());
 
-    // Host mounts: bpffs (Bidirectional, for pins that outlive the pod) and the cgroup tree.
+    // Host mounts: the node's bpffs (for pins that outlive the pod; HostToContainer, as
+    // Bidirectional needs a privileged pod) and the cgroup tree.
     let volumes = pod["volumes"].as_array().unwrap();
     let mounts = c["volumeMounts"].as_array().unwrap();
     let host_mount = |host: &str| {
@@ -203,7 +227,7 @@ fn daemonset_has_what_the_agent_needs() {
             .clone()
     };
     let bpffs = host_mount("/sys/fs/bpf");
-    assert_eq!(bpffs["mountPropagation"], "Bidirectional");
+    assert_eq!(bpffs["mountPropagation"], "HostToContainer");
     assert_ne!(bpffs["readOnly"], true);
     let cgroup = host_mount("/sys/fs/cgroup");
     assert_eq!(cgroup["mountPath"], "/sys/fs/cgroup");

@@ -199,7 +199,13 @@ fn ensure_bpffs(root: &Path) -> Result<(), KernelError> {
                 source: std::io::Error::last_os_error(),
             });
         }
-        tracing::info!(path = "/sys/fs/bpf", "mounted bpffs");
+        // In a container this mount is the container's own unless its propagation reaches the
+        // node (a privileged pod's Bidirectional): the pins then end with the container.
+        tracing::warn!(
+            path = "/sys/fs/bpf",
+            "mounted bpffs: none was mounted there; in a container, pins outlive it only when \
+             the node has bpffs at /sys/fs/bpf"
+        );
         return Ok(());
     }
     Err(KernelError::NotBpffs {
