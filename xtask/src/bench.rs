@@ -10,6 +10,8 @@
 //! leaves the machine. The output is a Markdown table with each target's PASS/FAIL; the exit
 //! status is 0 even when a target is missed (this is a report, not a test).
 mod agent;
+mod figures;
+mod options;
 mod policy;
 mod report;
 mod scope;
@@ -20,10 +22,8 @@ mod workload;
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
-    process::{ExitCode, Stdio},
+    process::ExitCode,
     sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
 };
 
 use anyhow::{Context as _, bail, ensure};
@@ -34,51 +34,17 @@ use aya::{
 use enforcer::{cgroup::Cgroup, kernel::Kernel};
 use enforcer_common::hook;
 
+pub use self::options::Args;
 use self::{
+    options::{DRAIN_INTERVAL, LARGE, SMALL},
     policy::{BenchPolicy, PORT, Rng},
+    report::{Case, Samples},
     sys::{BenchCgroups, BpfStats, RunStats},
+    workload::run_child,
 };
 
 /// Program name in `enforcer-ebpf/src/floor.rs`.
 const FLOOR_PROGRAM: &str = "bench_floor_connect4";
-/// Block-list sizes measured.
-const SMALL: usize = 10;
-const LARGE: usize = 100_000;
-/// How often the event consumer drains without a wakeup (the agent's default).
-const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
-
-#[derive(clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct Args {
-    /// connect() calls per run of a per-call measurement.
-    #[arg(long, default_value_t = 200_000)]
-    calls: u64,
-    /// Runs of each per-call measurement (interleaved; the median is reported).
-    #[arg(long, default_value_t = 5)]
-    runs: usize,
-    /// Distinct destinations each per-call loop cycles through (1 = one cache-hot trie path).
-    #[arg(long, default_value_t = 1024)]
-    destinations: usize,
-    /// TCP connect()s per side and round of the connect() loop.
-    #[arg(long, default_value_t = 5_000)]
-    connects: u64,
-    /// Rounds of the connect() loop (with and without the enforcer, ABBA order); short rounds
-    /// paired closely in time keep the ratio robust against load from other processes.
-    #[arg(long, default_value_t = 40)]
-    rounds: usize,
-    /// Seed of the generated prefixes and destinations.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Only the scope-mode section (its floors included); no release build of the agent.
-    #[arg(long)]
-    scope_only: bool,
-    /// Only the per-call section (floor, allow, deny + event at both sizes); no connect()
-    /// loop, scope mode or agent (for comparing builds of the programs).
-    #[arg(long, conflicts_with = "scope_only")]
-    per_call_only: bool,
-    #[command(subcommand)]
-    workload: Option<workload::Workload>,
-}
 
 pub fn run(args: &Args) -> ExitCode {
     if let Some(w) = &args.workload {
@@ -100,25 +66,6 @@ pub fn run(args: &Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// One per-call setup: a program attached to a cgroup, and the loop run against it.
-struct Case<'a> {
-    label: &'static str,
-    prefixes: Option<usize>,
-    cgroup: &'a Cgroup,
-    prog_id: u32,
-    dsts: &'a [Ipv4Addr],
-    expect_errno: i32,
-    /// The enforcer whose counters must show the calls, and (deny path) its event ring.
-    enforcer: Option<&'a Kernel>,
-    deny: bool,
-}
-
-#[derive(Default)]
-struct Samples {
-    ns: Vec<f64>,
-    lost_events: u64,
 }
 
 fn bench(args: &Args) -> anyhow::Result<String> {
@@ -439,7 +386,7 @@ fn udp_workload(case: &Case<'_>, calls: u64) -> anyhow::Result<BTreeMap<String, 
         "--dsts".to_owned(),
         dsts,
     ];
-    let lines = run_workload(&args)?;
+    let lines = run_child(&args)?;
     lines.into_iter().next().context("workload printed nothing")
 }
 
@@ -456,7 +403,7 @@ fn tcp_loop(with: &Cgroup, without: &Cgroup, args: &Args) -> anyhow::Result<Vec<
         "--rounds".to_owned(),
         args.rounds.to_string(),
     ];
-    let lines = run_workload(&a)?;
+    let lines = run_child(&a)?;
     ensure!(
         lines.len() == args.rounds,
         "workload printed {} rounds, expected {}",
@@ -468,41 +415,6 @@ fn tcp_loop(with: &Cgroup, without: &Cgroup, args: &Args) -> anyhow::Result<Vec<
         .map(|l| match (l.get("with_ns"), l.get("without_ns")) {
             (Some(&w), Some(&wo)) if w > 0 && wo > 0 => Ok((w as f64, wo as f64)),
             _ => bail!("bad round line {l:?}"),
-        })
-        .collect()
-}
-
-fn run_workload(args: &[String]) -> anyhow::Result<Vec<BTreeMap<String, u64>>> {
-    let exe = std::env::current_exe().context("locating the xtask binary")?;
-    let out = std::process::Command::new(&exe)
-        .arg("bench")
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {} bench {}", exe.display(), args[0]))?;
-    ensure!(
-        out.status.success(),
-        "bench {} failed: {}",
-        args[0],
-        out.status
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .map(|line| {
-            line.split_whitespace()
-                .map(|kv| {
-                    let (k, v) = kv
-                        .split_once('=')
-                        .with_context(|| format!("bad workload output {line:?}"))?;
-                    Ok((
-                        k.to_owned(),
-                        v.parse::<u64>()
-                            .with_context(|| format!("bad workload output {line:?}"))?,
-                    ))
-                })
-                .collect()
         })
         .collect()
 }

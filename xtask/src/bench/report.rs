@@ -2,7 +2,16 @@
 //! targets missed.
 use std::fmt::Write as _;
 
-use super::{Args, Case, LARGE, Samples, agent::AgentFigures, scope::ScopeFigures};
+use std::net::Ipv4Addr;
+
+use enforcer::{cgroup::Cgroup, kernel::Kernel};
+
+use super::{
+    agent::AgentFigures,
+    figures::{median, min_max, thousands, verdict},
+    options::{Args, LARGE},
+    scope::ScopeFigures,
+};
 
 /// Targets (issues 2 and 17; the scope-mode ones, issue 10, are in `scope.rs`).
 const DENY_MAX_NS: f64 = 250.0;
@@ -12,43 +21,23 @@ const CONNECT_OVERHEAD_MAX_PCT: f64 = 1.0;
 const AGENT_IDLE_MAX_MIB: f64 = 20.0;
 const AGENT_LARGE_MAX_MIB: f64 = 40.0;
 
-pub(super) fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
+/// One per-call setup: a program attached to a cgroup, and the loop run against it.
+pub(super) struct Case<'a> {
+    pub(super) label: &'static str,
+    pub(super) prefixes: Option<usize>,
+    pub(super) cgroup: &'a Cgroup,
+    pub(super) prog_id: u32,
+    pub(super) dsts: &'a [Ipv4Addr],
+    pub(super) expect_errno: i32,
+    /// The enforcer whose counters must show the calls, and (deny path) its event ring.
+    pub(super) enforcer: Option<&'a Kernel>,
+    pub(super) deny: bool,
 }
 
-pub(super) fn min_max(v: &[f64]) -> (f64, f64) {
-    v.iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        })
-}
-
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-pub(super) fn verdict(pass: bool, missed: &mut Vec<String>, what: String) -> &'static str {
-    if pass {
-        "PASS"
-    } else {
-        missed.push(what);
-        "**FAIL**"
-    }
+#[derive(Default)]
+pub(super) struct Samples {
+    pub(super) ns: Vec<f64>,
+    pub(super) lost_events: u64,
 }
 
 pub fn render(

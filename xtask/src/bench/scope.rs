@@ -22,11 +22,11 @@ use aya::{
 use enforcer::{cgroup::Cgroup, compile, kernel::Kernel, kernel::fqdn::FqdnMaps};
 
 use super::{
-    Args, DRAIN_INTERVAL,
+    figures::{median, min_max, verdict},
+    options::{Args, DRAIN_INTERVAL},
     policy::PORT,
-    report::{median, min_max, verdict},
-    run_workload,
     sys::{self, BenchCgroups, BpfStats, RunStats},
+    workload::run_child,
 };
 
 /// The targets: a non-target's call or packet within 15 ns of the floor; the
@@ -55,6 +55,10 @@ pub struct ScopeFigures {
     sendmsg: Vec<f64>,
     learner_packet: Vec<f64>,
     api_packet: Vec<f64>,
+    /// The packet-layer backstop (`enforcer_packet_egress`) for a non-target's datagram and
+    /// for a target's.
+    backstop_packet: Vec<f64>,
+    backstop_target: Vec<f64>,
     dns_answer: Vec<f64>,
     /// (with, without) ns per round of the datagram loop.
     rounds: Vec<(f64, f64)>,
@@ -71,6 +75,7 @@ struct Ids {
     sendmsg: u32,
     learner: u32,
     api: u32,
+    backstop: u32,
 }
 
 /// Loads and attaches the floor's sendmsg4 and ingress programs to `cg_floor` (its connect4
@@ -110,9 +115,9 @@ fn one(ids: &[u32], what: &str) -> anyhow::Result<u32> {
 }
 
 fn ids(cg_floor: &Cgroup, cg_tgid: &Cgroup, scope: &Cgroup) -> anyhow::Result<Ids> {
-    use sys::attach_type::{CONNECT4, INGRESS, SENDMSG4};
-    let by_name = |name: &str| -> anyhow::Result<u32> {
-        let ids = sys::attached_prog_ids(&scope.dir, INGRESS)?;
+    use sys::attach_type::{CONNECT4, EGRESS, INGRESS, SENDMSG4};
+    let by_name = |attach_type: u32, name: &str| -> anyhow::Result<u32> {
+        let ids = sys::attached_prog_ids(&scope.dir, attach_type)?;
         let named: Vec<u32> = ids
             .into_iter()
             .filter(|&id| sys::prog_name(id).is_ok_and(|n| name.starts_with(&n)))
@@ -138,8 +143,9 @@ fn ids(cg_floor: &Cgroup, cg_tgid: &Cgroup, scope: &Cgroup) -> anyhow::Result<Id
         )?,
         connect: one(&sys::attached_prog_ids(&scope.dir, CONNECT4)?, "connect4")?,
         sendmsg: one(&sys::attached_prog_ids(&scope.dir, SENDMSG4)?, "sendmsg4")?,
-        learner: by_name(enforcer_common::fqdn::PROG_DNS_INGRESS)?,
-        api: by_name(enforcer_common::api::PROG_NAME)?,
+        learner: by_name(INGRESS, enforcer_common::fqdn::PROG_DNS_INGRESS)?,
+        api: by_name(INGRESS, enforcer_common::api::PROG_NAME)?,
+        backstop: by_name(EGRESS, "enforcer_packet_egress")?,
     })
 }
 
@@ -183,7 +189,7 @@ pub fn measure(
             "--dsts",
             &dsts,
         ];
-        let out = run_workload(&a.map(str::to_owned))?;
+        let out = run_child(&a.map(str::to_owned))?;
         ensure!(
             out.first().and_then(|l| l.get("unexpected")) == Some(&0),
             "connect() results: {out:?}"
@@ -203,7 +209,7 @@ pub fn measure(
             "--warmup".to_owned(),
             warmup.to_string(),
         ];
-        run_workload(&a)
+        run_child(&a)
     };
     let mut f = ScopeFigures {
         packets: args.calls,
@@ -226,12 +232,15 @@ pub fn measure(
             })?;
             f.floor_sendmsg.push(d.per(0, calls)?);
             f.floor_ingress.push(d.per(1, calls)?);
-            let d = delta(&[ids.sendmsg, ids.learner, ids.api], || {
+            let d = delta(&[ids.sendmsg, ids.learner, ids.api, ids.backstop], || {
                 dgram(&[&other], 1, 0).map(drop)
             })?;
             f.sendmsg.push(d.per(0, calls)?);
             f.learner_packet.push(d.per(1, calls)?);
             f.api_packet.push(d.per(2, calls)?);
+            f.backstop_packet.push(d.per(3, calls)?);
+            let d = delta(&[ids.backstop], || dgram(&[&am], 1, 0).map(drop))?;
+            f.backstop_target.push(d.per(0, calls)?);
             let d = delta(&[ids.learner], || {
                 dns(&mut events, cg_bare, &am).context("the target's DNS answers")
             })?;
@@ -309,7 +318,7 @@ fn dns(
             "--addr".to_owned(),
             ANSWER.to_string(),
         ];
-        let out = run_workload(&a);
+        let out = run_child(&a);
         stop.store(true, Ordering::SeqCst);
         let drained = consumer
             .join()
@@ -340,7 +349,8 @@ pub fn render(out: &mut String, f: &ScopeFigures, missed: &mut Vec<String>) {
     let fc = median(&f.floor_connect);
     let fs = median(&f.floor_sendmsg);
     let fi = median(&f.floor_ingress);
-    let rows: [(&str, &str, &[f64], f64, bool); 6] = [
+    // The backstop is a cgroup_skb program like the ingress floor, on the egress side.
+    let rows: [(&str, &str, &[f64], f64, bool); 8] = [
         (
             "floor + `bpf_get_current_pid_tgid`",
             "any `connect()`",
@@ -369,6 +379,20 @@ pub fn render(out: &mut String, f: &ScopeFigures, missed: &mut Vec<String>) {
             &f.api_packet,
             fi,
             true,
+        ),
+        (
+            "enforcer_packet_egress",
+            "non-target 64-byte datagram (the backstop)",
+            &f.backstop_packet,
+            fi,
+            true,
+        ),
+        (
+            "enforcer_packet_egress",
+            "target's 64-byte datagram (decided)",
+            &f.backstop_target,
+            fi,
+            false,
         ),
         (
             "enforcer_dns_ingress",

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use super::workload::join_cgroup;
+use super::sys::join_cgroup;
 
 /// Bytes of each datagram of the send/receive loop.
 pub const DGRAM_BYTES: usize = 64;

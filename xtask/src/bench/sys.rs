@@ -123,6 +123,7 @@ const BPF_PROG_QUERY: libc::c_long = 16;
 /// The cgroup attach types the benchmark queries (`enum bpf_attach_type`).
 pub mod attach_type {
     pub const INGRESS: u32 = 0;
+    pub const EGRESS: u32 = 1;
     pub const CONNECT4: u32 = 10;
     pub const SENDMSG4: u32 = 14;
 }
@@ -267,4 +268,12 @@ pub fn consume_events(
         // SAFETY: one event slot, valid descriptor; EINTR just means drain again.
         unsafe { libc::epoll_wait(ep.as_raw_fd(), &mut out, 1, timeout) };
     }
+}
+
+/// Moves this process into `cgroup` (before it creates any socket: a socket belongs to the
+/// cgroup of the task that created it).
+pub fn join_cgroup(cgroup: &std::path::Path) -> anyhow::Result<()> {
+    let procs = cgroup.join("cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string())
+        .with_context(|| format!("writing {}", procs.display()))
 }

@@ -9,7 +9,9 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
+
+use super::sys;
 
 #[derive(clap::Subcommand)]
 pub enum Workload {
@@ -85,7 +87,7 @@ pub fn run(w: &Workload) -> anyhow::Result<()> {
             expect,
             dsts,
         } => {
-            join_cgroup(cgroup)?;
+            sys::join_cgroup(cgroup)?;
             enter_empty_netns()?;
             udp_loop(*calls, *port, *expect, dsts)
         }
@@ -95,7 +97,7 @@ pub fn run(w: &Workload) -> anyhow::Result<()> {
             connects,
             rounds,
         } => {
-            join_cgroup(with)?;
+            sys::join_cgroup(with)?;
             enter_empty_netns()?;
             tcp_rounds(with, without, *connects, *rounds)
         }
@@ -106,7 +108,7 @@ pub fn run(w: &Workload) -> anyhow::Result<()> {
             warmup,
         } => {
             let first = cgroups.first().context("no cgroup")?;
-            join_cgroup(first)?;
+            sys::join_cgroup(first)?;
             enter_empty_netns()?;
             super::scope_workload::dgram_rounds(cgroups, *packets, *rounds, *warmup)
         }
@@ -117,17 +119,11 @@ pub fn run(w: &Workload) -> anyhow::Result<()> {
             name,
             addr,
         } => {
-            join_cgroup(responder_cgroup)?;
+            sys::join_cgroup(responder_cgroup)?;
             enter_empty_netns()?;
             super::scope_workload::dns_answers(target_cgroup, *answers, name, *addr)
         }
     }
-}
-
-pub(super) fn join_cgroup(cgroup: &Path) -> anyhow::Result<()> {
-    let procs = cgroup.join("cgroup.procs");
-    std::fs::write(&procs, std::process::id().to_string())
-        .with_context(|| format!("writing {}", procs.display()))
 }
 
 pub(super) fn errno() -> i32 {
@@ -207,7 +203,7 @@ fn tcp_rounds(with: &Path, without: &Path, connects: u64, rounds: usize) -> anyh
     let sides = [(with, "with"), (without, "without")];
     // Warm-up on both sides (caches, the trie path, socket slabs).
     for (cgroup, _) in sides {
-        join_cgroup(cgroup)?;
+        sys::join_cgroup(cgroup)?;
         connect_loop(listener, &addr, (connects / 10).max(100))?;
     }
     for round in 0..rounds {
@@ -218,7 +214,7 @@ fn tcp_rounds(with: &Path, without: &Path, connects: u64, rounds: usize) -> anyh
         };
         let mut ns = [0u128; 2];
         for (cgroup, name) in order {
-            join_cgroup(cgroup)?;
+            sys::join_cgroup(cgroup)?;
             let t = connect_loop(listener, &addr, connects)?;
             ns[usize::from(name == "without")] = t;
         }
@@ -308,4 +304,42 @@ fn enter_empty_netns() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs one workload (this binary, `bench <args>`) and reads its `key=value` result lines.
+pub(super) fn run_child(
+    args: &[String],
+) -> anyhow::Result<Vec<std::collections::BTreeMap<String, u64>>> {
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let out = std::process::Command::new(&exe)
+        .arg("bench")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} bench {}", exe.display(), args[0]))?;
+    ensure!(
+        out.status.success(),
+        "bench {} failed: {}",
+        args[0],
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .map(|line| {
+            line.split_whitespace()
+                .map(|kv| {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .with_context(|| format!("bad workload output {line:?}"))?;
+                    Ok((
+                        k.to_owned(),
+                        v.parse::<u64>()
+                            .with_context(|| format!("bad workload output {line:?}"))?,
+                    ))
+                })
+                .collect()
+        })
+        .collect()
 }
