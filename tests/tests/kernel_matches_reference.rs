@@ -210,7 +210,7 @@ fn kernel_verdict_equals_reference_evaluator() {
     let mut fqdn_allowed = 0;
     // Cases whose address the block map answers for (its /24 folded, no exact entry).
     let mut in_blocks = 0;
-    for generation in 1..=(POLICIES / share()) as u32 {
+    for generation in 1..=POLICIES.div_ceil(share()) as u32 {
         let yaml = random_policy(&mut rng);
         let policy = policy::parse_policy(&yaml, "random.yaml")
             .unwrap_or_else(|e| panic!("generated policy rejected: {e}\n{yaml}"));
@@ -425,7 +425,7 @@ fn kernel_ingress_verdict_equals_reference_evaluator() {
         }
     });
     let (mut cases, mut refused) = (0, 0);
-    for generation in 1..=(INGRESS_POLICIES / share()) as u32 {
+    for generation in 1..=INGRESS_POLICIES.div_ceil(share()) as u32 {
         let yaml = format!("{}{}", random_policy(&mut rng), random_api(&mut rng, port));
         let policy = policy::parse_policy(&yaml, "random.yaml")
             .unwrap_or_else(|e| panic!("generated policy rejected: {e}\n{yaml}"));
