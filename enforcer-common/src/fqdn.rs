@@ -227,7 +227,7 @@ pub const EVENT_LEARNED: u16 = 3;
 /// Version of the [`LearnedEvent`] layout.
 pub const LEARNED_EVENT_VERSION: u16 = 2;
 
-/// [`LearnedEvent::status`] codes.
+/// [`LearnedAnswer::status`] codes.
 pub mod status {
     pub const INSERTED: u16 = 0;
     pub const MAP_FULL: u16 = 1;

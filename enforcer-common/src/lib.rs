@@ -5,11 +5,15 @@
 #![no_std]
 
 pub mod api;
+mod clauses;
+mod events;
 pub mod fqdn;
 pub mod identity;
 pub mod rules;
 pub mod sockets;
 
+pub use clauses::*;
+pub use events::*;
 pub use rules::{V4_KEY_LEN, V6_KEY_LEN, direction};
 
 /// Map names, as the kernel object declares them and the agent looks them up.
@@ -180,12 +184,6 @@ pub fn embedded_ipv4_octets(o: [u8; 16]) -> Option<[u8; 4]> {
     embedded_ipv4([word(0), word(4), word(8), word(12)]).map(u32::to_ne_bytes)
 }
 
-/// What a clause does when it matches.
-pub mod action {
-    pub const ALLOW: u8 = 1;
-    pub const BLOCK: u8 = 2;
-}
-
 /// Policy mode (`Config::mode`).
 pub mod mode {
     pub const ENFORCE: u32 = 0;
@@ -256,216 +254,6 @@ pub mod counter {
     }
 }
 
-/// Upper bound on the clauses of one LPM entry (the flattened rules covering one prefix).
-pub const MAX_CLAUSES: usize = 16;
-
-/// One flattened rule inside an LPM entry: matches a port range and a protocol mask.
-/// `port_lo..=port_hi` in host byte order; a rule without ports is `0..=65535`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Clause {
-    pub rule_id: u32,
-    pub port_lo: u16,
-    pub port_hi: u16,
-    /// [`proto`] bit mask.
-    pub protocols: u8,
-    /// [`action`] code.
-    pub action: u8,
-    /// In a block entry ([`BlockValue`]): the last octets `hosts[0]..=hosts[1]` of the /24 the
-    /// clause applies to. Zero and ignored in trie and exact entries.
-    pub hosts: [u8; 2],
-}
-
-/// The clauses of one map entry, in the order the kernel walks them. Clauses are ordered:
-/// every ALLOW clause before every BLOCK clause, BLOCK clauses from the most specific rule to
-/// the least; the first match decides, no match falls through to the FQDN map and the default.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClauseList<const N: usize> {
-    pub n_clauses: u32,
-    pub clauses: [Clause; N],
-}
-
-/// Value of an LPM trie entry: up to [`MAX_CLAUSES`] clauses.
-pub type LpmValue = ClauseList<MAX_CLAUSES>;
-
-/// Clauses an exact entry holds: a `/32` or `/128` entry with at most this many clauses lives
-/// in the exact hash map of its family ([`map_names::V4_EXACT`], [`map_names::V6_EXACT`]),
-/// every other entry in the LPM trie. A blocked address of a feed is one clause; a metadata
-/// address inside `private` with ports two or three.
-pub const EXACT_CLAUSES: usize = 4;
-
-/// Value of an exact (full-length) entry: a hash lookup instead of the trie's walk. An address
-/// that has an exact entry would get that same entry from the trie (nothing is longer than a
-/// full-length prefix), so the programs look it up first and, on a hit, never walk the trie —
-/// also when none of its clauses matches (the trie would not fall back to a shorter prefix
-/// either).
-pub type ExactValue = ClauseList<EXACT_CLAUSES>;
-
-/// Clauses a /24 block entry holds ([`BlockValue`]).
-pub const BLOCK_CLAUSES: usize = 8;
-
-/// Value of an IPv4 block entry (`V4_BLOCKS`, keyed by direction and /24 block): every clause
-/// of every rule that covers an address of the block, each with the host range it covers
-/// ([`Clause::hosts`]), in the kernel's clause order. The first clause whose host range holds
-/// the address and that matches port and protocol is the clause the longest-prefix entry of
-/// that address would give: an entry's clauses are those of the rules containing it, in one
-/// order shared by every entry (allow before block, allow by rule id, block from the most
-/// specific rule to the least). So a block entry answers for every address of its /24 without
-/// the trie's walk; only exact (/32) entries come before it.
-pub type BlockValue = ClauseList<BLOCK_CLAUSES>;
-
-impl BlockValue {
-    /// The first clause covering last octet `host` that matches `port` (host order) and the
-    /// protocol class bit `proto_class`.
-    #[inline(always)]
-    pub fn first_match_host(&self, host: u8, port: u16, proto_class: u8) -> Option<&Clause> {
-        let n = self.n_clauses as usize;
-        for i in 0..BLOCK_CLAUSES {
-            if i >= n {
-                break;
-            }
-            let c = &self.clauses[i];
-            if host >= c.hosts[0]
-                && host <= c.hosts[1]
-                && c.protocols & proto_class != 0
-                && port >= c.port_lo
-                && port <= c.port_hi
-            {
-                return Some(c);
-            }
-        }
-        None
-    }
-}
-
-/// Whether an entry of `prefix_len` bits (of `full_len`: 32 or 128) with `n_clauses` clauses
-/// goes into the exact hash map rather than the trie (one rule for the agent's writer and its
-/// capacity check).
-#[inline(always)]
-pub const fn is_exact(prefix_len: u8, full_len: u8, n_clauses: usize) -> bool {
-    prefix_len == full_len && n_clauses <= EXACT_CLAUSES
-}
-
-impl<const N: usize> Default for ClauseList<N> {
-    fn default() -> Self {
-        Self {
-            n_clauses: 0,
-            clauses: [Clause::default(); N],
-        }
-    }
-}
-
-impl<const N: usize> ClauseList<N> {
-    /// The first clause matching `port` (host order) and the protocol class bit `proto_class`.
-    /// This is the clause scan of the kernel verdict; the agent's map emulation uses it too.
-    #[inline(always)]
-    pub fn first_match(&self, port: u16, proto_class: u8) -> Option<&Clause> {
-        let n = self.n_clauses as usize;
-        // A constant bound keeps the verifier happy; `n` ends the walk early.
-        for i in 0..N {
-            if i >= n {
-                break;
-            }
-            let c = &self.clauses[i];
-            if c.protocols & proto_class != 0 && port >= c.port_lo && port <= c.port_hi {
-                return Some(c);
-            }
-        }
-        None
-    }
-
-    /// The list holding `own` (at most `N` clauses; the caller checks).
-    pub fn of(own: &[Clause]) -> Self {
-        let mut value = Self {
-            n_clauses: own.len() as u32,
-            ..Self::default()
-        };
-        value.clauses[..own.len()].copy_from_slice(own);
-        value
-    }
-}
-
-/// Words of the IPv4 prefilter: one bit per /24 block (2^24 bits, 2 MiB).
-pub const V4_FILTER_WORDS: usize = 1 << 18;
-
-/// The IPv4 prefilter: bit `n` is set when some LPM entry of the rule set contains addresses
-/// of the /24 block `n` (`address >> 8`). A clear bit proves that no entry can match, so the
-/// LPM walk (a pointer chase per trie level, the dominant cost with 100k prefixes) is skipped.
-pub type V4Filter = [u64; V4_FILTER_WORDS];
-
-/// Word index and bit mask of `addr` (network byte order) in a [`V4Filter`].
-#[inline(always)]
-pub fn v4_filter_pos(addr: [u8; 4]) -> (usize, u64) {
-    let block = u32::from_be_bytes(addr) >> 8;
-    (
-        (block >> 6) as usize & (V4_FILTER_WORDS - 1),
-        1u64 << (block & 63),
-    )
-}
-
-/// Capacity of each LPM trie (prefixes per family per rule set).
-pub const MAX_PREFIXES: u32 = 262_144;
-
-/// Capacity of each IPv4 exact hash map (`/32` entries per rule set). Hash maps are created
-/// without preallocation: entries cost memory as they are written; the bucket array (16 bytes
-/// per slot, a power of two) is allocated whole.
-pub const MAX_EXACT_V4: u32 = 262_144;
-
-/// Capacity of each IPv4 block hash map (/24 blocks per rule set, both directions). Blocks
-/// beyond it keep their entries in the trie (slower, not refused).
-pub const MAX_BLOCKS_V4: u32 = 131_072;
-
-/// Capacity of each IPv6 exact hash map (`/128` entries per rule set).
-pub const MAX_EXACT_V6: u32 = 65_536;
-
-/// Size of the event ring buffer in bytes (power of two, multiple of the page size).
-pub const EVENTS_BYTES: u32 = 1 << 20;
-
-/// Programs skip the userspace wakeup until about this much is queued; the agent also drains
-/// the ring on a short timer. A wakeup per event costs ~2.6 µs per denied call, no wakeup
-/// ~170 ns. A power of two. The deny programs wake the agent on every [`wake_every`]-th record
-/// a CPU queues, which bounds the records queued without a wakeup by this many bytes.
-pub const EVENTS_WAKEUP_BYTES: u64 = (EVENTS_BYTES as u64) / 4;
-
-/// Bytes a record of `size` bytes takes in a BPF ring buffer: the ring's 8-byte header, the
-/// whole rounded up to 8.
-pub const fn ring_record_bytes(size: usize) -> u64 {
-    (size as u64 + 8).div_ceil(8) * 8
-}
-
-/// Bytes one [`DenyEvent`] takes in the ring.
-pub const DENY_RECORD_BYTES: u64 = ring_record_bytes(core::mem::size_of::<DenyEvent>());
-
-/// The global (a constant the agent writes when it loads the object, like [`SCOPED_GLOBAL`])
-/// holding [`wake_every`] for this machine's possible CPUs.
-pub const WAKE_EVERY_GLOBAL: &str = "WAKE_EVERY";
-
-/// How many deny records one CPU queues per wakeup of the agent: the largest power of two `k`
-/// with `cpus × k × record ≤ step` (at least 1). Every CPU wakes the agent on its `k`-th,
-/// `2k`-th, … record, so the records that have not caused a wakeup are fewer than `k` per CPU:
-/// less than `step` bytes in all, as a count of the ring's queued bytes would give, without the
-/// kernel call that asks the ring for it (one of the deny path's costs, issue 17).
-pub const fn wake_every(cpus: u32, record: u64, step: u64) -> u32 {
-    let cpus = if cpus == 0 { 1 } else { cpus as u64 };
-    let record = if record == 0 { 1 } else { record };
-    let most = step / (cpus * record);
-    if most <= 1 {
-        1
-    } else {
-        // Largest power of two ≤ most, and never above 2^31.
-        let k = 1u64 << most.ilog2();
-        if k > 1 << 31 { 1 << 31 } else { k as u32 }
-    }
-}
-
-/// Whether the `queued`-th record a CPU queued (counting from 1) wakes the agent, with
-/// `every` from [`wake_every`] (a power of two).
-#[inline(always)]
-pub fn wakes(queued: u64, every: u32) -> bool {
-    queued & (u64::from(every) - 1) == 0
-}
-
 /// Words of `AUTO_PORTS` (one bit per port).
 pub const AUTO_PORT_WORDS: u32 = 65_536 / 64;
 
@@ -473,16 +261,6 @@ pub const AUTO_PORT_WORDS: u32 = 65_536 / 64;
 #[inline(always)]
 pub fn auto_port_pos(port: u16) -> (u32, u64) {
     (u32::from(port) / 64, 1u64 << (port % 64))
-}
-
-/// Whether queuing a record of `record` bytes, after which `avail` bytes are queued, crossed a
-/// multiple of `step` (a power of two): the one record of each such step that wakes the
-/// consumer. Waking on every record past a threshold instead costs a wakeup per record during
-/// a flood, until the consumer has drained (measured on the deny path: ~350 ns per denial
-/// instead of ~270 ns).
-#[inline(always)]
-pub fn wakeup_crossed(avail: u64, record: u64, step: u64) -> bool {
-    avail / step != avail.saturating_sub(record) / step
 }
 
 /// Per-rule-set configuration.
@@ -500,9 +278,6 @@ pub struct Config {
     /// untouched and uncounted.
     pub scoped: u32,
 }
-
-/// Length of a task's comm (TASK_COMM_LEN), as events carry it.
-pub const COMM_LEN: usize = 16;
 
 /// Key of `AUTO_ALLOW`: an automatic rule (a name server of a target's own resolv.conf on
 /// port 53, a literal `--cluster.peer` on its port) opens this address and port for the one
@@ -524,61 +299,6 @@ pub struct AutoKey {
 
 /// Capacity of `AUTO_ALLOW` (the agent bounds the rules of each process far below this).
 pub const MAX_AUTO_RULES: u32 = 4096;
-
-/// Event kinds in [`EventHeader::kind`].
-pub mod event_kind {
-    /// A call was denied (enforce mode).
-    pub const DENIED: u16 = 1;
-    /// A call would have been denied (audit mode); it was allowed.
-    pub const WOULD_DENY: u16 = 2;
-}
-
-/// Version of the event layout; bump when [`DenyEvent`] changes.
-pub const EVENT_VERSION: u16 = 1;
-
-/// Fixed header of every ring-buffer record.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct EventHeader {
-    pub kind: u16,
-    pub version: u16,
-    /// Size of the whole record in bytes.
-    pub len: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC); 0 in a [`DenyEvent`], which the deny path does
-    /// not stamp (the agent's line carries the time it drained the record).
-    pub ts_ns: u64,
-    pub cgroup_id: u64,
-}
-
-/// A denied (or would-be-denied) call.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DenyEvent {
-    pub header: EventHeader,
-    /// Process id (the kernel's tgid).
-    pub tgid: u32,
-    /// Thread id (the kernel's pid).
-    pub tid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Rule that decided, or [`rule_id::DEFAULT`].
-    pub rule_id: u32,
-    /// [`Config::generation`] of the rule set that decided.
-    pub generation: u32,
-    /// Destination port, host byte order.
-    pub dst_port: u16,
-    /// [`hook`] code.
-    pub hook: u8,
-    /// IP protocol number of the socket (6 tcp, 17 udp, ...).
-    pub protocol: u8,
-    /// Address family the caller used (2 AF_INET, 10 AF_INET6).
-    pub family: u16,
-    pub _pad: u16,
-    /// Destination as the caller passed it: IPv4 in the first 4 bytes, IPv6 in all 16,
-    /// network byte order.
-    pub dst_addr: [u8; 16],
-    pub comm: [u8; 16],
-}
 
 #[cfg(feature = "user")]
 mod pod {
