@@ -70,9 +70,38 @@ const TCP_ACK: u8 = 0x10;
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
 
+/// The decisions: a SYN, a datagram, an unparsed IPv6 packet to a guarded port.
 #[cgroup_skb(ingress)]
 pub fn enforcer_api_ingress(ctx: SkBuffContext) -> i32 {
-    guard(&ctx)
+    guard::<{ Part::WEB }>(&ctx)
+}
+
+/// The cluster port's decisions: a SYN or a datagram; a program of its own (see
+/// [`enforcer_api_stream`]).
+#[cgroup_skb(ingress)]
+pub fn enforcer_api_cluster(ctx: SkBuffContext) -> i32 {
+    guard::<{ Part::CLUSTER }>(&ctx)
+}
+
+/// The web port's streams: every later segment of an accepted connection (its payload and
+/// its FIN or RST), queued for the agent. A program of its own, so that neither program's
+/// verification walks the other's paths.
+#[cgroup_skb(ingress)]
+pub fn enforcer_api_stream(ctx: SkBuffContext) -> i32 {
+    guard::<{ Part::STREAM }>(&ctx)
+}
+
+/// Which part of the guard a program is: each is verified on its own, with the surface a
+/// constant, so no program's verification walks another part's paths.
+struct Part;
+
+impl Part {
+    /// A web port's new connections (SYN), the watchdog's included.
+    const WEB: u8 = 0;
+    /// A cluster port's new connections and datagrams.
+    const CLUSTER: u8 = 1;
+    /// A web port's accepted connections: their later segments.
+    const STREAM: u8 = 2;
 }
 
 /// A TCP segment or UDP datagram as the guard sees it.
@@ -93,8 +122,14 @@ struct Segment {
     payload_len: usize,
 }
 
+/// The guard's part `PART` ([`Part`]).
 #[inline(always)]
-fn guard(ctx: &SkBuffContext) -> i32 {
+fn guard<const PART: u8>(ctx: &SkBuffContext) -> i32 {
+    let want = if PART == Part::CLUSTER {
+        surface::CLUSTER
+    } else {
+        surface::WEB
+    };
     // The fast exit, before any packet byte is read: the receiving socket's local port (a
     // field of the context, host order) must be a guarded port of the active rule set (two
     // array lookups the verifier inlines), and in scope mode the socket a target's.
@@ -109,23 +144,30 @@ fn guard(ctx: &SkBuffContext) -> i32 {
     if local_port > 0xffff {
         return PASS;
     }
-    let surface = api.surface(local_port as u16);
-    if surface == surface::NONE {
+    if api.surface(local_port as u16) != want {
         return PASS;
     }
+    let surface = want;
     if crate::scoped() && !is_target_socket(ctx) {
         return PASS;
     }
-    let Some(seg) = segment(ctx, surface) else {
+    let Some(mut seg) = segment(ctx, surface) else {
         return PASS;
     };
+    // The parse's forks (IPv4 or IPv6, TCP or UDP, header lengths) end here: with these as
+    // constants the verifier would walk everything below once per fork.
+    seg.family = opaque(usize::from(seg.family)) as u16;
+    seg.protocol = opaque(usize::from(seg.protocol)) as u8;
+    seg.payload_off = opaque(seg.payload_off);
+    seg.payload_len = opaque(seg.payload_len);
     if seg.protocol != UNPARSED && api.surface(seg.local_port) != surface {
         return PASS;
     }
-    if seg.protocol != IPPROTO_TCP || seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        return decide_peer(ctx, set, api, &seg);
+    let opening = seg.protocol != IPPROTO_TCP || seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if PART != Part::STREAM && opening {
+        return decide_peer::<PART>(ctx, set, api, &seg);
     }
-    if surface == surface::WEB {
+    if PART == Part::STREAM && !opening {
         stream(ctx, api, &seg);
     }
     PASS
@@ -227,13 +269,18 @@ fn is_target_socket(ctx: &SkBuffContext) -> bool {
 /// A new connection (or, on a cluster port, a datagram): the peer's verdict, counted; a
 /// refused peer's SYN or datagram is dropped (enforce).
 #[inline(always)]
-fn decide_peer(ctx: &SkBuffContext, set: u32, api: &ApiConfig, seg: &Segment) -> i32 {
+fn decide_peer<const PART: u8>(
+    ctx: &SkBuffContext,
+    set: u32,
+    api: &ApiConfig,
+    seg: &Segment,
+) -> i32 {
     let peer = if seg.family == 2 {
         Dst::V4([seg.peer[0], seg.peer[1], seg.peer[2], seg.peer[3]])
     } else {
         policy::normalise_v6(seg.peer)
     };
-    let cluster = seg.surface == surface::CLUSTER;
+    let cluster = PART == Part::CLUSTER;
     // The receiving target (the creator of the listening or UDP socket), asked only on a
     // cluster port, where its own peers are let in and its joins are reported.
     let owner = if cluster { cluster::owner(ctx) } else { 0 };
@@ -486,20 +533,32 @@ fn emit(ctx: &SkBuffContext, kind: u16, api: &ApiConfig, seg: &Segment, meta: &M
 #[inline(always)]
 fn copy_head(ctx: &SkBuffContext, seg: &Segment, off: usize, head: *mut [u8; HEAD_LEN]) -> u16 {
     let left = seg.payload_len.saturating_sub(off);
-    let want = if left > HEAD_LEN { HEAD_LEN } else { left } as u32;
-    // The bound is checked on the very register the helper gets: a volatile read keeps LLVM
-    // from folding the check into the `min` above and from reloading the length from a stack
-    // slot after it (Linux 6.1's verifier does not carry a register's bound to a reload).
-    // SAFETY: a read of a local.
-    let len = unsafe { core::ptr::read_volatile(&raw const want) };
-    if len == 0 || len > HEAD_LEN as u32 {
+    if left == 0 {
         return 0;
     }
+    let want = if left > HEAD_LEN { HEAD_LEN } else { left };
+    // The helper's length must be provably in [1, HEAD_LEN] on the very register it gets
+    // (Linux 6.1 refuses a length whose minimum may be 0): an opaque copy (LLVM cannot fold
+    // what follows into the `min` above), then `((want - 1) & (HEAD_LEN - 1)) + 1`, which the
+    // verifier bounds to [1, HEAD_LEN] from the mask alone (HEAD_LEN is a power of two).
+    const _: () = assert!(HEAD_LEN.is_power_of_two());
+    let len = ((opaque(want).wrapping_sub(1) & (HEAD_LEN - 1)) + 1) as u32;
     // SAFETY: `head` is HEAD_LEN writable bytes of the reserved record and `len` <= HEAD_LEN;
     // the helper copies from the program's own skb.
     let from = (seg.payload_off + off) as u32;
     let r = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), from, head.cast(), len) };
     if r == 0 { len as u16 } else { 0 }
+}
+
+/// `x`, through a volatile stack slot: LLVM knows nothing of the value read back.
+#[inline(always)]
+fn opaque(x: usize) -> usize {
+    let mut v = 0usize;
+    // SAFETY: volatile accesses of a local.
+    unsafe {
+        core::ptr::write_volatile(&mut v, x);
+        core::ptr::read_volatile(&v)
+    }
 }
 
 #[inline(always)]

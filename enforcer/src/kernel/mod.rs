@@ -178,12 +178,13 @@ impl Kernel {
         for name in SOCKET_PROGRAMS {
             progs::load(&mut ebpf, name, pins.as_ref(), &mut report)?;
         }
-        progs::load(
-            &mut ebpf,
+        for name in [
             enforcer_common::api::PROG_NAME,
-            pins.as_ref(),
-            &mut report,
-        )?;
+            enforcer_common::api::CLUSTER_PROG_NAME,
+            enforcer_common::api::STREAM_PROG_NAME,
+        ] {
+            progs::load(&mut ebpf, name, pins.as_ref(), &mut report)?;
+        }
         // The DNS-learning program is an addition to enforcement, not a part of it: where the
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
         // a helper call), the connect programs still enforce, and FQDN rules are served by the
@@ -610,7 +611,11 @@ impl Ingress {
             names.extend([fqdn_names::PROG_DNS_EGRESS, fqdn_names::PROG_DNS_INGRESS]);
         }
         if self.api {
-            names.push(enforcer_common::api::PROG_NAME);
+            names.extend([
+                enforcer_common::api::PROG_NAME,
+                enforcer_common::api::CLUSTER_PROG_NAME,
+                enforcer_common::api::STREAM_PROG_NAME,
+            ]);
         }
         names
     }
