@@ -1,17 +1,26 @@
 //! The API guard's cluster surface (issue 29) with real Alertmanagers (Debian's
-//! `prometheus-alertmanager` 0.25), each in a network namespace of the test's own, linked by
-//! veth pairs on TEST-NET addresses (no route out of them):
+//! `prometheus-alertmanager` 0.25), all in one network namespace of the test's own with only
+//! `lo` up (so it runs in the VM guests too, which have no veth), each on its own loopback
+//! address:
 //!
-//! - A (the victim, enforced) gossips on 0.0.0.0:9094 and names B (192.0.2.2) as its peer;
-//! - B (a replica, enforced) names A (192.0.2.1);
-//! - C (the attacker, not enforced, on 198.51.100.2) names A (198.51.100.1) and creates
-//!   `alertname=~".+"` on its own API.
+//! - A (the victim, enforced) gossips on 0.0.0.0:9094, advertised as 127.0.0.2, and names B
+//!   (127.0.0.4:9095) as its peer;
+//! - B (a replica, enforced) gossips on 127.0.0.4:9095 and names A (127.0.0.2:9094);
+//! - C (the attacker, not enforced) gossips on 127.0.0.3:9096, names A as 127.0.0.5:9094
+//!   (A listens on every address) and creates `alertname=~".+"` on its own API.
 //!
-//! Asserted: the agent guards A's and B's 9094 by default (no `cluster_ports` in the policy);
-//! a silence made on B shows up on A and one made on A on B (the replicas converge); C's
-//! silence never reaches A; C's TCP SYNs and UDP datagrams to 9094 are `api_peer_refused`
+//! Memberlist dials TCP without binding a source address, and on loopback the kernel would
+//! pick 127.0.0.1 for every dialer; local routes with a preferred source give each dialer its
+//! own address, as separate hosts would have: whoever dials 127.0.0.2 comes from B's
+//! 127.0.0.4, whoever dials 127.0.0.5 from C's 127.0.0.3, whoever dials 127.0.0.4 from A's
+//! 127.0.0.2. (Datagrams leave from each member's bound gossip socket anyway.)
+//!
+//! Asserted: the agent guards A's 9094 and B's 9095 by default (no `cluster_ports` in the
+//! policy); a silence made on B shows up on A and one made on A on B (the replicas converge);
+//! C's silence never reaches A; C's TCP SYNs and UDP datagrams to 9094 are `api_peer_refused`
 //! lines (surface `cluster`) and counted in `enforcer_api_cluster_packets_total`; B's session
-//! with A is a `cluster_join` line naming B and port 9094.
+//! with A is a `cluster_join` line naming B and port 9094; once `cluster_allow` lets C in, its
+//! silence does reach A (the control).
 mod api_guard_support;
 
 use std::{
@@ -28,26 +37,35 @@ use integration_tests::{
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 const AMTOOL: &str = "/usr/bin/amtool";
-const A_B: &str = "192.0.2.1";
-const B: &str = "192.0.2.2";
-const A_C: &str = "198.51.100.1";
-const C: &str = "198.51.100.2";
+/// A's advertised address, as B dials it.
+const A: &str = "127.0.0.2";
+/// A again, as C dials it.
+const A_C: &str = "127.0.0.5";
+const B: &str = "127.0.0.4";
+const C: &str = "127.0.0.3";
 
 fn runnable() -> bool {
     const INSTALL: &str = "apt-get install prometheus-alertmanager";
     privileged() && installed(ALERTMANAGER, INSTALL) && installed(AMTOOL, INSTALL)
 }
 
-/// `ip -n <a> link add <a_if> type veth peer name <b_if> netns <b>`, addressed and up.
-fn link(a: &NetNs, a_if: &str, a_addr: &str, b: &NetNs, b_if: &str, b_addr: &str) {
-    a.ip(&[
-        "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
-    ])
-    .unwrap();
-    for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
-        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", ifname])
-            .unwrap();
-        ns.ip(&["link", "set", ifname, "up"]).unwrap();
+/// The local routes that give each dialer its own source address (see the module's
+/// documentation).
+fn sources(ns: &NetNs) {
+    for (dst, src) in [(A, B), (A_C, C), (B, A)] {
+        ns.ip(&[
+            "route",
+            "add",
+            "local",
+            &format!("{dst}/32"),
+            "dev",
+            "lo",
+            "src",
+            src,
+            "table",
+            "local",
+        ])
+        .unwrap();
     }
 }
 
@@ -59,12 +77,15 @@ struct Am {
 }
 
 impl Am {
-    /// Web on 127.0.0.1:9093 of `ns`; gossip on `listen` (advertised as `advertise`).
+    /// Web on `web`:9093; gossip on `listen` (advertised as `advertise`); `peers` are
+    /// `address:port`.
+    #[expect(clippy::too_many_arguments, reason = "one Alertmanager's command line")]
     fn start(
         ns: &NetNs,
         cg: Option<&TestCgroup>,
         dir: &TempDir,
         name: &str,
+        web: &str,
         listen: &str,
         advertise: &str,
         peers: &[&str],
@@ -84,14 +105,14 @@ impl Am {
         };
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", data.display()))
-            .arg("--web.listen-address=127.0.0.1:9093")
-            .arg(format!("--cluster.listen-address={listen}:9094"))
-            .arg(format!("--cluster.advertise-address={advertise}:9094"))
+            .arg(format!("--web.listen-address={web}:9093"))
+            .arg(format!("--cluster.listen-address={listen}"))
+            .arg(format!("--cluster.advertise-address={advertise}"))
             .arg("--cluster.reconnect-interval=2s")
             .arg("--cluster.pushpull-interval=5s")
             .arg("--log.level=debug");
         for p in peers {
-            cmd.arg(format!("--cluster.peer={p}:9094"));
+            cmd.arg(format!("--cluster.peer={p}"));
         }
         let child = ChildGuard::spawn_logged(format!("alertmanager {name}"), &mut cmd, &log)
             .expect("starting Alertmanager");
@@ -103,9 +124,10 @@ impl Am {
     }
 }
 
-/// `amtool <args>` against the Alertmanager of `ns`.
-fn amtool(ns: &NetNs, args: &[&str]) -> anyhow::Result<String> {
-    let mut all = vec![AMTOOL, "--alertmanager.url=http://127.0.0.1:9093"];
+/// `amtool <args>` against the Alertmanager whose web port is on `web`.
+fn amtool(ns: &NetNs, web: &str, args: &[&str]) -> anyhow::Result<String> {
+    let url = format!("--alertmanager.url=http://{web}:9093");
+    let mut all = vec![AMTOOL, url.as_str()];
     all.extend_from_slice(args);
     let out = ns.output(&all)?;
     if !out.status.success() {
@@ -114,10 +136,11 @@ fn amtool(ns: &NetNs, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn silence(ns: &NetNs, matcher: &str) -> String {
+fn silence(ns: &NetNs, web: &str, matcher: &str) -> String {
     eventually(Duration::from_secs(30), Duration::from_millis(500), || {
         amtool(
             ns,
+            web,
             &[
                 "silence",
                 "add",
@@ -134,12 +157,12 @@ fn silence(ns: &NetNs, matcher: &str) -> String {
     .to_owned()
 }
 
-fn has_silence(ns: &NetNs, id: &str) -> bool {
-    amtool(ns, &["silence", "query", "-q"]).is_ok_and(|out| out.lines().any(|l| l.trim() == id))
+fn has_silence(ns: &NetNs, web: &str, id: &str) -> bool {
+    amtool(ns, web, &["silence", "query", "-q"]).is_ok_and(|out| out.lines().any(|l| l.trim() == id))
 }
 
 const POLICY: &str = "mode: enforce\ndefault: allow\nblock:\n  - preset: cloud-metadata\n\
-                      api:\n  allow:\n    - cidr: 127.0.0.1/32\n";
+                      api:\n  allow:\n    - cidr: 127.0.0.0/8\n";
 
 fn policy(dir: &TempDir) -> PathBuf {
     dir.write("policy.yaml", POLICY).unwrap()
@@ -156,13 +179,8 @@ fn a_stranger_never_gossips_into_the_cluster_and_replicas_still_converge() {
     if !runnable() {
         return;
     }
-    let (a_ns, b_ns, c_ns) = (
-        NetNs::new("enforcer-cga").unwrap(),
-        NetNs::new("enforcer-cgb").unwrap(),
-        NetNs::new("enforcer-cgc").unwrap(),
-    );
-    link(&a_ns, "ab", A_B, &b_ns, "ba", B);
-    link(&a_ns, "ac", A_C, &c_ns, "ca", C);
+    let ns = NetNs::new("enforcer-cg").unwrap();
+    sources(&ns);
     let cg = TestCgroup::new().unwrap();
     let dir = TempDir::new().unwrap();
     let metrics = metrics_address();
@@ -171,14 +189,41 @@ fn a_stranger_never_gossips_into_the_cluster_and_replicas_still_converge() {
         &["--cgroup", &cg.path_str(), "--metrics-address", &metrics],
     )
     .unwrap();
-    let a = Am::start(&a_ns, Some(&cg), &dir, "a", "0.0.0.0", A_B, &[B]);
-    let b = Am::start(&b_ns, Some(&cg), &dir, "b", B, B, &[A_B]);
-    let c = Am::start(&c_ns, None, &dir, "c", C, C, &[A_C]);
+    let a = Am::start(
+        &ns,
+        Some(&cg),
+        &dir,
+        "a",
+        A,
+        "0.0.0.0:9094",
+        &format!("{A}:9094"),
+        &[&format!("{B}:9095")],
+    );
+    let b = Am::start(
+        &ns,
+        Some(&cg),
+        &dir,
+        "b",
+        B,
+        &format!("{B}:9095"),
+        &format!("{B}:9095"),
+        &[&format!("{A}:9094")],
+    );
+    let c = Am::start(
+        &ns,
+        None,
+        &dir,
+        "c",
+        C,
+        &format!("{C}:9096"),
+        &format!("{C}:9096"),
+        &[&format!("{A_C}:9094")],
+    );
 
     // The replicas converge both ways.
-    let from_b = silence(&b_ns, "alertname=FromReplicaB");
+    let from_b = silence(&ns, B, "alertname=FromReplicaB");
     let on_a = eventually(Duration::from_secs(40), Duration::from_millis(500), || {
-        has_silence(&a_ns, &from_b).then_some(())
+        has_silence(&ns, A, &from_b).then_some(())
     });
     assert!(
         on_a.is_some(),
@@ -187,18 +232,18 @@ fn a_stranger_never_gossips_into_the_cluster_and_replicas_still_converge() {
         b.log_text(),
         agent.stderr_text()
     );
-    let from_a = silence(&a_ns, "alertname=FromVictimA");
+    let from_a = silence(&ns, A, "alertname=FromVictimA");
     let on_b = eventually(Duration::from_secs(40), Duration::from_millis(500), || {
-        has_silence(&b_ns, &from_a).then_some(())
+        has_silence(&ns, B, &from_a).then_some(())
     });
     assert!(on_b.is_some(), "A's silence never reached B");
 
     // The attacker's silence exists on its own Alertmanager and never reaches A (C keeps
     // trying to join: --cluster.reconnect-interval=2s, push/pull every 5 s).
-    let planted = silence(&c_ns, "alertname=~.+");
-    assert!(has_silence(&c_ns, &planted));
+    let planted = silence(&ns, C, "alertname=~.+");
+    assert!(has_silence(&ns, C, &planted));
     let leaked = eventually(Duration::from_secs(20), Duration::from_millis(500), || {
-        has_silence(&a_ns, &planted).then_some(())
+        has_silence(&ns, A, &planted).then_some(())
     });
     assert!(
         leaked.is_none(),
@@ -278,7 +323,7 @@ fn a_stranger_never_gossips_into_the_cluster_and_replicas_still_converge() {
     agent.signal(libc::SIGHUP);
     agent.wait_for_stderr("\"message\":\"policy reloaded\"");
     let leaked = eventually(Duration::from_secs(40), Duration::from_millis(500), || {
-        has_silence(&a_ns, &planted).then_some(())
+        has_silence(&ns, A, &planted).then_some(())
     });
     assert!(
         leaked.is_some(),

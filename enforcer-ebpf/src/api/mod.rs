@@ -154,12 +154,15 @@ fn guard<const PART: u8>(ctx: &SkBuffContext) -> i32 {
     let Some(mut seg) = segment(ctx, surface) else {
         return PASS;
     };
-    // The parse's forks (IPv4 or IPv6, TCP or UDP, header lengths) end here: with these as
-    // constants the verifier would walk everything below once per fork.
-    seg.family = opaque(usize::from(seg.family)) as u16;
-    seg.protocol = opaque(usize::from(seg.protocol)) as u8;
-    seg.payload_off = opaque(seg.payload_off);
-    seg.payload_len = opaque(seg.payload_len);
+    if PART == Part::STREAM {
+        // The stream part never branches on the family, and the header lengths only bound the
+        // copies: with these as constants the verifier would walk the chunk loop once per
+        // parse fork (IPv4 or IPv6, each header length). (The decisions keep them: there each
+        // fork decides branches below, and unknown values would fork every one of them.)
+        seg.family = opaque(usize::from(seg.family)) as u16;
+        seg.payload_off = opaque(seg.payload_off);
+        seg.payload_len = opaque(seg.payload_len);
+    }
     if seg.protocol != UNPARSED && api.surface(seg.local_port) != surface {
         return PASS;
     }
@@ -284,7 +287,7 @@ fn decide_peer<const PART: u8>(
     // The receiving target (the creator of the listening or UDP socket), asked only on a
     // cluster port, where its own peers are let in and its joins are reported.
     let owner = if cluster { cluster::owner(ctx) } else { 0 };
-    let mut refused = seg.protocol == UNPARSED
+    let refused = seg.protocol == UNPARSED
         || policy::can_ingress(
             set,
             api,
@@ -293,6 +296,9 @@ fn decide_peer<const PART: u8>(
             proto::class(u32::from(seg.protocol)),
         )
         .is_some();
+    // One state after the lookup, whichever of its many exits (each clause of each map) gave
+    // the verdict: the verifier walks what follows once, not once per exit.
+    let mut refused = opaque(usize::from(refused)) != 0;
     if refused && seg.protocol != UNPARSED {
         if cluster {
             refused = !cluster::own_peer(ctx, owner, &peer);
