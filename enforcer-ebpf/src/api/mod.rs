@@ -168,7 +168,18 @@ fn guard<const PART: u8>(ctx: &SkBuffContext) -> i32 {
     }
     let opening = seg.protocol != IPPROTO_TCP || seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if PART != Part::STREAM && opening {
-        return decide_peer::<PART>(ctx, set, api, &seg);
+        // The rules' verdict first, with nothing of the parse alive across the lookup but
+        // the protocol class: the verifier walks the rule lookup (the costliest code here)
+        // once per peer family, not once per combination of what the parse proved (TCP or
+        // UDP, header lengths, ports), which it would otherwise carry through it. The
+        // segment is parsed again for the report.
+        let unparsed = seg.protocol == UNPARSED;
+        let class = proto::class(u32::from(seg.protocol));
+        let refused = unparsed || rules_refuse::<PART>(ctx, set, api, class);
+        let Some(seg) = segment(ctx, surface) else {
+            return PASS;
+        };
+        return decide_peer::<PART>(ctx, api, &seg, refused, unparsed);
     }
     if PART == Part::STREAM && !opening {
         stream(ctx, api, &seg);
@@ -269,43 +280,54 @@ fn is_target_socket(ctx: &SkBuffContext) -> bool {
     unsafe { API_CGROUPS.get(&own) }.is_some()
 }
 
+/// Whether the rules refuse the packet's peer (the section's `allow` or `cluster_allow`, its
+/// default; on a cluster port the receiving target's own `--cluster.peer`s are let in). Reads
+/// the peer's address from the packet itself.
+#[inline(always)]
+fn rules_refuse<const PART: u8>(ctx: &SkBuffContext, set: u32, api: &ApiConfig, class: u8) -> bool {
+    let cluster = PART == Part::CLUSTER;
+    let surf = if cluster {
+        surface::CLUSTER
+    } else {
+        surface::WEB
+    };
+    // SAFETY: the kernel hands every cgroup_skb program a valid `__sk_buff`.
+    let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    let peer = if protocol == ETH_P_IP {
+        let Ok(a) = ctx.load::<[u8; 4]>(12) else {
+            return true;
+        };
+        Dst::V4(a)
+    } else {
+        let Ok(a) = ctx.load::<[u8; 16]>(8) else {
+            return true;
+        };
+        policy::normalise_v6(a)
+    };
+    if policy::can_ingress(set, api, &peer, surf, class).is_none() {
+        return false;
+    }
+    !(cluster && cluster::own_peer(ctx, cluster::owner(ctx), &peer))
+}
+
 /// A new connection (or, on a cluster port, a datagram): the peer's verdict, counted; a
 /// refused peer's SYN or datagram is dropped (enforce).
 #[inline(always)]
 fn decide_peer<const PART: u8>(
     ctx: &SkBuffContext,
-    set: u32,
     api: &ApiConfig,
     seg: &Segment,
+    refused: bool,
+    unparsed: bool,
 ) -> i32 {
-    let peer = if seg.family == 2 {
-        Dst::V4([seg.peer[0], seg.peer[1], seg.peer[2], seg.peer[3]])
-    } else {
-        policy::normalise_v6(seg.peer)
-    };
     let cluster = PART == Part::CLUSTER;
     // The receiving target (the creator of the listening or UDP socket), asked only on a
-    // cluster port, where its own peers are let in and its joins are reported.
+    // cluster port, where its joins are reported.
     let owner = if cluster { cluster::owner(ctx) } else { 0 };
-    let refused = seg.protocol == UNPARSED
-        || policy::can_ingress(
-            set,
-            api,
-            &peer,
-            seg.surface,
-            proto::class(u32::from(seg.protocol)),
-        )
-        .is_some();
-    // One state after the lookup, whichever of its many exits (each clause of each map) gave
-    // the verdict: the verifier walks what follows once, not once per exit.
-    let mut refused = opaque(usize::from(refused)) != 0;
-    if refused && seg.protocol != UNPARSED {
-        if cluster {
-            refused = !cluster::own_peer(ctx, owner, &peer);
-        } else if watchdog::is_own(ctx, seg) {
-            count(counter::WATCHDOG_ACCEPTED);
-            refused = false;
-        }
+    let mut refused = refused;
+    if refused && !unparsed && !cluster && watchdog::is_own(ctx, seg) {
+        count(counter::WATCHDOG_ACCEPTED);
+        refused = false;
     }
     let (accepted, refused_index, would_index) = counters(seg);
     if !refused {
