@@ -1,4 +1,6 @@
-//! The API guard: a cgroup_skb/ingress program on the targets' cgroup.
+//! The API guard: three cgroup_skb/ingress programs on the targets' cgroup, one per [`Part`]
+//! (web decisions, cluster decisions, web streams), each verified on its own (docs/api-guard.md,
+//! "Three programs").
 //!
 //! - A packet to a socket whose local port is not guarded leaves at once, on a field of the
 //!   context, before any byte of the packet is read (the agent attaches the guard only to a
@@ -156,9 +158,7 @@ fn guard<const PART: u8>(ctx: &SkBuffContext) -> i32 {
     };
     if PART == Part::STREAM {
         // The stream part never branches on the family, and the header lengths only bound the
-        // copies: with these as constants the verifier would walk the chunk loop once per
-        // parse fork (IPv4 or IPv6, each header length). (The decisions keep them: there each
-        // fork decides branches below, and unknown values would fork every one of them.)
+        // copies: kept out of LLVM's sight, they do not multiply the unrolled chunk loop.
         seg.family = opaque(usize::from(seg.family)) as u16;
         seg.payload_off = opaque(seg.payload_off);
         seg.payload_len = opaque(seg.payload_len);
@@ -174,8 +174,7 @@ fn guard<const PART: u8>(ctx: &SkBuffContext) -> i32 {
         // UDP, header lengths, ports), which it would otherwise carry through it. The
         // segment is parsed again for the report.
         let unparsed = seg.protocol == UNPARSED;
-        let class = proto::class(u32::from(seg.protocol));
-        let refused = unparsed || rules_refuse::<PART>(ctx, set, api, class);
+        let refused = unparsed || rules_refuse::<PART>(ctx, set, api);
         let Some(seg) = segment(ctx, surface) else {
             return PASS;
         };
@@ -284,12 +283,15 @@ fn is_target_socket(ctx: &SkBuffContext) -> bool {
 /// default; on a cluster port the receiving target's own `--cluster.peer`s are let in). Reads
 /// the peer's address from the packet itself.
 #[inline(always)]
-fn rules_refuse<const PART: u8>(ctx: &SkBuffContext, set: u32, api: &ApiConfig, class: u8) -> bool {
+fn rules_refuse<const PART: u8>(ctx: &SkBuffContext, set: u32, api: &ApiConfig) -> bool {
     let cluster = PART == Part::CLUSTER;
-    let surf = if cluster {
-        surface::CLUSTER
+    // The protocol class is a constant too: a web port carries TCP alone, and every clause on
+    // the cluster surface is a `cluster_allow` entry's, for TCP and UDP alike (as a per-packet
+    // value, TCP and UDP would each walk the lookup).
+    let (surf, class) = if cluster {
+        (surface::CLUSTER, proto::TCP | proto::UDP)
     } else {
-        surface::WEB
+        (surface::WEB, proto::TCP)
     };
     // SAFETY: the kernel hands every cgroup_skb program a valid `__sk_buff`.
     let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
