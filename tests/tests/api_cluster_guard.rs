@@ -158,7 +158,8 @@ fn silence(ns: &NetNs, web: &str, matcher: &str) -> String {
 }
 
 fn has_silence(ns: &NetNs, web: &str, id: &str) -> bool {
-    amtool(ns, web, &["silence", "query", "-q"]).is_ok_and(|out| out.lines().any(|l| l.trim() == id))
+    amtool(ns, web, &["silence", "query", "-q"])
+        .is_ok_and(|out| out.lines().any(|l| l.trim() == id))
 }
 
 const POLICY: &str = "mode: enforce\ndefault: allow\nblock:\n  - preset: cloud-metadata\n\
