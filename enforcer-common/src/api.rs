@@ -57,8 +57,10 @@ pub mod map_names {
 
 /// Program name of the guard's decisions (cgroup_skb/ingress).
 pub const PROG_NAME: &str = "enforcer_api_ingress";
-/// Program name of the guard's cluster-port decisions (cgroup_skb/ingress).
+/// Program name of the guard's cluster-port connection decisions (cgroup_skb/ingress).
 pub const CLUSTER_PROG_NAME: &str = "enforcer_api_cluster";
+/// Program name of the guard's cluster-port datagram decisions (cgroup_skb/ingress).
+pub const CLUSTER_UDP_PROG_NAME: &str = "enforcer_api_cluster_udp";
 /// Program name of the guard's web-port streams (cgroup_skb/ingress, attached after
 /// [`PROG_NAME`]).
 pub const STREAM_PROG_NAME: &str = "enforcer_api_stream";

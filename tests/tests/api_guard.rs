@@ -303,6 +303,7 @@ fn the_guard_is_attached_only_while_the_policy_has_an_api_section() {
         ingress(),
         [
             "enforcer_api_cluster",
+            "enforcer_api_cluster_udp",
             "enforcer_api_ingress",
             "enforcer_api_stream"
         ]

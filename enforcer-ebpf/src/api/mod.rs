@@ -85,6 +85,12 @@ pub fn enforcer_api_cluster(ctx: SkBuffContext) -> i32 {
     guard::<{ Part::CLUSTER }>(&ctx)
 }
 
+/// The cluster port's datagrams (UDP); a program of its own (see [`enforcer_api_stream`]).
+#[cgroup_skb(ingress)]
+pub fn enforcer_api_cluster_udp(ctx: SkBuffContext) -> i32 {
+    guard::<{ Part::CLUSTER_UDP }>(&ctx)
+}
+
 /// The web port's streams: every later segment of an accepted connection (its payload and
 /// its FIN or RST), queued for the agent. A program of its own, so that neither program's
 /// verification walks the other's paths.
@@ -100,8 +106,24 @@ struct Part;
 impl Part {
     /// A web port's new connections (SYN), the watchdog's included.
     const WEB: u8 = 0;
-    /// A cluster port's new connections and datagrams.
+    /// A cluster port's new connections (TCP).
     const CLUSTER: u8 = 1;
+    /// A cluster port's datagrams (UDP).
+    const CLUSTER_UDP: u8 = 3;
+
+    /// Whether `part` decides the cluster port.
+    const fn cluster(part: u8) -> bool {
+        part == Self::CLUSTER || part == Self::CLUSTER_UDP
+    }
+
+    /// The one transport protocol `part` carries.
+    const fn protocol(part: u8) -> u8 {
+        if part == Self::CLUSTER_UDP {
+            IPPROTO_UDP
+        } else {
+            IPPROTO_TCP
+        }
+    }
     /// A web port's accepted connections: their later segments.
     const STREAM: u8 = 2;
 }
@@ -127,7 +149,7 @@ struct Segment {
 /// The guard's part `PART` ([`Part`]).
 #[inline(always)]
 fn guard<const PART: u8>(ctx: &SkBuffContext) -> i32 {
-    let want = if PART == Part::CLUSTER {
+    let want = if Part::cluster(PART) {
         surface::CLUSTER
     } else {
         surface::WEB
@@ -153,9 +175,13 @@ fn guard<const PART: u8>(ctx: &SkBuffContext) -> i32 {
     if crate::scoped() && !is_target_socket(ctx) {
         return PASS;
     }
-    let Some(mut seg) = segment(ctx, surface) else {
+    let Some(mut seg) = segment(ctx, surface, Part::protocol(PART)) else {
         return PASS;
     };
+    if PART == Part::CLUSTER_UDP && seg.protocol == UNPARSED {
+        // Refused (and counted) once, by the cluster's TCP program.
+        return PASS;
+    }
     if PART == Part::STREAM {
         // The stream part never branches on the family, and the header lengths only bound the
         // copies: kept out of LLVM's sight, they do not multiply the unrolled chunk loop.
@@ -175,7 +201,7 @@ fn guard<const PART: u8>(ctx: &SkBuffContext) -> i32 {
         // segment is parsed again for the report.
         let unparsed = seg.protocol == UNPARSED;
         let refused = unparsed || rules_refuse::<PART>(ctx, set, api);
-        let Some(seg) = segment(ctx, surface) else {
+        let Some(seg) = segment(ctx, surface, Part::protocol(PART)) else {
             return PASS;
         };
         return decide_peer::<PART>(ctx, api, &seg, refused, unparsed);
@@ -189,8 +215,8 @@ fn guard<const PART: u8>(ctx: &SkBuffContext) -> i32 {
 /// The IP and TCP (or, on a cluster port, UDP) headers of the packet (`None` for another
 /// protocol, or a later fragment).
 #[inline(always)]
-fn segment(ctx: &SkBuffContext, surface: u16) -> Option<Segment> {
-    let carried = |p: u8| p == IPPROTO_TCP || (p == IPPROTO_UDP && surface == surface::CLUSTER);
+fn segment(ctx: &SkBuffContext, surface: u16, carried_protocol: u8) -> Option<Segment> {
+    let carried = |p: u8| p == carried_protocol;
     // SAFETY: the kernel hands every cgroup_skb program a valid `__sk_buff`; `protocol` holds
     // the 16-bit network-order EtherType.
     let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
@@ -284,7 +310,7 @@ fn is_target_socket(ctx: &SkBuffContext) -> bool {
 /// the peer's address from the packet itself.
 #[inline(always)]
 fn rules_refuse<const PART: u8>(ctx: &SkBuffContext, set: u32, api: &ApiConfig) -> bool {
-    let cluster = PART == Part::CLUSTER;
+    let cluster = Part::cluster(PART);
     // The protocol class is a constant too: a web port carries TCP alone, and every clause on
     // the cluster surface is a `cluster_allow` entry's, for TCP and UDP alike (as a per-packet
     // value, TCP and UDP would each walk the lookup).
@@ -322,7 +348,7 @@ fn decide_peer<const PART: u8>(
     refused: bool,
     unparsed: bool,
 ) -> i32 {
-    let cluster = PART == Part::CLUSTER;
+    let cluster = Part::cluster(PART);
     // The receiving target (the creator of the listening or UDP socket), asked only on a
     // cluster port, where its joins are reported.
     let owner = if cluster { cluster::owner(ctx) } else { 0 };

@@ -181,6 +181,7 @@ impl Kernel {
         for name in [
             enforcer_common::api::PROG_NAME,
             enforcer_common::api::CLUSTER_PROG_NAME,
+            enforcer_common::api::CLUSTER_UDP_PROG_NAME,
             enforcer_common::api::STREAM_PROG_NAME,
         ] {
             progs::load(&mut ebpf, name, pins.as_ref(), &mut report)?;
@@ -614,6 +615,7 @@ impl Ingress {
             names.extend([
                 enforcer_common::api::PROG_NAME,
                 enforcer_common::api::CLUSTER_PROG_NAME,
+                enforcer_common::api::CLUSTER_UDP_PROG_NAME,
                 enforcer_common::api::STREAM_PROG_NAME,
             ]);
         }
