@@ -1,6 +1,6 @@
-//! The API guard: three cgroup_skb/ingress programs on the targets' cgroup, one per [`Part`]
-//! (web decisions, cluster decisions, web streams), each verified on its own (docs/api-guard.md,
-//! "Three programs").
+//! The API guard: four cgroup_skb/ingress programs on the targets' cgroup, one per [`Part`]
+//! (web decisions, cluster TCP and UDP decisions, web streams), each verified on its own
+//! (docs/api-guard.md, "Four programs").
 //!
 //! - A packet to a socket whose local port is not guarded leaves at once, on a field of the
 //!   context, before any byte of the packet is read (the agent attaches the guard only to a
