@@ -75,7 +75,7 @@ pub mod map_names {
 
 /// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
 /// pinned map changes shape: an agent only adopts pins of its own layout version.
-pub const PIN_LAYOUT_VERSION: u32 = 13;
+pub const PIN_LAYOUT_VERSION: u32 = 14;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.

@@ -16,8 +16,8 @@ use aya_ebpf::{
 use enforcer_common::{
     ACTIVE_SETS, BlockValue, Clause, Config, ExactValue, LpmValue, MAX_BLOCKS_V4, MAX_EXACT_V4,
     MAX_EXACT_V6, MAX_PREFIXES, V4_KEY_LEN, V4Filter, V6_KEY_LEN, action,
-    api::ApiConfig,
-    direction, proto, rule_id,
+    api::{ApiConfig, surface},
+    direction, rule_id,
     rules::{key_prefix_len, v4_block_key, v4_key, v6_key},
     v4_filter_pos, verdict,
 };
@@ -132,15 +132,25 @@ pub fn can_access(
     }
 }
 
-/// Ingress (the API guard): the rule id that refuses a TCP connection from `peer` to a guarded
-/// port, or `None` when the peer may connect. Ingress entries are the `api:` section's `allow`
-/// CIDRs; a peer none of them allows gets the section's default.
+/// Ingress (the API guard): the rule id that refuses a connection or datagram from `peer` to a
+/// guarded port of [`surface`] `surf`, or `None` when the rules let the peer in. Ingress
+/// entries are the `api:` section's `allow` (port [`surface::WEB`], TCP) and `cluster_allow`
+/// (port [`surface::CLUSTER`], TCP and UDP) CIDRs; a web peer none of them allows gets the
+/// section's default, a cluster peer is refused (its own `--cluster.peer`s are the caller's).
 #[inline(always)]
-pub fn can_ingress(set: u32, api: &ApiConfig, peer: &Dst, port: u16) -> Option<u32> {
-    match can_access(set, direction::INGRESS, peer, port, proto::TCP) {
+pub fn can_ingress(
+    set: u32,
+    api: &ApiConfig,
+    peer: &Dst,
+    surf: u16,
+    proto_class: u8,
+) -> Option<u32> {
+    match can_access(set, direction::INGRESS, peer, surf, proto_class) {
         Some(c) if c.action == action::ALLOW => None,
         Some(c) => Some(c.rule_id),
-        None if api.default_verdict == verdict::DENY => Some(rule_id::DEFAULT),
+        None if surf == surface::CLUSTER || api.default_verdict == verdict::DENY => {
+            Some(rule_id::DEFAULT)
+        }
         None => None,
     }
 }

@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod logging;
 pub mod matchers;
 pub mod metrics;
+pub mod own_sockets;
 pub mod policy;
 pub mod reference;
 pub mod sd_notify;

@@ -122,17 +122,14 @@ pub fn evaluate_with(
     }
 }
 
-/// The ingress direction (the API guard): what a TCP connection from `peer` to a guarded port
-/// of a target gets. `None` when the policy has no `api:` section (nothing is guarded).
+/// The ingress direction (the API guard): what a TCP connection from `peer` to a guarded web
+/// port of a target gets. `None` when the policy has no `api:` section (nothing is guarded).
 /// Step 1 and step 2 of the egress order, over the section's `allow` list (rule id = index),
 /// then the section's default: refused when it has an `allow` list.
 pub fn evaluate_ingress(policy: &Policy, peer: IpAddr) -> Option<Decision> {
     let api = policy.api.as_ref()?;
     let peer = normalise(peer);
-    let allowed = api
-        .rules()
-        .iter()
-        .position(|rule| rule.net.contains(&peer) && matches(rule, 0, proto::TCP));
+    let allowed = api.rules().iter().position(|rule| rule.net.contains(&peer));
     Some(match (allowed, api.default_verdict()) {
         (Some(id), _) => Decision::Allow {
             rule: Some(id_of(id)),
@@ -142,6 +139,30 @@ pub fn evaluate_ingress(policy: &Policy, peer: IpAddr) -> Option<Decision> {
             rule: rule_id::DEFAULT,
         },
     })
+}
+
+/// The cluster surface of the API guard: what a TCP connection or UDP datagram from `peer` to
+/// a guarded gossip port of a target gets, before the target's own `--cluster.peer`s (which
+/// the kernel adds per target). `None` without an `api:` section. The section's
+/// `cluster_allow` list (rule id = its index after the `allow` list), else refused.
+pub fn evaluate_cluster(policy: &Policy, peer: IpAddr) -> Option<Decision> {
+    let api = policy.api.as_ref()?;
+    let peer = normalise(peer);
+    let first = api.rules().len();
+    Some(
+        match api
+            .cluster_allow
+            .iter()
+            .position(|rule| rule.net.contains(&peer))
+        {
+            Some(i) => Decision::Allow {
+                rule: Some(id_of(first + i)),
+            },
+            None => Decision::Deny {
+                rule: rule_id::DEFAULT,
+            },
+        },
+    )
 }
 
 fn matches(rule: &Rule, port: u16, protocol: u8) -> bool {

@@ -299,7 +299,15 @@ fn the_guard_is_attached_only_while_the_policy_has_an_api_section() {
     assert!(answered(), "nothing guards the port");
 
     reload(&format!("api:\n{ALLOW}"));
-    assert_eq!(ingress(), ["enforcer_api_ingress"]);
+    assert_eq!(
+        ingress(),
+        [
+            "enforcer_api_cluster",
+            "enforcer_api_cluster_udp",
+            "enforcer_api_ingress",
+            "enforcer_api_stream"
+        ]
+    );
     assert!(
         !answered(),
         "127.0.0.66 is refused once the section is live"

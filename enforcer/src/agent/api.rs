@@ -7,14 +7,22 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use enforcer_common::{api::ApiEvent, verdict};
+use std::time::Instant;
 
-use super::auto::is_alertmanager;
+use enforcer_common::{
+    api::{ApiEvent, event_kind, surface},
+    proto, verdict,
+};
+
+use super::{
+    api_stream::{ConnKey, Out, Streams},
+    auto::is_alertmanager,
+};
 use crate::{
     compile::CompiledApi,
-    events::api::{self as api_events, ApiView, PeerProcess},
+    events::api::{self as api_events, ApiView, ConnectionView, PeerProcess, UnparsedView},
     kernel::{Kernel, KernelError},
-    metrics::{LoggedLabels, Metrics},
+    metrics::{LoggedLabels, Metrics, api::RequestLabels},
 };
 
 /// Bound on the command line read for `--web.listen-address`.
@@ -25,6 +33,8 @@ pub struct ApiGuard {
     ring: RingBuf<MapData>,
     /// The installed `api:` section (for `peer_allowed`); `None`: no section.
     api: Option<CompiledApi>,
+    /// The web ports' connections, put back together.
+    streams: Streams,
 }
 
 impl ApiGuard {
@@ -32,12 +42,14 @@ impl ApiGuard {
         Ok(Self {
             ring: kernel.take_api_events()?,
             api: None,
+            streams: Streams::default(),
         })
     }
 
     /// The section now installed.
     pub fn update(&mut self, api: Option<&CompiledApi>) {
         self.api = api.cloned();
+        crate::integrity::origin::guard_active(api.is_some());
     }
 
     /// Takes every queued event out of the ring (undecodable records are logged and skipped).
@@ -52,44 +64,163 @@ impl ApiGuard {
         out
     }
 
-    /// Writes one event as a JSON line, attributed to `target`; `netns_pids` are processes of
-    /// the targets, in whose network namespace a peer process's socket is looked up.
-    pub fn report(&self, ev: &ApiEvent, target: &str, metrics: &Metrics, netns_pids: &[u32]) {
+    /// Writes what one event says as JSON lines, attributed to `target`; `netns_pids` are
+    /// processes of the targets, in whose network namespace a peer process's socket is looked
+    /// up. Stream events go through the reassembly first.
+    pub fn report(&mut self, ev: &ApiEvent, target: &str, metrics: &Metrics, netns_pids: &[u32]) {
         let view = ApiView::new(ev);
-        let ApiView::Request {
-            method,
-            path,
+        let ApiView::Stream {
+            kind,
             peer_ip,
             peer_port,
             local_ip,
             port,
-            ..
+            cgroup_id,
+            seq,
+            chunk,
+            payload_len,
+            rst,
+            pid,
+            data,
         } = &view
         else {
             api_events::log_refused(&view, target);
+            api_events::log_cluster_join(&view, target);
             return;
         };
+        let key = ConnKey {
+            cgroup: *cgroup_id,
+            peer: SocketAddr::new(*peer_ip, *peer_port),
+            local: SocketAddr::new(*local_ip, *port),
+        };
+        let now = Instant::now();
+        let outs = match *kind {
+            event_kind::STREAM_OPEN => self.streams.open(key, *pid, *seq, now),
+            event_kind::STREAM_DATA => {
+                self.streams
+                    .data(key, *seq, *chunk, *payload_len, data, now)
+            }
+            _ => self.streams.close(key, *rst, *seq),
+        };
+        for out in &outs {
+            self.write(out, target, metrics, netns_pids);
+        }
+    }
+
+    /// Closes the connections idle for [`super::api_stream::IDLE`] (each an [`Out::Closed`]
+    /// for [`ApiGuard::write`]).
+    pub fn expire(&mut self) -> Vec<Out> {
+        self.streams.expire(Instant::now())
+    }
+
+    /// One line (and its metrics) for what the reassembly found.
+    pub fn write(&self, out: &Out, target: &str, metrics: &Metrics, netns_pids: &[u32]) {
+        match out {
+            Out::Opened { key, pid } => connection_line(key, target, "open", *pid, None),
+            Out::Closed {
+                key,
+                pid,
+                how,
+                bytes,
+                requests,
+            } => connection_line(key, target, "close", *pid, Some((how, *bytes, *requests))),
+            Out::Unparsed {
+                key,
+                reason,
+                at_byte,
+            } => {
+                metrics.api.unparsed.inc();
+                crate::events::emit(&UnparsedView {
+                    event: "api_request_unparsed",
+                    target,
+                    peer_ip: key.peer.ip(),
+                    peer_port: key.peer.port(),
+                    local_ip: key.local.ip(),
+                    port: key.local.port(),
+                    reason,
+                    at_byte: *at_byte,
+                });
+            }
+            Out::Request {
+                key,
+                method,
+                path,
+                write,
+            } => {
+                let kind = if *write { "write" } else { "read" };
+                metrics
+                    .api
+                    .requests
+                    .get_or_create(&RequestLabels { kind })
+                    .inc();
+                if *write {
+                    self.log_write(key, method, path, target, metrics, netns_pids);
+                }
+            }
+        }
+    }
+
+    /// A state-changing request: its line, with the calling process when it runs on this node.
+    fn log_write(
+        &self,
+        key: &ConnKey,
+        method: &str,
+        path: &str,
+        target: &str,
+        metrics: &Metrics,
+        netns_pids: &[u32],
+    ) {
         let allowed = self
             .api
             .as_ref()
-            .is_none_or(|a| a.lookup(*peer_ip).0 == verdict::ALLOW);
-        let peer = peer_process(
-            Path::new("/proc"),
-            netns_pids,
-            SocketAddr::new(*peer_ip, *peer_port),
-            SocketAddr::new(*local_ip, *port),
-        );
+            .is_none_or(|a| a.lookup(key.peer.ip(), surface::WEB, proto::TCP).0 == verdict::ALLOW);
+        if api_events::path_class(path) == "silences" {
+            crate::integrity::origin::silence_written();
+        }
+        let peer = peer_process(Path::new("/proc"), netns_pids, key.peer, key.local);
         metrics
             .api
             .logged_requests
             .get_or_create(&LoggedLabels {
-                method: method.clone(),
+                method: method.to_owned(),
                 path_class: api_events::path_class(path),
                 peer_allowed: if allowed { "true" } else { "false" },
             })
             .inc();
+        let view = ApiView::Request {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            peer_ip: key.peer.ip(),
+            peer_port: key.peer.port(),
+            local_ip: key.local.ip(),
+            port: key.local.port(),
+            cgroup_id: key.cgroup,
+        };
         api_events::log_request(&view, target, allowed, peer.as_ref());
     }
+}
+
+/// An `api_connection` line; `closed`: (how, bytes, requests).
+fn connection_line(
+    key: &ConnKey,
+    target: &str,
+    state: &'static str,
+    pid: Option<u32>,
+    closed: Option<(&&'static str, u64, u32)>,
+) {
+    crate::events::emit(&ConnectionView {
+        event: "api_connection",
+        state,
+        target,
+        peer_ip: key.peer.ip(),
+        peer_port: key.peer.port(),
+        local_ip: key.local.ip(),
+        port: key.local.port(),
+        pid,
+        how: closed.map(|c| *c.0),
+        bytes: closed.map(|c| c.1),
+        requests: closed.map(|c| c.2),
+    });
 }
 
 /// The ports of the `--web.listen-address` flags of the Alertmanager processes among `pids`

@@ -7,6 +7,7 @@ use super::{Agent, RunError, auto};
 use crate::{
     compile::{self, Compiled},
     error_chain,
+    kernel::api::ListenPorts,
     metrics::{ReasonLabels, ResultLabels},
     policy::{self, Policy, Rule},
 };
@@ -147,14 +148,24 @@ impl Agent {
     }
 
     /// The target processes running now, and from them the API guard's default ports
-    /// (written with the next install) and, in scope mode, the cgroups whose sockets it
-    /// decides (written now).
+    /// (written with the next install), each target's own cluster peers and, in scope mode,
+    /// the cgroups whose sockets it decides (written now).
     fn refresh_target_pids(&mut self) {
+        let proc_root = Path::new("/proc");
         self.api_pids = self.target_pids();
-        self.api_ports = super::api::listen_ports(Path::new("/proc"), &self.api_pids);
+        self.api_ports = ListenPorts {
+            web: super::api::listen_ports(proc_root, &self.api_pids),
+            cluster: super::cluster::listen_ports(proc_root, &self.api_pids),
+        };
         self.kernel.set_api_listen_ports(&self.api_ports);
+        let keys = super::cluster::peer_keys(proc_root, &self.api_pids, |pid| {
+            super::api::cgroup_ids(proc_root, &[pid]).first().copied()
+        });
+        if let Err(e) = self.kernel.set_api_cluster_peers(&keys) {
+            tracing::error!(error = %error_chain(&e), "writing the targets' own cluster peers");
+        }
         if self.scoped {
-            let ids = super::api::cgroup_ids(Path::new("/proc"), &self.api_pids);
+            let ids = super::api::cgroup_ids(proc_root, &self.api_pids);
             if let Err(e) = self.kernel.set_api_cgroups(&ids) {
                 tracing::error!(error = %error_chain(&e), "writing the API guard's target cgroups");
             }

@@ -26,8 +26,10 @@ use crate::{
 };
 
 pub mod api;
+pub mod api_stream;
 mod attach;
 pub mod auto;
+pub mod cluster;
 pub mod fqdn;
 mod install;
 pub mod targets;
@@ -138,7 +140,7 @@ struct Agent {
     /// guard's default ports, and a peer process is looked up in their network namespace.
     api_pids: Vec<u32>,
     /// The API guard's default ports now written (see [`Kernel::set_api_listen_ports`]).
-    api_ports: Vec<u16>,
+    api_ports: crate::kernel::api::ListenPorts,
 }
 
 /// The signals `run` stops or reloads on.
@@ -254,6 +256,10 @@ impl Agent {
             .kernel
             .observe(&kernel.features(), kernel.load_report());
         let api_guard = api::ApiGuard::start(&mut kernel)?;
+        // The watchdog's sockets are marked for the API guard: it reads the APIs it watches
+        // by the agent's identity, never locked out by the policy's own `allow` list.
+        let marks = Arc::new(kernel.take_watchdog_marks()?);
+        crate::own_sockets::set_marker(Arc::new(move |fd| marks.mark(fd)));
         let denials = Aggregator::new(opts.denial_window, Aggregator::CAPACITY);
         let mut agent = Agent {
             stamp: opts.policy.as_deref().and_then(file_stamp),
@@ -275,7 +281,7 @@ impl Agent {
             watchdog: None,
             api_guard,
             api_pids: Vec::new(),
-            api_ports: Vec::new(),
+            api_ports: crate::kernel::api::ListenPorts::default(),
         };
         if agent.kernel.adopted() {
             tracing::info!(
@@ -413,6 +419,12 @@ impl Agent {
             let target = self.target_of(ev.header.cgroup_id, "");
             self.api_guard
                 .report(&ev, &target, &self.metrics, &self.api_pids);
+        }
+        for out in self.api_guard.expire() {
+            if let api_stream::Out::Closed { key, .. } = &out {
+                let target = self.target_of(key.cgroup, "");
+                self.api_guard.write(&out, &target, &self.metrics, &[]);
+            }
         }
     }
 

@@ -1,13 +1,20 @@
 //! The API guard's events: decoding its ring-buffer records and their JSON lines.
 //!
 //! `api_peer_refused` / `would_refuse`: a peer outside the `api:` allow list opened a
-//! connection to a guarded port (its SYN was dropped, or let through in audit mode).
-//! `api_request`: a state-changing HTTP call reached a guarded port.
+//! connection to a guarded port (its SYN was dropped, or let through in audit mode), or, on a
+//! cluster port, sent a datagram; `surface` says which (`web` or `cluster`).
+//! `api_request`: a state-changing HTTP call reached a guarded port (parsed by the agent out of
+//! the connection's stream, `agent::api_stream`); `api_connection`: an accepted connection to
+//! a web port opened or closed (bytes, requests); `api_request_unparsed`: where the stream
+//! could not be followed.
+//! `cluster_join`: an allowed peer started a gossip session on a cluster port (a TCP
+//! connection, or a datagram from an address not seen recently).
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use enforcer_common::{
     EventHeader,
-    api::{API_EVENT_VERSION, ApiEvent, HEAD_LEN, event_kind},
+    api::{API_EVENT_VERSION, ApiEvent, HEAD_LEN, event_kind, surface},
+    proto::{IPPROTO_TCP, IPPROTO_UDP},
 };
 use serde::Serialize;
 
@@ -17,7 +24,10 @@ impl Record for ApiEvent {
     const KINDS: &'static [u16] = &[
         event_kind::PEER_REFUSED,
         event_kind::PEER_WOULD_REFUSE,
-        event_kind::REQUEST,
+        event_kind::CLUSTER_JOIN,
+        event_kind::STREAM_OPEN,
+        event_kind::STREAM_DATA,
+        event_kind::STREAM_CLOSE,
     ];
     const VERSION: u16 = API_EVENT_VERSION;
     fn header(&self) -> &EventHeader {
@@ -41,6 +51,10 @@ pub enum ApiView {
     /// `audit`: the SYN was let through.
     Refused {
         audit: bool,
+        /// `web` or `cluster`.
+        surface: &'static str,
+        /// `tcp`, `udp`, or `unparsed` (an IPv6 packet with extension headers).
+        protocol: &'static str,
         peer_ip: IpAddr,
         peer_port: u16,
         local_ip: IpAddr,
@@ -59,6 +73,42 @@ pub enum ApiView {
         port: u16,
         cgroup_id: u64,
     },
+    /// A piece of a web port's stream ([`event_kind::STREAM_OPEN`], `STREAM_DATA`,
+    /// `STREAM_CLOSE`), for the agent's reassembly.
+    Stream {
+        kind: u16,
+        peer_ip: IpAddr,
+        peer_port: u16,
+        local_ip: IpAddr,
+        port: u16,
+        cgroup_id: u64,
+        seq: u32,
+        chunk: u8,
+        payload_len: u32,
+        rst: bool,
+        pid: Option<u32>,
+        data: Vec<u8>,
+    },
+    ClusterJoin {
+        protocol: &'static str,
+        peer_ip: IpAddr,
+        peer_port: u16,
+        local_ip: IpAddr,
+        port: u16,
+        /// The target process that received it (its socket's creator); `None` when the socket
+        /// carries no mark.
+        pid: Option<u32>,
+        generation: u32,
+    },
+}
+
+/// The name of an IP protocol number of a guard event.
+fn protocol_name(p: u8) -> &'static str {
+    match p {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        _ => "unparsed",
+    }
 }
 
 fn addr(family: u16, bytes: [u8; 16]) -> IpAddr {
@@ -73,21 +123,40 @@ impl ApiView {
     pub fn new(ev: &ApiEvent) -> Self {
         let peer_ip = addr(ev.family, ev.peer_addr);
         let local_ip = addr(ev.family, ev.local_addr);
-        if ev.header.kind == event_kind::REQUEST {
-            let head = &ev.head[..usize::from(ev.head_len).min(HEAD_LEN)];
-            let (method, path) = request_line(head);
-            return ApiView::Request {
-                method,
-                path,
+        if matches!(
+            ev.header.kind,
+            event_kind::STREAM_OPEN | event_kind::STREAM_DATA | event_kind::STREAM_CLOSE
+        ) {
+            return ApiView::Stream {
+                kind: ev.header.kind,
                 peer_ip,
                 peer_port: ev.peer_port,
                 local_ip,
                 port: ev.local_port,
                 cgroup_id: ev.header.cgroup_id,
+                seq: ev.seq,
+                chunk: ev.chunk,
+                payload_len: ev.payload_len,
+                rst: ev.tcp_flags & 0x04 != 0,
+                pid: (ev.owner_tgid != 0).then_some(ev.owner_tgid),
+                data: ev.head[..usize::from(ev.head_len).min(HEAD_LEN)].to_vec(),
+            };
+        }
+        if ev.header.kind == event_kind::CLUSTER_JOIN {
+            return ApiView::ClusterJoin {
+                protocol: protocol_name(ev.protocol),
+                peer_ip,
+                peer_port: ev.peer_port,
+                local_ip,
+                port: ev.local_port,
+                pid: (ev.owner_tgid != 0).then_some(ev.owner_tgid),
+                generation: ev.generation,
             };
         }
         ApiView::Refused {
             audit: ev.header.kind == event_kind::PEER_WOULD_REFUSE,
+            surface: surface::name(u16::from(ev.surface)),
+            protocol: protocol_name(ev.protocol),
             peer_ip,
             peer_port: ev.peer_port,
             local_ip,
@@ -96,21 +165,6 @@ impl ApiView {
             generation: ev.generation,
         }
     }
-}
-
-/// Method and path (query string cut off) of a request head; the path is cut at the head's
-/// end when the request line is longer than the head.
-pub fn request_line(head: &[u8]) -> (String, String) {
-    let line_end = head
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(head.len());
-    let line = String::from_utf8_lossy(&head[..line_end]);
-    let mut parts = line.splitn(3, ' ');
-    let method = parts.next().unwrap_or("").to_owned();
-    let target = parts.next().unwrap_or("");
-    let path = target.split(['?', '#']).next().unwrap_or("").to_owned();
-    (method, path)
 }
 
 /// The class of a path, for metrics labels (bounded: paths carry ids).
@@ -143,6 +197,10 @@ pub struct RefusedView<'a> {
     pub event: &'static str,
     pub mode: &'static str,
     pub target: &'a str,
+    /// `web` (the HTTP API) or `cluster` (the gossip port).
+    pub surface: &'static str,
+    /// `tcp` (a SYN), `udp` (a datagram), `unparsed` (IPv6 extension headers).
+    pub protocol: &'static str,
     pub peer_ip: IpAddr,
     pub peer_port: u16,
     pub local_ip: IpAddr,
@@ -176,6 +234,8 @@ pub struct RequestView<'a> {
 pub fn log_refused(view: &ApiView, target: &str) {
     let ApiView::Refused {
         audit,
+        surface,
+        protocol,
         peer_ip,
         peer_port,
         local_ip,
@@ -194,6 +254,8 @@ pub fn log_refused(view: &ApiView, target: &str) {
         },
         mode: if *audit { "audit" } else { "enforce" },
         target,
+        surface,
+        protocol,
         peer_ip: *peer_ip,
         peer_port: *peer_port,
         local_ip: *local_ip,
@@ -201,6 +263,87 @@ pub fn log_refused(view: &ApiView, target: &str) {
         suppressed_since_last: *suppressed,
         generation: *generation,
     });
+}
+
+/// What one cluster join line says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterJoinView<'a> {
+    pub event: &'static str,
+    pub target: &'a str,
+    /// `tcp` (a push/pull or reliable-message session) or `udp` (a datagram from a peer not
+    /// seen recently).
+    pub protocol: &'static str,
+    pub peer_ip: IpAddr,
+    pub peer_port: u16,
+    pub local_ip: IpAddr,
+    pub port: u16,
+    /// The Alertmanager process whose gossip socket received it.
+    pub pid: Option<u32>,
+    pub generation: u32,
+}
+
+/// Writes a cluster join line.
+pub fn log_cluster_join(view: &ApiView, target: &str) {
+    let ApiView::ClusterJoin {
+        protocol,
+        peer_ip,
+        peer_port,
+        local_ip,
+        port,
+        pid,
+        generation,
+    } = view
+    else {
+        return;
+    };
+    emit(&ClusterJoinView {
+        event: "cluster_join",
+        target,
+        protocol,
+        peer_ip: *peer_ip,
+        peer_port: *peer_port,
+        local_ip: *local_ip,
+        port: *port,
+        pid: *pid,
+        generation: *generation,
+    });
+}
+
+/// One `api_connection` line: an accepted connection to a web port opened or closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionView<'a> {
+    pub event: &'static str,
+    /// `open` or `close`.
+    pub state: &'static str,
+    pub target: &'a str,
+    pub peer_ip: IpAddr,
+    pub peer_port: u16,
+    pub local_ip: IpAddr,
+    pub port: u16,
+    /// The Alertmanager process listening (its socket's creator).
+    pub pid: Option<u32>,
+    /// Close: `fin`, `rst` or `idle`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub how: Option<&'static str>,
+    /// Close: bytes the peer sent, and the requests parsed from them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u32>,
+}
+
+/// One `api_request_unparsed` line: where a web port's stream could not be followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnparsedView<'a> {
+    pub event: &'static str,
+    pub target: &'a str,
+    pub peer_ip: IpAddr,
+    pub peer_port: u16,
+    pub local_ip: IpAddr,
+    pub port: u16,
+    pub reason: &'static str,
+    /// Bytes of the connection's stream before that point.
+    pub at_byte: u64,
 }
 
 /// Writes a request line; `peer` is the calling process when it runs on this node.
@@ -239,19 +382,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_line_drops_the_query_string() {
-        assert_eq!(
-            request_line(b"POST /api/v2/silences?x=1 HTTP/1.1\r\nHost: a\r\n"),
-            ("POST".to_owned(), "/api/v2/silences".to_owned())
-        );
-        assert_eq!(
-            request_line(b"DELETE /api/v2/silence/8c1f HTTP/1.1\r\n"),
-            ("DELETE".to_owned(), "/api/v2/silence/8c1f".to_owned())
-        );
-        assert_eq!(
-            request_line(b"GET /-/reload"),
-            ("GET".into(), "/-/reload".into())
-        );
+    fn path_classes() {
         assert_eq!(path_class("/api/v2/silence/8c1f"), "silences");
         assert_eq!(path_class("/api/v2/alerts"), "alerts");
         assert_eq!(path_class("/-/reload"), "reload");

@@ -163,6 +163,6 @@ fn connect_in(
     if rc != 0 {
         return Err(ClientError::Setns(std::io::Error::last_os_error()));
     }
-    std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| ClientError::Http(HttpError::Connect(e)))
+    // A socket the API guard knows as the agent's own (whatever its `allow` list).
+    crate::own_sockets::connect(addr, timeout).map_err(|e| ClientError::Http(HttpError::Connect(e)))
 }

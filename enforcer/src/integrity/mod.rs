@@ -27,6 +27,7 @@ pub mod flags;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod origin;
 pub mod silences;
 pub mod watchdog;
 

@@ -430,6 +430,7 @@ impl Reporter {
     }
 
     fn raise(&self, f: &Finding) {
+        let f = &super::origin::annotated(f);
         f.print();
         self.notifier.send(&f.to_json());
         self.metrics

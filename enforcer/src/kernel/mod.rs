@@ -105,7 +105,7 @@ pub struct Kernel {
     identity_error: Option<KernelError>,
     /// The targets' listening ports, guarded when the `api:` section names none; written
     /// with the next [`Kernel::install`].
-    api_listen_ports: Vec<u16>,
+    api_listen: api::ListenPorts,
     /// What the verifier spent on each program (see [`verifier`]).
     load_report: LoadReport,
 }
@@ -178,12 +178,14 @@ impl Kernel {
         for name in SOCKET_PROGRAMS {
             progs::load(&mut ebpf, name, pins.as_ref(), &mut report)?;
         }
-        progs::load(
-            &mut ebpf,
+        for name in [
             enforcer_common::api::PROG_NAME,
-            pins.as_ref(),
-            &mut report,
-        )?;
+            enforcer_common::api::CLUSTER_PROG_NAME,
+            enforcer_common::api::CLUSTER_UDP_PROG_NAME,
+            enforcer_common::api::STREAM_PROG_NAME,
+        ] {
+            progs::load(&mut ebpf, name, pins.as_ref(), &mut report)?;
+        }
         // The DNS-learning program is an addition to enforcement, not a part of it: where the
         // kernel's verifier refuses it (Linux 6.1 rejects a loop back-edge that falls through
         // a helper call), the connect programs still enforce, and FQDN rules are served by the
@@ -219,7 +221,7 @@ impl Kernel {
             fqdn_learning,
             identity_links: None,
             identity_error,
-            api_listen_ports: Vec::new(),
+            api_listen: api::ListenPorts::default(),
             load_report: report,
         };
         if adopted {
@@ -309,14 +311,33 @@ impl Kernel {
         &self.load_report
     }
 
-    /// The targets' listening ports (their `--web.listen-address`), which the API guard
-    /// watches when the policy's `api:` section names no ports. Takes effect with the next
-    /// [`Kernel::install`].
-    pub fn set_api_listen_ports(&mut self, ports: &[u16]) {
-        let mut ports = ports.to_vec();
-        ports.sort_unstable();
-        ports.dedup();
-        self.api_listen_ports = ports;
+    /// The targets' listening ports (their `--web.listen-address` and
+    /// `--cluster.listen-address`), which the API guard watches when the policy's `api:`
+    /// section names no ports. Takes effect with the next [`Kernel::install`].
+    pub fn set_api_listen_ports(&mut self, ports: &api::ListenPorts) {
+        let sorted = |p: &[u16]| {
+            let mut p = p.to_vec();
+            p.sort_unstable();
+            p.dedup();
+            p
+        };
+        self.api_listen = api::ListenPorts {
+            web: sorted(&ports.web),
+            cluster: ports.cluster.as_deref().map(sorted),
+        };
+    }
+
+    /// Each target's own literal `--cluster.peer` addresses, let in on its cluster port.
+    pub fn set_api_cluster_peers(
+        &mut self,
+        keys: &[enforcer_common::api::ClusterPeerKey],
+    ) -> Result<(), KernelError> {
+        api::set_cluster_peers(&mut self.ebpf, keys)
+    }
+
+    /// Takes the watchdog's socket marks out of the object (once).
+    pub fn take_watchdog_marks(&mut self) -> Result<api::WatchdogMarks, KernelError> {
+        api::WatchdogMarks::take(&mut self.ebpf)
     }
 
     /// Scope mode: the cgroup ids of the target Alertmanager processes, whose sockets the API
@@ -498,7 +519,7 @@ impl Kernel {
         api::install(
             &mut self.ebpf,
             compiled.api.as_ref(),
-            &self.api_listen_ports,
+            &self.api_listen,
             generation,
             target,
         )?;
@@ -591,7 +612,12 @@ impl Ingress {
             names.extend([fqdn_names::PROG_DNS_EGRESS, fqdn_names::PROG_DNS_INGRESS]);
         }
         if self.api {
-            names.push(enforcer_common::api::PROG_NAME);
+            names.extend([
+                enforcer_common::api::PROG_NAME,
+                enforcer_common::api::CLUSTER_PROG_NAME,
+                enforcer_common::api::CLUSTER_UDP_PROG_NAME,
+                enforcer_common::api::STREAM_PROG_NAME,
+            ]);
         }
         names
     }

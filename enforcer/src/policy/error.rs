@@ -142,6 +142,11 @@ pub enum Problem {
         what: &'static str,
         item: &'static str,
     },
+    #[error(
+        "cluster_allow is empty; leave `cluster_allow` out to allow only each target's own \
+         --cluster.peer addresses"
+    )]
+    EmptyClusterAllow,
     #[error("entry has both \"{first}\" and \"{second}\"; give exactly one")]
     ConflictingKeys {
         first: &'static str,

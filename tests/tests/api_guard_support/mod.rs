@@ -69,12 +69,7 @@ impl Guarded {
         let tmp = TempDir::new().unwrap();
         let policy = tmp.path.join("policy.yaml");
         std::fs::write(&policy, Self::policy_text(sections, scope)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let metrics = format!("127.0.0.1:{port}");
+        let metrics = metrics_address();
         let agent = Agent::start_args(
             Some(&policy),
             &[
@@ -118,16 +113,7 @@ impl Guarded {
 
     /// One counter series of the agent's /metrics (0 when absent).
     pub fn metric(&self, series: &str) -> u64 {
-        let body = integration_tests::http_get(&self.metrics, "/metrics").unwrap();
-        body.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
+        metric(&self.metrics, series)
     }
 
     /// The event lines of `event` among those that arrive within `timeout`.
@@ -142,6 +128,30 @@ impl Guarded {
         }
         all.into_iter().filter(|e| e["event"] == event).collect()
     }
+}
+
+/// One counter series of the /metrics endpoint at `addr` (0 when absent).
+pub fn metric(addr: &str, series: &str) -> u64 {
+    let body = integration_tests::http_get(addr, "/metrics").unwrap_or_default();
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// A free port of 127.0.0.1 for an agent's metrics endpoint, as `127.0.0.1:PORT`.
+pub fn metrics_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
 }
 
 fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
