@@ -89,7 +89,10 @@ pub fn earlier_release_layout(rev: &str) -> anyhow::Result<u32> {
     let path = earlier_release_dir(rev).join("src/enforcer-common/src/lib.rs");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("pub const PIN_LAYOUT_VERSION: u32 = "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("pub const PIN_LAYOUT_VERSION: u32 = ")
+        })
         .and_then(|v| v.trim_end_matches(';').parse().ok())
         .with_context(|| format!("no PIN_LAYOUT_VERSION in {}", path.display()))
 }

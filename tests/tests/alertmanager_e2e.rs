@@ -219,7 +219,11 @@ fn alertmanager_notifies_the_sink_and_the_metadata_receiver_is_denied() {
         lines
             .iter()
             .filter(|e| e["event"] == "connect_denied")
-            .map(|e| e["count"].as_u64().unwrap_or_else(|| panic!("no count: {e}")))
+            .map(|e| {
+                e["count"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no count: {e}"))
+            })
             .sum()
     };
     let mut events = agent.take_events(1, Duration::from_secs(10));

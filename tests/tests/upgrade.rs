@@ -3,7 +3,7 @@
 //! by `scripts/test`, see `integration_tests::earlier`) with no gap and nothing left behind,
 //! refuses the pins of a newer one, and a second agent waits for the first.
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -59,6 +59,23 @@ fn one_set(cgroup: &std::path::Path) -> Vec<(String, String)> {
             cgroup_programs(cgroup).unwrap()
         )
     })
+}
+
+/// Runs `enforcer <args>` for at most 60 s: its exit code (`None`: still running, then killed)
+/// and its stderr.
+fn run_bounded(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let dir = TempDir::new().unwrap();
+    let log = dir.path.join("stderr.log");
+    let mut child =
+        ChildGuard::spawn_logged("enforcer", Command::new(enforcer_bin()).args(args), &log)
+            .unwrap();
+    let status = eventually(Duration::from_secs(60), Duration::from_millis(20), || {
+        child.try_wait().unwrap()
+    });
+    (
+        status.map(|s| s.code().unwrap_or(-1)),
+        std::fs::read_to_string(&log).unwrap(),
+    )
 }
 
 /// `enforcer detach` leaves no program on `cgroup` and no pin.
@@ -199,15 +216,14 @@ fn a_newer_layout_is_refused_and_keeps_enforcing() {
     .unwrap();
     let set = one_set(&cg.path);
 
-    let out = Command::new(enforcer_bin())
-        .args(["run", "--web.listen-address", "none", "--policy"])
-        .arg(&a)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let run: Vec<&std::ffi::OsStr> = ["run", "--web.listen-address", "none", "--policy"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .chain([a.as_os_str()])
+        .chain(args.iter().map(std::ffi::OsStr::new))
+        .collect();
+    let (code, err) = run_bounded(&run);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!("pin layout v{newer}")) && err.contains("newer enforcer release"),
         "{err}"
@@ -254,16 +270,15 @@ fn a_second_agent_waits_for_the_first() {
     assert!(status.contains("an agent is running"), "{status}");
 
     // A second agent with a short wait gives up while the first runs.
-    let out = Command::new(enforcer_bin())
-        .args(["run", "--web.listen-address", "none", "--lock-timeout", "1"])
-        .arg("--policy")
-        .arg(&a)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let run: Vec<&std::ffi::OsStr> = ["run", "--web.listen-address", "none", "--lock-timeout"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .chain([std::ffi::OsStr::new("1"), std::ffi::OsStr::new("--policy")])
+        .chain([a.as_os_str()])
+        .chain(args.iter().map(std::ffi::OsStr::new))
+        .collect();
+    let (code, err) = run_bounded(&run);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("waiting for it to exit") && err.contains("holds the lock"),
         "{err}"
@@ -287,10 +302,18 @@ fn a_second_agent_waits_for_the_first() {
             .contains("waiting for it to exit")
             .then_some(())
     });
-    assert!(waiting.is_some(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        waiting.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     std::thread::sleep(Duration::from_millis(500));
     third.assert_alive();
-    assert_eq!(cgroup_programs(&cg.path).unwrap(), set, "the waiting agent attached");
+    assert_eq!(
+        cgroup_programs(&cg.path).unwrap(),
+        set,
+        "the waiting agent attached"
+    );
     first.stop();
     let ready = eventually(Duration::from_secs(30), Duration::from_millis(20), || {
         std::fs::read_to_string(&log)

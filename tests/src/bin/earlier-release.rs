@@ -4,10 +4,7 @@ fn main() -> anyhow::Result<()> {
     let rev = integration_tests::earlier::EARLIER_RELEASE;
     let (bin, built) = integration_tests::earlier::earlier_release_bin(rev)?;
     match built {
-        Some(secs) => eprintln!(
-            "earlier release {rev} built in {secs} s: {}",
-            bin.display()
-        ),
+        Some(secs) => eprintln!("earlier release {rev} built in {secs} s: {}", bin.display()),
         None => eprintln!("earlier release {rev}: cached at {}", bin.display()),
     }
     Ok(())
