@@ -15,6 +15,12 @@ use anyhow::{Context as _, bail, ensure};
 /// with another layout will do (the hand-over finds earlier layouts by path, not by a list).
 pub const EARLIER_RELEASE: &str = "975e2bd3cce06e996edb53ae73cc7d29eededd5d";
 
+/// The revision to upgrade from: [`EARLIER_RELEASE`], or `ENFORCER_EARLIER_RELEASE` when set (to
+/// try another one by hand, e.g. a release whose programs take a minute in the verifier).
+pub fn earlier_release() -> String {
+    std::env::var("ENFORCER_EARLIER_RELEASE").unwrap_or_else(|_| EARLIER_RELEASE.to_owned())
+}
+
 fn short(rev: &str) -> &str {
     &rev[..rev.len().min(7)]
 }

@@ -102,8 +102,9 @@ fn upgrade_from_an_earlier_release_without_a_gap_or_leftovers() {
         return;
     }
     // Built by scripts/test before nextest runs (here only when missing): before any timing.
-    let (old_bin, _) = earlier::earlier_release_bin(earlier::EARLIER_RELEASE).unwrap();
-    let old_layout = earlier::earlier_release_layout(earlier::EARLIER_RELEASE).unwrap();
+    let rev = earlier::earlier_release();
+    let (old_bin, _) = earlier::earlier_release_bin(&rev).unwrap();
+    let old_layout = earlier::earlier_release_layout(&rev).unwrap();
     assert_ne!(
         old_layout, PIN_LAYOUT_VERSION,
         "the earlier release must have another pin layout: pick an older EARLIER_RELEASE"
@@ -123,8 +124,14 @@ fn upgrade_from_an_earlier_release_without_a_gap_or_leftovers() {
         &pins.path_str(),
     ];
     let started = Instant::now();
-    // The earlier release enforces A, pinned; the rolling update stops it (SIGTERM).
-    let mut old = Agent::start_bin(&old_bin, Some(&a), &args).unwrap();
+    // The earlier release enforces A, pinned; the rolling update stops it (SIGTERM). Its
+    // metrics flag: `--metrics-address`, which releases before `--web.listen-address` know.
+    let old_args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--metrics-address", "none"])
+        .collect();
+    let mut old = Agent::start_bin(&old_bin, Some(&a), &old_args).unwrap();
     old.stop();
     let old_set = one_set(&cg.path);
     assert!(!old_set.is_empty());
