@@ -181,6 +181,13 @@ fn upgrade_from_an_earlier_release_without_a_gap_or_leftovers() {
             && log.contains(&format!("\"layout\":{old_layout}")),
         "{log}"
     );
+    for line in log.lines().filter(|l| l.contains("earlier release")) {
+        eprintln!("{line}");
+    }
+    assert!(
+        log.contains("counters are carried over") || log.contains("counters are dropped"),
+        "{log}"
+    );
     let (code, status, err) = run_enforcer(&["status", "--bpffs-dir", &pins.path_str()]);
     assert_eq!(code, 0, "{err}");
     assert!(

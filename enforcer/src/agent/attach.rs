@@ -88,15 +88,25 @@ impl Agent {
                     layout = r.version,
                     dropped_events = r.dropped_events,
                     more_unread = r.drain_capped,
-                    "events the earlier release had queued are dropped (their record layout is \
-                     not this release's)"
+                    "events the earlier release had queued are dropped (records of another layout \
+                     are never decoded)"
                 );
             }
-            tracing::info!(
-                layout = r.version,
-                "the earlier release's counters are not carried over: this agent's counters \
-                 start at zero, as after any restart of the process"
-            );
+            if !r.counters_carried.is_empty() {
+                tracing::info!(
+                    layout = r.version,
+                    maps = r.counters_carried.join(","),
+                    "the earlier release's counters are carried over (same map shape)"
+                );
+            }
+            if !r.counters_dropped.is_empty() {
+                tracing::warn!(
+                    layout = r.version,
+                    maps = r.counters_dropped.join(","),
+                    "the earlier release's counters are dropped (another map shape): these \
+                     counters start at zero, as after a restart of the process"
+                );
+            }
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Map, MapData, RingBuf};
+use aya::maps::{Map, MapData, MapType, PerCpuArray, PerCpuValues, RingBuf};
 use enforcer_common::PIN_LAYOUT_VERSION;
 
 use super::{error::KernelError, pin::Pins};
@@ -229,6 +229,11 @@ pub struct Replaced {
     pub dropped_events: usize,
     /// Whether more than [`DRAIN_CAP`] events were queued in a ring (the rest went unread).
     pub drain_capped: bool,
+    /// Counter maps whose totals were added to this release's map of the same name and shape.
+    pub counters_carried: Vec<String>,
+    /// Counter maps of the layout with no map of the same name and shape here: their totals
+    /// are dropped.
+    pub counters_dropped: Vec<String>,
 }
 
 /// Removes every layout under `pins`' root other than this release's, after this release's
@@ -245,6 +250,8 @@ pub fn take_over(pins: &Pins) -> Result<Vec<Replaced>, KernelError> {
         let inventory = Inventory::read(&layout)?;
         let links = remove_tree(&layout.dir.join("links"))?;
         let (dropped_events, drain_capped) = drain_rings(&layout.dir.join("maps"));
+        let (counters_carried, counters_dropped) =
+            carry_counters(&layout.dir.join("maps"), &pins.maps_dir(), &inventory.maps);
         remove_tree(&layout.dir)?;
         out.push(Replaced {
             version: layout.version,
@@ -252,6 +259,8 @@ pub fn take_over(pins: &Pins) -> Result<Vec<Replaced>, KernelError> {
             links,
             dropped_events,
             drain_capped,
+            counters_carried,
+            counters_dropped,
         });
     }
     Ok(out)
@@ -285,6 +294,55 @@ fn drain_rings(maps_dir: &Path) -> (usize, bool) {
         n += read;
     }
     (n, capped)
+}
+
+/// Adds the totals of every per-CPU counter map of an earlier layout (`*COUNTERS*` in
+/// `old_maps`) to this release's map of the same name, when both have the same shape (type,
+/// key and value size, entries); returns the maps carried over and those dropped. The earlier
+/// programs are detached by then; an increment this release's programs make to an entry
+/// between its read and its write here (microseconds) is lost, never one of the earlier ones.
+fn carry_counters(
+    old_maps: &Path,
+    new_maps: &Path,
+    names: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let (mut carried, mut dropped) = (Vec::new(), Vec::new());
+    for name in names.iter().filter(|n| n.contains("COUNTERS")) {
+        if carry_one(&old_maps.join(name), &new_maps.join(name)).is_some() {
+            carried.push(name.clone());
+        } else {
+            dropped.push(name.clone());
+        }
+    }
+    (carried, dropped)
+}
+
+fn carry_one(old: &Path, new: &Path) -> Option<()> {
+    let (old, new) = (MapData::from_pin(old).ok()?, MapData::from_pin(new).ok()?);
+    let (a, b) = (old.info().ok()?, new.info().ok()?);
+    let same = a.map_type().ok()? == MapType::PerCpuArray
+        && b.map_type().ok()? == MapType::PerCpuArray
+        && (a.key_size(), a.value_size(), a.max_entries()) == (b.key_size(), 8, b.max_entries())
+        && b.value_size() == 8;
+    if !same {
+        return None;
+    }
+    let entries = a.max_entries();
+    let old: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(old)).ok()?;
+    let mut new: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(new)).ok()?;
+    for i in 0..entries {
+        let (o, n) = (old.get(&i, 0).ok()?, new.get(&i, 0).ok()?);
+        if o.iter().all(|v| *v == 0) {
+            continue;
+        }
+        let sum: Vec<u64> = o
+            .iter()
+            .zip(n.iter())
+            .map(|(o, n)| o.wrapping_add(*n))
+            .collect();
+        new.set(i, PerCpuValues::try_from(sum).ok()?, 0).ok()?;
+    }
+    Some(())
 }
 
 /// The agents' lock: an exclusive `flock` on the bpffs directory, held for the agent's life, so
