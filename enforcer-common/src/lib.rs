@@ -74,8 +74,11 @@ pub mod map_names {
 }
 
 /// Version of the pinned-object layout (map key/value types, map set). Bump it whenever any
-/// pinned map changes shape: an agent only adopts pins of its own layout version.
-pub const PIN_LAYOUT_VERSION: u32 = 14;
+/// pinned map changes shape: an agent only adopts pins of its own layout version, takes over
+/// from any earlier one (an upgrade) and refuses to start over a newer one.
+/// v14: the first layout whose agents hold the bpffs directory's lock and hand over from other
+/// layouts. v15: the API guard's four programs and the watchdog's socket marks.
+pub const PIN_LAYOUT_VERSION: u32 = 15;
 
 /// Number of rule sets. The agent fills the inactive one and then flips [`map_names::ACTIVE`],
 /// so a program never sees a half-written policy.

@@ -102,9 +102,15 @@ enum Command {
         /// stopping the agent detaches everything.
         #[arg(long)]
         pin: bool,
-        /// bpffs directory for --pin (bpffs is mounted at /sys/fs/bpf when missing).
+        /// bpffs directory for --pin (bpffs is mounted at /sys/fs/bpf when missing). One agent
+        /// at a time uses it (a lock); an agent takes over from the pins of an earlier release
+        /// there, and refuses to start over those of a newer one.
         #[arg(long, value_name = "DIR", default_value = enforcer::kernel::pin::DEFAULT_ROOT)]
         bpffs_dir: PathBuf,
+        /// With --pin: seconds to wait for another agent that holds the lock on --bpffs-dir to
+        /// exit before giving up (exit status 1).
+        #[arg(long, value_name = "SECONDS", default_value_t = enforcer::kernel::pin::DEFAULT_LOCK_WAIT.as_secs(), value_parser = clap::value_parser!(u64).range(0..=86_400))]
+        lock_timeout: u64,
         /// Address of the metrics endpoint (/metrics, /healthz, /readyz); `none` disables it.
         #[arg(
             long = "web.listen-address",
@@ -123,9 +129,16 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
         denial_window_ms: u64,
     },
-    /// Remove everything a pinned agent left in bpffs: links (which detaches the programs),
-    /// programs and maps.
+    /// Remove everything pinned agents left in bpffs, of every release (pin layout) found
+    /// there: links (which detaches the programs), programs and maps.
     Detach {
+        /// bpffs directory the agent pinned into.
+        #[arg(long, value_name = "DIR", default_value = enforcer::kernel::pin::DEFAULT_ROOT)]
+        bpffs_dir: PathBuf,
+    },
+    /// List what is pinned in bpffs, by pin layout (release) and cgroup: the programs attached
+    /// to each cgroup by a pinned link, the programs and maps, and whether an agent runs.
+    Status {
         /// bpffs directory the agent pinned into.
         #[arg(long, value_name = "DIR", default_value = enforcer::kernel::pin::DEFAULT_ROOT)]
         bpffs_dir: PathBuf,
@@ -259,6 +272,7 @@ fn main() -> ExitCode {
             scope,
             pin,
             bpffs_dir,
+            lock_timeout,
             metrics_address,
             drain_interval_ms,
             denial_window_ms,
@@ -278,7 +292,10 @@ fn main() -> ExitCode {
                 scope,
                 drain_interval: Duration::from_millis(drain_interval_ms),
                 denial_window: Duration::from_millis(denial_window_ms),
-                pins: pin.then(|| enforcer::kernel::pin::Pins::new(bpffs_dir)),
+                pins: pin.then(|| {
+                    enforcer::kernel::pin::Pins::new(bpffs_dir)
+                        .with_lock_wait(Duration::from_secs(lock_timeout))
+                }),
                 metrics,
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -358,17 +375,30 @@ fn main() -> ExitCode {
                     bpffs_dir.display()
                 ));
             }
+            let layouts = enforcer::kernel::layouts::find(&bpffs_dir).unwrap_or_default();
             match enforcer::kernel::pin::remove_all(&pins) {
                 Ok(links) => {
                     println!(
-                        "removed {links} link(s) and every pin under {}",
-                        bpffs_dir.display()
+                        "removed {links} link(s) and every pin under {} (layouts {})",
+                        bpffs_dir.display(),
+                        layouts
+                            .iter()
+                            .map(|l| format!("v{}", l.version))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&anyhow::Error::new(e)),
             }
         }
+        Command::Status { bpffs_dir } => match enforcer::kernel::layouts::status(&bpffs_dir) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&anyhow::Error::new(e)),
+        },
         Command::Presets => {
             print!("{}", policy::render_presets());
             ExitCode::SUCCESS

@@ -35,7 +35,12 @@ impl Agent {
     /// Starts `enforcer run [--policy <policy>] <args>` (no metrics endpoint unless `args` asks
     /// for one) and waits for its ready line.
     pub fn start_args(policy: Option<&Path>, args: &[&str]) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(enforcer_bin());
+        Self::start_bin(&enforcer_bin(), policy, args)
+    }
+
+    /// Like [`Agent::start_args`], with the agent binary `bin` (an earlier release).
+    pub fn start_bin(bin: &Path, policy: Option<&Path>, args: &[&str]) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(bin);
         cmd.arg("run");
         if !args.contains(&"--metrics-address") && !args.contains(&"--web.listen-address") {
             cmd.args(["--web.listen-address", "none"]);

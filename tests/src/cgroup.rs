@@ -96,6 +96,32 @@ pub fn attached_programs(cgroup: &Path) -> anyhow::Result<usize> {
         .count())
 }
 
+/// Every program attached to `cgroup` as `bpftool cgroup show` prints it: `(attach type,
+/// name)`, sorted (two releases' sets attached at once show as duplicates).
+pub fn cgroup_programs(cgroup: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let out = Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cgroup)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bpftool cgroup show {}: {}",
+        cgroup.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut programs: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // ID  AttachType  [AttachFlags]  Name; the header starts with "ID".
+            (f.len() >= 3 && f[0].bytes().all(|b| b.is_ascii_digit()))
+                .then(|| (f[1].to_owned(), f[f.len() - 1].to_owned()))
+        })
+        .collect();
+    programs.sort();
+    Ok(programs)
+}
+
 /// The programs attached to a cgroup's ingress path (the DNS-learning program and the API
 /// guard), by the name `bpftool cgroup show` prints, sorted.
 pub fn ingress_programs(cgroup: &Path) -> anyhow::Result<Vec<String>> {

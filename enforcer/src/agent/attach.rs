@@ -51,6 +51,66 @@ impl Agent {
         Ok(())
     }
 
+    /// Removes what earlier releases (other pin layouts) left in the bpffs directory, once this
+    /// release's programs are attached to every target, and says what it replaced.
+    pub(super) fn take_over_earlier(&mut self) -> Result<(), RunError> {
+        for r in self.kernel.take_over()? {
+            let cgroups: Vec<String> = r
+                .inventory
+                .cgroup_ids()
+                .into_iter()
+                .map(|id| match kernel::layouts::cgroup_path(id) {
+                    Some(p) => format!("{} (id {id})", p.display()),
+                    None => format!("id {id} (gone)"),
+                })
+                .collect();
+            let mut programs: Vec<&str> = r
+                .inventory
+                .links
+                .values()
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            programs.sort_unstable();
+            programs.dedup();
+            tracing::info!(
+                layout = r.version,
+                programs = programs.join(","),
+                cgroups = cgroups.join(","),
+                tracepoints = r.inventory.links.contains_key("tracepoints"),
+                links = r.links,
+                maps = r.inventory.maps.len(),
+                "replaced the pins of an earlier release: its programs are detached and its \
+                 maps unpinned, this release's set was attached first"
+            );
+            if r.dropped_events > 0 {
+                tracing::warn!(
+                    layout = r.version,
+                    dropped_events = r.dropped_events,
+                    more_unread = r.drain_capped,
+                    "events the earlier release had queued are dropped (records of another layout \
+                     are never decoded)"
+                );
+            }
+            if !r.counters_carried.is_empty() {
+                tracing::info!(
+                    layout = r.version,
+                    maps = r.counters_carried.join(","),
+                    "the earlier release's counters are carried over (same map shape)"
+                );
+            }
+            if !r.counters_dropped.is_empty() {
+                tracing::warn!(
+                    layout = r.version,
+                    maps = r.counters_dropped.join(","),
+                    "the earlier release's counters are dropped (another map shape): these \
+                     counters start at zero, as after a restart of the process"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn publish_targets(&self) {
         let m = &self.metrics;
         m.targets_configured.set(self.targets.configured as i64);

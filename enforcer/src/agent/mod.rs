@@ -185,6 +185,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut signals = Signals::new()?;
 
     agent.attach_all()?;
+    // An upgrade: the earlier release's programs go only now that this release's are attached.
+    agent.take_over_earlier()?;
     agent.watchdog = Some(crate::integrity::Watchdog::start(
         agent.base.clone(),
         metrics.integrity.clone(),

@@ -56,6 +56,22 @@ pub enum KernelError {
     },
     #[error("{path}: {reason} (the identity programs read that layout)")]
     TracepointFormat { path: PathBuf, reason: String },
+    #[error(
+        "{dir}: a newer enforcer release pinned its programs here (pin layout v{found}; this \
+         release uses v{ours}), and a release never runs beside or over a newer one: run the \
+         newer release, or remove its pins first with `enforcer detach` (enforcement stops \
+         until this release attaches)"
+    )]
+    NewerLayout { dir: PathBuf, found: u32, ours: u32 },
+    #[error(
+        "another enforcer agent still holds the lock on {dir} after {waited:?}: two agents never \
+         share a bpffs directory; stop the other agent (this one takes over once it exits), or \
+         give this one another --bpffs-dir"
+    )]
+    Locked {
+        dir: PathBuf,
+        waited: std::time::Duration,
+    },
     #[error("converting the {name} link of {cgroup} to a bpf_link")]
     Link {
         name: &'static str,

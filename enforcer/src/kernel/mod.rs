@@ -17,6 +17,7 @@ mod comm;
 mod error;
 pub mod fqdn;
 pub mod identity;
+pub mod layouts;
 mod maps;
 pub mod pin;
 mod progs;
@@ -108,6 +109,8 @@ pub struct Kernel {
     api_listen: api::ListenPorts,
     /// What the verifier spent on each program (see [`verifier`]).
     load_report: LoadReport,
+    /// With pins: the agents' lock on the bpffs directory, held as long as this value.
+    _lock: Option<layouts::Lock>,
 }
 
 impl Kernel {
@@ -153,7 +156,21 @@ impl Kernel {
             identity::tgid_map_entries(),
         );
         let mut adopted = false;
+        let mut lock = None;
         if let Some(p) = &pins {
+            // One agent per bpffs directory: a second one waits here for the first to exit,
+            // before it reads or writes anything there.
+            p.prepare_root()?;
+            lock = Some(layouts::Lock::take(p.root(), p.lock_wait(), || {
+                tracing::warn!(
+                    dir = %p.root().display(),
+                    wait_s = p.lock_wait().as_secs(),
+                    "another enforcer agent holds the lock on this bpffs directory: waiting for \
+                     it to exit (two agents never write the same maps)"
+                );
+            })?);
+            // A newer release's pins: refuse before anything of this layout exists.
+            layouts::refuse_newer(p.root())?;
             p.prepare()?;
             adopted = p.map(map_names::ACTIVE).exists();
             for name in map_names::ALL
@@ -223,6 +240,7 @@ impl Kernel {
             identity_error,
             api_listen: api::ListenPorts::default(),
             load_report: report,
+            _lock: lock,
         };
         if adopted {
             let name = map_names::ACTIVE;
@@ -354,6 +372,16 @@ impl Kernel {
     /// Takes the API guard's event ring out of the object (once).
     pub fn take_api_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
         api::take_events(&mut self.ebpf)
+    }
+
+    /// With pins: removes the pins of every earlier layout under the bpffs directory (see
+    /// [`layouts::take_over`]). Call once this layout's programs are attached to every target:
+    /// until then the earlier programs go on enforcing beside them.
+    pub fn take_over(&self) -> Result<Vec<layouts::Replaced>, KernelError> {
+        match &self.pins {
+            Some(p) => layouts::take_over(p),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// True when the maps came from an earlier agent's pins.

@@ -6,10 +6,13 @@
 //! <root>/v<layout>/links/cg-<cgroup id>/<program>-<nonce>   one bpf_link per hook and target
 //! ```
 //! The layout version changes whenever a map's key or value layout changes, so an agent never
-//! adopts maps it cannot read.
+//! adopts maps it cannot read; an agent takes over from any other (earlier) layout it finds
+//! under the root, and refuses to start over a newer one (see [`super::layouts`]). The agents
+//! running on one root hold an exclusive `flock` on it ([`super::layouts::Lock`]).
 use std::{
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
 };
 
 use aya::programs::links::FdLink;
@@ -29,24 +32,48 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> KernelError + '_ {
     }
 }
 
+/// How long a starting agent waits for the agent holding the root's lock to exit, by default.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(60);
+
 /// The pin directories of one agent installation.
 #[derive(Debug, Clone)]
 pub struct Pins {
     root: PathBuf,
+    /// How long [`super::Kernel::load_with`] waits for another agent's lock on the root.
+    lock_wait: Duration,
 }
 
 impl Pins {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            lock_wait: DEFAULT_LOCK_WAIT,
+        }
+    }
+
+    /// The same directories, waiting up to `wait` for another agent's lock.
+    #[must_use]
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    pub fn lock_wait(&self) -> Duration {
+        self.lock_wait
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Whether anything of this layout is pinned under the root (`detach` refuses otherwise).
+    /// Whether any layout is pinned under the root (`detach` refuses otherwise).
     pub fn exists(&self) -> bool {
-        self.versioned().exists()
+        super::layouts::find(&self.root).is_ok_and(|l| !l.is_empty())
+    }
+
+    /// This release's layout directory, `<root>/v<PIN_LAYOUT_VERSION>`.
+    pub fn layout_dir(&self) -> PathBuf {
+        self.versioned()
     }
 
     fn versioned(&self) -> PathBuf {
@@ -74,10 +101,16 @@ impl Pins {
         self.links_dir().join(format!("cg-{cgroup_id}"))
     }
 
-    /// Makes sure the directories exist on a bpf filesystem, mounting bpffs at the closest
-    /// missing mount point (`/sys/fs/bpf` normally) when needed.
-    pub fn prepare(&self) -> Result<(), KernelError> {
+    /// Makes sure the root exists on a bpf filesystem, mounting bpffs at the closest missing
+    /// mount point (`/sys/fs/bpf` normally) when needed.
+    pub fn prepare_root(&self) -> Result<(), KernelError> {
         ensure_bpffs(&self.root)?;
+        std::fs::create_dir_all(&self.root).map_err(io(&self.root))
+    }
+
+    /// [`Pins::prepare_root`], and this layout's directories.
+    pub fn prepare(&self) -> Result<(), KernelError> {
+        self.prepare_root()?;
         for dir in [self.maps_dir(), self.progs_dir(), self.links_dir()] {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
@@ -213,44 +246,23 @@ fn ensure_bpffs(root: &Path) -> Result<(), KernelError> {
     })
 }
 
-/// Removes every pin under the installation (links first: that detaches the programs), then
-/// the directories. Returns the number of links removed.
+/// Removes every pin under the installation, of every layout found there (links first: that
+/// detaches the programs), then the directories. Returns the number of links removed.
 pub fn remove_all(pins: &Pins) -> Result<usize, KernelError> {
     let mut links = 0;
-    let links_dir = pins.links_dir();
-    if links_dir.exists() {
-        for target in std::fs::read_dir(&links_dir).map_err(io(&links_dir))? {
-            let target = target.map_err(io(&links_dir))?.path();
-            links += remove_dir_pins(&target)?;
-            std::fs::remove_dir(&target).map_err(io(&target))?;
-        }
+    for layout in super::layouts::find(&pins.root)? {
+        links += super::layouts::remove(&layout.dir)?;
     }
-    for dir in [pins.progs_dir(), pins.maps_dir()] {
-        if dir.exists() {
-            remove_dir_pins(&dir)?;
-        }
+    // Remove the now empty root; leave a bpffs mount point alone.
+    match std::fs::remove_dir(&pins.root) {
+        Ok(()) => Ok(links),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(links),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(links),
+        Err(e) => Err(KernelError::Io {
+            path: pins.root.clone(),
+            source: e,
+        }),
     }
-    // Remove the now empty directories, innermost first; leave a bpffs mount point alone.
-    for dir in [
-        pins.links_dir(),
-        pins.progs_dir(),
-        pins.maps_dir(),
-        pins.versioned(),
-        pins.root.clone(),
-    ] {
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) if dir == pins.root && e.raw_os_error() == Some(libc::EBUSY) => {}
-            Err(e) => {
-                return Err(KernelError::Io {
-                    path: dir,
-                    source: e,
-                });
-            }
-        }
-    }
-    Ok(links)
 }
 
 /// Unlinks the link pins of `program` in the target directory `dir` (the program is detached
