@@ -171,6 +171,26 @@ impl Probe {
         Ok((next()?, next()?))
     }
 
+    /// Runs [`Probe::alternate`] (port 80) in 100 ms chunks on a thread until `done` is set;
+    /// returns the summed counts `[a1 EPERM, a1 other, a2 EPERM, a2 other]`.
+    pub fn hammer(
+        mut self,
+        a1: &'static str,
+        a2: &'static str,
+        done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<[u64; 4]> {
+        std::thread::spawn(move || {
+            let mut total = [0u64; 4];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let c = self.alternate(a1, a2, 80, 100).unwrap();
+                for (t, c) in total.iter_mut().zip(c) {
+                    *t += c;
+                }
+            }
+            total
+        })
+    }
+
     /// Connects (UDP) to `a1`, `a2`, `a1`, ... for `ms` milliseconds; returns
     /// [EPERM at a1, other at a1, EPERM at a2, other at a2].
     pub fn alternate(

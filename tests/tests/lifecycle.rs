@@ -14,26 +14,6 @@ use integration_tests::{
     emulated, eventually, http_get, privileged, probe_bin, wait_for,
 };
 
-/// Runs `probe.alternate(a1, a2, …)` in 100 ms chunks on a thread until `done` is set (the gap
-/// between chunks is one pipe round trip); returns the summed counts.
-fn hammer(
-    mut probe: Probe,
-    a1: &'static str,
-    a2: &'static str,
-    done: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<[u64; 4]> {
-    std::thread::spawn(move || {
-        let mut total = [0u64; 4];
-        while !done.load(Ordering::Relaxed) {
-            let c = probe.alternate(a1, a2, 80, 100).unwrap();
-            for (t, c) in total.iter_mut().zip(c) {
-                *t += c;
-            }
-        }
-        total
-    })
-}
-
 const BLOCK_METADATA: &str = "mode: enforce\ndefault: allow\nblock:\n  - preset: cloud-metadata\n";
 
 /// SIGKILL the agent 20 times (5 under emulation, where each start verifies for seconds) while a
@@ -66,7 +46,7 @@ fn pinned_enforcement_survives_sigkill_and_restart() {
     let mut agent = Agent::start_args(Some(&policy), &args).unwrap();
     let probe = Probe::spawn(&cg).unwrap();
     let done = Arc::new(AtomicBool::new(false));
-    let hammer = hammer(probe, "169.254.169.254", "169.254.170.2", done.clone());
+    let hammer = probe.hammer("169.254.169.254", "169.254.170.2", done.clone());
     let rounds = if emulated() { 5 } else { 20 };
     for round in 0..rounds {
         agent.signal(libc::SIGKILL);
@@ -184,7 +164,7 @@ fn one_thousand_reloads_never_open_a_gap() {
     enforcer.attach(&Cgroup::open(&cg.path).unwrap()).unwrap();
     let probe = Probe::spawn(&cg).unwrap();
     let done = Arc::new(AtomicBool::new(false));
-    let hammer = hammer(probe, "10.1.2.3", "127.0.0.1", done.clone());
+    let hammer = probe.hammer("10.1.2.3", "127.0.0.1", done.clone());
     let reloads: u32 = if emulated() { 250 } else { 1000 };
     let started = Instant::now();
     for generation in 2..=reloads + 1 {

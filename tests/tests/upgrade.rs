@@ -24,26 +24,6 @@ const POLICY_A: &str =
 const POLICY_B: &str =
     "mode: enforce\ndefault: allow\nblock:\n  - cidr: 198.51.100.0/24\n  - cidr: 203.0.113.0/24\n";
 
-/// Runs `probe.alternate(a1, a2, …)` in 100 ms chunks on a thread until `done` is set; returns
-/// the summed counts `[a1 EPERM, a1 other, a2 EPERM, a2 other]`.
-fn hammer(
-    mut probe: Probe,
-    a1: &'static str,
-    a2: &'static str,
-    done: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<[u64; 4]> {
-    std::thread::spawn(move || {
-        let mut total = [0u64; 4];
-        while !done.load(Ordering::Relaxed) {
-            let c = probe.alternate(a1, a2, 80, 100).unwrap();
-            for (t, c) in total.iter_mut().zip(c) {
-                *t += c;
-            }
-        }
-        total
-    })
-}
-
 /// Waits (up to 5 s: the kernel frees a detached link from a workqueue) until every program on
 /// `cgroup` is attached once, and returns them.
 fn one_set(cgroup: &std::path::Path) -> Vec<(String, String)> {
@@ -139,7 +119,7 @@ fn upgrade_from_an_earlier_release_without_a_gap_or_leftovers() {
 
     let probe = Probe::spawn(&cg).unwrap();
     let done = Arc::new(AtomicBool::new(false));
-    let storm = hammer(probe, "203.0.113.1", "203.0.113.77", done.clone());
+    let storm = probe.hammer("203.0.113.1", "203.0.113.77", done.clone());
     std::thread::sleep(Duration::from_millis(300));
     let new = Agent::start_args(Some(&b), &args).unwrap();
     std::thread::sleep(Duration::from_millis(300));
