@@ -275,34 +275,10 @@ pub fn cgroup_ids(proc_root: &Path, pids: &[u32]) -> Vec<u64> {
 
 /// The ports of every `--web.listen-address` in a NUL-separated command line.
 pub fn web_listen_ports(cmdline: &[u8]) -> Vec<u16> {
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = args[i].as_str();
-        if arg == "--" {
-            break;
-        }
-        let value = if let Some(v) = arg.strip_prefix("--web.listen-address=") {
-            Some(v.to_owned())
-        } else if arg == "--web.listen-address" {
-            i += 1;
-            args.get(i).cloned()
-        } else {
-            None
-        };
-        if let Some(port) = value
-            .and_then(|v| v.rsplit_once(':').map(|(_, p)| p.to_owned()))
-            .and_then(|p| p.parse::<u16>().ok())
-        {
-            out.push(port);
-        }
-        i += 1;
-    }
-    out
+    super::cluster::flag_values(cmdline, "--web.listen-address")
+        .iter()
+        .filter_map(|v| v.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .collect()
 }
 
 /// The process on this node holding the socket `peer` → `local` (the caller's end of a
